@@ -1,0 +1,210 @@
+//! tokio-util codecs for frames and packets over `BytesMut`.
+//!
+//! The only wire module that touches I/O buffers. Payloads leave as `Bytes` split off the read
+//! buffer, without copying. Below: [`super::frame`] and [`super::packet`]. Above: the connection
+//! code in [`crate::transport`], and anyone who wants `Framed<T, PacketCodec>`.
+
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::frame::{self, Frame, Header};
+use super::packet::{self, Assembler, Packet};
+use super::{PREFACE, WireError};
+
+/// Decodes and encodes single [`Frame`]s, refusing to buffer a frame longer than
+/// `max_frame_len` payload bytes.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    max_frame_len: usize,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new(packet::DEFAULT_MAX_PACKET_SIZE)
+    }
+}
+
+impl FrameCodec {
+    /// A codec that accepts frame payloads of at most `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> FrameCodec {
+        FrameCodec { max_frame_len }
+    }
+
+    /// Decodes one frame whose header is already known to be `h`.
+    fn decode_with(&self, h: &Header, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if h.data_len > self.max_frame_len as u64 {
+            return Err(WireError::DataOverflow {
+                len: h.data_len,
+                max: self.max_frame_len,
+            });
+        }
+        let total = h.header_len + h.data_len as usize;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let mut bytes = src.split_to(total);
+        bytes.advance(h.header_len);
+        Ok(Some(Frame {
+            id: h.id,
+            kind: h.kind,
+            done: h.done,
+            control: h.control,
+            data: bytes.freeze(),
+        }))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        match Header::decode(src)? {
+            Some(h) => self.decode_with(&h, src),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(WireError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        dst.reserve(item.encoded_len());
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+/// Whether a codec still looks for the `DRPC!!!1` preface (`probes.md` row Q).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preface {
+    /// At the start of a connection that accepts the preface.
+    Expected,
+    /// Decided: skipped, absent, or not accepted on this side.
+    Done,
+}
+
+/// Decodes packets (frames assembled with Go's rules) and encodes packets as split frames.
+///
+/// One codec serves one direction of one connection: the assembler's id state lives here.
+#[derive(Debug)]
+pub struct PacketCodec {
+    frames: FrameCodec,
+    assembler: Assembler,
+    split_size: usize,
+    preface: Preface,
+}
+
+impl Default for PacketCodec {
+    fn default() -> Self {
+        PacketCodec::new(packet::DEFAULT_MAX_PACKET_SIZE, packet::DEFAULT_SPLIT_SIZE)
+    }
+}
+
+impl PacketCodec {
+    /// A codec accepting packets of up to `max_packet_size` bytes and splitting outgoing ones
+    /// into frames of `split_size` bytes (`0`: never split).
+    pub fn new(max_packet_size: usize, split_size: usize) -> PacketCodec {
+        PacketCodec {
+            frames: FrameCodec::new(max_packet_size),
+            assembler: Assembler::new(max_packet_size),
+            split_size,
+            preface: Preface::Done,
+        }
+    }
+
+    /// Makes the decoder skip a `DRPC!!!1` preface at the very start of the stream, as a
+    /// server must for storj/drpc's `drpcmigrate` clients (`drpc-wire.md` §13).
+    pub fn accept_preface(mut self) -> PacketCodec {
+        self.preface = Preface::Expected;
+        self
+    }
+
+    /// The id the decoder expects next.
+    pub fn current_id(&self) -> frame::Id {
+        self.assembler.current()
+    }
+
+    /// Whether bytes of an incomplete frame or packet are buffered in `src` or the assembler.
+    pub fn is_mid_frame(&self, src: &BytesMut) -> bool {
+        !src.is_empty()
+    }
+
+    fn skip_preface(&mut self, src: &mut BytesMut) -> bool {
+        if self.preface == Preface::Done {
+            return true;
+        }
+        let n = src.len().min(PREFACE.len());
+        if src[..n] != PREFACE[..n] {
+            self.preface = Preface::Done;
+            return true;
+        }
+        if n < PREFACE.len() {
+            return false;
+        }
+        src.advance(PREFACE.len());
+        self.preface = Preface::Done;
+        true
+    }
+}
+
+impl Decoder for PacketCodec {
+    type Item = Packet;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, WireError> {
+        if !self.skip_preface(src) {
+            return Ok(None);
+        }
+        loop {
+            let Some(h) = Header::decode(src)? else {
+                return Ok(None);
+            };
+            self.assembler.check_header(&h)?;
+            let Some(frame) = self.frames.decode_with(&h, src)? else {
+                return Ok(None);
+            };
+            if let Some(packet) = self.assembler.handle_frame(frame)? {
+                return Ok(Some(packet));
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, WireError> {
+        match self.decode(src)? {
+            Some(packet) => Ok(Some(packet)),
+            None if src.is_empty() => Ok(None),
+            None => Err(WireError::Truncated {
+                buffered: src.len(),
+            }),
+        }
+    }
+}
+
+impl Encoder<Packet> for PacketCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, item: Packet, dst: &mut BytesMut) -> Result<(), WireError> {
+        packet::encode(
+            dst,
+            item.id,
+            item.kind,
+            item.control,
+            &item.data,
+            self.split_size,
+        );
+        Ok(())
+    }
+}

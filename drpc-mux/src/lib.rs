@@ -1,0 +1,1 @@
+//! Many concurrent RPCs on one connection over yamux or QUIC, behind a `NewStream` transport trait (coming in its own issue).

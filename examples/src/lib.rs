@@ -1,0 +1,1 @@
+//! The interop echo service (shared by the example binaries).
