@@ -1,13 +1,60 @@
-//! drpc-core: the storj/drpc wire protocol for Rust.
+//! drpc-core: the storj/drpc wire protocol for Rust, with a client [`Conn`] and a [`Server`].
 //!
-//! Data flows one way, each layer knowing only the one below:
-//! bytes → [`wire::frame`] → [`wire::packet`] → streams → typed messages.
+//! Go and Rust peers interoperate byte for byte. Data flows one way, each layer knowing only
+//! the one below:
+//!
+//! | Layer | Module | Job |
+//! |---|---|---|
+//! | bytes → frames | [`wire::frame`], [`wire::codec`] | headers, varints, payload chunks |
+//! | frames → packets | [`wire::packet`] | reassembly with Go's id, kind and size rules |
+//! | packets → streams | [`stream`] | one RPC's state machine (sans-IO) |
+//! | streams → calls | [`conn`] (client), [`server`] + [`router`] | one stream at a time per transport |
+//! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost |
+//!
+//! # Example: a server and a client on loopback
+//!
+//! ```
+//! use drpc_core::{CallOptions, ConnExt, Context, Error, Router, Server};
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! struct Msg { #[prost(string, tag = "1")] text: String, #[prost(int64, tag = "2")] n: i64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = Router::new().unary("/echo.Echo/Unary", |_ctx: Context, m: Msg| async move {
+//!     Ok::<_, Error>(Msg { text: format!("echo:{}", m.text), n: m.n + 1 })
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let server = Server::new(router);
+//! tokio::spawn({ let server = server.clone(); async move { server.serve(listener).await } });
+//!
+//! let conn = drpc_core::dial(addr).await?;
+//! let reply: Msg = conn.call("/echo.Echo/Unary", &Msg { text: "hi".into(), n: 7 }, CallOptions::new()).await?;
+//! assert_eq!((reply.text.as_str(), reply.n), ("echo:hi", 8));
+//! server.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
 
 #![deny(clippy::await_holding_lock)]
 
+pub mod conn;
+pub mod context;
+pub mod encoding;
 pub mod error;
 pub mod metadata;
+pub mod router;
+pub mod server;
+pub mod stream;
+pub mod transport;
 pub mod wire;
 
+pub use conn::{
+    BidiStreaming, CallOptions, CancelMode, ClientStreaming, Conn, ConnConfig, ConnExt, DynConn,
+    RawStream, ServerStreaming, TransportConn, TransportStream, dial,
+};
+pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError};
 pub use metadata::{Metadata, MetadataError};
+pub use router::{Handler, Router, TypedStream};
+pub use server::{ConnInfo, Server, ServerConfig, ServerStream};
+pub use transport::Transport;

@@ -105,6 +105,7 @@ pub struct PacketCodec {
     assembler: Assembler,
     split_size: usize,
     preface: Preface,
+    frames_decoded: u64,
 }
 
 impl Default for PacketCodec {
@@ -122,6 +123,7 @@ impl PacketCodec {
             assembler: Assembler::new(max_packet_size),
             split_size,
             preface: Preface::Done,
+            frames_decoded: 0,
         }
     }
 
@@ -137,9 +139,9 @@ impl PacketCodec {
         self.assembler.current()
     }
 
-    /// Whether bytes of an incomplete frame or packet are buffered in `src` or the assembler.
-    pub fn is_mid_frame(&self, src: &BytesMut) -> bool {
-        !src.is_empty()
+    /// How many frames this codec has decoded.
+    pub fn frames_decoded(&self) -> u64 {
+        self.frames_decoded
     }
 
     fn skip_preface(&mut self, src: &mut BytesMut) -> bool {
@@ -176,6 +178,7 @@ impl Decoder for PacketCodec {
             let Some(frame) = self.frames.decode_with(&h, src)? else {
                 return Ok(None);
             };
+            self.frames_decoded += 1;
             if let Some(packet) = self.assembler.handle_frame(frame)? {
                 return Ok(Some(packet));
             }

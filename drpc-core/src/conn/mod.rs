@@ -1,0 +1,147 @@
+//! The client side: the [`Conn`] trait every connection kind implements, per-call
+//! [`CallOptions`], and [`TransportConn`], the connection over one transport.
+//!
+//! # One trait, four kinds
+//!
+//! Generated clients are generic over [`Conn`], so these are interchangeable:
+//!
+//! | Kind | Crate | How it implements [`Conn`] |
+//! |---|---|---|
+//! | single transport | this crate, [`TransportConn`] | one RPC at a time on the transport, as storj/drpc does; callers wait their turn (bounded by their deadline) |
+//! | pool | `drpc-pool` | checks a connection out per RPC (exclusive) or per stream open (shared mux sessions), and gives it back when the RPC ends cleanly |
+//! | mux | `drpc-mux` | opens a fresh yamux or QUIC stream per RPC and runs the plain drpc wire on it, so RPCs run concurrently |
+//! | balanced | `drpc-pool` | picks a backend pool per call (power of two choices over discovered endpoints) and delegates |
+//!
+//! TLS is not a kind of its own: a TLS stream is a transport, so `TransportConn<TlsStream<_>>`
+//! and mux sessions over TLS are covered by the rows above.
+//!
+//! Where kinds must mix (a pool of different endpoints, a hub of agents), [`DynConn`] is the
+//! object-safe form: `Arc<dyn DynConn>` implements [`Conn`] again.
+
+mod dynconn;
+mod transport;
+mod typed;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::metadata::Metadata;
+
+pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
+pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial};
+pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
+
+/// Options for one call: metadata to send and a deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use drpc_core::CallOptions;
+/// let opts = CallOptions::new().with_metadata("tenant", "a").with_timeout(Duration::from_secs(2));
+/// assert_eq!(opts.metadata.get("tenant"), Some("a"));
+/// assert!(opts.deadline.is_some());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Sent in an InvokeMetadata packet before the Invoke (nothing is sent when empty).
+    pub metadata: Metadata,
+    /// When the call gives up with [`Error::DeadlineExceeded`]. The wait for the connection's
+    /// turn counts too. Deadlines are not sent on the wire (storj/drpc does not either).
+    pub deadline: Option<Instant>,
+}
+
+impl CallOptions {
+    /// No metadata, no deadline.
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    /// Adds one metadata entry.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key, value);
+        self
+    }
+
+    /// Sets the deadline to `timeout` from now.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = Some(Instant::now() + timeout);
+        self
+    }
+
+    /// Sets the deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// A client connection: runs RPCs on encoded messages.
+///
+/// Implemented by [`TransportConn`] here and by the pool, mux and balanced connections of the
+/// other crates. Typed calls are in [`ConnExt`] and in generated clients.
+///
+/// # Cancel safety
+/// Dropping a call's future cancels the call: with [`CancelMode::Soft`] a Cancel packet is sent
+/// and the connection is kept; with [`CancelMode::Hard`] (or when a write was in flight) the
+/// transport is closed.
+pub trait Conn: Send + Sync {
+    /// The raw stream [`Conn::open_stream`] returns.
+    type Stream: RawStream;
+
+    /// Runs a unary RPC: sends `request`, returns the one reply.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for an Error packet from the server, [`Error::DeadlineExceeded`],
+    /// [`Error::Closed`] when the connection was closed before anything was sent, and
+    /// transport or protocol errors.
+    fn unary(
+        &self,
+        rpc: &str,
+        request: Bytes,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send;
+
+    /// Starts a streaming RPC. The Invoke goes out with the first send or receive.
+    ///
+    /// # Errors
+    /// As [`Conn::unary`], for getting the connection's turn.
+    fn open_stream(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Self::Stream, Error>> + Send;
+
+    /// Whether the connection is known to be closed. Never does I/O.
+    fn is_closed(&self) -> bool;
+
+    /// Completes once the connection is closed.
+    fn closed(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// One RPC's stream of encoded messages, from the client side.
+///
+/// Dropping it before the stream ended cancels the RPC (see [`Conn`]).
+pub trait RawStream: Send + 'static {
+    /// Sends one message.
+    ///
+    /// # Errors
+    /// [`Error::SendClosed`] after [`RawStream::close_send`], the stream's error if it ended,
+    /// and transport errors.
+    fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Tells the server no more messages will be sent (CloseSend).
+    ///
+    /// # Errors
+    /// Transport errors, or the deadline.
+    fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Receives the next message; `Ok(None)` once the server closed its side cleanly.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the server ended the stream with an error, and transport,
+    /// protocol and deadline errors.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send;
+}

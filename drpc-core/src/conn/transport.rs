@@ -1,0 +1,610 @@
+//! [`TransportConn`]: the storj/drpc client connection over one transport.
+//!
+//! One stream at a time (`drpc-wire.md` §8.5): a call takes the connection's turn (a fair
+//! semaphore of one), takes the transport out of its slot, runs in the caller's task (encode,
+//! one write of Invoke + Message + CloseSend, flush, read the reply) and puts it back. No task
+//! hop per call. While the connection is idle a small watcher task keeps reading, so that a
+//! peer's close is noticed ([`Conn::is_closed`]) and late packets of canceled streams are
+//! dropped; it hands the transport over through the same slot, never packets.
+
+use std::future::{Future, poll_fn};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::time::{Instant, timeout_at};
+
+use super::{CallOptions, Conn, RawStream};
+use crate::error::{Error, ProtocolError};
+use crate::metadata::Metadata;
+use crate::stream::{Event, StreamState};
+use crate::transport::{ReadHalf, Transport, WriteHalf};
+use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec};
+
+/// What happens to the connection when a call is canceled before its stream finished
+/// (`drpc-wire.md` §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CancelMode {
+    /// Send a Cancel packet (control bit set) and keep the connection. If a write is in
+    /// flight, or the Cancel cannot be written at once, the transport is closed instead.
+    #[default]
+    Soft,
+    /// Close the transport (Go's default).
+    Hard,
+}
+
+/// Settings of a [`TransportConn`].
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Soft or hard cancel. Default: soft.
+    pub cancel: CancelMode,
+    /// The largest packet accepted from the server. Default: 4 MiB.
+    pub max_packet_size: usize,
+    /// Outgoing frames carry at most this many payload bytes (`0`: never split). Default:
+    /// 64 KiB.
+    pub split_size: usize,
+    /// Keep reading while idle, so that a closed peer is noticed before the next call.
+    /// Needs a tokio runtime at construction. Default: on.
+    pub watch_idle: bool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            cancel: CancelMode::Soft,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            split_size: DEFAULT_SPLIT_SIZE,
+            watch_idle: true,
+        }
+    }
+}
+
+/// Connects to `addr` over TCP (with `TCP_NODELAY`) and returns a connection with the default
+/// config.
+///
+/// # Errors
+/// The connect error.
+pub async fn dial(addr: impl ToSocketAddrs) -> std::io::Result<TransportConn<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(TransportConn::new(tcp))
+}
+
+/// A client connection over one transport (TCP, TLS, a unix socket, a mux stream…).
+///
+/// Share it with `Arc` or by reference: every method takes `&self`. Dropping it closes the
+/// transport once a stream still running has finished.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use drpc_core::{CallOptions, Conn};
+/// let conn = drpc_core::dial("127.0.0.1:8080").await?;
+/// let reply = conn.unary("/echo.Echo/Unary", bytes::Bytes::new(), CallOptions::new()).await?;
+/// # Ok(()) }
+/// ```
+pub struct TransportConn<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for TransportConn<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConn")
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<T> {
+    /// The turn: one permit, held (forgotten, then added back) for a whole stream.
+    turn: Semaphore,
+    slot: Mutex<Slot<T>>,
+    closed: AtomicBool,
+    closed_tx: watch::Sender<bool>,
+    config: ConnConfig,
+}
+
+struct Slot<T> {
+    io: IoState<T>,
+    /// The idle watcher's waker, woken whenever the transport comes back.
+    watcher: Option<Waker>,
+}
+
+enum IoState<T> {
+    Idle(Io<T>),
+    Busy,
+    Closed,
+}
+
+struct Io<T> {
+    transport: T,
+    read: ReadHalf,
+    write: WriteHalf,
+    /// The id the next stream gets (1, 2, 3… per connection).
+    next_stream: u64,
+    /// A flush is under way; a call abandoned now must close the transport.
+    writing: bool,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_io(&self) -> Result<Io<T>, Error> {
+        let mut slot = self.lock();
+        match std::mem::replace(&mut slot.io, IoState::Busy) {
+            IoState::Idle(io) => Ok(io),
+            other => {
+                slot.io = other;
+                drop(slot);
+                self.turn.add_permits(1);
+                Err(Error::Closed)
+            }
+        }
+    }
+
+    /// Gives the transport back after a finished stream and passes the turn on.
+    fn put_io(&self, io: Io<T>) {
+        let mut slot = self.lock();
+        let waker = slot.watcher.take();
+        if matches!(slot.io, IoState::Busy) {
+            slot.io = IoState::Idle(io);
+            drop(slot);
+        } else {
+            drop(slot);
+            drop(io);
+        }
+        self.turn.add_permits(1);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Closes the connection for good, dropping (and so closing) the transport.
+    fn close(&self, io: Option<Io<T>>) {
+        let mut slot = self.lock();
+        let old = std::mem::replace(&mut slot.io, IoState::Closed);
+        let waker = slot.watcher.take();
+        drop(slot);
+        drop(old);
+        drop(io);
+        self.closed.store(true, Ordering::Release);
+        self.closed_tx.send_replace(true);
+        self.turn.close();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<T: Transport> Shared<T> {
+    /// The idle watcher: reads while nobody else does, drops late packets of old streams, and
+    /// closes the connection on EOF, a read error or a packet no stream can take.
+    fn poll_watch(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.lock();
+        let Slot { io, watcher } = &mut *slot;
+        let failed = match io {
+            IoState::Closed => return Poll::Ready(()),
+            IoState::Busy => false,
+            IoState::Idle(io) => loop {
+                match io.read.poll_packet(&mut io.transport, cx) {
+                    Poll::Ready(Ok(p)) if p.id.stream < io.next_stream => continue,
+                    Poll::Ready(Ok(p)) => {
+                        tracing::debug!(stream = p.id.stream, kind = ?p.kind, "packet for no stream");
+                        break true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(error = %e, "idle connection closed");
+                        break true;
+                    }
+                    Poll::Pending => break false,
+                }
+            },
+        };
+        if failed {
+            drop(slot);
+            self.close(None);
+            return Poll::Ready(());
+        }
+        if !watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *watcher = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for TransportConn<T> {
+    fn drop(&mut self) {
+        self.shared.close(None);
+    }
+}
+
+impl<T: Transport> TransportConn<T> {
+    /// A connection over `transport` with the default [`ConnConfig`].
+    pub fn new(transport: T) -> TransportConn<T> {
+        TransportConn::with_config(transport, ConnConfig::default())
+    }
+
+    /// A connection over `transport` with `config`.
+    pub fn with_config(transport: T, config: ConnConfig) -> TransportConn<T> {
+        let io = Io {
+            transport,
+            read: ReadHalf::new(PacketCodec::new(config.max_packet_size, config.split_size)),
+            write: WriteHalf::new(config.split_size),
+            next_stream: 1,
+            writing: false,
+        };
+        let watch_idle = config.watch_idle;
+        let shared = Arc::new(Shared {
+            turn: Semaphore::new(1),
+            slot: Mutex::new(Slot {
+                io: IoState::Idle(io),
+                watcher: None,
+            }),
+            closed: AtomicBool::new(false),
+            closed_tx: watch::Sender::new(false),
+            config,
+        });
+        if watch_idle && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let watched = Arc::clone(&shared);
+            rt.spawn(async move { poll_fn(|cx| watched.poll_watch(cx)).await });
+        }
+        TransportConn { shared }
+    }
+
+    /// Closes the connection: the transport is dropped once a running stream finished, and
+    /// callers waiting for their turn get [`Error::Closed`].
+    pub fn close(&self) {
+        self.shared.close(None);
+    }
+
+    /// Waits for this connection's turn and takes the transport.
+    async fn begin(&self, deadline: Option<Instant>) -> Result<Call<T>, Error> {
+        match self.shared.turn.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                let acquire = self.shared.turn.acquire();
+                let permit = match deadline {
+                    None => acquire.await,
+                    Some(d) => timeout_at(d, acquire)
+                        .await
+                        .map_err(|_| Error::DeadlineExceeded)?,
+                };
+                permit.map_err(|_| Error::Closed)?.forget();
+            }
+        }
+        let io = self.shared.take_io()?;
+        Ok(Call {
+            shared: Arc::clone(&self.shared),
+            io: Some(io),
+            state: StreamState::new(0),
+        })
+    }
+}
+
+/// Runs `fut` until `deadline`, mapping the timeout to [`Error::DeadlineExceeded`].
+async fn until<F, R>(deadline: Option<Instant>, fut: F) -> Result<R, Error>
+where
+    F: Future<Output = Result<R, Error>>,
+{
+    match deadline {
+        None => fut.await,
+        Some(d) => timeout_at(d, fut)
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded)),
+    }
+}
+
+impl<T: Transport> Conn for TransportConn<T> {
+    type Stream = TransportStream<T>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        let mut call = self.begin(options.deadline).await?;
+        let span =
+            tracing::debug_span!("rpc", side = "client", rpc, stream = tracing::field::Empty);
+        let _enter = span.enter();
+        let result = until(
+            options.deadline,
+            call.unary(rpc, &request, &options.metadata),
+        )
+        .await;
+        if let Err(e) = &result {
+            if matches!(e, Error::DeadlineExceeded) {
+                call.cancel_now();
+            }
+            tracing::debug!(error = %e, "rpc failed");
+        }
+        result
+    }
+
+    async fn open_stream(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> Result<TransportStream<T>, Error> {
+        let mut call = self.begin(options.deadline).await?;
+        call.start(rpc, &options.metadata);
+        Ok(TransportStream {
+            call,
+            deadline: options.deadline,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    async fn closed(&self) {
+        let mut rx = self.shared.closed_tx.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+}
+
+/// One stream's hold on the connection: the transport, the turn, and the stream state.
+/// Dropped before the stream finished, it cancels.
+struct Call<T: Transport> {
+    shared: Arc<Shared<T>>,
+    io: Option<Io<T>>,
+    state: StreamState,
+}
+
+impl<T: Transport> Call<T> {
+    fn io(&mut self) -> Result<&mut Io<T>, Error> {
+        self.io.as_mut().ok_or(Error::Closed)
+    }
+
+    /// Starts a stream: a new id, then InvokeMetadata (if any) and Invoke, buffered.
+    fn start(&mut self, rpc: &str, metadata: &Metadata) {
+        let io = self.io.as_mut().expect("a new call holds the transport");
+        self.state = StreamState::new(io.next_stream);
+        io.next_stream += 1;
+        if !metadata.is_empty() {
+            let id = self.state.next_id();
+            io.write
+                .push_with(id, Kind::InvokeMetadata, metadata.encoded_len(), |b| {
+                    metadata.encode(b)
+                });
+        }
+        let id = self.state.next_id();
+        io.write.push(id, Kind::Invoke, false, rpc.as_bytes());
+    }
+
+    async fn unary(
+        &mut self,
+        rpc: &str,
+        request: &[u8],
+        metadata: &Metadata,
+    ) -> Result<Bytes, Error> {
+        self.start(rpc, metadata);
+        tracing::Span::current().record("stream", self.state.id());
+        let io = self.io.as_mut().expect("a new call holds the transport");
+        let id = self.state.next_id();
+        io.write.push(id, Kind::Message, false, request);
+        let id = self.state.next_id();
+        io.write.push(id, Kind::CloseSend, false, &[]);
+        self.state.on_send_close();
+        self.flush().await?;
+        loop {
+            match self.next_event().await? {
+                Event::Message(reply) => {
+                    // The server's CloseSend follows; it is dropped as a late packet.
+                    self.state.on_local_terminate();
+                    self.finish();
+                    return Ok(reply);
+                }
+                Event::Terminated(t) => {
+                    self.finish();
+                    return Err(t.to_error().unwrap_or(Error::Eof));
+                }
+                Event::RecvClosed | Event::Ignored => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let io = self.io()?;
+        io.writing = true;
+        match io.write.flush(&mut io.transport).await {
+            Ok(()) => {
+                io.writing = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.fail();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads until something happens on this stream.
+    async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            let stream = self.state.id();
+            let io = self.io()?;
+            let packet = match io.read.read_packet(&mut io.transport).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail();
+                    return Err(e);
+                }
+            };
+            if packet.id.stream < stream {
+                continue; // late packets of an earlier stream
+            }
+            if packet.id.stream > stream {
+                self.fail();
+                return Err(ProtocolError::Unexpected {
+                    kind: packet.kind,
+                    stream: packet.id.stream,
+                }
+                .into());
+            }
+            match self.state.handle_packet(&packet) {
+                Ok(Event::Ignored) => {}
+                Ok(event) => return Ok(event),
+                Err(e) => {
+                    self.fail();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// The stream ended cleanly: give the transport back and pass the turn on.
+    fn finish(&mut self) {
+        if let Some(io) = self.io.take() {
+            self.shared.put_io(io);
+        }
+    }
+
+    /// The transport is unusable: close the connection.
+    fn fail(&mut self) {
+        let io = self.io.take();
+        self.shared.close(io);
+    }
+
+    /// Cancels the stream now, without waiting: soft (a Cancel packet) if the config says so
+    /// and no write is in flight, hard (close) otherwise.
+    fn cancel_now(&mut self) {
+        let Some(io) = self.io.as_mut() else { return };
+        if self.state.is_terminated() {
+            self.finish();
+            return;
+        }
+        if self.shared.config.cancel == CancelMode::Hard || io.writing {
+            self.fail();
+            return;
+        }
+        if !io.write.is_empty() {
+            // Only this stream's unflushed Invoke: the server never saw the stream.
+            io.write = WriteHalf::new(self.shared.config.split_size);
+            self.state.on_local_terminate();
+            self.finish();
+            return;
+        }
+        let id = self.state.next_id();
+        io.write.push(id, Kind::Cancel, true, &[]);
+        if io.write.flush_now(&mut io.transport) {
+            self.state.on_local_terminate();
+            self.finish();
+        } else {
+            self.fail();
+        }
+    }
+}
+
+impl<T: Transport> Drop for Call<T> {
+    fn drop(&mut self) {
+        self.cancel_now();
+    }
+}
+
+/// The client side of one streaming RPC on a [`TransportConn`].
+///
+/// Dropping it before the stream ended cancels the RPC.
+pub struct TransportStream<T: Transport> {
+    call: Call<T>,
+    deadline: Option<Instant>,
+}
+
+impl<T: Transport> std::fmt::Debug for TransportStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportStream")
+            .field("stream", &self.call.state.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> TransportStream<T> {
+    /// The stream id on the wire.
+    pub fn id(&self) -> u64 {
+        self.call.state.id()
+    }
+
+    fn on_deadline<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
+        if matches!(result, Err(Error::DeadlineExceeded)) {
+            self.call.cancel_now();
+        }
+        result
+    }
+
+    fn ended_error(&self) -> Error {
+        self.call
+            .state
+            .termination()
+            .and_then(|t| t.to_error())
+            .unwrap_or(Error::SendClosed)
+    }
+}
+
+impl<T: Transport> Call<T> {
+    async fn send_message(&mut self, message: &[u8]) -> Result<(), Error> {
+        let id = self.state.next_id();
+        self.io()?.write.push(id, Kind::Message, false, message);
+        self.flush().await
+    }
+
+    async fn send_close(&mut self) -> Result<(), Error> {
+        let id = self.state.next_id();
+        self.io()?.write.push(id, Kind::CloseSend, false, &[]);
+        self.state.on_send_close();
+        self.flush().await?;
+        if self.state.is_terminated() {
+            self.finish();
+        }
+        Ok(())
+    }
+
+    async fn recv_message(&mut self) -> Result<Option<Bytes>, Error> {
+        if !self.io()?.write.is_empty() {
+            self.flush().await?;
+        }
+        loop {
+            match self.next_event().await? {
+                Event::Message(m) => return Ok(Some(m)),
+                Event::RecvClosed => return Ok(None),
+                Event::Terminated(t) => {
+                    self.finish();
+                    return match t.to_error() {
+                        None => Ok(None),
+                        Some(e) => Err(e),
+                    };
+                }
+                Event::Ignored => {}
+            }
+        }
+    }
+}
+
+impl<T: Transport> RawStream for TransportStream<T> {
+    async fn send(&mut self, message: Bytes) -> Result<(), Error> {
+        if !self.call.state.can_send() || self.call.io.is_none() {
+            return Err(self.ended_error());
+        }
+        let r = until(self.deadline, self.call.send_message(&message)).await;
+        self.on_deadline(r)
+    }
+
+    async fn close_send(&mut self) -> Result<(), Error> {
+        if !self.call.state.can_send() || self.call.io.is_none() {
+            return Ok(());
+        }
+        let r = until(self.deadline, self.call.send_close()).await;
+        self.on_deadline(r)
+    }
+
+    async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.call.io.is_none() || self.call.state.is_recv_closed() {
+            return match self.call.state.termination().and_then(|t| t.to_error()) {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        let r = until(self.deadline, self.call.recv_message()).await;
+        self.on_deadline(r)
+    }
+}

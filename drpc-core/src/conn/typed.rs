@@ -1,0 +1,217 @@
+//! Typed calls on any [`Conn`]: prost messages in, prost messages out.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use futures_core::Stream;
+
+use super::{CallOptions, Conn, RawStream};
+use crate::encoding::{decode, encode};
+use crate::error::Error;
+
+/// Typed calls for every [`Conn`]; generated clients are built on these.
+pub trait ConnExt: Conn {
+    /// A unary call with prost messages.
+    ///
+    /// # Errors
+    /// As [`Conn::unary`], plus [`Error::Decode`] for a reply that is not a `Resp`.
+    fn call<Req, Resp>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let request = encode(request);
+        async move { decode(self.unary(rpc, request, options).await?) }
+    }
+
+    /// A server-streaming call: sends `request`, then yields the replies.
+    ///
+    /// # Errors
+    /// As [`Conn::open_stream`] and [`RawStream::send`].
+    fn server_streaming<Req, Resp>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ServerStreaming<Self::Stream, Resp>, Error>> + Send
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let request = encode(request);
+        async move {
+            let mut stream = self.open_stream(rpc, options).await?;
+            stream.send(request).await?;
+            stream.close_send().await?;
+            Ok(ServerStreaming {
+                stream,
+                _types: PhantomData,
+            })
+        }
+    }
+
+    /// A client-streaming call: send requests, then [`ClientStreaming::close_and_recv`].
+    ///
+    /// # Errors
+    /// As [`Conn::open_stream`].
+    fn client_streaming<Req, Resp>(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ClientStreaming<Self::Stream, Req, Resp>, Error>> + Send
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        async move {
+            let stream = self.open_stream(rpc, options).await?;
+            Ok(ClientStreaming {
+                stream,
+                _types: PhantomData,
+            })
+        }
+    }
+
+    /// A bidirectional-streaming call.
+    ///
+    /// # Errors
+    /// As [`Conn::open_stream`].
+    fn bidi<Req, Resp>(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<BidiStreaming<Self::Stream, Req, Resp>, Error>> + Send
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        async move {
+            let stream = self.open_stream(rpc, options).await?;
+            Ok(BidiStreaming {
+                stream,
+                _types: PhantomData,
+            })
+        }
+    }
+}
+
+impl<C: Conn + ?Sized> ConnExt for C {}
+
+/// The replies of a server-streaming call.
+#[derive(Debug)]
+pub struct ServerStreaming<S, Resp> {
+    stream: S,
+    _types: PhantomData<fn() -> Resp>,
+}
+
+impl<S: RawStream, Resp: prost::Message + Default> ServerStreaming<S, Resp> {
+    /// The next reply; `Ok(None)` at the end of the stream.
+    ///
+    /// # Errors
+    /// The server's error, transport errors, or a reply that does not decode.
+    pub async fn recv(&mut self) -> Result<Option<Resp>, Error> {
+        match self.stream.recv().await? {
+            Some(bytes) => Ok(Some(decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The replies as a [`futures_core::Stream`], ending after the first error.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Resp, Error>> + Send
+    where
+        Resp: Send,
+    {
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut this = state?;
+            match this.recv().await {
+                Ok(Some(m)) => Some((Ok(m), Some(this))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+
+    /// The raw stream underneath.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+/// The sending side of a client-streaming call.
+#[derive(Debug)]
+pub struct ClientStreaming<S, Req, Resp> {
+    stream: S,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
+    ClientStreaming<S, Req, Resp>
+{
+    /// Sends one request.
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
+        self.stream.send(encode(request)).await
+    }
+
+    /// Closes the sending side and receives the one reply.
+    ///
+    /// # Errors
+    /// The server's error, [`Error::Eof`] when it sent no reply, transport errors.
+    pub async fn close_and_recv(mut self) -> Result<Resp, Error> {
+        self.stream.close_send().await?;
+        let reply = self.stream.recv().await?.ok_or(Error::Eof)?;
+        // Read up to the server's CloseSend so the stream ends cleanly instead of canceling.
+        while self.stream.recv().await?.is_some() {}
+        decode(reply)
+    }
+}
+
+/// Both sides of a bidirectional-streaming call.
+#[derive(Debug)]
+pub struct BidiStreaming<S, Req, Resp> {
+    stream: S,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
+    BidiStreaming<S, Req, Resp>
+{
+    /// Sends one request.
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
+        self.stream.send(encode(request)).await
+    }
+
+    /// Closes the sending side; replies can still be received.
+    ///
+    /// # Errors
+    /// As [`RawStream::close_send`].
+    pub async fn close_send(&mut self) -> Result<(), Error> {
+        self.stream.close_send().await
+    }
+
+    /// The next reply; `Ok(None)` once the server closed its side.
+    ///
+    /// # Errors
+    /// The server's error, transport errors, or a reply that does not decode.
+    pub async fn recv(&mut self) -> Result<Option<Resp>, Error> {
+        match self.stream.recv().await? {
+            Some(bytes) => Ok(Some(decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The raw stream underneath.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}

@@ -1,0 +1,193 @@
+//! The router: RPC name → handler (Go's drpcmux), with typed adapters for prost messages.
+//!
+//! Names are matched byte for byte. An unknown name gets Go's exact answer
+//! ([`Error::unknown_rpc`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::conn::BoxFuture;
+use crate::context::Context;
+use crate::encoding::decode;
+use crate::error::Error;
+use crate::server::ServerStream;
+
+/// Serves one RPC: reads from and writes to the stream; returning `Ok` ends it with
+/// CloseSend, returning `Err` sends the error (code and text) to the client.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles the RPC.
+    fn call(&self, ctx: Context, stream: ServerStream) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Context, ServerStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    fn call(&self, ctx: Context, stream: ServerStream) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin(self(ctx, stream))
+    }
+}
+
+/// RPC names mapped to handlers.
+///
+/// ```
+/// use drpc_core::{Context, Error, Router};
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// struct Msg { #[prost(string, tag = "1")] text: String }
+/// let router = Router::new().unary("/echo.Echo/Unary", |_ctx: Context, m: Msg| async move {
+///     Ok::<_, Error>(Msg { text: format!("echo:{}", m.text) })
+/// });
+/// assert!(router.contains("/echo.Echo/Unary"));
+/// ```
+#[derive(Default, Clone)]
+pub struct Router {
+    routes: HashMap<Box<[u8]>, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self
+            .routes
+            .keys()
+            .map(|k| String::from_utf8_lossy(k))
+            .collect();
+        names.sort();
+        f.debug_struct("Router").field("rpcs", &names).finish()
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Registers a raw handler for `rpc`, replacing an earlier one.
+    pub fn route(mut self, rpc: impl AsRef<str>, handler: impl Handler) -> Router {
+        self.add(rpc, handler);
+        self
+    }
+
+    /// [`Router::route`] on `&mut self`, for generated registration code.
+    pub fn add(&mut self, rpc: impl AsRef<str>, handler: impl Handler) {
+        self.routes
+            .insert(rpc.as_ref().as_bytes().into(), Arc::new(handler));
+    }
+
+    /// Registers a unary handler on prost messages.
+    pub fn unary<Req, Resp, F, Fut>(self, rpc: impl AsRef<str>, f: F) -> Router
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.route(
+            rpc,
+            Unary {
+                f: Arc::new(f),
+                _types: PhantomData,
+            },
+        )
+    }
+
+    /// Registers a streaming handler (client-, server- or bidi-streaming) on prost messages.
+    pub fn streaming<Req, Resp, F, Fut>(self, rpc: impl AsRef<str>, f: F) -> Router
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: Fn(Context, TypedStream<Req, Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.route(rpc, move |ctx, stream| f(ctx, TypedStream::new(stream)))
+    }
+
+    /// Whether a handler is registered for `rpc`.
+    pub fn contains(&self, rpc: &str) -> bool {
+        self.routes.contains_key(rpc.as_bytes())
+    }
+
+    /// The handler for the RPC name `rpc`.
+    pub fn get(&self, rpc: &[u8]) -> Option<&Arc<dyn Handler>> {
+        self.routes.get(rpc)
+    }
+
+    /// Adds every route of `other`, replacing routes of the same name.
+    pub fn merge(mut self, other: Router) -> Router {
+        self.routes.extend(other.routes);
+        self
+    }
+}
+
+/// The unary adapter: one request in, one reply out, exactly as Go's generated code.
+struct Unary<F, Req, Resp> {
+    f: Arc<F>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> Handler for Unary<F, Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    fn call(
+        &self,
+        ctx: Context,
+        mut stream: ServerStream,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let f = Arc::clone(&self.f);
+        Box::pin(async move {
+            // A unary Invoke without its request message gets Go's "EOF" (probe O).
+            let request = stream.recv().await?.ok_or(Error::Eof)?;
+            let request = decode::<Req>(request)?;
+            let reply = f(ctx, request).await?;
+            stream.buffer_message(&reply)
+        })
+    }
+}
+
+/// A server stream with prost messages in and out.
+#[derive(Debug)]
+pub struct TypedStream<Req, Resp> {
+    stream: ServerStream,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp> {
+    /// Wraps a raw stream.
+    pub fn new(stream: ServerStream) -> Self {
+        TypedStream {
+            stream,
+            _types: PhantomData,
+        }
+    }
+
+    /// The next request; `Ok(None)` once the client closed its side.
+    ///
+    /// # Errors
+    /// [`Error::Canceled`] when the call was canceled, [`Error::Decode`] for a bad message.
+    pub async fn recv(&mut self) -> Result<Option<Req>, Error> {
+        match self.stream.recv().await? {
+            Some(bytes) => Ok(Some(decode(bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends one reply.
+    ///
+    /// # Errors
+    /// [`Error::Canceled`] when the call was canceled, transport errors.
+    pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
+        self.stream.send_message(reply).await
+    }
+
+    /// The raw stream underneath.
+    pub fn into_inner(self) -> ServerStream {
+        self.stream
+    }
+}

@@ -1,0 +1,298 @@
+//! One server connection: reads packets, routes them to the single running stream
+//! (`drpc-wire.md` §5, §8.5), runs the handler in the same task, and enforces the idle and
+//! frame-completion timeouts. A newer Invoke cancels the running stream (probe M).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::stream::{StreamShared, Writer};
+use super::{ConnInfo, Inner, ServerStream};
+use crate::conn::BoxFuture;
+use crate::context::{Context, Extensions};
+use crate::error::{Error, ProtocolError};
+use crate::metadata::Metadata;
+use crate::transport::ReadHalf;
+use crate::wire::{Id, Kind, Packet};
+
+struct Active {
+    shared: Arc<StreamShared>,
+    handler: BoxFuture<'static, Result<(), Error>>,
+    span: tracing::Span,
+}
+
+pub(crate) struct ServerConn<R> {
+    io: R,
+    read: ReadHalf,
+    writer: Arc<Writer>,
+    server: Arc<Inner>,
+    peer: Option<std::net::SocketAddr>,
+    extensions: Arc<Extensions>,
+    /// The id of the newest stream invoked (0 before the first).
+    last_stream: u64,
+    pending_metadata: Option<(u64, Metadata)>,
+    active: Option<Active>,
+    eof: bool,
+    draining: bool,
+    idle_since: Instant,
+    frame_started: Option<(Instant, u64)>,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Instant,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+/// Why a connection ended without an error.
+enum Timeout {
+    Idle,
+    Frame,
+}
+
+impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
+    pub(crate) fn new(io: R, writer: Writer, server: Arc<Inner>, info: ConnInfo) -> Self {
+        let cfg = &server.config;
+        let mut codec = crate::wire::PacketCodec::new(cfg.max_packet_size, cfg.split_size);
+        if cfg.accept_preface {
+            codec = codec.accept_preface();
+        }
+        let now = Instant::now();
+        let far = now + std::time::Duration::from_secs(86_400 * 365);
+        ServerConn {
+            io,
+            read: ReadHalf::new(codec),
+            writer: Arc::new(writer),
+            shutdown: Box::pin(server.shutdown.clone().cancelled_owned()),
+            stop: Box::pin(server.stop.clone().cancelled_owned()),
+            server,
+            peer: info.peer,
+            extensions: Arc::new(info.extensions),
+            last_stream: 0,
+            pending_metadata: None,
+            active: None,
+            eof: false,
+            draining: false,
+            idle_since: now,
+            frame_started: None,
+            timer: Box::pin(tokio::time::sleep_until(far)),
+            timer_at: far,
+        }
+    }
+
+    pub(crate) fn poll_conn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            self.cancel_active("server stopped");
+            return Poll::Ready(Ok(()));
+        }
+        if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
+            self.draining = true;
+        }
+        loop {
+            self.poll_handler(cx);
+            if !self.writer.is_empty()
+                && let Poll::Ready(Err(e)) = self.writer.poll_flush(cx)
+            {
+                self.cancel_active("write failed");
+                return Poll::Ready(if self.eof { Ok(()) } else { Err(e.into()) });
+            }
+            if self.active.is_none() && (self.draining || self.eof) {
+                return Poll::Ready(Ok(()));
+            }
+            if self.eof {
+                return Poll::Pending; // the handler is still finishing
+            }
+            if let Some(active) = &self.active
+                && active.shared.poll_room(cx).is_pending()
+            {
+                return Poll::Pending; // Go's one-message buffer: wait for the handler
+            }
+            match self.read.poll_packet(&mut self.io, cx) {
+                Poll::Ready(Ok(packet)) => {
+                    if let Err(e) = self.handle(packet) {
+                        self.cancel_active("protocol error");
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+                        && !self.read.is_mid_frame();
+                    self.eof = true;
+                    if let Some(active) = &self.active {
+                        active.shared.cancel();
+                    }
+                    if !clean {
+                        self.cancel_active("transport error");
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        match self.poll_timeouts(cx) {
+            Poll::Ready(Timeout::Idle) => {
+                tracing::debug!(peer = ?self.peer, "closing idle connection");
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Timeout::Frame) => Poll::Ready(Err(ProtocolError::FrameTimeout.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_handler(&mut self, cx: &mut TaskContext<'_>) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        let result = {
+            let _enter = active.span.enter();
+            match active.handler.as_mut().poll(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return,
+            }
+        };
+        let queued = active.shared.finish(&self.writer, &result);
+        match &result {
+            Ok(()) => tracing::debug!(parent: &active.span, "rpc ok"),
+            Err(e) => {
+                tracing::debug!(parent: &active.span, error = %e, sent = queued, "rpc failed")
+            }
+        }
+        self.active = None;
+        self.idle_since = Instant::now();
+    }
+
+    fn cancel_active(&mut self, why: &'static str) {
+        if let Some(active) = self.active.take() {
+            active.shared.cancel();
+            tracing::debug!(parent: &active.span, why, "rpc canceled");
+        }
+    }
+
+    /// Routes one packet (`drpc-wire.md` §5, "Routing at the connection level").
+    fn handle(&mut self, packet: Packet) -> Result<(), Error> {
+        let stream = packet.id.stream;
+        if stream < self.last_stream {
+            return Ok(()); // late packets of an earlier stream
+        }
+        match packet.kind {
+            Kind::Invoke | Kind::InvokeMetadata if stream == self.last_stream => {
+                Err(ProtocolError::InvokeOnExistingStream { stream }.into())
+            }
+            Kind::InvokeMetadata => {
+                self.cancel_active("newer invoke");
+                let metadata = Metadata::decode(&packet.data).map_err(ProtocolError::from)?;
+                self.pending_metadata = Some((stream, metadata));
+                Ok(())
+            }
+            Kind::Invoke => {
+                self.cancel_active("newer invoke");
+                self.start(stream, packet.data);
+                Ok(())
+            }
+            _ if stream == self.last_stream => match &self.active {
+                Some(active) => Ok(active.shared.handle_packet(&packet)?),
+                None => Ok(()), // the stream already finished here
+            },
+            // A control packet for a stream not invoked yet is ignored, where Go hangs (probe E).
+            _ if packet.control => Ok(()),
+            kind => Err(ProtocolError::Unexpected { kind, stream }.into()),
+        }
+    }
+
+    fn start(&mut self, stream: u64, rpc: Bytes) {
+        self.last_stream = stream;
+        if self.draining {
+            return; // not started; the connection closes once idle
+        }
+        let metadata = match self.pending_metadata.take() {
+            Some((id, md)) if id == stream => md,
+            _ => Metadata::new(),
+        };
+        let Some(handler) = self.server.router.get(&rpc) else {
+            let e = Error::unknown_rpc(&rpc);
+            tracing::debug!(stream, error = %e, "unknown rpc");
+            let mut payload = Vec::new();
+            crate::wire::error::encode(&mut payload, e.code(), &e.to_string());
+            self.writer
+                .push(Id::new(stream, 1), Kind::Error, false, &payload);
+            return;
+        };
+        let shared = Arc::new(StreamShared::new(stream));
+        let span = tracing::debug_span!(
+            "rpc",
+            side = "server",
+            rpc = %String::from_utf8_lossy(&rpc),
+            stream
+        );
+        let ctx = Context {
+            rpc,
+            metadata,
+            peer: self.peer,
+            extensions: Arc::clone(&self.extensions),
+            stream: Arc::clone(&shared),
+        };
+        let server_stream = ServerStream::new(Arc::clone(&shared), Arc::clone(&self.writer));
+        let handler = {
+            let _enter = span.enter();
+            handler.call(ctx, server_stream)
+        };
+        self.active = Some(Active {
+            shared,
+            handler,
+            span,
+        });
+    }
+
+    /// The idle timeout (no stream running) and the frame-completion timeout (a frame begun
+    /// but not finished), on one timer that is only moved earlier, never on every packet.
+    fn poll_timeouts(&mut self, cx: &mut TaskContext<'_>) -> Poll<Timeout> {
+        let cfg = &self.server.config;
+        let now = Instant::now();
+        let frames = self.read.frames_decoded();
+        let frame_deadline = if self.read.is_mid_frame() {
+            let (since, seen) = *self.frame_started.get_or_insert((now, frames));
+            if seen != frames {
+                self.frame_started = Some((now, frames));
+                Some(now + cfg.frame_timeout)
+            } else {
+                Some(since + cfg.frame_timeout)
+            }
+        } else {
+            self.frame_started = None;
+            None
+        };
+        let idle_deadline = match (&self.active, cfg.idle_timeout) {
+            (None, Some(idle)) => Some(self.idle_since + idle),
+            _ => None,
+        };
+        let deadline = match (frame_deadline, idle_deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(d) => d,
+                None => return Poll::Pending,
+            },
+        };
+        if deadline <= now {
+            return Poll::Ready(if frame_deadline.is_some_and(|d| d <= now) {
+                Timeout::Frame
+            } else {
+                Timeout::Idle
+            });
+        }
+        if deadline < self.timer_at || self.timer.is_elapsed() {
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            // Fired for an older deadline: move it to the current one and wait again.
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+            let _ = self.timer.as_mut().poll(cx);
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,234 @@
+//! The server: [`Server::serve`] runs a task per accepted TCP connection; [`Server::serve_one`]
+//! serves one already-connected transport (what reverse connections need). Each connection
+//! runs one stream at a time, as storj/drpc does, and keeps reading while a handler runs.
+//!
+//! # Limits and timeouts
+//!
+//! | Setting | Default | When it is hit |
+//! |---|---|---|
+//! | [`ServerConfig::max_connections`] | 10 000 | a connection past it is accepted and closed at once (the client sees EOF); the server keeps serving the others |
+//! | [`ServerConfig::max_packet_size`] | 4 MiB | the connection is closed (Go's "data overflow"); checked on the declared length, before buffering |
+//! | [`ServerConfig::idle_timeout`] | 5 min | a connection with no stream running for that long is closed |
+//! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
+//! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
+
+mod conn;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::context::Extensions;
+use crate::error::Error;
+use crate::router::Router;
+use crate::transport::Transport;
+use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
+
+pub use stream::{ServerStream, StreamShared};
+
+/// Server limits and timeouts; see the [module docs](self) for what happens at each.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections served at once by [`Server::serve`]. Default: 10 000.
+    pub max_connections: usize,
+    /// The largest packet accepted. Default: 4 MiB.
+    pub max_packet_size: usize,
+    /// Outgoing frames carry at most this many payload bytes (`0`: never split). Default:
+    /// 64 KiB.
+    pub split_size: usize,
+    /// Close a connection with no stream running for this long (`None`: never). Default:
+    /// 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose started frame does not complete in this time. Default: 30 s.
+    pub frame_timeout: Duration,
+    /// Skip the `DRPC!!!1` preface of storj/drpc `drpcmigrate` clients. Default: on.
+    pub accept_preface: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 10_000,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            split_size: DEFAULT_SPLIT_SIZE,
+            idle_timeout: Some(Duration::from_secs(300)),
+            frame_timeout: Duration::from_secs(30),
+            accept_preface: true,
+        }
+    }
+}
+
+/// What is known about a connection before it is served: the peer's address and values for
+/// handlers to read (such as a TLS identity).
+#[derive(Debug, Default)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+    /// Values handlers read through [`crate::Context::extensions`].
+    pub extensions: Extensions,
+}
+
+pub(crate) struct Inner {
+    router: Router,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    connections: Arc<Semaphore>,
+}
+
+/// A drpc server: a [`Router`] plus limits. Cheap to clone; clones share shutdown.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use drpc_core::{Router, Server};
+/// let server = Server::new(Router::new());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// tokio::spawn({ let s = server.clone(); async move { s.serve(listener).await } });
+/// // ...
+/// server.shutdown(std::time::Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("router", &self.inner.router)
+            .field("config", &self.inner.config)
+            .field("connections", &self.inner.tracker.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server with the default [`ServerConfig`].
+    pub fn new(router: Router) -> Server {
+        Server::with_config(router, ServerConfig::default())
+    }
+
+    /// A server with `config`.
+    pub fn with_config(router: Router, config: ServerConfig) -> Server {
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        Server {
+            inner: Arc::new(Inner {
+                router,
+                config,
+                shutdown: CancellationToken::new(),
+                stop: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                connections,
+            }),
+        }
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Accepts connections and serves each on its own task until [`Server::shutdown`].
+    ///
+    /// # Errors
+    /// None so far: accept errors (such as running out of file descriptors) are logged and
+    /// retried after a short pause.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops accepting; connections already accepted keep running.
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing new connection");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let server = self.clone();
+            self.inner.tracker.spawn(async move {
+                let info = ConnInfo {
+                    peer: Some(peer),
+                    ..ConnInfo::default()
+                };
+                if let Err(e) = server.serve_conn(tcp, info).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Serves one connected transport until it closes, times out or the server shuts down.
+    /// Reverse connections run this on a connection they dialled.
+    ///
+    /// # Errors
+    /// The protocol or transport error that ended the connection. A clean end (EOF, idle
+    /// timeout, shutdown) is `Ok`.
+    pub async fn serve_one<T: Transport>(&self, transport: T) -> Result<(), Error> {
+        self.serve_one_with(transport, ConnInfo::default()).await
+    }
+
+    /// [`Server::serve_one`] with the peer address and extensions handlers will see.
+    ///
+    /// # Errors
+    /// As [`Server::serve_one`].
+    pub async fn serve_one_with<T: Transport>(
+        &self,
+        transport: T,
+        info: ConnInfo,
+    ) -> Result<(), Error> {
+        self.inner
+            .tracker
+            .track_future(self.serve_conn(transport, info))
+            .await
+    }
+
+    async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
+        let (read, write) = tokio::io::split(transport);
+        let writer = stream::Writer::new(Box::new(write), self.inner.config.split_size);
+        let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
+        let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "closing connection");
+        }
+        result
+    }
+
+    /// Stops accepting, lets running calls finish for up to `drain`, then drops what is
+    /// left and waits for every connection task to end.
+    pub async fn shutdown(&self, drain: Duration) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(drain, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                left = self.inner.tracker.len(),
+                "drain deadline passed; stopping"
+            );
+            self.inner.stop.cancel();
+            self.inner.tracker.wait().await;
+        }
+    }
+}
