@@ -1,1 +1,6 @@
-//! The interop echo service (shared by the example binaries).
+//! The interop echo service of `shared/wire/interop-echo.md`, shared by the `echo-server`,
+//! `echo-client` and `demo` binaries: the messages, the server handlers, and the client
+//! scenarios with their exact output lines.
+
+pub mod echo;
+pub mod scenarios;

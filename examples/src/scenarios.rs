@@ -1,0 +1,345 @@
+//! The client scenarios of `interop-echo.md`, each on a fresh connection, producing the
+//! reference Go client's stdout lines byte for byte.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use drpc_core::error::go_quote;
+use drpc_core::{
+    CallOptions, CancelMode, Conn, ConnConfig, ConnExt, DynConn, Error, TransportConn,
+};
+
+use crate::echo::{Msg, rpc};
+
+/// Every scenario, in the order `--scenario all` runs them.
+pub const ALL: [&str; 12] = [
+    "unary",
+    "unary-md",
+    "unary-twice",
+    "server-stream",
+    "client-stream",
+    "bidi",
+    "fail",
+    "unknown",
+    "soft-cancel",
+    "hard-cancel",
+    "large",
+    "concurrent",
+];
+
+/// A shared, type-erased client connection: any connection kind fits.
+pub type SharedConn = Arc<dyn DynConn>;
+
+/// Opens a fresh connection with the given cancel mode.
+pub type Dial = Arc<
+    dyn Fn(CancelMode) -> Pin<Box<dyn Future<Output = anyhow::Result<SharedConn>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A dialer for plain storj/drpc over TCP to `addr`.
+pub fn tcp_dialer(addr: String) -> Dial {
+    Arc::new(move |cancel| {
+        let addr = addr.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .with_context(|| format!("connect to {addr}"))?;
+            tcp.set_nodelay(true)?;
+            let config = ConnConfig {
+                cancel,
+                ..ConnConfig::default()
+            };
+            Ok(Arc::new(TransportConn::with_config(tcp, config)) as SharedConn)
+        })
+    })
+}
+
+/// What a scenario printed, and whether it matched the reference output.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The stdout lines, in order.
+    pub lines: Vec<String>,
+    /// Why the scenario failed, if it did.
+    pub failure: Option<String>,
+}
+
+/// Runs the scenario `name`.
+///
+/// # Errors
+/// An unknown scenario name.
+pub async fn run(name: &str, dial: &Dial) -> anyhow::Result<Outcome> {
+    let mut lines = Vec::new();
+    let result = match name {
+        "unary" => unary(dial, &mut lines).await,
+        "unary-md" => unary_md(dial, &mut lines).await,
+        "unary-twice" => unary_twice(dial, &mut lines).await,
+        "server-stream" => server_stream(dial, &mut lines).await,
+        "client-stream" => client_stream(dial, &mut lines).await,
+        "bidi" => bidi(dial, &mut lines).await,
+        "fail" => fail(dial, &mut lines).await,
+        "unknown" => unknown(dial, &mut lines).await,
+        "soft-cancel" => cancel(dial, CancelMode::Soft, &mut lines).await,
+        "hard-cancel" => cancel(dial, CancelMode::Hard, &mut lines).await,
+        "large" => large(dial, &mut lines).await,
+        "concurrent" => concurrent(dial, &mut lines).await,
+        other => bail!("unknown scenario {other:?}"),
+    };
+    let failure = match result {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(()) => expected(name)
+            .and_then(|want| (want != lines).then(|| format!("got {lines:?}, want {want:?}"))),
+    };
+    Ok(Outcome { lines, failure })
+}
+
+/// The exact lines a scenario must print (`None` for `concurrent`, checked by timing).
+pub fn expected(name: &str) -> Option<Vec<String>> {
+    let lines: &[&str] = match name {
+        "unary" => &["Unary -> \"echo:hi\" n=8"],
+        "unary-md" => &["Unary(md) -> \"echo:hi [md k=v]\" n=8"],
+        "unary-twice" => &[
+            "Unary#0 -> \"echo:call0\" n=1",
+            "Unary#1 -> \"echo:call1\" n=2",
+        ],
+        "server-stream" => &[
+            "ServerStream recv \"s\" n=0",
+            "ServerStream recv \"s\" n=1",
+            "ServerStream recv \"s\" n=2",
+        ],
+        "client-stream" => &["ClientStream -> \"c1+c2+c3\" n=6"],
+        "bidi" => &[
+            "Bidi recv \"echo:b1\" n=2",
+            "Bidi recv \"echo:b2\" n=4",
+            "Bidi final recv err=EOF (EOF=true)",
+        ],
+        "fail" => &[
+            "Fail -> err=\"boom: bad\" code=42",
+            "Unary after Fail -> err=<nil>",
+        ],
+        "unknown" => {
+            &["unknown rpc -> err=\"protocol error: unknown rpc: \\\"/echo.Echo/Nope\\\"\" code=0"]
+        }
+        "soft-cancel" => &[
+            "Slow -> err=context deadline exceeded",
+            "conn still open after cancel",
+            "Unary after cancel -> \"echo:after-cancel\" n=2",
+        ],
+        "hard-cancel" => &[
+            "Slow -> err=context deadline exceeded",
+            "conn closed after cancel",
+        ],
+        "large" => &["large Unary -> len=70000 n=2 ok=true"],
+        _ => return None,
+    };
+    Some(lines.iter().map(|s| s.to_string()).collect())
+}
+
+fn opts() -> CallOptions {
+    CallOptions::new().with_timeout(Duration::from_secs(10))
+}
+
+async fn call(conn: &SharedConn, rpc: &str, m: &Msg, o: CallOptions) -> Result<Msg, Error> {
+    conn.call(rpc, m, o).await
+}
+
+fn err_text(e: &Result<Msg, Error>) -> String {
+    match e {
+        Ok(_) => "<nil>".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn unary(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let r = call(&conn, rpc::UNARY, &Msg::new("hi", 7), opts()).await?;
+    lines.push(format!(
+        "Unary -> {} n={}",
+        go_quote(r.text.as_bytes()),
+        r.n
+    ));
+    Ok(())
+}
+
+async fn unary_md(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let r = call(
+        &conn,
+        rpc::UNARY,
+        &Msg::new("hi", 7),
+        opts().with_metadata("k", "v"),
+    )
+    .await?;
+    lines.push(format!(
+        "Unary(md) -> {} n={}",
+        go_quote(r.text.as_bytes()),
+        r.n
+    ));
+    Ok(())
+}
+
+async fn unary_twice(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    for i in 0..2 {
+        let r = call(&conn, rpc::UNARY, &Msg::new(format!("call{i}"), i), opts()).await?;
+        lines.push(format!(
+            "Unary#{i} -> {} n={}",
+            go_quote(r.text.as_bytes()),
+            r.n
+        ));
+    }
+    Ok(())
+}
+
+async fn server_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let mut s = conn
+        .server_streaming::<Msg, Msg>(rpc::SERVER_STREAM, &Msg::new("s", 3), opts())
+        .await?;
+    while let Some(m) = s.recv().await? {
+        lines.push(format!(
+            "ServerStream recv {} n={}",
+            go_quote(m.text.as_bytes()),
+            m.n
+        ));
+    }
+    Ok(())
+}
+
+async fn client_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let mut s = conn
+        .client_streaming::<Msg, Msg>(rpc::CLIENT_STREAM, opts())
+        .await?;
+    for i in 1..=3 {
+        s.send(&Msg::new(format!("c{i}"), i)).await?;
+    }
+    let r = s.close_and_recv().await?;
+    lines.push(format!(
+        "ClientStream -> {} n={}",
+        go_quote(r.text.as_bytes()),
+        r.n
+    ));
+    Ok(())
+}
+
+async fn bidi(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let mut s = conn.bidi::<Msg, Msg>(rpc::BIDI, opts()).await?;
+    for i in 1..=2 {
+        s.send(&Msg::new(format!("b{i}"), i)).await?;
+        let m = s.recv().await?.context("stream ended early")?;
+        lines.push(format!(
+            "Bidi recv {} n={}",
+            go_quote(m.text.as_bytes()),
+            m.n
+        ));
+    }
+    s.close_send().await?;
+    lines.push(match s.recv().await {
+        Ok(None) => "Bidi final recv err=EOF (EOF=true)".to_string(),
+        Ok(Some(m)) => format!(
+            "Bidi final recv unexpected message {:?} (EOF=false)",
+            m.text
+        ),
+        Err(e) => format!("Bidi final recv err={e} (EOF=false)"),
+    });
+    Ok(())
+}
+
+async fn fail(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let r = call(&conn, rpc::FAIL, &Msg::new("bad", 42), opts()).await;
+    match &r {
+        Err(e) => lines.push(format!(
+            "Fail -> err={} code={}",
+            go_quote(e.to_string().as_bytes()),
+            e.code()
+        )),
+        Ok(_) => lines.push("Fail -> err=<nil> code=0".into()),
+    }
+    let r = call(&conn, rpc::UNARY, &Msg::new("after-fail", 1), opts()).await;
+    lines.push(format!("Unary after Fail -> err={}", err_text(&r)));
+    Ok(())
+}
+
+async fn unknown(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let r = call(&conn, "/echo.Echo/Nope", &Msg::new("x", 0), opts()).await;
+    match &r {
+        Err(e) => lines.push(format!(
+            "unknown rpc -> err={} code={}",
+            go_quote(e.to_string().as_bytes()),
+            e.code()
+        )),
+        Ok(_) => lines.push("unknown rpc -> err=<nil> code=0".into()),
+    }
+    Ok(())
+}
+
+async fn cancel(dial: &Dial, mode: CancelMode, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(mode).await?;
+    let o = CallOptions::new().with_timeout(Duration::from_millis(100));
+    let r = call(&conn, rpc::SLOW, &Msg::new("zz", 5000), o).await;
+    lines.push(format!("Slow -> err={}", err_text(&r)));
+    if conn.is_closed() {
+        lines.push("conn closed after cancel".into());
+        return Ok(());
+    }
+    lines.push("conn still open after cancel".into());
+    if mode == CancelMode::Soft {
+        let r = call(&conn, rpc::UNARY, &Msg::new("after-cancel", 1), opts()).await?;
+        lines.push(format!(
+            "Unary after cancel -> {} n={}",
+            go_quote(r.text.as_bytes()),
+            r.n
+        ));
+    }
+    Ok(())
+}
+
+async fn large(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let text = "x".repeat(70_000);
+    let r = call(&conn, rpc::UNARY, &Msg::new(text.clone(), 1), opts()).await?;
+    lines.push(format!(
+        "large Unary -> len={} n={} ok={}",
+        r.text.len(),
+        r.n,
+        r.text == text
+    ));
+    Ok(())
+}
+
+async fn concurrent(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+    let conn = dial(CancelMode::Soft).await?;
+    let start = Instant::now();
+    let one = |i: usize| {
+        let conn = Arc::clone(&conn);
+        async move {
+            let r = call(&conn, rpc::SLOW, &Msg::new("c", 200), opts()).await;
+            let ms = (start.elapsed().as_millis() as u64 + 5) / 10 * 10;
+            (i, r, ms)
+        }
+    };
+    let (a, b) = tokio::join!(one(0), one(1));
+    let mut done = [a, b];
+    done.sort_by_key(|(_, _, ms)| *ms);
+    for (i, r, ms) in &done {
+        let text = r.as_ref().map(|m| m.text.clone()).unwrap_or_default();
+        lines.push(format!("call {i}: {text} {} after {ms}ms", err_text(r)));
+    }
+    for (i, r, _) in &done {
+        if let Err(e) = r {
+            bail!("call {i} failed: {e}");
+        }
+    }
+    let (first, second) = (done[0].2, done[1].2);
+    if first < 190 || second < first + 150 {
+        bail!("calls were not served one after the other: {first}ms and {second}ms");
+    }
+    Ok(())
+}
