@@ -2,5 +2,6 @@
 //! `echo-client` and `demo` binaries: the messages, the server handlers, and the client
 //! scenarios with their exact output lines.
 
+pub mod cli;
 pub mod echo;
 pub mod scenarios;

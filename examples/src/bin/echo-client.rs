@@ -17,6 +17,8 @@ struct Args {
     /// A scenario name, or `all`.
     #[arg(long)]
     scenario: String,
+    #[command(flatten)]
+    transport: drpc_examples::cli::TransportArgs,
 }
 
 #[tokio::main]
@@ -40,7 +42,13 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let dial = scenarios::tcp_dialer(args.addr.clone());
+    let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failed = false;
     for name in names {
         let outcome = match scenarios::run(name, &dial).await {

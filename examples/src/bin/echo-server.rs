@@ -13,6 +13,8 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: String,
+    #[command(flatten)]
+    transport: drpc_examples::cli::TransportArgs,
 }
 
 #[tokio::main]
@@ -22,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
+    if args.transport.transport != drpc_examples::cli::TransportKind::Tcp
+        || args.transport.tls
+        || args.transport.mtls
+    {
+        anyhow::bail!("only --transport tcp without TLS is supported yet");
+    }
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;
     let server = Server::new(drpc_examples::echo::router());
