@@ -40,6 +40,10 @@ pub(crate) struct ServerConn<R> {
     active: Option<Active>,
     eof: bool,
     draining: bool,
+    /// Alternates which of reading and the handler goes first on each poll, so that neither a
+    /// handler writing as fast as the socket takes nor a peer flooding packets can use up the
+    /// task's I/O budget and starve the other (a Cancel must be read while a stream streams).
+    read_first: bool,
     idle_since: Instant,
     frame_started: Option<(Instant, u64)>,
     timer: Pin<Box<Sleep>>,
@@ -77,6 +81,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             active: None,
             eof: false,
             draining: false,
+            read_first: true,
             idle_since: now,
             frame_started: None,
             timer: Box::pin(tokio::time::sleep_until(far)),
@@ -91,6 +96,13 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
         if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
             self.draining = true;
+        }
+        self.read_first = !self.read_first;
+        if !self.read_first {
+            // This poll reads first (see `read_first`); the loop below then polls the handler.
+            if let Poll::Ready(r) = self.poll_read_phase(cx) {
+                return Poll::Ready(r);
+            }
         }
         loop {
             self.poll_handler(cx);
@@ -119,15 +131,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                     }
                 }
                 Poll::Ready(Err(e)) => {
-                    let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
-                        && !self.read.is_mid_frame();
-                    self.eof = true;
-                    if let Some(active) = &self.active {
-                        active.shared.cancel();
-                    }
-                    if !clean {
-                        self.cancel_active("transport error");
-                        return Poll::Ready(Err(e));
+                    if let Some(end) = self.on_read_error(e) {
+                        return Poll::Ready(end);
                     }
                 }
                 Poll::Pending => break,
@@ -141,6 +146,48 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             Poll::Ready(Timeout::Frame) => Poll::Ready(Err(ProtocolError::FrameTimeout.into())),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// Reads and routes packets while there is room for them. `Ready` ends the connection.
+    fn poll_read_phase(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        while !self.eof {
+            if let Some(active) = &self.active
+                && active.shared.poll_room(cx).is_pending()
+            {
+                break;
+            }
+            match self.read.poll_packet(&mut self.io, cx) {
+                Poll::Ready(Ok(packet)) => {
+                    if let Err(e) = self.handle(packet) {
+                        self.cancel_active("protocol error");
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    if let Some(end) = self.on_read_error(e) {
+                        return Poll::Ready(end);
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The transport ended or failed: a clean EOF lets the running handler finish (it is
+    /// canceled); anything else ends the connection with the error.
+    fn on_read_error(&mut self, e: Error) -> Option<Result<(), Error>> {
+        let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+            && !self.read.is_mid_frame();
+        self.eof = true;
+        if let Some(active) = &self.active {
+            active.shared.cancel();
+        }
+        if clean {
+            return None;
+        }
+        self.cancel_active("transport error");
+        Some(Err(e))
     }
 
     fn poll_handler(&mut self, cx: &mut TaskContext<'_>) {
