@@ -45,6 +45,8 @@ pub mod metadata;
 pub mod router;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 pub mod wire;
 
@@ -57,4 +59,6 @@ pub use error::{Error, ProtocolError};
 pub use metadata::{Metadata, MetadataError};
 pub use router::{Handler, Router, TypedStream};
 pub use server::{ConnInfo, Server, ServerConfig, ServerStream};
+#[cfg(feature = "tls")]
+pub use tls::{PeerIdentity, TlsError};
 pub use transport::Transport;

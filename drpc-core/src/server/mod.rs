@@ -10,6 +10,7 @@
 //! | [`ServerConfig::max_packet_size`] | 4 MiB | the connection is closed (Go's "data overflow"); checked on the declared length, before buffering |
 //! | [`ServerConfig::idle_timeout`] | 5 min | a connection with no stream running for that long is closed |
 //! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
+//! | TLS handshake timeout (feature `tls`: `tls::TlsAcceptor::with_handshake_timeout`) | 10 s | a TLS connection whose handshake is not complete by then is closed before any handler runs; its connection slot is freed |
 //! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
 
 mod conn;
@@ -145,37 +146,10 @@ impl Server {
     /// # Cancel safety
     /// Dropping the future stops accepting; connections already accepted keep running.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing new connection");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let server = self.clone();
-            self.inner.tracker.spawn(async move {
-                let info = ConnInfo {
-                    peer: Some(peer),
-                    ..ConnInfo::default()
-                };
-                if let Err(e) = server.serve_conn(tcp, info).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
+        self.serve_handshaken(listener, |tcp, peer| async move {
+            Some((tcp, ConnInfo { peer: Some(peer), ..ConnInfo::default() }))
+        })
+        .await
     }
 
     /// Serves one connected transport until it closes, times out or the server shuts down.
@@ -201,6 +175,56 @@ impl Server {
             .tracker
             .track_future(self.serve_conn(transport, info))
             .await
+    }
+
+    /// [`Server::serve`] for transports wrapped around the accepted TCP stream (TLS): each
+    /// connection within the limit gets a tracked task that holds its connection permit, runs
+    /// `handshake` (abandoned when shutdown begins) and serves what it returns; `None` drops
+    /// the connection without serving it.
+    pub(crate) async fn serve_handshaken<H, F, T>(
+        &self,
+        listener: TcpListener,
+        handshake: H,
+    ) -> std::io::Result<()>
+    where
+        H: Fn(tokio::net::TcpStream, SocketAddr) -> F,
+        F: std::future::Future<Output = Option<(T, ConnInfo)>> + Send + 'static,
+        T: Transport,
+    {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
+                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing new connection");
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let server = self.clone();
+            let handshake = handshake(tcp, peer);
+            self.inner.tracker.spawn(async move {
+                let shaken = tokio::select! {
+                    _ = server.inner.shutdown.cancelled() => None,
+                    s = handshake => s,
+                };
+                if let Some((transport, info)) = shaken
+                    && let Err(e) = server.serve_conn(transport, info).await
+                {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
     }
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
