@@ -1,0 +1,222 @@
+//! [`KeyedConn`]: one key of a pool as a [`Conn`], and [`PooledStream`], the stream it opens.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use drpc_core::{CallOptions, Conn, Error, RawStream};
+use tokio::time::Instant;
+
+use crate::config::Mode;
+use crate::dial::Dial;
+use crate::error::PoolError;
+use crate::pool::{Key, KeyPool, Pool, Shared, checkout};
+use crate::pooled::Pooled;
+use crate::stats::Counters;
+
+/// One key of a [`Pool`] as a [`Conn`]: every RPC checks a connection out (dialling one with
+/// the dial function when none is idle), runs on it, and gives it back.
+///
+/// Made by [`Pool::keyed`]. Cheap to clone. It is never closed itself: it dials when it needs
+/// to, so [`Conn::is_closed`] is always false and [`Conn::closed`] never completes.
+///
+/// # Retry rule
+/// When the checked-out connection fails the RPC with an error for which
+/// [`Error::is_unsent`] holds (it turned out closed before any byte was written), the RPC is
+/// retried once, on a newly dialled connection. Nothing else is retried: not a failed dial,
+/// not an RPC whose request may have left, not a streaming RPC once it has been opened.
+pub struct KeyedConn<K: Key, C: Conn + 'static, D> {
+    pool: Pool<K, C>,
+    shared: Arc<Shared<K, C>>,
+    kp: Arc<KeyPool<K, C>>,
+    key: K,
+    dial: Arc<D>,
+}
+
+impl<K: Key, C: Conn + 'static, D> Clone for KeyedConn<K, C, D> {
+    fn clone(&self) -> Self {
+        KeyedConn {
+            pool: self.pool.clone(),
+            shared: Arc::clone(&self.shared),
+            kp: Arc::clone(&self.kp),
+            key: self.key.clone(),
+            dial: Arc::clone(&self.dial),
+        }
+    }
+}
+
+impl<K: Key, C: Conn + 'static, D> std::fmt::Debug for KeyedConn<K, C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedConn")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
+    pub(crate) fn new(
+        pool: Pool<K, C>,
+        shared: Arc<Shared<K, C>>,
+        kp: Arc<KeyPool<K, C>>,
+        key: K,
+        dial: D,
+    ) -> Self {
+        KeyedConn {
+            pool,
+            shared,
+            kp,
+            key,
+            dial: Arc::new(dial),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool<K, C> {
+        &self.pool
+    }
+
+    async fn checkout(
+        &self,
+        deadline: Option<Instant>,
+        fresh: bool,
+    ) -> Result<Pooled<K, C>, Error> {
+        checkout(
+            &self.shared,
+            &self.kp,
+            &self.key,
+            &*self.dial,
+            deadline,
+            fresh,
+        )
+        .await
+        .map_err(|e: PoolError| e.into())
+    }
+
+    /// Whether `result` calls for the one retry; counts it.
+    fn retry(&self, result: &Result<impl Sized, Error>, retried: bool) -> bool {
+        let again = !retried && matches!(result, Err(e) if e.is_unsent());
+        if again {
+            Counters::bump(&self.shared.counters.retries, 1);
+            tracing::debug!(
+                "pool: connection was closed before the rpc was sent; retrying once on a new connection"
+            );
+        }
+        again
+    }
+}
+
+impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
+    type Stream = PooledStream<K, C>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        let mut retried = false;
+        loop {
+            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let result = match self.shared.config.mode {
+                Mode::Exclusive => {
+                    let r = pooled.unary(rpc, request.clone(), options.clone()).await;
+                    if matches!(&r, Err(e) if e.is_fatal_for_connection()) {
+                        pooled.mark_broken();
+                    }
+                    drop(pooled);
+                    r
+                }
+                Mode::Shared => {
+                    let conn = pooled.share();
+                    drop(pooled);
+                    conn.unary(rpc, request.clone(), options.clone()).await
+                }
+            };
+            if !self.retry(&result, retried) {
+                return result;
+            }
+            retried = true;
+        }
+    }
+
+    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+        let mut retried = false;
+        loop {
+            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let result = pooled.open_stream(rpc, options.clone()).await;
+            let stream = match result {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if e.is_fatal_for_connection() && self.shared.config.mode == Mode::Exclusive {
+                        pooled.mark_broken();
+                    }
+                    drop(pooled);
+                    let result = Err(e);
+                    if !self.retry(&result, retried) {
+                        return result;
+                    }
+                    retried = true;
+                    continue;
+                }
+            };
+            let hold = match self.shared.config.mode {
+                Mode::Exclusive => Hold::Checkout { _pooled: pooled },
+                Mode::Shared => Hold::Session {
+                    _session: pooled.share(),
+                },
+            };
+            return Ok(PooledStream {
+                stream,
+                _hold: hold,
+            });
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+/// What a [`PooledStream`] keeps while it runs.
+enum Hold<K: Key, C: Conn + 'static> {
+    /// Exclusive mode: the checkout itself, given back when the stream is dropped.
+    Checkout { _pooled: Pooled<K, C> },
+    /// Shared mode: the session, kept open for the stream even if the pool closes it.
+    Session { _session: Arc<C> },
+}
+
+/// A streaming RPC opened through a [`KeyedConn`].
+///
+/// In exclusive mode it holds its connection: dropping it gives the connection back, after
+/// the stream's own drop has run. A stream dropped before it finished is canceled by the
+/// connection: after a soft cancel the connection is still open and goes back to the pool;
+/// after a hard cancel (or a transport error) it is closed and the pool drops it.
+pub struct PooledStream<K: Key, C: Conn + 'static> {
+    // Field order matters: the stream (and its cancel) drops before the checkout.
+    stream: C::Stream,
+    _hold: Hold<K, C>,
+}
+
+impl<K: Key, C: Conn + 'static> std::fmt::Debug for PooledStream<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledStream").finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, C: Conn + 'static> RawStream for PooledStream<K, C> {
+    fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.send(message)
+    }
+
+    fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.close_send()
+    }
+
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send {
+        self.stream.recv()
+    }
+}
