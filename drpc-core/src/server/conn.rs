@@ -52,6 +52,18 @@ pub(crate) struct ServerConn<R> {
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
+/// What one read attempt did.
+enum ReadStep {
+    /// A packet was read and routed (or a clean EOF was noted).
+    Routed,
+    /// The running stream's inbox is full; nothing was read.
+    NoRoom,
+    /// No complete packet is available yet.
+    Pending,
+    /// The connection ends with this result.
+    End(Result<(), Error>),
+}
+
 /// Why a connection ended without an error.
 enum Timeout {
     Idle,
@@ -118,24 +130,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             if self.eof {
                 return Poll::Pending; // the handler is still finishing
             }
-            if let Some(active) = &self.active
-                && active.shared.poll_room(cx).is_pending()
-            {
-                return Poll::Pending; // Go's one-message buffer: wait for the handler
-            }
-            match self.read.poll_packet(&mut self.io, cx) {
-                Poll::Ready(Ok(packet)) => {
-                    if let Err(e) = self.handle(packet) {
-                        self.cancel_active("protocol error");
-                        return Poll::Ready(Err(e));
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    if let Some(end) = self.on_read_error(e) {
-                        return Poll::Ready(end);
-                    }
-                }
-                Poll::Pending => break,
+            match self.poll_read_one(cx) {
+                ReadStep::Routed => {}
+                ReadStep::NoRoom => return Poll::Pending, // not reading: no timeouts apply
+                ReadStep::Pending => break,
+                ReadStep::End(r) => return Poll::Ready(r),
             }
         }
         match self.poll_timeouts(cx) {
@@ -150,28 +149,39 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
 
     /// Reads and routes packets while there is room for them. `Ready` ends the connection.
     fn poll_read_phase(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        while !self.eof {
-            if let Some(active) = &self.active
-                && active.shared.poll_room(cx).is_pending()
-            {
-                break;
-            }
-            match self.read.poll_packet(&mut self.io, cx) {
-                Poll::Ready(Ok(packet)) => {
-                    if let Err(e) = self.handle(packet) {
-                        self.cancel_active("protocol error");
-                        return Poll::Ready(Err(e));
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    if let Some(end) = self.on_read_error(e) {
-                        return Poll::Ready(end);
-                    }
-                }
-                Poll::Pending => break,
+        loop {
+            match self.poll_read_one(cx) {
+                ReadStep::Routed => {}
+                ReadStep::NoRoom | ReadStep::Pending => return Poll::Pending,
+                ReadStep::End(r) => return Poll::Ready(r),
             }
         }
-        Poll::Pending
+    }
+
+    /// Reads and routes at most one packet.
+    fn poll_read_one(&mut self, cx: &mut TaskContext<'_>) -> ReadStep {
+        if self.eof {
+            return ReadStep::Pending;
+        }
+        if let Some(active) = &self.active
+            && active.shared.poll_room(cx).is_pending()
+        {
+            return ReadStep::NoRoom; // Go's one-message buffer: wait for the handler
+        }
+        match self.read.poll_packet(&mut self.io, cx) {
+            Poll::Ready(Ok(packet)) => match self.handle(packet) {
+                Ok(()) => ReadStep::Routed,
+                Err(e) => {
+                    self.cancel_active("protocol error");
+                    ReadStep::End(Err(e))
+                }
+            },
+            Poll::Ready(Err(e)) => match self.on_read_error(e) {
+                Some(end) => ReadStep::End(end),
+                None => ReadStep::Routed,
+            },
+            Poll::Pending => ReadStep::Pending,
+        }
     }
 
     /// The transport ended or failed: a clean EOF lets the running handler finish (it is
