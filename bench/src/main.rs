@@ -1,1 +1,327 @@
-fn main() {}
+//! Side-by-side benchmarks of drpc-rs against raw TCP (the physical limit) and tonic.
+//!
+//! ```text
+//! cargo run --release -p bench -- --quick     # under 90 s
+//! cargo run --release -p bench                # full: longer runs, 1 GiB streams
+//! cargo run --release -p bench -- --smoke     # a few seconds, tiny counts (CI)
+//! ```
+//!
+//! Options: `--split` (servers in a child process), `--impl raw,tonic,drpc-tcp`,
+//! `--shape unary|stream`, `--size N`, `--conc N`, `--secs S` (timed seconds per unary run),
+//! `--threads N` (tokio worker threads, default 2). `--serve-only IMPL` is what `--split`
+//! runs in the child: it serves IMPL on 127.0.0.1, prints the port and exits when its stdin
+//! closes.
+//!
+//! Output: one `key=value` line per result, a markdown table with ratios to raw TCP and
+//! tonic, then the project's targets.
+
+mod alloc;
+mod harness;
+mod report;
+mod targets;
+
+/// The generated protobuf messages and tonic service (`proto/bench.proto`).
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
+mod pb {
+    tonic::include_proto!("bench");
+}
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::net::TcpListener;
+
+use harness::Timing;
+use report::{Figures, Row};
+use targets::Impl;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
+
+/// Unary payload sizes and calls in flight.
+const SIZES: [usize; 2] = [64, 4096];
+const CONCS: [usize; 2] = [1, 64];
+/// The stream's message size.
+const CHUNK: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Smoke,
+    Quick,
+    Full,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Smoke => "smoke",
+            Mode::Quick => "quick",
+            Mode::Full => "full",
+        }
+    }
+
+    fn timing(self) -> Timing {
+        let (warmup, measure) = match self {
+            Mode::Smoke => (50, 150),
+            Mode::Quick => (500, 2000),
+            Mode::Full => (1000, 5000),
+        };
+        Timing {
+            warmup: Duration::from_millis(warmup),
+            measure: Duration::from_millis(measure),
+        }
+    }
+
+    /// Bytes per stream run, and how many runs (the median is reported).
+    fn stream(self) -> (u64, usize) {
+        match self {
+            Mode::Smoke => (4 << 20, 1),
+            Mode::Quick => (256 << 20, 3),
+            Mode::Full => (1 << 30, 3),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    mode: Mode,
+    split: bool,
+    serve_only: Option<Impl>,
+    impls: Vec<Impl>,
+    shapes: Vec<String>,
+    sizes: Vec<usize>,
+    concs: Vec<usize>,
+    secs: Option<f64>,
+    threads: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        mode: Mode::Full,
+        split: false,
+        serve_only: None,
+        impls: Impl::ALL.to_vec(),
+        shapes: vec!["unary".into(), "stream".into()],
+        sizes: SIZES.to_vec(),
+        concs: CONCS.to_vec(),
+        secs: None,
+        threads: 2,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--smoke" => args.mode = Mode::Smoke,
+            "--quick" => args.mode = Mode::Quick,
+            "--full" => args.mode = Mode::Full,
+            "--split" => args.split = true,
+            "--serve-only" => {
+                let v = value()?;
+                args.serve_only =
+                    Some(Impl::from_name(&v).with_context(|| format!("unknown impl {v}"))?);
+            }
+            "--impl" => {
+                args.impls = value()?
+                    .split(',')
+                    .map(|n| Impl::from_name(n).with_context(|| format!("unknown impl {n}")))
+                    .collect::<Result<_>>()?;
+            }
+            "--shape" => args.shapes = value()?.split(',').map(String::from).collect(),
+            "--size" => args.sizes = parse_list(&value()?)?,
+            "--conc" => args.concs = parse_list(&value()?)?,
+            "--secs" => args.secs = Some(value()?.parse()?),
+            "--threads" => args.threads = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--smoke|--quick|--full] [--split] [--impl a,b] \
+                     [--shape unary,stream] [--size 64,4096] [--conc 1,64] [--secs S] [--threads N]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other} (try --help)"),
+        }
+    }
+    Ok(args)
+}
+
+fn parse_list(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|x| x.parse().with_context(|| format!("not a number: {x}")))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    match args.serve_only {
+        Some(imp) => rt.block_on(serve_only(imp)),
+        None => rt.block_on(run(&args)),
+    }
+}
+
+async fn bind() -> Result<TcpListener> {
+    Ok(TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?)
+}
+
+/// The child side of `--split`: serve, print the port, run until stdin closes.
+async fn serve_only(imp: Impl) -> Result<()> {
+    let listener = bind().await?;
+    let port = listener.local_addr()?.port();
+    imp.serve(listener).await?;
+    println!("{port}");
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await?;
+    Ok(())
+}
+
+/// A server in a child process, stopped when dropped.
+struct ChildServer {
+    child: Child,
+}
+
+impl ChildServer {
+    fn spawn(imp: Impl, threads: usize) -> Result<(ChildServer, SocketAddr)> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "--serve-only",
+                imp.name(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("spawn the server process")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let port: u16 = line
+            .trim()
+            .parse()
+            .with_context(|| format!("server process printed {line:?}, not a port"))?;
+        Ok((
+            ChildServer { child },
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        ))
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // EOF: the child exits by itself
+        if self.child.wait().is_err() {
+            let _ = self.child.kill();
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let began = Instant::now();
+    let mut timing = args.mode.timing();
+    if let Some(s) = args.secs {
+        timing.measure = Duration::from_secs_f64(s);
+    }
+    let (stream_total, stream_runs) = args.mode.stream();
+    // Other processes skew every figure: say how busy the machine was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "# bench mode={} server={} threads={} warmup_ms={} measure_ms={} stream_mib={} cpus={} loadavg={load}",
+        args.mode.name(),
+        if args.split {
+            "child-process"
+        } else {
+            "in-process"
+        },
+        args.threads,
+        timing.warmup.as_millis(),
+        timing.measure.as_millis(),
+        stream_total >> 20,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    if args.split {
+        println!("# allocs_per_call counts the client process only (--split)");
+    }
+
+    // Every server starts first; each idles while the others are measured.
+    let mut children = Vec::new();
+    let mut addrs = Vec::new();
+    for &imp in &args.impls {
+        if args.split {
+            let (child, addr) = ChildServer::spawn(imp, args.threads)?;
+            children.push(child);
+            addrs.push((imp, addr));
+        } else {
+            let listener = bind().await?;
+            let addr = listener.local_addr()?;
+            imp.serve(listener).await?;
+            addrs.push((imp, addr));
+        }
+    }
+
+    let mut rows = Vec::new();
+    if args.shapes.iter().any(|s| s == "unary") {
+        for &conc in &args.concs {
+            for &size in &args.sizes {
+                for &(imp, addr) in &addrs {
+                    let r = imp
+                        .unary(addr, size, conc, timing, conc == 1)
+                        .await
+                        .with_context(|| format!("{} unary size={size} conc={conc}", imp.name()))?;
+                    let row = Row {
+                        imp,
+                        shape: "unary",
+                        size,
+                        conc,
+                        total: 0,
+                        figures: Figures::Unary(r),
+                    };
+                    println!("{}", row.line());
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    if args.shapes.iter().any(|s| s == "stream") {
+        for &(imp, addr) in &addrs {
+            let r = imp
+                .stream(addr, CHUNK, stream_total, stream_runs)
+                .await
+                .with_context(|| format!("{} stream", imp.name()))?;
+            let row = Row {
+                imp,
+                shape: "stream",
+                size: CHUNK,
+                conc: 1,
+                total: stream_total,
+                figures: Figures::Stream(r),
+            };
+            println!("{}", row.line());
+            rows.push(row);
+        }
+    }
+
+    println!();
+    print!("{}", report::table(&rows));
+    println!();
+    print!("{}", report::targets(&rows));
+    println!("# done in {:.1} s", began.elapsed().as_secs_f64());
+    drop(children);
+    Ok(())
+}

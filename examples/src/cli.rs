@@ -37,13 +37,83 @@ pub struct TransportArgs {
     pub cert_dir: std::path::PathBuf,
 }
 
-/// The dialer for `addr` with these options.
+/// The dialer for `addr` with these options (`--mtls` implies `--tls`).
 ///
 /// # Errors
-/// A combination not supported (yet).
+/// A combination not supported (yet), and TLS certificate files that cannot be read.
 pub fn dialer(addr: &str, t: &TransportArgs) -> anyhow::Result<Dial> {
     match (t.transport, t.tls || t.mtls) {
         (TransportKind::Tcp, false) => Ok(tcp_dialer(addr.to_string())),
-        (kind, tls) => anyhow::bail!("transport {kind:?} with tls={tls} is not supported yet"),
+        (TransportKind::Tcp, true) => crate::tls::tls_dialer(addr.to_string(), &t.cert_dir, t.mtls),
+        (TransportKind::Yamux, tls) => crate::mux::yamux_dialer(
+            addr.to_string(),
+            tls.then_some((t.cert_dir.as_path(), t.mtls)),
+        ),
+        (TransportKind::Quic, _) => crate::mux::quic_dialer(addr.to_string(), &t.cert_dir, t.mtls),
+    }
+}
+
+/// The server side of the transport options, prepared before the server announces its
+/// address (TLS certificates are created or loaded here, so that a problem with them shows
+/// before `listening on`).
+#[derive(Debug)]
+pub enum ServerTransport {
+    /// Plain storj/drpc over TCP.
+    Tcp,
+    /// storj/drpc over TLS over TCP (mutual TLS when the acceptor requires client certificates).
+    Tls(drpc_core::tls::TlsAcceptor),
+    /// One drpc stream per yamux stream, over TCP or (with an acceptor) TLS.
+    Yamux(Option<drpc_core::tls::TlsAcceptor>),
+    /// One drpc stream per QUIC stream (UDP, always TLS); served by [`crate::mux::serve_quic`]
+    /// on the address instead of a TCP listener.
+    Quic(std::sync::Arc<drpc_core::tls::rustls::ServerConfig>),
+}
+
+/// The server side of these options (`--mtls` implies `--tls`).
+///
+/// # Errors
+/// A combination not supported (yet), and TLS certificate directories that cannot be created
+/// or read.
+pub fn server_transport(t: &TransportArgs) -> anyhow::Result<ServerTransport> {
+    match (t.transport, t.tls || t.mtls) {
+        (TransportKind::Tcp, false) => Ok(ServerTransport::Tcp),
+        (TransportKind::Tcp, true) => Ok(ServerTransport::Tls(crate::tls::server_acceptor(
+            &t.cert_dir,
+            t.mtls,
+        )?)),
+        (TransportKind::Yamux, false) => Ok(ServerTransport::Yamux(None)),
+        (TransportKind::Yamux, true) => Ok(ServerTransport::Yamux(Some(
+            crate::tls::server_acceptor(&t.cert_dir, t.mtls)?,
+        ))),
+        (TransportKind::Quic, _) => Ok(ServerTransport::Quic(crate::mux::quic_server_tls(
+            &t.cert_dir,
+            t.mtls,
+        )?)),
+    }
+}
+
+impl ServerTransport {
+    /// Serves `server` on `listener` until it shuts down.
+    ///
+    /// # Errors
+    /// What the serve loop returns.
+    pub async fn serve(
+        self,
+        server: &drpc_core::Server,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<()> {
+        match self {
+            ServerTransport::Tcp => server.serve(listener).await?,
+            ServerTransport::Tls(acceptor) => {
+                drpc_core::tls::serve(server, listener, acceptor).await?
+            }
+            ServerTransport::Yamux(acceptor) => {
+                crate::mux::serve_yamux(server, listener, acceptor).await?
+            }
+            ServerTransport::Quic(_) => {
+                anyhow::bail!("QUIC listens on UDP: serve it with drpc_examples::mux::serve_quic")
+            }
+        }
+        Ok(())
     }
 }

@@ -4,4 +4,7 @@
 
 pub mod cli;
 pub mod echo;
+pub mod load;
+pub mod mux;
 pub mod scenarios;
+pub mod tls;

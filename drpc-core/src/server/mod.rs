@@ -147,7 +147,13 @@ impl Server {
     /// Dropping the future stops accepting; connections already accepted keep running.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
         self.serve_handshaken(listener, |tcp, peer| async move {
-            Some((tcp, ConnInfo { peer: Some(peer), ..ConnInfo::default() }))
+            Some((
+                tcp,
+                ConnInfo {
+                    peer: Some(peer),
+                    ..ConnInfo::default()
+                },
+            ))
         })
         .await
     }

@@ -74,6 +74,46 @@ async fn main() -> ExitCode {
             }
         }
     }
+    println!("== pool: 64 calls, 16 in flight, over a pool of at most 8 connections (drpc-pool)");
+    let load = drpc_examples::load::Load {
+        calls: 64,
+        concurrency: 16,
+        pool: Some(8),
+        mode: drpc_pool::Mode::Exclusive,
+    };
+    let report = drpc_examples::load::run(&dial, &load).await;
+    println!("   {report}");
+    if let Some(s) = report.pool {
+        println!(
+            "   pool stats: dials={} idle={} in_use={} waits={} evictions={} retries={}",
+            s.dials, s.idle, s.in_use, s.waits, s.evictions, s.retries
+        );
+    }
+    if report.all_ok() {
+        println!(
+            "   ok: a connection runs one RPC at a time, so 16 callers took turns on at most 8\n"
+        );
+    } else {
+        failed += 1;
+        println!(
+            "   FAILED: {} of {} calls failed\n",
+            report.calls - report.ok,
+            report.calls
+        );
+    }
+    println!("== mux: many calls at once on ONE connection, one drpc stream each (drpc-mux)");
+    match drpc_examples::mux::demo().await {
+        Ok(lines) => {
+            for line in &lines {
+                println!("   {line}");
+            }
+            println!("   ok: the calls ran at once (~200 ms, not 10 x 200 ms)\n");
+        }
+        Err(e) => {
+            failed += 1;
+            println!("   FAILED: {e:#}\n");
+        }
+    }
     server.shutdown(std::time::Duration::from_secs(2)).await;
     if failed == 0 {
         println!(

@@ -1,5 +1,13 @@
-//! `echo-client --addr HOST:PORT --scenario NAME`: runs interop scenarios and prints the
-//! reference Go client's output. Exit 0 when all passed, 1 when any failed, 2 for usage.
+//! `echo-client --addr HOST:PORT --scenario NAME [--tls [--mtls] --cert-dir DIR]`: runs
+//! interop scenarios and prints the reference Go client's output. Exit 0 when all passed, 1
+//! when any failed (a TLS handshake failure, such as a server certificate from another CA,
+//! fails every scenario with the certificate problem), 2 for usage. With `--tls` the client
+//! trusts `DIR/ca.pem` and verifies the host of `--addr`; `--mtls` presents `DIR/client.pem`.
+//!
+//! Load mode, `echo-client --addr A --calls M [--concurrency C] [--pool N]`: M unary calls,
+//! C in flight, over a pool of at most N connections (or over one connection without
+//! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
+//! call succeeded.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,8 +23,17 @@ struct Args {
     #[arg(long)]
     addr: String,
     /// A scenario name, or `all`.
-    #[arg(long)]
-    scenario: String,
+    #[arg(long, required_unless_present = "calls")]
+    scenario: Option<String>,
+    /// Load mode: make this many unary calls instead of running scenarios.
+    #[arg(long, conflicts_with = "scenario")]
+    calls: Option<u64>,
+    /// Load mode: calls in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// Load mode: use a pool of at most this many connections (default: one connection).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pool: Option<u32>,
     #[command(flatten)]
     transport: drpc_examples::cli::TransportArgs,
 }
@@ -30,14 +47,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let names: Vec<&str> = if args.scenario == "all" {
+    if let Some(calls) = args.calls {
+        return load(&args, calls).await;
+    }
+    if args.pool.is_some() {
+        eprintln!("--pool needs --calls (load mode)");
+        return ExitCode::from(2);
+    }
+    let scenario = args.scenario.as_deref().unwrap_or("all");
+    let names: Vec<&str> = if scenario == "all" {
         ALL.to_vec()
-    } else if ALL.contains(&args.scenario.as_str()) {
-        vec![args.scenario.as_str()]
+    } else if ALL.contains(&scenario) {
+        vec![scenario]
     } else {
         eprintln!(
             "unknown scenario {:?}; expected one of: all, {}",
-            args.scenario,
+            scenario,
             ALL.join(", ")
         );
         return ExitCode::from(2);
@@ -49,6 +74,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.transport.transport != drpc_examples::cli::TransportKind::Tcp {
+        // One session multiplexes: `concurrent` runs its two calls at once.
+        scenarios::CONCURRENT_IN_PARALLEL.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut failed = false;
     for name in names {
         let outcome = match scenarios::run(name, &dial).await {
@@ -73,5 +102,35 @@ async fn main() -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Load mode: runs the calls and prints the one report line.
+async fn load(args: &Args, calls: u64) -> ExitCode {
+    let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Plain drpc connections run one RPC at a time; multiplexed sessions are shared.
+    let mode = if args.transport.transport == drpc_examples::cli::TransportKind::Tcp {
+        drpc_pool::Mode::Exclusive
+    } else {
+        drpc_pool::Mode::Shared
+    };
+    let load = drpc_examples::load::Load {
+        calls,
+        concurrency: args.concurrency as usize,
+        pool: args.pool.map(|n| n as usize),
+        mode,
+    };
+    let report = drpc_examples::load::run(&dial, &load).await;
+    println!("{report}");
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

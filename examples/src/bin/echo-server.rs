@@ -1,5 +1,9 @@
-//! `echo-server --addr HOST:PORT`: serves the interop echo service until killed, printing
-//! `listening on HOST:PORT` once it accepts connections.
+//! `echo-server --addr HOST:PORT [--tls [--mtls] --cert-dir DIR]`: serves the interop echo
+//! service until killed, printing `listening on HOST:PORT` once it accepts connections. With
+//! `--tls` it serves TLS with the certificates of DIR, creating them first when DIR has none;
+//! `--mtls` also requires client certificates signed by `DIR/ca.pem`. `--transport yamux`
+//! serves one drpc stream per yamux stream (over TLS with `--tls`); `--transport quic` serves
+//! one per QUIC stream on UDP at the same address, always with the certificates of DIR.
 
 use std::io::Write;
 
@@ -24,11 +28,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    if args.transport.transport != drpc_examples::cli::TransportKind::Tcp
-        || args.transport.tls
-        || args.transport.mtls
-    {
-        anyhow::bail!("only --transport tcp without TLS is supported yet");
+    let transport = drpc_examples::cli::server_transport(&args.transport)?;
+    if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
+        // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+        let server = Server::new(drpc_examples::echo::router());
+        return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
     }
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;
@@ -38,6 +42,6 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    server.serve(listener).await?;
+    transport.serve(&server, listener).await?;
     Ok(())
 }

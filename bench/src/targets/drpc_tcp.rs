@@ -1,0 +1,100 @@
+//! drpc over TCP with drpc-core as a user would write it: a [`Router`] with a unary and a
+//! client-streaming handler on prost messages, clients from [`drpc_core::dial`] calling
+//! through [`ConnExt`]. One connection per caller (a drpc connection runs one RPC at a time).
+
+use std::net::SocketAddr;
+
+use anyhow::{Result, ensure};
+use bytes::Bytes;
+use drpc_core::{CallOptions, ConnExt, Context, Error, Router, Server, TransportConn, TypedStream};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{Client, Target};
+use crate::pb::{Payload, Summary};
+
+const UNARY: &str = "/bench.Echo/Unary";
+const UPLOAD: &str = "/bench.Echo/Upload";
+
+/// The drpc-over-TCP target.
+#[derive(Debug)]
+pub(crate) struct DrpcTcp;
+
+/// The benchmark service as a drpc router (shared with future drpc targets).
+pub(crate) fn router() -> Router {
+    Router::new()
+        .unary(UNARY, |_ctx: Context, p: Payload| async move {
+            Ok::<_, Error>(p)
+        })
+        .streaming(
+            UPLOAD,
+            |_ctx: Context, mut s: TypedStream<Payload, Summary>| async move {
+                let mut sum = Summary::default();
+                while let Some(p) = s.recv().await? {
+                    sum.messages += 1;
+                    sum.bytes += p.data.len() as u64;
+                }
+                s.send(&sum).await
+            },
+        )
+}
+
+impl Target for DrpcTcp {
+    type Client = DrpcClient;
+
+    async fn serve(listener: TcpListener) -> Result<()> {
+        let server = Server::new(router());
+        tokio::spawn(async move { server.serve(listener).await });
+        Ok(())
+    }
+
+    async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<DrpcClient>> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(DrpcClient {
+                conn: drpc_core::dial(addr).await?,
+            });
+        }
+        Ok(clients)
+    }
+}
+
+/// One drpc connection.
+#[derive(Debug)]
+pub(crate) struct DrpcClient {
+    conn: TransportConn<TcpStream>,
+}
+
+impl Client for DrpcClient {
+    async fn call(&mut self, payload: &Bytes) -> Result<()> {
+        let request = Payload {
+            data: payload.clone(),
+        };
+        let reply: Payload = self.conn.call(UNARY, &request, CallOptions::new()).await?;
+        ensure!(
+            reply.data.len() == payload.len(),
+            "echo came back as {} bytes",
+            reply.data.len()
+        );
+        Ok(())
+    }
+
+    async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
+        let mut up = self
+            .conn
+            .client_streaming::<Payload, Summary>(UPLOAD, CallOptions::new())
+            .await?;
+        for _ in 0..count {
+            up.send(&Payload {
+                data: chunk.clone(),
+            })
+            .await?;
+        }
+        let sum = up.close_and_recv().await?;
+        ensure!(
+            sum.messages == count,
+            "server counted {} messages, sent {count}",
+            sum.messages
+        );
+        Ok(sum.bytes)
+    }
+}

@@ -1,0 +1,275 @@
+//! [`MuxConn`]: a [`Conn`] that runs every RPC on a fresh stream of one session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drpc_core::{
+    CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream, TransportConn, TransportStream,
+};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::NewStream;
+use crate::error::MuxError;
+
+/// How long a call whose stream failed waits for its session to report why, when the stream
+/// noticed first.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Settings of a [`MuxConn`].
+#[derive(Debug, Clone)]
+pub struct MuxConnConfig {
+    /// What a canceled call does to its stream: soft sends a Cancel packet before closing the
+    /// stream, hard just closes it. Either way only that stream ends. Default: soft.
+    pub cancel: CancelMode,
+    /// Also close the whole session when a call is canceled (its deadline passed or its future
+    /// or stream was dropped before it ended): the plain-connection meaning of a hard cancel,
+    /// for callers that expect it. Default: off.
+    pub close_session_on_cancel: bool,
+    /// The largest packet accepted from the server. Default: 4 MiB.
+    pub max_packet_size: usize,
+    /// Outgoing frames carry at most this many payload bytes. Default: 64 KiB.
+    pub split_size: usize,
+}
+
+impl Default for MuxConnConfig {
+    fn default() -> Self {
+        let core = ConnConfig::default();
+        MuxConnConfig {
+            cancel: CancelMode::Soft,
+            close_session_on_cancel: false,
+            max_packet_size: core.max_packet_size,
+            split_size: core.split_size,
+        }
+    }
+}
+
+/// A client connection that runs each RPC on its own stream of a session (yamux or QUIC), so
+/// RPCs run concurrently, each speaking the plain storj/drpc wire on its stream.
+///
+/// Per call: wait for a stream slot (the session's stream limit; bounded by the call's
+/// deadline, then [`Error::ResourceExhausted`]), open a stream, run the call on a
+/// [`TransportConn`] over it, close the stream. When the session fails under a call, the call
+/// fails with [`Error::Io`] carrying the [`MuxError`] (see [`crate::mux_error`]); a call that
+/// begins on a closed session gets [`Error::Closed`] (nothing was sent).
+#[derive(Debug)]
+pub struct MuxConn<N: NewStream> {
+    session: Arc<N>,
+    config: MuxConnConfig,
+}
+
+impl<N: NewStream> MuxConn<N> {
+    /// A connection over `session` with the default [`MuxConnConfig`].
+    pub fn new(session: N) -> MuxConn<N> {
+        MuxConn::with_config(session, MuxConnConfig::default())
+    }
+
+    /// A connection over `session` with `config`.
+    pub fn with_config(session: N, config: MuxConnConfig) -> MuxConn<N> {
+        MuxConn {
+            session: Arc::new(session),
+            config,
+        }
+    }
+
+    /// The session.
+    pub fn session(&self) -> &N {
+        &self.session
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &MuxConnConfig {
+        &self.config
+    }
+
+    /// Closes the session: calls under way fail, new ones get [`Error::Closed`].
+    pub fn close(&self) {
+        self.session.close();
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<MuxError> {
+        self.session.close_reason()
+    }
+
+    /// Opens a stream and wraps it in a one-stream connection.
+    async fn begin(&self, deadline: Option<Instant>) -> Result<TransportConn<N::Stream>, Error> {
+        if self.session.is_closed() {
+            return Err(Error::Closed);
+        }
+        let open = self.session.new_stream();
+        let opened = match deadline {
+            None => open.await,
+            Some(d) => timeout_at(d, open)
+                .await
+                .map_err(|_| Error::ResourceExhausted {
+                    what: "concurrent streams of the mux session",
+                    limit: self.session.max_streams(),
+                })?,
+        };
+        let stream = opened.map_err(|e| match e {
+            // Nothing was sent: retrying elsewhere is safe.
+            _ if self.session.is_closed() => Error::Closed,
+            other => other.into_call_error(),
+        })?;
+        let config = ConnConfig {
+            cancel: self.config.cancel,
+            max_packet_size: self.config.max_packet_size,
+            split_size: self.config.split_size,
+            watch_idle: false,
+        };
+        Ok(TransportConn::with_config(stream, config))
+    }
+}
+
+/// The error a call reports: the session's failure when the session failed under it.
+async fn settle<N: NewStream>(session: &N, e: Error) -> Error {
+    if matches!(e, Error::Io(_)) && !session.is_closed() {
+        // The stream may have seen the session die before the session recorded why.
+        let _ = timeout(SETTLE, session.closed()).await;
+    }
+    match e {
+        Error::Io(_) | Error::Closed | Error::Eof | Error::StreamClosed => {
+            match session.close_reason() {
+                Some(reason) => reason.into_call_error(),
+                None => e,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Closes the session when dropped armed (a canceled call under `close_session_on_cancel`).
+struct CancelGuard<'a, N: NewStream> {
+    session: Option<&'a N>,
+}
+
+impl<N: NewStream> Drop for CancelGuard<'_, N> {
+    fn drop(&mut self) {
+        if let Some(s) = self.session {
+            s.close();
+        }
+    }
+}
+
+impl<N: NewStream> Conn for MuxConn<N> {
+    type Stream = MuxStream<N>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        let conn = self.begin(options.deadline).await?;
+        let mut guard = CancelGuard {
+            session: self
+                .config
+                .close_session_on_cancel
+                .then_some(&*self.session),
+        };
+        let result = tokio::select! {
+            biased;
+            r = conn.unary(rpc, request, options) => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        drop(conn);
+        let result = match result {
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(settle(&*self.session, e).await),
+        };
+        if !matches!(result, Err(Error::DeadlineExceeded)) {
+            guard.session = None;
+        }
+        result
+    }
+
+    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<MuxStream<N>, Error> {
+        let conn = self.begin(options.deadline).await?;
+        let inner = conn.open_stream(rpc, options).await?;
+        Ok(MuxStream {
+            inner,
+            session: Arc::clone(&self.session),
+            close_session_on_cancel: self.config.close_session_on_cancel,
+            ended: false,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    async fn closed(&self) {
+        self.session.closed().await
+    }
+}
+
+/// The client side of one streaming RPC on a [`MuxConn`]: a [`TransportStream`] on the RPC's
+/// own stream, whose errors become the session's when the session fails under it.
+///
+/// Dropping it before the RPC ended cancels the RPC (and only it, unless
+/// [`MuxConnConfig::close_session_on_cancel`]).
+pub struct MuxStream<N: NewStream> {
+    inner: TransportStream<N::Stream>,
+    session: Arc<N>,
+    close_session_on_cancel: bool,
+    ended: bool,
+}
+
+impl<N: NewStream> std::fmt::Debug for MuxStream<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MuxStream")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: NewStream> MuxStream<N> {
+    async fn after<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.ended = true;
+                if matches!(e, Error::DeadlineExceeded) && self.close_session_on_cancel {
+                    self.session.close();
+                }
+                Err(settle(&*self.session, e).await)
+            }
+        }
+    }
+}
+
+impl<N: NewStream> RawStream for MuxStream<N> {
+    async fn send(&mut self, message: Bytes) -> Result<(), Error> {
+        let r = tokio::select! {
+            biased;
+            r = self.inner.send(message) => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        self.after(r).await
+    }
+
+    async fn close_send(&mut self) -> Result<(), Error> {
+        let r = tokio::select! {
+            biased;
+            r = self.inner.close_send() => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        self.after(r).await
+    }
+
+    async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
+        let r = tokio::select! {
+            biased;
+            r = self.inner.recv() => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        if matches!(r, Ok(None)) {
+            self.ended = true;
+        }
+        self.after(r).await
+    }
+}
+
+impl<N: NewStream> Drop for MuxStream<N> {
+    fn drop(&mut self) {
+        if !self.ended && self.close_session_on_cancel {
+            self.session.close();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! [`MuxError`]: why a session could not open a stream, or why it ended.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a mux session could not open a stream, or why it closed.
+///
+/// `Clone`, so that one session failure reaches every caller. A call that was under way when its
+/// session failed gets it inside a [`drpc_core::Error::Io`] (see [`mux_error`] to get it back);
+/// a call that begins on a session already closed gets [`drpc_core::Error::Closed`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MuxError {
+    /// The session was closed on this side ([`crate::NewStream::close`], a server shutdown,
+    /// or every handle dropped).
+    #[error("mux session closed")]
+    Closed,
+    /// The peer closed the session (a yamux GoAway, the end of the byte stream, or a QUIC
+    /// close).
+    #[error("mux session closed by the peer")]
+    PeerClosed,
+    /// The peer stopped answering heartbeats: no answer came for this long, so the session was
+    /// closed (a stopped or hung process whose kernel still acknowledges TCP).
+    #[error("peer did not answer heartbeats for {0:?}; mux session closed")]
+    HeartbeatTimeout(Duration),
+    /// The peer broke the heartbeat protocol.
+    #[error("heartbeat protocol error: {0}")]
+    Heartbeat(&'static str),
+    /// The yamux session failed (transport error, bad frame, stream ids exhausted…).
+    #[error("yamux: {0}")]
+    Yamux(Arc<yamux::ConnectionError>),
+    /// The QUIC connection failed; `TimedOut` is its idle timeout (a peer that stopped
+    /// answering).
+    #[cfg(feature = "quic")]
+    #[error("quic: {0}")]
+    Quic(quinn::ConnectionError),
+    /// A configuration that cannot work (a TLS config QUIC cannot use, a bad server name…).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// An I/O error outside the session protocol (such as a failed connect).
+    #[error("i/o: {0}")]
+    Io(Arc<io::Error>),
+}
+
+impl MuxError {
+    /// Whether the session ended because the peer stopped answering (heartbeat or QUIC idle
+    /// timeout), as opposed to closing or failing visibly.
+    pub fn is_unresponsive_peer(&self) -> bool {
+        match self {
+            MuxError::HeartbeatTimeout(_) => true,
+            #[cfg(feature = "quic")]
+            MuxError::Quic(quinn::ConnectionError::TimedOut) => true,
+            _ => false,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error is reported under inside [`drpc_core::Error::Io`].
+    pub fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            MuxError::HeartbeatTimeout(_) => io::ErrorKind::TimedOut,
+            #[cfg(feature = "quic")]
+            MuxError::Quic(quinn::ConnectionError::TimedOut) => io::ErrorKind::TimedOut,
+            MuxError::Io(e) => e.kind(),
+            MuxError::Yamux(e) => match &**e {
+                yamux::ConnectionError::Io(io) => io.kind(),
+                _ => io::ErrorKind::ConnectionAborted,
+            },
+            _ => io::ErrorKind::ConnectionAborted,
+        }
+    }
+
+    /// This error as the error of a call that was under way: [`drpc_core::Error::Io`]
+    /// carrying it (see [`mux_error`]).
+    pub fn into_call_error(self) -> drpc_core::Error {
+        drpc_core::Error::Io(Arc::new(io::Error::new(self.io_kind(), self)))
+    }
+}
+
+impl From<yamux::ConnectionError> for MuxError {
+    fn from(e: yamux::ConnectionError) -> Self {
+        match e {
+            yamux::ConnectionError::Closed => MuxError::PeerClosed,
+            other => MuxError::Yamux(Arc::new(other)),
+        }
+    }
+}
+
+impl From<io::Error> for MuxError {
+    fn from(e: io::Error) -> Self {
+        MuxError::Io(Arc::new(e))
+    }
+}
+
+#[cfg(feature = "quic")]
+impl From<quinn::ConnectionError> for MuxError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        match e {
+            quinn::ConnectionError::LocallyClosed => MuxError::Closed,
+            quinn::ConnectionError::ApplicationClosed(_)
+            | quinn::ConnectionError::ConnectionClosed(_) => MuxError::PeerClosed,
+            other => MuxError::Quic(other),
+        }
+    }
+}
+
+/// The session failure inside a call's error, if the call failed because its session did.
+///
+/// ```
+/// use drpc_mux::{MuxError, mux_error};
+/// let e = MuxError::HeartbeatTimeout(std::time::Duration::from_secs(12)).into_call_error();
+/// assert!(matches!(mux_error(&e), Some(MuxError::HeartbeatTimeout(_))));
+/// assert!(mux_error(&drpc_core::Error::Closed).is_none());
+/// ```
+pub fn mux_error(e: &drpc_core::Error) -> Option<&MuxError> {
+    match e {
+        drpc_core::Error::Io(io) => io.get_ref()?.downcast_ref::<MuxError>(),
+        _ => None,
+    }
+}

@@ -1,0 +1,394 @@
+//! QUIC (quinn, rustls with the ring provider): one drpc stream per bidirectional QUIC stream.
+//!
+//! [`QuicSession`] opens streams over a `quinn::Connection` (it is a [`NewStream`]);
+//! [`crate::MuxServer::serve_quic`] serves every stream of every connection an endpoint
+//! accepts. QUIC is always TLS: the rustls configurations of [`drpc_core::tls`] (ALPN `drpc`,
+//! TLS 1.3 is used) work as they are.
+//!
+//! # Limits, windows and liveness
+//!
+//! | Setting | Default | Why |
+//! |---|---|---|
+//! | [`QuicConfig::max_concurrent_streams`] | 256 | streams this side opens at once; more callers wait (bounded by their deadline) |
+//! | [`QuicConfig::max_incoming_streams`] | 1024 | bidirectional streams the peer may have open at once (QUIC's `max_concurrent_bidi_streams`, quinn's default is 100); past it the peer's opens wait for credit, nothing fails |
+//! | [`QuicConfig::stream_receive_window`] | 1 MiB | per-stream flow control; a stream whose reader stalls holds at most this much |
+//! | [`QuicConfig::receive_window`] | unlimited | connection-wide flow control; left unlimited so that stalled streams can never use up the credit of the others (memory stays bounded by streams × stream window) |
+//! | [`QuicConfig::send_window`] | 8 MiB | bytes in flight without acknowledgment, all streams together |
+//! | [`QuicConfig::keep_alive_interval`] | 5 s | keeps idle connections alive and probes the peer |
+//! | [`QuicConfig::max_idle_timeout`] | 15 s | a peer that acknowledges nothing for this long (stopped, gone) closes the connection with `TimedOut` |
+
+use std::any::Any;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, VarInt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::error::MuxError;
+use crate::session::SessionState;
+use crate::{MuxConn, MuxConnConfig, NewStream};
+
+/// The application error code a [`QuicSession::close`] sends.
+pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
+/// The application error code a server shutdown sends.
+pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(1);
+
+/// Settings of QUIC connections; see the [module docs](self) for the defaults and why.
+#[derive(Debug, Clone)]
+pub struct QuicConfig {
+    /// Streams this side may have open at once; past it, callers wait (bounded by their
+    /// deadline, then [`drpc_core::Error::ResourceExhausted`]). Default: 256.
+    pub max_concurrent_streams: usize,
+    /// Bidirectional streams the peer may have open at once. Default: 1024.
+    pub max_incoming_streams: u32,
+    /// Receive window of each stream. Default: 1 MiB.
+    pub stream_receive_window: u32,
+    /// Receive window of the connection (`None`: unlimited). Default: unlimited.
+    pub receive_window: Option<u64>,
+    /// Unacknowledged bytes in flight, all streams together. Default: 8 MiB.
+    pub send_window: u64,
+    /// Send a keep-alive when nothing else was sent for this long. Default: 5 s.
+    pub keep_alive_interval: Duration,
+    /// Close the connection when the peer acknowledged nothing for this long (the smaller of
+    /// the two sides' values applies). Default: 15 s.
+    pub max_idle_timeout: Duration,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        QuicConfig {
+            max_concurrent_streams: 256,
+            max_incoming_streams: 1024,
+            stream_receive_window: 1 << 20,
+            receive_window: None,
+            send_window: 8 << 20,
+            keep_alive_interval: Duration::from_secs(5),
+            max_idle_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl QuicConfig {
+    /// Sets the keep-alive interval and idle timeout.
+    pub fn with_liveness(mut self, keep_alive: Duration, idle_timeout: Duration) -> QuicConfig {
+        self.keep_alive_interval = keep_alive;
+        self.max_idle_timeout = idle_timeout;
+        self
+    }
+
+    /// The quinn transport config for these settings.
+    ///
+    /// # Errors
+    /// [`MuxError::Config`] for an idle timeout QUIC cannot express.
+    pub fn transport_config(&self) -> Result<quinn::TransportConfig, MuxError> {
+        let mut t = quinn::TransportConfig::default();
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_incoming_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
+            .receive_window(
+                self.receive_window
+                    .and_then(|w| VarInt::from_u64(w).ok())
+                    .unwrap_or(VarInt::MAX),
+            )
+            .send_window(self.send_window)
+            .keep_alive_interval(Some(self.keep_alive_interval))
+            .max_idle_timeout(Some(
+                IdleTimeout::try_from(self.max_idle_timeout)
+                    .map_err(|e| MuxError::Config(format!("max_idle_timeout: {e}")))?,
+            ));
+        Ok(t)
+    }
+}
+
+/// A quinn server config from a rustls server config (such as
+/// [`drpc_core::tls::server_config`]'s) and `config`.
+///
+/// # Errors
+/// [`MuxError::Config`] when the rustls config cannot do QUIC (no TLS 1.3 cipher suite QUIC
+/// can start with).
+pub fn server_config(
+    tls: Arc<rustls::ServerConfig>,
+    config: &QuicConfig,
+) -> Result<quinn::ServerConfig, MuxError> {
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| MuxError::Config(format!("QUIC TLS: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(config.transport_config()?));
+    Ok(server)
+}
+
+/// A quinn client config from a rustls client config (such as
+/// [`drpc_core::tls::client_config`]'s) and `config`.
+///
+/// # Errors
+/// As [`server_config`].
+pub fn client_config(
+    tls: Arc<rustls::ClientConfig>,
+    config: &QuicConfig,
+) -> Result<quinn::ClientConfig, MuxError> {
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|e| MuxError::Config(format!("QUIC TLS: {e}")))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(config.transport_config()?));
+    Ok(client)
+}
+
+/// A QUIC endpoint listening on `addr` (UDP) with `tls` and `config`; serve it with
+/// [`crate::MuxServer::serve_quic`].
+///
+/// # Errors
+/// [`MuxError::Config`], or [`MuxError::Io`] when the socket cannot be bound.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    config: &QuicConfig,
+) -> Result<quinn::Endpoint, MuxError> {
+    Ok(quinn::Endpoint::server(server_config(tls, config)?, addr)?)
+}
+
+/// A client-only QUIC endpoint on an ephemeral UDP port of the unspecified address of `family`
+/// (IPv4 or IPv6, as the server's address), with `tls` and `config` as its default.
+///
+/// # Errors
+/// As [`server_endpoint`].
+pub fn client_endpoint(
+    family: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    config: &QuicConfig,
+) -> Result<quinn::Endpoint, MuxError> {
+    let bind = match family {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let mut endpoint = quinn::Endpoint::client(bind)?;
+    endpoint.set_default_client_config(client_config(tls, config)?);
+    Ok(endpoint)
+}
+
+/// One QUIC connection as a [`NewStream`]: each stream is a bidirectional QUIC stream. Cheap
+/// to clone; clones share the connection.
+///
+/// ```no_run
+/// # async fn f(tls: std::sync::Arc<rustls::ClientConfig>) -> Result<(), Box<dyn std::error::Error>> {
+/// use drpc_mux::quic::{QuicConfig, QuicSession};
+/// let addr = "127.0.0.1:7777".parse()?;
+/// let session = QuicSession::connect(addr, "localhost", tls, QuicConfig::default()).await?;
+/// let conn = drpc_mux::MuxConn::new(session);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QuicSession {
+    conn: quinn::Connection,
+    state: Arc<SessionState>,
+    /// The endpoint this session made for itself (kept alive with it).
+    _endpoint: Option<quinn::Endpoint>,
+}
+
+impl QuicSession {
+    /// A session over an established connection (from either side), opening at most
+    /// `config.max_concurrent_streams` streams at once.
+    pub fn new(conn: quinn::Connection, config: &QuicConfig) -> QuicSession {
+        QuicSession {
+            conn,
+            state: SessionState::new(config.max_concurrent_streams),
+            _endpoint: None,
+        }
+    }
+
+    /// Connects to `addr` from a new client endpoint of its own, verifying the server's
+    /// certificate for `server_name`.
+    ///
+    /// # Errors
+    /// [`MuxError::Config`] for a bad server name or TLS config, [`MuxError::Io`] for the
+    /// socket, and the handshake's failure.
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+        config: QuicConfig,
+    ) -> Result<QuicSession, MuxError> {
+        let endpoint = client_endpoint(addr, tls, &config)?;
+        let conn = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| MuxError::Config(format!("QUIC connect: {e}")))?
+            .await?;
+        let mut session = QuicSession::new(conn, &config);
+        session._endpoint = Some(endpoint);
+        Ok(session)
+    }
+
+    /// The quinn connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// Opens a bidirectional stream, waiting for a free slot (and for the peer's stream
+    /// credit).
+    ///
+    /// # Errors
+    /// Why the connection closed.
+    pub async fn open(&self) -> Result<QuicStream, MuxError> {
+        let permit = tokio::select! {
+            biased;
+            p = self.state.acquire() => p?,
+            e = self.conn.closed() => return Err(e.into()),
+        };
+        let (send, recv) = self.conn.open_bi().await?;
+        Ok(QuicStream {
+            send: Some(send),
+            recv,
+            give_back: None,
+            _permit: Some(permit),
+        })
+    }
+}
+
+impl NewStream for QuicSession {
+    type Stream = QuicStream;
+
+    fn new_stream(&self) -> impl Future<Output = Result<QuicStream, MuxError>> + Send {
+        self.open()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    async fn closed(&self) {
+        self.conn.closed().await;
+    }
+
+    fn close_reason(&self) -> Option<MuxError> {
+        self.conn.close_reason().map(MuxError::from)
+    }
+
+    fn close(&self) {
+        self.conn.close(CLOSE_NORMAL, b"closed");
+    }
+
+    fn max_streams(&self) -> usize {
+        self.state.max_streams()
+    }
+}
+
+/// Connects to `addr` (see [`QuicSession::connect`]) and returns a [`MuxConn`] over it.
+///
+/// # Errors
+/// As [`QuicSession::connect`].
+pub async fn dial(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    config: QuicConfig,
+) -> Result<MuxConn<QuicSession>, MuxError> {
+    Ok(MuxConn::with_config(
+        QuicSession::connect(addr, server_name, tls, config).await?,
+        MuxConnConfig::default(),
+    ))
+}
+
+/// One bidirectional QUIC stream (quinn's `SendStream` and `RecvStream` joined) as a drpc
+/// [`drpc_core::Transport`]. Dropping it finishes the send side (a clean end for the peer).
+#[derive(Debug)]
+pub struct QuicStream {
+    /// Always `Some` until dropped.
+    send: Option<quinn::SendStream>,
+    recv: quinn::RecvStream,
+    /// Where the send side goes when the stream is dropped (the server waits on it until the
+    /// peer has acknowledged everything, before it closes the connection).
+    give_back: Option<oneshot::Sender<quinn::SendStream>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl QuicStream {
+    /// Joins the two halves of a bidirectional stream.
+    pub fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> QuicStream {
+        QuicStream {
+            send: Some(send),
+            recv,
+            give_back: None,
+            _permit: None,
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> quinn::StreamId {
+        self.recv.id()
+    }
+
+    /// Hands the send side to `to` when dropped.
+    pub(crate) fn give_back_send(mut self, to: oneshot::Sender<quinn::SendStream>) -> QuicStream {
+        self.give_back = Some(to);
+        self
+    }
+
+    fn send(&mut self) -> &mut quinn::SendStream {
+        self.send.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for QuicStream {
+    fn drop(&mut self) {
+        if let (Some(send), Some(to)) = (self.send.take(), self.give_back.take()) {
+            let _ = to.send(send);
+        }
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(self.send()), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(self.send()), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(self.send()), cx)
+    }
+}
+
+/// After a served stream ended: finishes its send side and waits (up to `grace`) until the
+/// peer acknowledged all of it, so that closing the connection cannot cut a reply off.
+pub(crate) async fn settle_send(send: oneshot::Receiver<quinn::SendStream>, grace: Duration) {
+    if let Ok(mut send) = send.await {
+        let _ = send.finish();
+        let _ = tokio::time::timeout(grace, send.stopped()).await;
+    }
+}
+
+/// The verified client certificate of a server-side connection, if the client presented one.
+pub(crate) fn peer_identity(conn: &quinn::Connection) -> Option<drpc_core::tls::PeerIdentity> {
+    let any: Box<dyn Any> = conn.peer_identity()?;
+    let chain = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    match drpc_core::tls::PeerIdentity::from_chain(&chain) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::debug!(error = %e, "client certificate without a readable identity");
+            None
+        }
+    }
+}
