@@ -44,6 +44,8 @@ pub(crate) struct ServerConn<R> {
     /// handler writing as fast as the socket takes nor a peer flooding packets can use up the
     /// task's I/O budget and starve the other (a Cancel must be read while a stream streams).
     read_first: bool,
+    /// Whether the shutdown and stop futures were polled once (their wakers registered).
+    armed: bool,
     idle_since: Instant,
     frame_started: Option<(Instant, u64)>,
     timer: Pin<Box<Sleep>>,
@@ -94,6 +96,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             eof: false,
             draining: false,
             read_first: true,
+            armed: false,
             idle_since: now,
             frame_started: None,
             timer: Box::pin(tokio::time::sleep_until(far)),
@@ -102,13 +105,21 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     }
 
     pub(crate) fn poll_conn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        if self.stop.as_mut().poll(cx).is_ready() {
+        // The token futures register wakers on their first poll; after that a flag check is
+        // enough on every wake (they wake this task when cancelled).
+        if self.server.stop.is_cancelled()
+            || (!self.armed && self.stop.as_mut().poll(cx).is_ready())
+        {
             self.cancel_active("server stopped");
             return Poll::Ready(Ok(()));
         }
-        if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
+        if !self.draining
+            && (self.server.shutdown.is_cancelled()
+                || (!self.armed && self.shutdown.as_mut().poll(cx).is_ready()))
+        {
             self.draining = true;
         }
+        self.armed = true;
         self.read_first = !self.read_first;
         if !self.read_first {
             // This poll reads first (see `read_first`); the loop below then polls the handler.
@@ -169,7 +180,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             return ReadStep::NoRoom; // Go's one-message buffer: wait for the handler
         }
         match self.read.poll_packet(&mut self.io, cx) {
-            Poll::Ready(Ok(packet)) => match self.handle(packet) {
+            Poll::Ready(Ok(packet)) => match self.handle(packet, cx.waker()) {
                 Ok(()) => ReadStep::Routed,
                 Err(e) => {
                     self.cancel_active("protocol error");
@@ -229,8 +240,10 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
     }
 
-    /// Routes one packet (`drpc-wire.md` §5, "Routing at the connection level").
-    fn handle(&mut self, packet: Packet) -> Result<(), Error> {
+    /// Routes one packet (`drpc-wire.md` §5, "Routing at the connection level"). `me` is this
+    /// task's waker: the handler runs in this task and is polled again before the next read,
+    /// so waking it would only make the task yield.
+    fn handle(&mut self, packet: Packet, me: &std::task::Waker) -> Result<(), Error> {
         let stream = packet.id.stream;
         if stream < self.last_stream {
             return Ok(()); // late packets of an earlier stream
@@ -251,7 +264,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 Ok(())
             }
             _ if stream == self.last_stream => match &self.active {
-                Some(active) => Ok(active.shared.handle_packet(&packet)?),
+                Some(active) => Ok(active.shared.handle_packet(&packet, me)?),
                 None => Ok(()), // the stream already finished here
             },
             // A control packet for a stream not invoked yet is ignored, where Go hangs (probe E).

@@ -157,8 +157,10 @@ impl StreamShared {
         Poll::Pending
     }
 
-    /// Feeds a packet from the client to the stream.
-    pub(crate) fn handle_packet(&self, packet: &Packet) -> Result<(), ProtocolError> {
+    /// Feeds a packet from the client to the stream. The handler's waker is not woken when it
+    /// is `me` (the connection task polling the handler itself): in tokio a self-wake during a
+    /// poll is a yield that also unparks another worker, costing a futex per RPC.
+    pub(crate) fn handle_packet(&self, packet: &Packet, me: &Waker) -> Result<(), ProtocolError> {
         let mut inbox = self.lock();
         let event = inbox.state.handle_packet(packet)?;
         let remote_end = match event {
@@ -176,7 +178,7 @@ impl StreamShared {
             self.cancelled.store(true, Ordering::Release);
             self.cancel_notify.notify_waiters();
         }
-        if let Some(w) = waker {
+        if let Some(w) = waker.filter(|w| !w.will_wake(me)) {
             w.wake();
         }
         Ok(())
@@ -258,7 +260,8 @@ impl ServerStream {
             if let Some(m) = inbox.message.take() {
                 let waker = inbox.read_waker.take();
                 drop(inbox);
-                if let Some(w) = waker {
+                // Usually the connection task itself, which reads on after polling us.
+                if let Some(w) = waker.filter(|w| !w.will_wake(cx.waker())) {
                     w.wake();
                 }
                 return Poll::Ready(Ok(Some(m)));

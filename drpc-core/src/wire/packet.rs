@@ -14,6 +14,9 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 4 << 20;
 /// The default largest frame payload sent, in bytes: 64 KiB, as in Go (`drpc-wire.md` §4.1).
 pub const DEFAULT_SPLIT_SIZE: usize = 64 << 10;
 
+/// Extra capacity given to a packet's buffer when its first frame arrives.
+const TAIL_HEADROOM: usize = 4096;
+
 /// One logical message: an Invoke, a protobuf Message, an Error and so on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
@@ -128,10 +131,15 @@ impl Assembler {
                 // The common case, one frame per packet: hand the payload on without copying.
                 return Ok(Some(self.complete(frame.kind, frame.control, frame.data)));
             }
+            // Room for a short tail: Go splits a 64 KiB protobuf (65 539 bytes) as 65 536 + 3,
+            // and growing the buffer for those 3 bytes would copy the whole packet again.
+            let cap = (frame.data.len() + TAIL_HEADROOM).min(self.max_packet_size);
+            let mut data = BytesMut::with_capacity(cap);
+            data.extend_from_slice(&frame.data);
             self.partial = Some(Partial {
                 kind: frame.kind,
                 control: frame.control,
-                data: BytesMut::from(&frame.data[..]),
+                data,
             });
             return Ok(None);
         }
