@@ -309,7 +309,7 @@ impl<T: Transport> Conn for TransportConn<T> {
         let _enter = span.enter();
         let result = until(
             options.deadline,
-            call.unary(rpc, &request, &options.metadata),
+            call.unary(rpc, request, &options.metadata),
         )
         .await;
         if let Err(e) = &result {
@@ -376,14 +376,14 @@ impl<T: Transport> Call<T> {
     async fn unary(
         &mut self,
         rpc: &str,
-        request: &[u8],
+        request: Bytes,
         metadata: &Metadata,
     ) -> Result<Bytes, Error> {
         self.start(rpc, metadata);
         tracing::Span::current().record("stream", self.state.id());
         let io = self.io.as_mut().expect("a new call holds the transport");
         let id = self.state.next_id();
-        io.write.push(id, Kind::Message, false, request);
+        io.write.push_bytes(id, Kind::Message, request);
         let id = self.state.next_id();
         io.write.push(id, Kind::CloseSend, false, &[]);
         self.state.on_send_close();
@@ -542,9 +542,9 @@ impl<T: Transport> TransportStream<T> {
 }
 
 impl<T: Transport> Call<T> {
-    async fn send_message(&mut self, message: &[u8]) -> Result<(), Error> {
+    async fn send_message(&mut self, message: Bytes) -> Result<(), Error> {
         let id = self.state.next_id();
-        self.io()?.write.push(id, Kind::Message, false, message);
+        self.io()?.write.push_bytes(id, Kind::Message, message);
         self.flush().await
     }
 
@@ -585,7 +585,7 @@ impl<T: Transport> RawStream for TransportStream<T> {
         if !self.call.state.can_send() || self.call.io.is_none() {
             return Err(self.ended_error());
         }
-        let r = until(self.deadline, self.call.send_message(&message)).await;
+        let r = until(self.deadline, self.call.send_message(message)).await;
         self.on_deadline(r)
     }
 

@@ -49,6 +49,10 @@ impl Writer {
         self.lock().buf.push(id, kind, control, data);
     }
 
+    fn push_bytes(&self, id: Id, kind: Kind, data: Bytes) {
+        self.lock().buf.push_bytes(id, kind, data);
+    }
+
     fn push_with(&self, id: Id, kind: Kind, len: usize, fill: impl FnOnce(&mut BytesMut)) {
         self.lock().buf.push_with(id, kind, len, fill);
     }
@@ -284,7 +288,7 @@ impl ServerStream {
     /// [`Error::Canceled`] when the call was canceled, transport errors.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         let id = self.shared.next_send_id()?;
-        self.writer.push(id, Kind::Message, false, &message);
+        self.writer.push_bytes(id, Kind::Message, message);
         Ok(self.writer.flush().await?)
     }
 
