@@ -113,7 +113,8 @@ struct Slot<T> {
 }
 
 enum IoState<T> {
-    Idle(Io<T>),
+    /// Boxed: it moves between the slot and the running call on every RPC.
+    Idle(Box<Io<T>>),
     Busy,
     Closed,
 }
@@ -133,7 +134,7 @@ impl<T> Shared<T> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_io(&self) -> Result<Io<T>, Error> {
+    fn take_io(&self) -> Result<Box<Io<T>>, Error> {
         let mut slot = self.lock();
         match std::mem::replace(&mut slot.io, IoState::Busy) {
             IoState::Idle(io) => Ok(io),
@@ -147,7 +148,7 @@ impl<T> Shared<T> {
     }
 
     /// Gives the transport back after a finished stream and passes the turn on.
-    fn put_io(&self, io: Io<T>) {
+    fn put_io(&self, io: Box<Io<T>>) {
         let mut slot = self.lock();
         let waker = slot.watcher.take();
         if matches!(slot.io, IoState::Busy) {
@@ -164,7 +165,7 @@ impl<T> Shared<T> {
     }
 
     /// Closes the connection for good, dropping (and so closing) the transport.
-    fn close(&self, io: Option<Io<T>>) {
+    fn close(&self, io: Option<Box<Io<T>>>) {
         let mut slot = self.lock();
         let old = std::mem::replace(&mut slot.io, IoState::Closed);
         let waker = slot.watcher.take();
@@ -241,7 +242,7 @@ impl<T: Transport> TransportConn<T> {
         let shared = Arc::new(Shared {
             turn: Semaphore::new(1),
             slot: Mutex::new(Slot {
-                io: IoState::Idle(io),
+                io: IoState::Idle(Box::new(io)),
                 watcher: None,
             }),
             closed: AtomicBool::new(false),
@@ -348,13 +349,13 @@ impl<T: Transport> Conn for TransportConn<T> {
 /// Dropped before the stream finished, it cancels.
 struct Call<T: Transport> {
     shared: Arc<Shared<T>>,
-    io: Option<Io<T>>,
+    io: Option<Box<Io<T>>>,
     state: StreamState,
 }
 
 impl<T: Transport> Call<T> {
     fn io(&mut self) -> Result<&mut Io<T>, Error> {
-        self.io.as_mut().ok_or(Error::Closed)
+        self.io.as_deref_mut().ok_or(Error::Closed)
     }
 
     /// Starts a stream: a new id, then InvokeMetadata (if any) and Invoke, buffered.
