@@ -1,8 +1,9 @@
 //! The harness: what an implementation provides ([`Target`], [`Client`]) and the two shapes
 //! every implementation runs (unary calls, one client-to-server stream).
 //!
-//! Adding an implementation (drpc-pool, drpc-yamux, drpc-quic, drpc-tls…) means one module in
-//! [`crate::targets`] implementing these two traits and one arm in [`crate::targets::Impl`].
+//! Adding an implementation means one module in [`crate::targets`] implementing these two
+//! traits and its arms in [`crate::targets::Impl`] (as drpc-pool, drpc-tls, drpc-yamux and
+//! drpc-quic do).
 //! Calls are dispatched statically (no boxed future per call), so the harness adds no
 //! allocation to what is measured.
 
@@ -26,8 +27,8 @@ pub(crate) trait Target: Send + Sync + 'static {
     fn serve(listener: TcpListener) -> impl Future<Output = Result<()>> + Send;
 
     /// `count` callers for `count` calls in flight. For one-RPC-per-connection protocols
-    /// (raw TCP, drpc over TCP) each gets its own connection; multiplexed ones (tonic) may
-    /// share one.
+    /// (raw TCP, drpc over TCP or TLS) each gets its own connection; multiplexed ones (tonic,
+    /// yamux, QUIC) share one, and drpc-pool's callers share one pool.
     fn connect(
         addr: SocketAddr,
         count: usize,

@@ -1,16 +1,21 @@
-//! Side-by-side benchmarks of drpc-rs against raw TCP (the physical limit) and tonic.
+//! Side-by-side benchmarks of drpc-rs (over TCP, a pool, TLS, yamux and QUIC) against raw TCP
+//! (the physical limit) and tonic.
 //!
 //! ```text
-//! cargo run --release -p bench -- --quick     # under 90 s
+//! cargo run --release -p bench -- --quick     # under 2 minutes
 //! cargo run --release -p bench                # full: longer runs, 1 GiB streams
 //! cargo run --release -p bench -- --smoke     # a few seconds, tiny counts (CI)
 //! ```
 //!
-//! Options: `--split` (servers in a child process), `--impl raw,tonic,drpc-tcp`,
+//! Implementations, in report order: `raw`, `tonic`, `drpc-tcp`, `drpc-pool`, `drpc-tls`,
+//! `drpc-yamux`, `drpc-quic` (see [`targets::Impl`]).
+//!
+//! Options: `--split` (servers in a child process), `--impl raw,tonic,drpc-tcp,…`,
 //! `--shape unary|stream`, `--size N`, `--conc N`, `--secs S` (timed seconds per unary run),
 //! `--threads N` (tokio worker threads, default 2). `--serve-only IMPL` is what `--split`
-//! runs in the child: it serves IMPL on 127.0.0.1, prints the port and exits when its stdin
-//! closes.
+//! runs in the child: it serves IMPL on 127.0.0.1 (drpc-quic: UDP on the printed port),
+//! prints the port and exits when its stdin closes; `--cert-dir DIR` makes it use the TLS
+//! certificates the parent wrote there instead of generating its own.
 //!
 //! Output: one `key=value` line per result, a markdown table with ratios to raw TCP and
 //! tonic, then the project's targets.
@@ -33,6 +38,7 @@ mod pb {
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,6 +107,7 @@ struct Args {
     concs: Vec<usize>,
     secs: Option<f64>,
     threads: usize,
+    cert_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -114,6 +121,7 @@ fn parse_args() -> Result<Args> {
         concs: CONCS.to_vec(),
         secs: None,
         threads: 2,
+        cert_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -139,10 +147,12 @@ fn parse_args() -> Result<Args> {
             "--conc" => args.concs = parse_list(&value()?)?,
             "--secs" => args.secs = Some(value()?.parse()?),
             "--threads" => args.threads = value()?.parse()?,
+            "--cert-dir" => args.cert_dir = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
                     "usage: bench [--smoke|--quick|--full] [--split] [--impl a,b] \
-                     [--shape unary,stream] [--size 64,4096] [--conc 1,64] [--secs S] [--threads N]"
+                     [--shape unary,stream] [--size 64,4096] [--conc 1,64] [--secs S] [--threads N]\n\
+                     impls: raw, tonic, drpc-tcp, drpc-pool, drpc-tls, drpc-yamux, drpc-quic"
                 );
                 std::process::exit(0);
             }
@@ -165,7 +175,12 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match args.serve_only {
-        Some(imp) => rt.block_on(serve_only(imp)),
+        Some(imp) => {
+            if let Some(dir) = &args.cert_dir {
+                targets::certs::use_dir(dir)?;
+            }
+            rt.block_on(serve_only(imp))
+        }
         None => rt.block_on(run(&args)),
     }
 }
@@ -194,14 +209,22 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn spawn(imp: Impl, threads: usize) -> Result<(ChildServer, SocketAddr)> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "--serve-only",
-                imp.name(),
-                "--threads",
-                &threads.to_string(),
-            ])
+    fn spawn(
+        imp: Impl,
+        threads: usize,
+        cert_dir: Option<&Path>,
+    ) -> Result<(ChildServer, SocketAddr)> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args([
+            "--serve-only",
+            imp.name(),
+            "--threads",
+            &threads.to_string(),
+        ]);
+        if let Some(dir) = cert_dir {
+            command.arg("--cert-dir").arg(dir);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -259,12 +282,24 @@ async fn run(args: &Args) -> Result<()> {
         println!("# allocs_per_call counts the client process only (--split)");
     }
 
+    // Split TLS servers read the certificates this process writes (and trusts): removed at
+    // the end, after the children.
+    let cert_dir = if args.split && args.impls.iter().any(|i| i.needs_certs()) {
+        Some(targets::certs::CertDir::create()?)
+    } else {
+        None
+    };
+
     // Every server starts first; each idles while the others are measured.
     let mut children = Vec::new();
     let mut addrs = Vec::new();
     for &imp in &args.impls {
         if args.split {
-            let (child, addr) = ChildServer::spawn(imp, args.threads)?;
+            let dir = cert_dir
+                .as_ref()
+                .filter(|_| imp.needs_certs())
+                .map(|d| d.path());
+            let (child, addr) = ChildServer::spawn(imp, args.threads, dir)?;
             children.push(child);
             addrs.push((imp, addr));
         } else {
@@ -323,5 +358,6 @@ async fn run(args: &Args) -> Result<()> {
     print!("{}", report::targets(&rows));
     println!("# done in {:.1} s", began.elapsed().as_secs_f64());
     drop(children);
+    drop(cert_dir);
     Ok(())
 }

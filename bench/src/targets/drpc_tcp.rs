@@ -1,12 +1,17 @@
 //! drpc over TCP with drpc-core as a user would write it: a [`Router`] with a unary and a
 //! client-streaming handler on prost messages, clients from [`drpc_core::dial`] calling
 //! through [`ConnExt`]. One connection per caller (a drpc connection runs one RPC at a time).
+//!
+//! [`router`] and [`DrpcClient`] are shared by the other drpc targets (pool, TLS, yamux,
+//! QUIC): they differ only in how the server is reached and what `Conn` a caller holds.
 
 use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
 use bytes::Bytes;
-use drpc_core::{CallOptions, ConnExt, Context, Error, Router, Server, TransportConn, TypedStream};
+use drpc_core::{
+    CallOptions, Conn, ConnExt, Context, Error, Router, Server, TransportConn, TypedStream,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{Client, Target};
@@ -50,21 +55,26 @@ impl Target for DrpcTcp {
     async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<DrpcClient>> {
         let mut clients = Vec::with_capacity(count);
         for _ in 0..count {
-            clients.push(DrpcClient {
-                conn: drpc_core::dial(addr).await?,
-            });
+            clients.push(DrpcClient::new(drpc_core::dial(addr).await?));
         }
         Ok(clients)
     }
 }
 
-/// One drpc connection.
+/// One caller on a drpc [`Conn`]: its own connection (TCP, TLS), or a handle on a shared pool
+/// or mux session.
 #[derive(Debug)]
-pub(crate) struct DrpcClient {
-    conn: TransportConn<TcpStream>,
+pub(crate) struct DrpcClient<C = TransportConn<TcpStream>> {
+    conn: C,
 }
 
-impl Client for DrpcClient {
+impl<C> DrpcClient<C> {
+    pub(crate) fn new(conn: C) -> DrpcClient<C> {
+        DrpcClient { conn }
+    }
+}
+
+impl<C: Conn + 'static> Client for DrpcClient<C> {
     async fn call(&mut self, payload: &Bytes) -> Result<()> {
         let request = Payload {
             data: payload.clone(),

@@ -1,6 +1,11 @@
 //! The implementations under test, one module each, and [`Impl`], their names.
 
+pub(crate) mod certs;
+pub(crate) mod drpc_pool;
+pub(crate) mod drpc_quic;
 pub(crate) mod drpc_tcp;
+pub(crate) mod drpc_tls;
+pub(crate) mod drpc_yamux;
 pub(crate) mod grpc;
 pub(crate) mod raw;
 
@@ -20,17 +25,44 @@ pub(crate) enum Impl {
     Tonic,
     /// drpc-core over TCP, one connection per caller.
     DrpcTcp,
+    /// drpc-core over TCP through one drpc-pool (exclusive mode, at most 64 connections)
+    /// that every caller shares.
+    DrpcPool,
+    /// drpc-core over TLS 1.3, one connection per caller.
+    DrpcTls,
+    /// drpc-mux: every caller on one yamux session over TCP.
+    DrpcYamux,
+    /// drpc-mux: every caller on one QUIC connection (UDP).
+    DrpcQuic,
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 3] = [Impl::Raw, Impl::Tonic, Impl::DrpcTcp];
+    pub(crate) const ALL: [Impl; 7] = [
+        Impl::Raw,
+        Impl::Tonic,
+        Impl::DrpcTcp,
+        Impl::DrpcPool,
+        Impl::DrpcTls,
+        Impl::DrpcYamux,
+        Impl::DrpcQuic,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Impl::Raw => "raw",
             Impl::Tonic => "tonic",
             Impl::DrpcTcp => "drpc-tcp",
+            Impl::DrpcPool => "drpc-pool",
+            Impl::DrpcTls => "drpc-tls",
+            Impl::DrpcYamux => "drpc-yamux",
+            Impl::DrpcQuic => "drpc-quic",
         }
+    }
+
+    /// Whether it needs the TLS development certificates (which `--split` shares with the
+    /// server process through a directory).
+    pub(crate) fn needs_certs(self) -> bool {
+        matches!(self, Impl::DrpcTls | Impl::DrpcQuic)
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Impl> {
@@ -43,6 +75,10 @@ impl Impl {
             Impl::Raw => raw::Raw::serve(listener).await,
             Impl::Tonic => grpc::Tonic::serve(listener).await,
             Impl::DrpcTcp => drpc_tcp::DrpcTcp::serve(listener).await,
+            Impl::DrpcPool => drpc_pool::DrpcPool::serve(listener).await,
+            Impl::DrpcTls => drpc_tls::DrpcTls::serve(listener).await,
+            Impl::DrpcYamux => drpc_yamux::DrpcYamux::serve(listener).await,
+            Impl::DrpcQuic => drpc_quic::DrpcQuic::serve(listener).await,
         }
     }
 
@@ -65,6 +101,22 @@ impl Impl {
                 harness::run_unary::<drpc_tcp::DrpcTcp>(addr, size, conc, timing, count_allocs)
                     .await
             }
+            Impl::DrpcPool => {
+                harness::run_unary::<drpc_pool::DrpcPool>(addr, size, conc, timing, count_allocs)
+                    .await
+            }
+            Impl::DrpcTls => {
+                harness::run_unary::<drpc_tls::DrpcTls>(addr, size, conc, timing, count_allocs)
+                    .await
+            }
+            Impl::DrpcYamux => {
+                harness::run_unary::<drpc_yamux::DrpcYamux>(addr, size, conc, timing, count_allocs)
+                    .await
+            }
+            Impl::DrpcQuic => {
+                harness::run_unary::<drpc_quic::DrpcQuic>(addr, size, conc, timing, count_allocs)
+                    .await
+            }
         }
     }
 
@@ -80,6 +132,18 @@ impl Impl {
             Impl::Tonic => harness::run_stream::<grpc::Tonic>(addr, chunk, total, runs).await,
             Impl::DrpcTcp => {
                 harness::run_stream::<drpc_tcp::DrpcTcp>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcPool => {
+                harness::run_stream::<drpc_pool::DrpcPool>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcTls => {
+                harness::run_stream::<drpc_tls::DrpcTls>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcYamux => {
+                harness::run_stream::<drpc_yamux::DrpcYamux>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcQuic => {
+                harness::run_stream::<drpc_quic::DrpcQuic>(addr, chunk, total, runs).await
             }
         }
     }
