@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drpc_core::server::accept_loop;
 use drpc_core::{ConnInfo, Server, Transport};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -195,40 +196,30 @@ impl MuxServer {
         F: Future<Output = Option<(T, Info)>> + Send + 'static,
         T: Transport,
     {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.inner.stop.cancelled() => return Ok(()),
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&self.inner.slots).try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.inner.config.max_sessions, "session limit reached; closing new connection");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            let shake = handshake(tcp, peer);
-            self.inner.sessions.spawn(async move {
-                let shaken = tokio::select! {
-                    _ = this.inner.stop.cancelled() => None,
-                    s = shake => s,
-                };
-                if let Some((io, info)) = shaken
-                    && let Err(e) = this.run_yamux(io, info).await
-                {
-                    tracing::debug!(%peer, error = %e, "yamux session ended with an error");
-                }
-                drop(permit);
-            });
-        }
+        let limit = self.inner.config.max_sessions;
+        accept_loop(
+            &listener,
+            &self.inner.stop,
+            &self.inner.slots,
+            limit,
+            |tcp, peer, permit| {
+                let this = self.clone();
+                let shake = handshake(tcp, peer);
+                self.inner.sessions.spawn(async move {
+                    let shaken = tokio::select! {
+                        _ = this.inner.stop.cancelled() => None,
+                        s = shake => s,
+                    };
+                    if let Some((io, info)) = shaken
+                        && let Err(e) = this.run_yamux(io, info).await
+                    {
+                        tracing::debug!(%peer, error = %e, "yamux session ended with an error");
+                    }
+                    drop(permit);
+                });
+            },
+        )
+        .await
     }
 
     /// Serves a yamux session (server mode) over one connected transport until the session

@@ -20,8 +20,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,6 +32,48 @@ use crate::transport::Transport;
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
 
 pub use stream::{ServerStream, StreamShared};
+
+/// Accepts TCP connections until `shutdown` is cancelled, admitting at most `limit` at once
+/// (the permits of `slots`): `on_conn` gets each admitted connection (with `TCP_NODELAY` set)
+/// and the permit to hold while it lives; a connection past the limit is closed at once.
+/// Accept errors (such as running out of file descriptors) are logged and retried after a
+/// short pause. [`Server::serve`] runs on it, and so do other accept loops (drpc-mux's
+/// sessions).
+///
+/// # Errors
+/// None so far; the `Result` leaves room for fatal listener errors.
+pub async fn accept_loop<F>(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    slots: &Arc<Semaphore>,
+    limit: usize,
+    mut on_conn: F,
+) -> std::io::Result<()>
+where
+    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
+            tracing::warn!(%peer, limit, "connection limit reached; closing new connection");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        on_conn(tcp, peer, permit);
+    }
+}
 
 /// Server limits and timeouts; see the [module docs](self) for what happens at each.
 #[derive(Debug, Clone)]
@@ -197,40 +239,30 @@ impl Server {
         F: std::future::Future<Output = Option<(T, ConnInfo)>> + Send + 'static,
         T: Transport,
     {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-                tracing::warn!(%peer, limit = self.inner.config.max_connections, "connection limit reached; closing new connection");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let server = self.clone();
-            let handshake = handshake(tcp, peer);
-            self.inner.tracker.spawn(async move {
-                let shaken = tokio::select! {
-                    _ = server.inner.shutdown.cancelled() => None,
-                    s = handshake => s,
-                };
-                if let Some((transport, info)) = shaken
-                    && let Err(e) = server.serve_conn(transport, info).await
-                {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
+        let limit = self.inner.config.max_connections;
+        accept_loop(
+            &listener,
+            &self.inner.shutdown,
+            &self.inner.connections,
+            limit,
+            |tcp, peer, permit| {
+                let server = self.clone();
+                let handshake = handshake(tcp, peer);
+                self.inner.tracker.spawn(async move {
+                    let shaken = tokio::select! {
+                        _ = server.inner.shutdown.cancelled() => None,
+                        s = handshake => s,
+                    };
+                    if let Some((transport, info)) = shaken
+                        && let Err(e) = server.serve_conn(transport, info).await
+                    {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            },
+        )
+        .await
     }
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
