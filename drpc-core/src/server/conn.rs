@@ -129,7 +129,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
         loop {
             self.poll_handler(cx);
-            if !self.writer.is_empty()
+            if !self.writer.is_idle()
                 && let Poll::Ready(Err(e)) = self.writer.poll_flush(cx)
             {
                 self.cancel_active("write failed");

@@ -27,6 +27,9 @@ pub(crate) struct Writer {
 struct WriterInner {
     io: Box<dyn AsyncWrite + Send + Unpin>,
     buf: WriteHalf,
+    /// The last flush returned `Pending` after the buffer was handed to `io`: a TLS stream
+    /// takes the bytes into its own buffer, and they still need a flush to reach the socket.
+    unflushed: bool,
     failed: bool,
 }
 
@@ -36,6 +39,7 @@ impl Writer {
             inner: Mutex::new(WriterInner {
                 io,
                 buf: WriteHalf::new(split_size),
+                unflushed: false,
                 failed: false,
             }),
         }
@@ -57,8 +61,10 @@ impl Writer {
         self.lock().buf.push_with(id, kind, len, fill);
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().buf.is_empty()
+    /// Whether nothing waits to be written or flushed.
+    pub(crate) fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        inner.buf.is_empty() && !inner.unflushed
     }
 
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -66,8 +72,14 @@ impl Writer {
         if inner.failed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let WriterInner { io, buf, failed } = &mut *inner;
+        let WriterInner {
+            io,
+            buf,
+            unflushed,
+            failed,
+        } = &mut *inner;
         let r = buf.poll_flush(io, cx);
+        *unflushed = r.is_pending();
         if let Poll::Ready(Err(_)) = &r {
             *failed = true;
         }
