@@ -1,7 +1,7 @@
 //! Command-line options shared by `echo-server` and `echo-client`, and the dialer they pick.
 //!
-//! Each transport option maps to one [`crate::scenarios::Dial`]; TLS, mux and pool support plug
-//! in here (their issues fill in the `todo` arms).
+//! Each transport option (tcp, TLS, mTLS, yamux, QUIC) maps to one [`crate::scenarios::Dial`]
+//! on the client and one server transport on the server.
 
 use clap::{Args, ValueEnum};
 
