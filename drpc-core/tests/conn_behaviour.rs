@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Msg, Observed, TestServer, WITHIN, rpc, serve};
+use common::{Msg, Observed, TestServer, WITHIN, opts, rpc, serve, slow_running};
 use drpc_core::{
     CallOptions, CancelMode, Conn, ConnConfig, ConnExt, DynConn, Error, Server, ServerConfig,
     TransportConn,
@@ -34,24 +34,8 @@ async fn connect(addr: std::net::SocketAddr, cancel: CancelMode) -> TransportCon
     )
 }
 
-fn opts() -> CallOptions {
-    CallOptions::new().with_timeout(WITHIN)
-}
-
 async fn unary<C: Conn>(conn: &C, text: &str, n: i64) -> Result<Msg, Error> {
     conn.call(rpc::UNARY, &Msg::new(text, n), opts()).await
-}
-
-/// Waits until `n` Slow handlers are running on the server.
-async fn slow_running(obs: &Observed, n: usize) {
-    let deadline = Instant::now() + WITHIN;
-    while obs.slow_running.load(Ordering::SeqCst) < n {
-        assert!(
-            Instant::now() < deadline,
-            "Slow never started on the server"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]

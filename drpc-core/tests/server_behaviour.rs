@@ -5,12 +5,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{
-    Msg, Observed, RawClient, RecordingServer, Reply, Tag, WITHIN, assert_served, decode, pkt,
-    read_eof_or_reset, rpc, serve, unary_req,
+    Msg, Observed, RawClient, RecordingServer, Reply, Tag, WITHIN, assert_served, decode, opts,
+    pkt, read_eof_or_reset, rpc, serve, slow_running, unary_req,
 };
 use drpc_core::wire::{Id, Kind};
 use drpc_core::{
@@ -21,22 +20,6 @@ use serial_test::serial;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, sleep, timeout};
-
-fn opts() -> CallOptions {
-    CallOptions::new().with_timeout(WITHIN)
-}
-
-/// Waits until `n` Slow handlers are running on the server.
-async fn slow_running(obs: &Observed, n: usize) {
-    let deadline = Instant::now() + WITHIN;
-    while obs.slow_running.load(Ordering::SeqCst) < n {
-        assert!(
-            Instant::now() < deadline,
-            "Slow never started on the server"
-        );
-        sleep(Duration::from_millis(5)).await;
-    }
-}
 
 #[tokio::test]
 #[serial]

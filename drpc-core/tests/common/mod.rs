@@ -1,5 +1,5 @@
 //! Shared by the loopback integration tests (`probes.rs`, `conn_behaviour.rs`,
-//! `server_behaviour.rs`): the interop echo service of `shared/wire/interop-echo.md` with
+//! `server_behaviour.rs`, `faults.rs`, `buffering_transport.rs`): the interop echo service of `shared/wire/interop-echo.md` with
 //! counters the tests can observe, servers on `127.0.0.1:0`, and a raw-frame TCP client that
 //! writes hand-built frames and reads replies with [`PacketCodec`].
 
@@ -107,6 +107,23 @@ pub struct Observed {
     pub bidi_ends: Mutex<Vec<Result<(), Error>>>,
     /// Bidi handlers that ended (returned or were dropped).
     pub bidi_finished: Counter,
+}
+
+/// Call options with the tests' generous deadline.
+pub fn opts() -> CallOptions {
+    CallOptions::new().with_timeout(WITHIN)
+}
+
+/// Waits until `n` Slow handlers are running on the server.
+pub async fn slow_running(obs: &Observed, n: usize) {
+    let deadline = Instant::now() + WITHIN;
+    while obs.slow_running.load(Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "Slow never started on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A value handlers find in `ctx.extensions()` when the connection was served with it.
