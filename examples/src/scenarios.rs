@@ -30,11 +30,15 @@ pub const ALL: [&str; 12] = [
     "concurrent",
 ];
 
-/// Whether `concurrent` expects its two calls to run at once (about 200 ms each: a multiplexed
-/// transport, `--transport yamux|quic`) instead of one after the other (about 200 and 400 ms).
-/// Set by `echo-client` for `--transport yamux|quic`.
-pub static CONCURRENT_IN_PARALLEL: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+/// How one connection runs two calls at once, which is what `concurrent` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// One after the other (about 200 and 400 ms): plain storj/drpc, one stream at a time.
+    #[default]
+    Serial,
+    /// At once (about 200 ms each): a multiplexed session (`--transport yamux|quic`).
+    Parallel,
+}
 
 /// A shared, type-erased client connection: any connection kind fits.
 pub type SharedConn = Arc<dyn DynConn>;
@@ -77,7 +81,7 @@ pub struct Outcome {
 ///
 /// # Errors
 /// An unknown scenario name.
-pub async fn run(name: &str, dial: &Dial) -> anyhow::Result<Outcome> {
+pub async fn run(name: &str, dial: &Dial, concurrency: Concurrency) -> anyhow::Result<Outcome> {
     let mut lines = Vec::new();
     let result = match name {
         "unary" => unary(dial, &mut lines).await,
@@ -91,7 +95,7 @@ pub async fn run(name: &str, dial: &Dial) -> anyhow::Result<Outcome> {
         "soft-cancel" => cancel(dial, CancelMode::Soft, &mut lines).await,
         "hard-cancel" => cancel(dial, CancelMode::Hard, &mut lines).await,
         "large" => large(dial, &mut lines).await,
-        "concurrent" => concurrent(dial, &mut lines).await,
+        "concurrent" => concurrent(dial, concurrency, &mut lines).await,
         other => bail!("unknown scenario {other:?}"),
     };
     let failure = match result {
@@ -312,7 +316,11 @@ async fn large(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn concurrent(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+async fn concurrent(
+    dial: &Dial,
+    concurrency: Concurrency,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<()> {
     // Two clients sharing ONE connection.
     let client = client(dial, CancelMode::Soft).await?;
     let start = Instant::now();
@@ -337,7 +345,7 @@ async fn concurrent(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> 
         }
     }
     let (first, second) = (done[0].2, done[1].2);
-    if CONCURRENT_IN_PARALLEL.load(std::sync::atomic::Ordering::Relaxed) {
+    if concurrency == Concurrency::Parallel {
         if first < 190 || second > first + 100 {
             bail!("calls did not run at once: {first}ms and {second}ms");
         }

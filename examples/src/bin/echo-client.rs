@@ -74,13 +74,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.transport.transport != drpc_examples::cli::TransportKind::Tcp {
-        // One session multiplexes: `concurrent` runs its two calls at once.
-        scenarios::CONCURRENT_IN_PARALLEL.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    // One yamux or QUIC session multiplexes: `concurrent` then runs its two calls at once.
+    let concurrency = match args.transport.transport {
+        drpc_examples::cli::TransportKind::Tcp => scenarios::Concurrency::Serial,
+        _ => scenarios::Concurrency::Parallel,
+    };
     let mut failed = false;
     for name in names {
-        let outcome = match scenarios::run(name, &dial).await {
+        let outcome = match scenarios::run(name, &dial, concurrency).await {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("FAIL {name}: {e:#}");
