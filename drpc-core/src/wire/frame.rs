@@ -201,12 +201,28 @@ pub const fn encoded_len(id: Id, data_len: usize) -> usize {
 
 /// Appends one frame made of its parts to `dst`, with minimal varints.
 pub fn encode(dst: &mut impl BufMut, id: Id, kind: Kind, done: bool, control: bool, data: &[u8]) {
+    encode_header(dst, id, kind, done, control, data.len());
+    dst.put_slice(data);
+}
+
+/// Appends only the header of a frame whose payload of `data_len` bytes the caller writes
+/// next (or sends from its own buffer). Every write path encodes headers here.
+pub fn encode_header(
+    dst: &mut impl BufMut,
+    id: Id,
+    kind: Kind,
+    done: bool,
+    control: bool,
+    data_len: usize,
+) {
     dst.put_u8(control_byte(kind, done, control));
     varint::encode(id.stream, dst);
     varint::encode(id.message, dst);
-    varint::encode(data.len() as u64, dst);
-    dst.put_slice(data);
+    varint::encode(data_len as u64, dst);
 }
+
+/// The most bytes [`encode_header`] writes: the control byte and three 10-byte varints.
+pub const MAX_HEADER_LEN: usize = 1 + 3 * 10;
 
 #[cfg(test)]
 mod tests {

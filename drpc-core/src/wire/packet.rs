@@ -3,6 +3,8 @@
 //!
 //! Below: [`super::frame`]. Above: [`super::codec`] drives an [`Assembler`] per direction.
 
+use std::ops::Range;
+
 use bytes::{Bytes, BytesMut};
 
 use super::WireError;
@@ -63,11 +65,6 @@ impl Assembler {
             partial: None,
             max_packet_size,
         }
-    }
-
-    /// The largest packet this assembler accepts.
-    pub fn max_packet_size(&self) -> usize {
-        self.max_packet_size
     }
 
     /// The id the assembler expects next, or is assembling.
@@ -186,6 +183,22 @@ impl Assembler {
     }
 }
 
+/// The payload ranges of the frames a packet of `len` bytes is split into, in order: chunks of
+/// `split_size` bytes (`0` means never split) and a shorter last one. An empty payload is one
+/// empty frame. This is the one place the split rule lives (`drpc-wire.md` §4.1).
+pub fn frame_ranges(len: usize, split_size: usize) -> impl ExactSizeIterator<Item = Range<usize>> {
+    let split = if split_size == 0 {
+        usize::MAX
+    } else {
+        split_size
+    };
+    let n = len.div_ceil(split).max(1);
+    (0..n).map(move |i| {
+        let start = i * split;
+        start..start.saturating_add(split).min(len)
+    })
+}
+
 /// Appends a packet to `dst` as frames of at most `split_size` payload bytes each (`0` means
 /// never split). An empty payload is one empty frame; every frame but the last has `done = 0`.
 pub fn encode(
@@ -196,49 +209,26 @@ pub fn encode(
     data: &[u8],
     split_size: usize,
 ) {
-    let split = if split_size == 0 {
-        usize::MAX
-    } else {
-        split_size
-    };
-    if data.len() <= split {
-        dst.reserve(frame::encoded_len(id, data.len()));
-        frame::encode(dst, id, kind, true, control, data);
-        return;
-    }
-    dst.reserve(data.len() + (data.len() / split + 1) * 16);
-    let mut chunks = data.chunks(split).peekable();
-    while let Some(chunk) = chunks.next() {
-        frame::encode(dst, id, kind, chunks.peek().is_none(), control, chunk);
+    let ranges = frame_ranges(data.len(), split_size);
+    let frames = ranges.len();
+    dst.reserve(data.len() + frames * frame::MAX_HEADER_LEN);
+    for (i, range) in ranges.enumerate() {
+        frame::encode(dst, id, kind, i + 1 == frames, control, &data[range]);
     }
 }
 
 /// Splits a packet into the frames [`encode`] would write.
 pub fn split(packet: &Packet, split_size: usize) -> Vec<Frame> {
-    let split = if split_size == 0 {
-        usize::MAX
-    } else {
-        split_size
-    };
-    if packet.data.len() <= split {
-        return vec![Frame {
+    let ranges = frame_ranges(packet.data.len(), split_size);
+    let frames = ranges.len();
+    ranges
+        .enumerate()
+        .map(|(i, range)| Frame {
             id: packet.id,
             kind: packet.kind,
-            done: true,
+            done: i + 1 == frames,
             control: packet.control,
-            data: packet.data.clone(),
-        }];
-    }
-    let n = packet.data.len().div_ceil(split);
-    (0..n)
-        .map(|i| Frame {
-            id: packet.id,
-            kind: packet.kind,
-            done: i + 1 == n,
-            control: packet.control,
-            data: packet
-                .data
-                .slice(i * split..((i + 1) * split).min(packet.data.len())),
+            data: packet.data.slice(range),
         })
         .collect()
 }
