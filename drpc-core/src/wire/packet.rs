@@ -1,5 +1,5 @@
 //! Packets: frames assembled into one logical message, and packets split back into frames
-//! (`drpc-wire.md` §4).
+//! (`docs/wire.md` §4).
 //!
 //! Below: [`super::frame`]. Above: [`super::codec`] drives an [`Assembler`] per direction.
 
@@ -10,10 +10,10 @@ use bytes::{Bytes, BytesMut};
 use super::WireError;
 use super::frame::{self, Frame, Header, Id, Kind};
 
-/// The default largest packet accepted, in bytes: 4 MiB, as in Go (`drpc-wire.md` §12).
+/// The default largest packet accepted, in bytes: 4 MiB, as in Go (`docs/wire.md` §12).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 4 << 20;
 
-/// The default largest frame payload sent, in bytes: 64 KiB, as in Go (`drpc-wire.md` §4.1).
+/// The default largest frame payload sent, in bytes: 64 KiB, as in Go (`docs/wire.md` §4.1).
 pub const DEFAULT_SPLIT_SIZE: usize = 64 << 10;
 
 /// Extra capacity given to a packet's buffer when its first frame arrives.
@@ -40,7 +40,7 @@ struct Partial {
     data: BytesMut,
 }
 
-/// Assembles frames of one direction into packets, with Go's rules (`drpc-wire.md` §4.2):
+/// Assembles frames of one direction into packets, with Go's rules (`docs/wire.md` §4.2):
 /// ids never go down, a new id drops a half-built packet, the kind cannot change inside a packet,
 /// and a packet is at most `max_packet_size` bytes.
 #[derive(Debug)]
@@ -185,7 +185,7 @@ impl Assembler {
 
 /// The payload ranges of the frames a packet of `len` bytes is split into, in order: chunks of
 /// `split_size` bytes (`0` means never split) and a shorter last one. An empty payload is one
-/// empty frame. This is the one place the split rule lives (`drpc-wire.md` §4.1).
+/// empty frame. This is the one place the split rule lives (`docs/wire.md` §4.1).
 pub fn frame_ranges(len: usize, split_size: usize) -> impl ExactSizeIterator<Item = Range<usize>> {
     let split = if split_size == 0 {
         usize::MAX
