@@ -37,11 +37,16 @@
 
 #![deny(clippy::await_holding_lock)]
 
+/// A boxed, `Send` future (what object-safe traits such as [`Handler`] and [`DynConn`]
+/// return).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub mod conn;
 pub mod context;
 pub mod encoding;
 pub mod error;
 pub mod metadata;
+pub mod middleware;
 pub mod router;
 pub mod server;
 pub mod stream;
@@ -57,8 +62,8 @@ pub use conn::{
 pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError};
 pub use metadata::{Metadata, MetadataError};
-pub use router::{Handler, Router, TypedStream};
-pub use server::{ConnInfo, Server, ServerConfig, ServerStream};
+pub use router::{Router, TypedStream};
+pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};
 pub use transport::Transport;

@@ -1,7 +1,6 @@
 //! The object-safe form of [`Conn`], for mixing connection kinds behind `Arc<dyn DynConn>`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,8 +8,7 @@ use bytes::Bytes;
 use super::{CallOptions, Conn, RawStream};
 use crate::error::Error;
 
-/// A boxed, `Send` future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// [`Conn`] with boxed futures, so it can be a trait object. Every [`Conn`] is one, and
 /// `Arc<dyn DynConn>` is a [`Conn`] again.

@@ -14,7 +14,7 @@
 //! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
 
 mod conn;
-mod stream;
+mod handler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,11 +27,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::context::Extensions;
 use crate::error::Error;
-use crate::router::Router;
+use crate::stream::Writer;
 use crate::transport::Transport;
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
 
-pub use stream::{ServerStream, StreamShared};
+pub use crate::stream::{ServerStream, StreamShared};
+pub use handler::{
+    CallStats, Handler, HandlerExt, HandlerService, Request, ServiceHandler,
+};
 
 /// Accepts TCP connections until `shutdown` is cancelled, admitting at most `limit` at once
 /// (the permits of `slots`): `on_conn` gets each admitted connection (with `TCP_NODELAY` set)
@@ -118,7 +121,7 @@ pub struct ConnInfo {
 }
 
 pub(crate) struct Inner {
-    router: Router,
+    handler: Arc<dyn Handler>,
     config: ServerConfig,
     shutdown: CancellationToken,
     stop: CancellationToken,
@@ -126,7 +129,8 @@ pub(crate) struct Inner {
     connections: Arc<Semaphore>,
 }
 
-/// A drpc server: a [`Router`] plus limits. Cheap to clone; clones share shutdown.
+/// A drpc server: a [`Handler`] (usually a [`crate::Router`], possibly wrapped in tower
+/// layers) plus limits. Cheap to clone; clones share shutdown.
 ///
 /// ```no_run
 /// # async fn f() -> std::io::Result<()> {
@@ -146,7 +150,6 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("router", &self.inner.router)
             .field("config", &self.inner.config)
             .field("connections", &self.inner.tracker.len())
             .finish()
@@ -154,17 +157,23 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server with the default [`ServerConfig`].
-    pub fn new(router: Router) -> Server {
-        Server::with_config(router, ServerConfig::default())
+    /// A server of `handler` (a [`crate::Router`], a layered handler…) with the default
+    /// [`ServerConfig`].
+    pub fn new(handler: impl Handler) -> Server {
+        Server::with_config(handler, ServerConfig::default())
     }
 
-    /// A server with `config`.
-    pub fn with_config(router: Router, config: ServerConfig) -> Server {
+    /// A server of `handler` with `config`.
+    pub fn with_config(handler: impl Handler, config: ServerConfig) -> Server {
+        Server::from_arc(Arc::new(handler), config)
+    }
+
+    /// A server of a shared handler with `config`.
+    pub fn from_arc(handler: Arc<dyn Handler>, config: ServerConfig) -> Server {
         let connections = Arc::new(Semaphore::new(config.max_connections));
         Server {
             inner: Arc::new(Inner {
-                router,
+                handler,
                 config,
                 shutdown: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -267,7 +276,7 @@ impl Server {
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
-        let writer = stream::Writer::new(Box::new(write), self.inner.config.split_size);
+        let writer = Writer::new(Box::new(write), self.inner.config.split_size);
         let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
         let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
         if let Err(e) = &result {
