@@ -45,6 +45,7 @@ pub mod conn;
 pub mod context;
 pub mod encoding;
 pub mod error;
+pub mod layers;
 pub mod metadata;
 pub mod middleware;
 pub mod router;

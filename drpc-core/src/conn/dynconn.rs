@@ -43,6 +43,9 @@ pub trait DynConn: Send + Sync {
 
     /// [`Conn::closed`], boxed.
     fn closed_dyn(&self) -> BoxFuture<'_, ()>;
+
+    /// [`Conn::multiplexed`].
+    fn multiplexed_dyn(&self) -> bool;
 }
 
 impl<C: Conn> DynConn for C {
@@ -72,6 +75,10 @@ impl<C: Conn> DynConn for C {
 
     fn closed_dyn(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.closed())
+    }
+
+    fn multiplexed_dyn(&self) -> bool {
+        self.multiplexed()
     }
 }
 
@@ -136,6 +143,10 @@ impl Conn for Arc<dyn DynConn> {
     fn closed(&self) -> impl Future<Output = ()> + Send {
         (**self).closed_dyn()
     }
+
+    fn multiplexed(&self) -> bool {
+        (**self).multiplexed_dyn()
+    }
 }
 
 impl<C: Conn> Conn for Arc<C> {
@@ -164,5 +175,9 @@ impl<C: Conn> Conn for Arc<C> {
 
     fn closed(&self) -> impl Future<Output = ()> + Send {
         (**self).closed()
+    }
+
+    fn multiplexed(&self) -> bool {
+        (**self).multiplexed()
     }
 }
