@@ -120,9 +120,16 @@ async fn server_layers_run_outermost_first_around_the_handler() {
 async fn auth_layer_refuses_calls_without_the_token_and_the_handler_never_runs() {
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&runs);
-    let router = Router::new().unary(rpc::UNARY, move |_ctx: Context, m: Msg| {
+    let router = Router::new().unary(rpc::UNARY, move |ctx: Context, m: Msg| {
         counted.fetch_add(1, Ordering::SeqCst);
-        async move { Ok::<_, Error>(m) }
+        // The credential does not reach the handler.
+        let leaked = ctx.metadata().get("authorization").is_some();
+        async move {
+            match leaked {
+                false => Ok::<_, Error>(m),
+                true => Err(Error::remote(1, "token leaked")),
+            }
+        }
     });
     let (addr, server) = serve(router.layer(AuthLayer::bearer("T"))).await;
 

@@ -2,9 +2,13 @@
 //! drpc-codegen in `build.rs`, and its six handlers, exactly as `interop-echo.md` specifies
 //! them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use drpc_core::{Context, Error, Router, TypedStream};
+use drpc_core::layers::auth::AuthLayer;
+use drpc_core::layers::metrics::MetricsLayer;
+use drpc_core::{Context, Error, Handler, HandlerExt, Router, TypedStream};
+use tower::ServiceBuilder;
 
 /// The code generated from `proto/echo.proto`: the `Msg` message and the `echo_drpc` module
 /// (client, server trait, registration, RPC names).
@@ -35,6 +39,16 @@ pub struct EchoService;
 /// A router serving the echo service.
 pub fn router() -> Router {
     generated::echo_drpc::register(Router::new(), EchoService)
+}
+
+/// The echo service as `echo-server` serves it: the [`router`], with the metrics layer
+/// (outermost, so refused calls count too) when `metrics` is set and the bearer-token check
+/// when `auth_token` is given.
+pub fn handler(auth_token: Option<&str>, metrics: bool) -> Arc<dyn Handler> {
+    let layers = ServiceBuilder::new()
+        .option_layer(metrics.then(MetricsLayer::new))
+        .option_layer(auth_token.map(AuthLayer::bearer));
+    Arc::new(router().layer(layers))
 }
 
 impl Echo for EchoService {

@@ -34,8 +34,9 @@ pub fn unauthenticated() -> Error {
     Error::remote(UNAUTHENTICATED, UNAUTHENTICATED_TEXT)
 }
 
-/// Server layer: lets through only calls whose metadata holds `authorization: Bearer <token>`;
-/// others end with [`unauthenticated`] before the inner service (the handler) is called.
+/// Server layer: lets through only calls whose metadata holds `authorization: Bearer <token>`
+/// (and removes that entry, so the credential never reaches handlers or their logs); others
+/// end with [`unauthenticated`] before the inner service (the handler) is called.
 #[derive(Clone)]
 pub struct AuthLayer {
     expected: Arc<str>,
@@ -99,10 +100,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let ok = req
-            .metadata()
-            .get(AUTHORIZATION)
+            .metadata_mut()
+            .remove(AUTHORIZATION)
             .is_some_and(|v| same(v.as_bytes(), self.expected.as_bytes()));
         if ok {
             Either::Left(self.inner.call(req))

@@ -67,6 +67,12 @@ impl Request {
         self.ctx.metadata()
     }
 
+    /// The metadata, for a layer to change before the handler sees it (an auth layer removes
+    /// the credential).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.ctx.metadata
+    }
+
     /// The peer's address, when the transport has one.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.ctx.peer_addr()
