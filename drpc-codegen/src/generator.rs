@@ -212,14 +212,12 @@ fn generate_client(
 pub struct {client_name}<C> {{
     conn: C,
     options: ::drpc_core::CallOptions,
-    timeout: ::core::option::Option<::core::time::Duration>,
 }}
 
 impl<C> ::core::fmt::Debug for {client_name}<C> {{
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{
         f.debug_struct("{client_name}")
             .field("options", &self.options)
-            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }}
 }}
@@ -230,12 +228,11 @@ impl<C> {client_name}<C> {{
         {client_name} {{
             conn,
             options: ::drpc_core::CallOptions::new(),
-            timeout: ::core::option::Option::None,
         }}
     }}
 
-    /// This client with `options` as the default for its calls: metadata, and a deadline
-    /// (an instant: prefer `with_timeout` for a timeout per call). To keep the original too,
+    /// This client with `options` as the default for its calls: metadata and a timeout (which
+    /// counts from each call's start). To keep the original too,
     /// clone it first (`client.clone().with_options(..)`, for a `Clone` connection such as an
     /// `Arc`).
     pub fn with_options(mut self, options: ::drpc_core::CallOptions) -> Self {{
@@ -245,7 +242,7 @@ impl<C> {client_name}<C> {{
 
     /// This client with every call timing out `timeout` after it starts.
     pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {{
-        self.timeout = ::core::option::Option::Some(timeout);
+        self.options.set_timeout(::core::option::Option::Some(timeout));
         self
     }}
 
@@ -256,7 +253,7 @@ impl<C> {client_name}<C> {{
 
     /// Sets or clears the timeout of each call (see `with_timeout`).
     pub fn set_timeout(&mut self, timeout: ::core::option::Option<::core::time::Duration>) {{
-        self.timeout = timeout;
+        self.options.set_timeout(timeout);
     }}
 
     /// The default call options.
@@ -264,13 +261,10 @@ impl<C> {client_name}<C> {{
         &self.options
     }}
 
-    /// The options a call starting now gets: the default options, with the deadline set by
-    /// the timeout when there is one (it replaces the options' own deadline).
+    /// The options each call gets (a copy of the default options; a timeout in them counts
+    /// from the call's start).
     pub fn call_options(&self) -> ::drpc_core::CallOptions {{
-        match self.timeout {{
-            ::core::option::Option::Some(timeout) => self.options.clone().with_timeout(timeout),
-            ::core::option::Option::None => self.options.clone(),
-        }}
+        self.options.clone()
     }}
 
     /// The connection.

@@ -19,7 +19,7 @@ pub const UNKNOWN_RPC_PREFIX: &str = "protocol error: unknown rpc: ";
 /// Everything that can go wrong with a call, a stream or a connection.
 ///
 /// `Clone`, so that one transport failure can reach every waiter. What crosses the wire is
-/// [`Error::code`] and the `Display` text, as Go does (`drpc-wire.md` §6).
+/// [`Error::code`] and the `Display` text, as Go does (`docs/wire.md` §6).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -38,6 +38,11 @@ pub enum Error {
     /// retry on another connection is safe.
     #[error("connection closed")]
     Closed,
+    /// Opening a connection for the call failed (refused, unreachable, a failed handshake): no
+    /// byte of the call was sent, so a retry on another connection is safe. The dial's own
+    /// error is the source.
+    #[error("dial failed: {0}")]
+    Dial(Arc<dyn std::error::Error + Send + Sync>),
     /// The transport failed or ended while the call was under way; the request may have been
     /// (partly) sent.
     #[error("transport error: {0}")]
@@ -54,9 +59,6 @@ pub enum Error {
     /// The call's deadline passed.
     #[error("context deadline exceeded")]
     DeadlineExceeded,
-    /// A message could not be encoded.
-    #[error("encode: {0}")]
-    Encode(String),
     /// A received message could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -138,12 +140,20 @@ impl Error {
     /// Whether the call failed before any byte of it was written, so that retrying it on
     /// another connection cannot run it twice.
     pub fn is_unsent(&self) -> bool {
-        matches!(self, Error::Closed)
+        matches!(self, Error::Closed | Error::Dial(_))
     }
 
     /// Whether the transport under the call can no longer be used.
     pub fn is_fatal_for_connection(&self) -> bool {
-        matches!(self, Error::Protocol(_) | Error::Io(_) | Error::Closed)
+        matches!(
+            self,
+            Error::Protocol(_) | Error::Io(_) | Error::Closed | Error::Dial(_)
+        )
+    }
+
+    /// A dial failure: see [`Error::Dial`].
+    pub fn dial(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::Dial(Arc::from(e.into()))
     }
 }
 
@@ -159,12 +169,6 @@ impl From<WireError> for Error {
             WireError::Io(io) => Error::Io(io),
             other => Error::Protocol(ProtocolError::Wire(other)),
         }
-    }
-}
-
-impl From<prost::EncodeError> for Error {
-    fn from(e: prost::EncodeError) -> Self {
-        Error::Encode(e.to_string())
     }
 }
 

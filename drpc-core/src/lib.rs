@@ -1,7 +1,6 @@
 //! drpc-core: the storj/drpc wire protocol for Rust, with a client [`Conn`] and a [`Server`].
 //!
-//! Go and Rust peers interoperate byte for byte. Data flows one way, each layer knowing only
-//! the one below:
+//! Go and Rust peers interoperate byte for byte. The data path has these layers:
 //!
 //! | Layer | Module | Job |
 //! |---|---|---|
@@ -10,6 +9,10 @@
 //! | packets → streams | [`stream`] | one RPC's state machine (sans-IO) |
 //! | streams → calls | [`conn`] (client), [`server`] + [`router`] | one stream at a time per transport |
 //! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost |
+//!
+//! The wire, stream and transport layers each know only the one below. The server side does
+//! not keep to that yet: `context`, `router` and `server` import each other (the server's
+//! handler pipeline is being reshaped so that they stop).
 //!
 //! # Example: a server and a client on loopback
 //!

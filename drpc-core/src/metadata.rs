@@ -1,5 +1,5 @@
 //! Request metadata and its InvokeMetadata encoding, exactly as strict as Go
-//! (`drpc-wire.md` §7).
+//! (`docs/wire.md` §7).
 //!
 //! On the wire each entry is `0x0A len body` with `body = 0x0A len key 0x12 len value`: the bytes of
 //! protobuf `map<string, string> data = 1`, but with both fields always present and nothing else.

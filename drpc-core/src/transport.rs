@@ -12,12 +12,12 @@ use std::task::{Context, Poll};
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Decoder;
 
 use crate::error::Error;
-use crate::wire::{Id, Kind, Packet, PacketCodec, frame, packet, varint};
+use crate::wire::{Id, Kind, Packet, PacketCodec, frame, packet};
 
 /// A byte stream drpc can run on: TCP, TLS, a unix socket, a yamux or QUIC stream, an
 /// in-memory duplex. Implemented for every type with these bounds.
@@ -115,7 +115,13 @@ const MAX_IOVECS: usize = 32;
 /// The write side of a connection: frames collected until a flush.
 ///
 /// Small frames are copied into one buffer; large payloads stay in their own `Bytes` and go
-/// out with a vectored write, after the header bytes queued before them.
+/// out with a vectored write, after the header bytes queued before them. Every frame header is
+/// written by [`frame::encode_header`] and every split follows [`packet::frame_ranges`], so all
+/// three ways in ([`WriteHalf::push`], [`WriteHalf::push_bytes`], [`WriteHalf::push_with`])
+/// produce exactly the bytes of [`packet::encode`].
+///
+/// The bytes go out in this order: `queue` front to back, then `buf`. A write may stop at any
+/// byte; [`WriteHalf::consume`] drops exactly the bytes written, in that order.
 #[derive(Debug)]
 pub(crate) struct WriteHalf {
     /// Written first, in order: frozen header bytes and large payloads.
@@ -134,7 +140,7 @@ impl WriteHalf {
         }
     }
 
-    /// Appends a packet as frames.
+    /// Appends a packet as frames, copying the payload.
     pub(crate) fn push(&mut self, id: Id, kind: Kind, control: bool, data: &[u8]) {
         packet::encode(&mut self.buf, id, kind, control, data, self.split_size);
     }
@@ -145,21 +151,12 @@ impl WriteHalf {
             self.push(id, kind, false, &data);
             return;
         }
-        let split = if self.split_size == 0 {
-            usize::MAX
-        } else {
-            self.split_size
-        };
-        let frames = data.len().div_ceil(split);
-        for i in 0..frames {
-            let chunk = data.slice(i * split..((i + 1) * split).min(data.len()));
-            self.buf
-                .put_u8(frame::control_byte(kind, i + 1 == frames, false));
-            varint::encode(id.stream, &mut self.buf);
-            varint::encode(id.message, &mut self.buf);
-            varint::encode(chunk.len() as u64, &mut self.buf);
+        let ranges = packet::frame_ranges(data.len(), self.split_size);
+        let frames = ranges.len();
+        for (i, range) in ranges.enumerate() {
+            frame::encode_header(&mut self.buf, id, kind, i + 1 == frames, false, range.len());
             self.queue.push_back(self.buf.split().freeze());
-            self.queue.push_back(chunk);
+            self.queue.push_back(data.slice(range));
         }
     }
 
@@ -172,17 +169,15 @@ impl WriteHalf {
         len: usize,
         fill: impl FnOnce(&mut BytesMut),
     ) {
-        if len > self.split_size && self.split_size != 0 {
+        if packet::frame_ranges(len, self.split_size).len() > 1 {
             let mut tmp = BytesMut::with_capacity(len);
             fill(&mut tmp);
+            debug_assert_eq!(tmp.len(), len, "fill wrote a different length");
             self.push_bytes(id, kind, tmp.freeze());
             return;
         }
         self.buf.reserve(frame::encoded_len(id, len));
-        self.buf.put_u8(frame::control_byte(kind, true, false));
-        varint::encode(id.stream, &mut self.buf);
-        varint::encode(id.message, &mut self.buf);
-        varint::encode(len as u64, &mut self.buf);
+        frame::encode_header(&mut self.buf, id, kind, true, false, len);
         let before = self.buf.len();
         fill(&mut self.buf);
         debug_assert_eq!(
@@ -204,33 +199,46 @@ impl WriteHalf {
         io: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        while !self.queue.is_empty() {
+        while !self.is_empty() {
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for b in self.queue.iter().take(MAX_IOVECS - 1) {
-                    slices[count] = IoSlice::new(b);
-                    count += 1;
+                let count = self.gather(&mut slices);
+                let n = if count == 1 {
+                    std::task::ready!(Pin::new(&mut *io).poll_write(cx, &slices[0]))?
+                } else {
+                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+                };
+                let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
+                if n > offered {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "transport reported more bytes written than it was given",
+                    )));
                 }
-                if !self.buf.is_empty() {
-                    slices[count] = IoSlice::new(&self.buf);
-                    count += 1;
-                }
-                std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+                n
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.consume(n);
         }
-        while !self.buf.is_empty() {
-            let n = std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.buf))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.buf.advance(n);
-        }
         Pin::new(io).poll_flush(cx)
+    }
+
+    /// Fills `slices` with the next bytes to write, in wire order, and returns how many it
+    /// used. `buf` is offered only after the whole queue: bytes must never overtake the
+    /// queued buffers before them.
+    fn gather<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut count = 0;
+        for b in self.queue.iter().take(MAX_IOVECS) {
+            slices[count] = IoSlice::new(b);
+            count += 1;
+        }
+        if count < MAX_IOVECS && count == self.queue.len() && !self.buf.is_empty() {
+            slices[count] = IoSlice::new(&self.buf);
+            count += 1;
+        }
+        count
     }
 
     /// Drops `n` written bytes from the front: queued buffers first, then `buf`.
@@ -265,102 +273,406 @@ impl WriteHalf {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The write path opened up for the `write_path` fuzz target and the property tests: not part
+/// of the API (feature `fuzzing`, hidden from the docs).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
     use super::*;
 
-    /// A writer that takes at most `max` bytes per call, vectored or not.
-    struct Trickle {
-        out: Vec<u8>,
-        max: usize,
+    /// How a packet's payload reaches the [`FrameWriter`]: the three ways in of the write path.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Path {
+        /// Copied into the write buffer.
+        Copy,
+        /// Handed over as `Bytes` (large payloads are queued, not copied).
+        Bytes,
+        /// Encoded in place by a fill function.
+        EncodeInPlace,
     }
 
-    impl AsyncWrite for Trickle {
+    /// The connection write side, as the client and the server use it.
+    #[derive(Debug)]
+    pub struct FrameWriter(WriteHalf);
+
+    impl FrameWriter {
+        /// A writer that splits payloads into frames of at most `split_size` bytes.
+        pub fn new(split_size: usize) -> FrameWriter {
+            FrameWriter(WriteHalf::new(split_size))
+        }
+
+        /// Appends a packet through `path`. `control` is only honoured by [`Path::Copy`].
+        pub fn push(&mut self, path: Path, id: Id, kind: Kind, control: bool, data: &Bytes) {
+            match path {
+                Path::Copy => self.0.push(id, kind, control, data),
+                Path::Bytes => self.0.push_bytes(id, kind, data.clone()),
+                Path::EncodeInPlace => self
+                    .0
+                    .push_with(id, kind, data.len(), |b| b.extend_from_slice(data)),
+            }
+        }
+
+        /// Writes what is buffered and flushes `io`.
+        pub fn poll_flush<W: AsyncWrite + Unpin>(
+            &mut self,
+            io: &mut W,
+            cx: &mut Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.0.poll_flush(io, cx)
+        }
+
+        /// Whether nothing waits to be written.
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A writer that accepts writes on a schedule: each call takes at most the next size of
+    /// `sizes` (cycled; `0` means "not now": it returns `Pending` once and wakes the task),
+    /// vectored or plain as set.
+    #[derive(Debug)]
+    pub struct ScheduledWriter {
+        /// Every byte accepted so far.
+        pub out: Vec<u8>,
+        sizes: Vec<usize>,
+        next: usize,
+        vectored: bool,
+    }
+
+    impl ScheduledWriter {
+        /// A writer with a write-size schedule (an empty one accepts everything; one of only
+        /// zeros gets a final "everything" so that it makes progress).
+        pub fn new(mut sizes: Vec<usize>, vectored: bool) -> ScheduledWriter {
+            if !sizes.is_empty() && sizes.iter().all(|&s| s == 0) {
+                sizes.push(usize::MAX);
+            }
+            ScheduledWriter {
+                out: Vec::new(),
+                sizes,
+                next: 0,
+                vectored,
+            }
+        }
+
+        fn budget(&mut self) -> usize {
+            if self.sizes.is_empty() {
+                return usize::MAX;
+            }
+            let n = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            n
+        }
+    }
+
+    impl AsyncWrite for ScheduledWriter {
         fn poll_write(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            let n = buf.len().min(self.max);
+            let budget = self.budget();
+            if budget == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(budget);
             self.out.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
         }
+
         fn poll_write_vectored(
             mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
+            cx: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            let mut left = self.max;
+            if !self.vectored {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                return self.poll_write(cx, first);
+            }
+            let mut left = self.budget();
+            if left == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let mut n = 0;
             for b in bufs {
                 let take = b.len().min(left);
                 self.out.extend_from_slice(&b[..take]);
                 left -= take;
                 n += take;
+                if left == 0 {
+                    break;
+                }
             }
             Poll::Ready(Ok(n))
         }
+
         fn is_write_vectored(&self) -> bool {
-            true
+            self.vectored
         }
+
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
 
+    /// Flushes `w` into `io` to the end, polling again after every `Pending`.
+    ///
+    /// # Panics
+    /// If the writer fails, or makes no progress for a million polls in a row.
+    pub fn flush_all(w: &mut FrameWriter, io: &mut ScheduledWriter) {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut stalls = 0u32;
+        loop {
+            let before = io.out.len();
+            match w.poll_flush(io, &mut cx) {
+                Poll::Ready(Ok(())) => return,
+                Poll::Ready(Err(e)) => panic!("flush failed: {e}"),
+                Poll::Pending if io.out.len() == before => {
+                    stalls += 1;
+                    assert!(stalls < 1_000_000, "the write path stopped making progress");
+                }
+                Poll::Pending => stalls = 0,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzzing::{FrameWriter, Path, ScheduledWriter, flush_all};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A payload of `len` bytes that differs from its neighbours (so a misplaced byte shows).
+    fn payload(len: usize, seed: u8) -> Bytes {
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    struct Op {
+        path: Path,
+        id: Id,
+        kind: Kind,
+        control: bool,
+        data: Bytes,
+        /// Flush (on the schedule) after this packet.
+        flush_after: bool,
+    }
+
+    /// Writes `ops` through a [`FrameWriter`] into a scheduled writer, and checks the bytes
+    /// equal the one-buffer encoding and decode back to the same packets.
+    fn check(ops: &[Op], split_size: usize, sizes: Vec<usize>, vectored: bool) {
+        let mut w = FrameWriter::new(split_size);
+        let mut io = ScheduledWriter::new(sizes, vectored);
+        let mut want = BytesMut::new();
+        for op in ops {
+            w.push(op.path, op.id, op.kind, op.control, &op.data);
+            let control = op.control && op.path == Path::Copy;
+            packet::encode(&mut want, op.id, op.kind, control, &op.data, split_size);
+            if op.flush_after {
+                flush_all(&mut w, &mut io);
+                assert!(w.is_empty());
+            }
+        }
+        flush_all(&mut w, &mut io);
+        assert!(w.is_empty());
+        assert!(
+            io.out == want[..],
+            "written bytes differ from the plain encoding"
+        );
+
+        let mut codec = PacketCodec::new(usize::MAX >> 1, split_size);
+        let mut buf = BytesMut::from(&io.out[..]);
+        for op in ops {
+            let p = codec.decode(&mut buf).unwrap().expect("a whole packet");
+            assert_eq!((p.id, p.kind), (op.id, op.kind));
+            assert!(p.data == op.data, "payload of {:?} differs", op.id);
+        }
+        assert!(buf.is_empty());
+    }
+
+    /// The bug this guards: with more than 31 buffers queued (a 2 MiB message split into
+    /// 64 KiB frames queues 64), the small frames after it went out before its last frames.
     #[test]
-    fn large_payloads_keep_their_place_between_small_frames() {
-        for max in [1, 7, 4096, usize::MAX] {
-            let mut w = WriteHalf::new(64 << 10);
-            let big = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>());
-            w.push(Id::new(1, 1), Kind::Invoke, false, b"/a/B");
-            w.push_bytes(Id::new(1, 2), Kind::Message, big.clone());
-            w.push_bytes(Id::new(1, 3), Kind::Message, Bytes::from_static(b"small"));
-            w.push(Id::new(1, 4), Kind::CloseSend, false, &[]);
-            let mut io = Trickle {
-                out: Vec::new(),
-                max,
-            };
-            assert!(w.flush_now(&mut io));
-            assert!(w.is_empty());
-            // The same packets written with plain copies give the same bytes.
-            let mut want = BytesMut::new();
-            packet::encode(
-                &mut want,
-                Id::new(1, 1),
-                Kind::Invoke,
-                false,
-                b"/a/B",
-                64 << 10,
-            );
-            packet::encode(
-                &mut want,
-                Id::new(1, 2),
-                Kind::Message,
-                false,
-                &big,
-                64 << 10,
-            );
-            packet::encode(
-                &mut want,
-                Id::new(1, 3),
-                Kind::Message,
-                false,
-                b"small",
-                64 << 10,
-            );
-            packet::encode(
-                &mut want,
-                Id::new(1, 4),
-                Kind::CloseSend,
-                false,
-                &[],
-                64 << 10,
-            );
-            assert_eq!(io.out, &want[..], "max {max}");
+    fn frames_after_a_long_queue_wait_for_it() {
+        let big = payload(2 << 20, 1);
+        for (sizes, vectored) in [
+            (vec![], true),
+            (vec![200_000], true),
+            (vec![1 << 20, 3, 0, 65_539], true),
+            (vec![100_000], false),
+        ] {
+            let ops = [
+                Op {
+                    path: Path::Bytes,
+                    id: Id::new(1, 1),
+                    kind: Kind::Message,
+                    control: false,
+                    data: big.clone(),
+                    flush_after: false,
+                },
+                Op {
+                    path: Path::Copy,
+                    id: Id::new(1, 2),
+                    kind: Kind::CloseSend,
+                    control: false,
+                    data: Bytes::new(),
+                    flush_after: false,
+                },
+            ];
+            check(&ops, 64 << 10, sizes, vectored);
+        }
+    }
+
+    fn path() -> impl Strategy<Value = Path> {
+        prop_oneof![
+            Just(Path::Copy),
+            Just(Path::Bytes),
+            Just(Path::EncodeInPlace)
+        ]
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Message),
+            Just(Kind::Invoke),
+            Just(Kind::InvokeMetadata),
+            Just(Kind::CloseSend),
+            Just(Kind::Error),
+            Just(Kind::Cancel),
+        ]
+    }
+
+    /// Payload sizes from 0 to 4 MiB, weighted to the edges: empty, small, the zero-copy
+    /// threshold, one split, several splits, and the 4 MiB packet limit.
+    fn len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            4 => 0usize..64,
+            2 => (ZERO_COPY_MIN - 2)..(ZERO_COPY_MIN + 2),
+            2 => 60_000usize..140_000,
+            2 => 140_000usize..(4 << 20),
+            1 => Just(4 << 20),
+        ]
+    }
+
+    fn split_size() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            Just(0usize),
+            Just(64 << 10),
+            Just((64 << 10) + 3),
+            Just(16 << 10),
+            1000usize..200_000,
+        ]
+    }
+
+    /// Write sizes per call: 0 (not now), 1 byte, small, medium, everything.
+    fn sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(
+            prop_oneof![
+                1 => Just(0usize),
+                2 => 1usize..16,
+                2 => 16usize..70_000,
+                2 => 70_000usize..(3 << 20),
+                2 => Just(usize::MAX),
+            ],
+            0..8,
+        )
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<(Path, Kind, bool, usize, bool)>> {
+        prop::collection::vec((path(), kind(), any::<bool>(), len(), any::<bool>()), 1..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Any packets through any of the three ways in, flushed at any points into a
+        /// transport that takes any number of bytes per call, give exactly the plain
+        /// one-buffer encoding.
+        #[test]
+        fn any_packets_any_short_writes_give_the_plain_encoding(
+            ops in ops(),
+            split_size in split_size(),
+            mut sizes in sizes(),
+            vectored in any::<bool>(),
+        ) {
+            let total: usize = ops.iter().map(|o| o.3).sum();
+            // Keep one-byte schedules from taking millions of calls on megabyte payloads.
+            let floor = total / 20_000;
+            for s in &mut sizes {
+                if *s != 0 {
+                    *s = (*s).max(floor);
+                }
+            }
+            let ops: Vec<Op> = ops
+                .into_iter()
+                .enumerate()
+                .map(|(i, (path, kind, control, len, flush_after))| Op {
+                    path,
+                    id: Id::new(1, i as u64 + 1),
+                    kind,
+                    control,
+                    data: payload(len, i as u8),
+                    flush_after,
+                })
+                .collect();
+            check(&ops, split_size, sizes, vectored);
+        }
+    }
+
+    #[test]
+    fn empty_payloads_are_one_empty_frame_on_every_path() {
+        for path in [Path::Copy, Path::Bytes, Path::EncodeInPlace] {
+            for split in [0, 1, 64 << 10] {
+                let ops = [Op {
+                    path,
+                    id: Id::new(3, 9),
+                    kind: Kind::Message,
+                    control: false,
+                    data: Bytes::new(),
+                    flush_after: false,
+                }];
+                check(&ops, split, vec![1], true);
+            }
+        }
+    }
+
+    #[test]
+    fn a_transport_that_claims_too_much_is_an_error_not_a_panic() {
+        struct Liar;
+        impl AsyncWrite for Liar {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(buf.len() + 1))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let mut w = WriteHalf::new(64 << 10);
+        w.push(Id::new(1, 1), Kind::Invoke, false, b"/a/B");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match w.poll_flush(&mut Liar, &mut cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            other => panic!("expected an error, got {other:?}"),
         }
     }
 }

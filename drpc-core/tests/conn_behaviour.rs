@@ -553,3 +553,27 @@ async fn dropping_a_server_stream_midway_hard_cancel_closes() {
     );
     assert!(matches!(unary(&conn, "x", 1).await, Err(Error::Closed)));
 }
+
+/// A timeout counts from the call's start: options built long before the call (and reused)
+/// carry no stale deadline.
+#[tokio::test]
+#[serial]
+async fn a_kept_timeout_counts_from_each_calls_start() {
+    let server = echo_server().await;
+    let conn = connect(server.addr, CancelMode::Soft).await;
+    let kept = CallOptions::new().with_timeout(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..2 {
+        let reply: Msg = conn
+            .call(rpc::UNARY, &Msg::new("late", i), kept.clone())
+            .await
+            .expect("the timeout starts with the call, not when the options were built");
+        assert_eq!(reply.n, i + 1);
+    }
+    // And it still fires: a call slower than the timeout fails with DeadlineExceeded.
+    let short = CallOptions::new().with_timeout(Duration::from_millis(100));
+    let slow = conn
+        .call::<Msg, Msg>(rpc::SLOW, &Msg::new("x", 2000), short)
+        .await;
+    assert!(matches!(slow, Err(Error::DeadlineExceeded)), "{slow:?}");
+}

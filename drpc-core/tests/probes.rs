@@ -1,5 +1,5 @@
-//! Every probe of `shared/wire/probes.md`, sent as hand-built bytes over loopback TCP to the real
-//! `drpc_core::Server` serving the echo service, with the outcome probes.md asks of drpc-rs:
+//! Every probe of `docs/probes.md`, sent as hand-built bytes over loopback TCP to the real
+//! `drpc_core::Server` serving the echo service, with the outcome docs/probes.md asks of drpc-rs:
 //! Go's outcome on every row, except E and Q, where Go hangs and we answer.
 //!
 //! Connections are served by `Server::serve_one_with` from our own accept loop, so that the

@@ -1,4 +1,4 @@
-//! One test per wire-level rule of `probes.md` and `drpc-wire.md` §2, §4.2, §5, §6.1, §7, §9,
+//! One test per wire-level rule of `docs/probes.md` and `docs/wire.md` §2, §4.2, §5, §6.1, §7, §9,
 //! §12 and §13, driven through the public wire API (`Frame`, `Header`, `Assembler`,
 //! `FrameCodec`, `PacketCodec`).
 //!
@@ -90,7 +90,7 @@ fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ids (drpc-wire.md §4.2, §5)
+// Ids (docs/wire.md §4.2, §5)
 // ---------------------------------------------------------------------------------------------
 
 /// Probe A: stream 5, then stream 9. Gaps in stream ids are fine.
@@ -252,7 +252,7 @@ fn probe_r_stream_id_zero_rejected() {
     ));
 }
 
-/// On stream 1 the message id must be at least 1 (`drpc-wire.md` §5).
+/// On stream 1 the message id must be at least 1 (`docs/wire.md` §5).
 #[test]
 fn message_id_zero_on_stream_one_rejected() {
     assert_eq!(
@@ -270,7 +270,7 @@ fn message_id_zero_on_stream_one_rejected() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reassembly (drpc-wire.md §4.2)
+// Reassembly (docs/wire.md §4.2)
 // ---------------------------------------------------------------------------------------------
 
 /// Probe G: a request Message split over three frames (done 0, 0, 1).
@@ -374,7 +374,7 @@ fn probe_i_kind_change_inside_a_packet_rejected() {
 }
 
 /// A change of the control bit alone is not a kind change: the packet's control flag is the
-/// OR of its frames' flags (`drpc-wire.md` §4.2).
+/// OR of its frames' flags (`docs/wire.md` §4.2).
 #[test]
 fn packet_control_flag_is_the_or_of_its_frames() {
     for (first, second) in [(false, true), (true, false), (true, true), (false, false)] {
@@ -405,7 +405,7 @@ fn probe_p_zero_length_message_is_one_empty_frame() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kinds and the control bit (drpc-wire.md §2.1, §3, §9)
+// Kinds and the control bit (docs/wire.md §2.1, §3, §9)
 // ---------------------------------------------------------------------------------------------
 
 /// Probe F: unknown kind 9 without the control bit. Go's *stream* layer fails on it; the wire
@@ -477,7 +477,7 @@ fn every_kind_value_kept_with_and_without_control_bit() {
     }
 }
 
-/// The control bytes Go sends (`drpc-wire.md` §2.1 cheat sheet), including Cancel as 0x89.
+/// The control bytes Go sends (`docs/wire.md` §2.1 cheat sheet), including Cancel as 0x89.
 #[test]
 fn control_bytes_match_the_go_cheat_sheet() {
     let table = [
@@ -501,7 +501,7 @@ fn control_bytes_match_the_go_cheat_sheet() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Size limit (drpc-wire.md §12, probes "size" and "size+1")
+// Size limit (docs/wire.md §12, probes "size" and "size+1")
 // ---------------------------------------------------------------------------------------------
 
 fn payload(len: usize) -> Vec<u8> {
@@ -701,7 +701,7 @@ fn configured_packet_limit_is_exact() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Varints (drpc-wire.md §2.2)
+// Varints (docs/wire.md §2.2)
 // ---------------------------------------------------------------------------------------------
 
 /// An 11-byte varint (ten continuation bytes) is "varint too long", in any of the three
@@ -791,7 +791,7 @@ fn varints_are_minimal_leb128() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Partial input and end of stream (drpc-wire.md §2.3)
+// Partial input and end of stream (docs/wire.md §2.3)
 // ---------------------------------------------------------------------------------------------
 
 /// A frame is only parsed once fully buffered; no prefix of a frame is an error or a packet.
@@ -848,7 +848,7 @@ fn frames_decoded_counts_whole_frames() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The DRPC!!!1 preface (drpc-wire.md §13, probe Q)
+// The DRPC!!!1 preface (docs/wire.md §13, probe Q)
 // ---------------------------------------------------------------------------------------------
 
 fn unary_request() -> Vec<u8> {
@@ -966,7 +966,7 @@ fn preface_only_skipped_at_the_start() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metadata (drpc-wire.md §7, probes J2 and K)
+// Metadata (docs/wire.md §7, probes J2 and K)
 // ---------------------------------------------------------------------------------------------
 
 /// Probe J2: `a=1` plus `b=` with the (empty) value field present is accepted.
@@ -1032,7 +1032,7 @@ fn metadata_is_stricter_than_protobuf() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Error payloads (drpc-wire.md §6.1)
+// Error payloads (docs/wire.md §6.1)
 // ---------------------------------------------------------------------------------------------
 
 /// A payload shorter than 8 bytes is code 0 and `"<payload> (drpcwire note: invalid error

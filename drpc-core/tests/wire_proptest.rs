@@ -313,7 +313,7 @@ proptest! {
     }
 }
 
-/// Go's `drpcwire.Reader` (`drpc-wire.md` §4.2), written down as plainly as possible, for
+/// Go's `drpcwire.Reader` (`docs/wire.md` §4.2), written down as plainly as possible, for
 /// differential testing: the packets it returns, then the error that stopped it, if any.
 fn go_reader_model(frames: &[Frame], max: usize) -> (Vec<Packet>, Option<WireError>) {
     let mut current = Id::new(1, 1);

@@ -1,4 +1,4 @@
-//! Replays the Go captures in `shared/wire/transcripts/*.hex` through the wire layer.
+//! Replays the Go captures in `tests/data/transcripts/*.hex` through the wire layer.
 //!
 //! For every frame line: `Frame::decode` must take exactly all its bytes, agree with what the
 //! line's comment says, and `Frame::encode` must give the same bytes back. For every direction
@@ -19,7 +19,7 @@ use drpc_core::wire::{Assembler, Frame, FrameCodec, Id, Kind, Packet, PacketCode
 use tokio_util::codec::Decoder;
 
 fn transcripts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/wire/transcripts")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/transcripts")
 }
 
 /// The direction of a frame line.

@@ -156,7 +156,8 @@ impl<N: NewStream> Conn for MuxConn<N> {
     type Stream = MuxStream<N>;
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
-        let conn = self.begin(options.deadline).await?;
+        let options = options.started();
+        let conn = self.begin(options.deadline()).await?;
         let mut guard = CancelGuard {
             session: self
                 .config
@@ -180,7 +181,8 @@ impl<N: NewStream> Conn for MuxConn<N> {
     }
 
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<MuxStream<N>, Error> {
-        let conn = self.begin(options.deadline).await?;
+        let options = options.started();
+        let conn = self.begin(options.deadline()).await?;
         let inner = conn.open_stream(rpc, options).await?;
         Ok(MuxStream {
             inner,

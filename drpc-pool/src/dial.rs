@@ -2,7 +2,6 @@
 //! returning `Result<C, E>` is one.
 
 use std::future::Future;
-use std::io;
 use std::sync::Arc;
 
 use drpc_core::Error;
@@ -38,30 +37,45 @@ where
     }
 }
 
-/// A dial error as a [`drpc_core::Error`]: kept as is when it is one, an `io::Error` becomes
-/// [`Error::Io`], anything else an [`Error::Io`] of kind `Other`.
+/// A dial error as a [`drpc_core::Error`]: [`Error::Dial`] (nothing of the call was sent), except
+/// a drpc error other than a transport error, which is kept as is (a deadline, a limit).
 pub(crate) fn dial_error(e: BoxError) -> Error {
-    let e = match e.downcast::<Error>() {
-        Ok(e) => return *e,
-        Err(e) => e,
-    };
-    match e.downcast::<io::Error>() {
-        Ok(io) => Error::Io(Arc::new(*io)),
-        Err(other) => Error::Io(Arc::new(io::Error::other(other))),
+    match e.downcast::<Error>() {
+        Ok(e) => match *e {
+            Error::Io(io) => Error::Dial(io),
+            e => e,
+        },
+        Err(e) => Error::Dial(Arc::from(e)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
-    fn dial_errors_keep_their_kind() {
+    fn dial_errors_are_unsent_and_keep_their_source() {
         let e = dial_error(Box::new(Error::Closed));
         assert!(matches!(e, Error::Closed));
         let e = dial_error(Box::new(io::Error::from(io::ErrorKind::ConnectionRefused)));
-        assert!(matches!(&e, Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused));
+        assert!(e.is_unsent(), "{e:?}");
+        let io = match &e {
+            Error::Dial(src) => src.downcast_ref::<io::Error>().expect("an io::Error"),
+            other => panic!("not a dial error: {other:?}"),
+        };
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        let e = dial_error(Box::new(Error::Io(Arc::new(io::Error::from(
+            io::ErrorKind::ConnectionReset,
+        )))));
+        assert!(
+            e.is_unsent(),
+            "a transport error while dialling is a dial error"
+        );
         let e = dial_error("no route".into());
-        assert!(matches!(&e, Error::Io(io) if io.to_string() == "no route"));
+        assert!(e.is_unsent());
+        assert_eq!(e.to_string(), "dial failed: no route");
+        let e = dial_error(Box::new(Error::DeadlineExceeded));
+        assert!(matches!(e, Error::DeadlineExceeded));
     }
 }

@@ -114,9 +114,10 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
     type Stream = PooledStream<K, C>;
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        let options = options.started();
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let mut pooled = self.checkout(options.deadline(), retried).await?;
             let result = match self.shared.config.mode {
                 Mode::Exclusive => {
                     let r = pooled.unary(rpc, request.clone(), options.clone()).await;
@@ -140,9 +141,10 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
     }
 
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+        let options = options.started();
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let mut pooled = self.checkout(options.deadline(), retried).await?;
             let result = pooled.open_stream(rpc, options.clone()).await;
             let stream = match result {
                 Ok(stream) => stream,

@@ -1,4 +1,4 @@
-//! The interop echo service of `shared/wire/interop-echo.md`, shared by the `echo-server`,
+//! The interop echo service of `docs/interop-echo.md`, shared by the `echo-server`,
 //! `echo-client` and `demo` binaries: the messages, the server handlers, and the client
 //! scenarios with their exact output lines.
 

@@ -1,4 +1,4 @@
-//! The client scenarios of `interop-echo.md`, each on a fresh connection, producing the
+//! The client scenarios of `docs/interop-echo.md`, each on a fresh connection, producing the
 //! reference Go client's stdout lines byte for byte.
 
 use std::future::Future;

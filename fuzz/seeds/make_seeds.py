@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes fuzz seeds from the Go captures in ../../shared/wire/transcripts (run from fuzz/seeds).
+"""Writes fuzz seeds from the Go captures in drpc-core/tests/data/transcripts (run from fuzz/seeds).
 
 frame_decode and server_conn get each capture's client-to-server bytes; packet_assembly gets
 the same bytes (libFuzzer's arbitrary decoding turns them into frame lists); metadata_decode
@@ -8,7 +8,7 @@ and error_decode get the InvokeMetadata and Error payloads found in the captures
 import glob, os, re
 
 here = os.path.dirname(os.path.abspath(__file__))
-captures = os.path.join(here, "..", "..", "..", "shared", "wire", "transcripts")
+captures = os.path.join(here, "..", "..", "drpc-core", "tests", "data", "transcripts")
 
 def varint(b, i):
     v, s = 0, 0

@@ -222,8 +222,8 @@ async fn metadata_and_deadlines_per_client_and_per_call() {
 
     // A per-client timeout applies to every call, from the call's start.
     let timed = client.clone().with_timeout(Duration::from_secs(5));
-    assert!(timed.call_options().deadline.is_some());
-    assert!(client.call_options().deadline.is_none());
+    assert_eq!(timed.call_options().timeout(), Some(Duration::from_secs(5)));
+    assert!(client.call_options().deadline().is_none());
     assert_eq!(timed.unary(&req("t", 1)).await.unwrap().n, 2);
     server.shutdown(Duration::from_secs(1)).await;
 }

@@ -39,22 +39,32 @@ pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
 pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial};
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 
-/// Options for one call: metadata to send and a deadline.
+/// Options for one call: metadata to send, and when to give up.
+///
+/// A timeout counts from the moment the call starts, not from when the options were built, so
+/// options can be kept and reused (a generated client keeps one set for all its calls). Every
+/// [`Conn`] calls [`CallOptions::started`] when a call begins, which turns the timeout into one
+/// fixed deadline that the layers below (a pool's checkout, the connection's turn, the reply)
+/// all share.
 ///
 /// ```
 /// use std::time::Duration;
 /// use drpc_core::CallOptions;
 /// let opts = CallOptions::new().with_metadata("tenant", "a").with_timeout(Duration::from_secs(2));
 /// assert_eq!(opts.metadata.get("tenant"), Some("a"));
-/// assert!(opts.deadline.is_some());
+/// assert_eq!(opts.timeout(), Some(Duration::from_secs(2)));
+/// // The deadline is fixed only when the call starts:
+/// let call = opts.clone().started();
+/// assert!(call.deadline().is_some() && call.timeout().is_none());
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     /// Sent in an InvokeMetadata packet before the Invoke (nothing is sent when empty).
     pub metadata: Metadata,
-    /// When the call gives up with [`Error::DeadlineExceeded`]. The wait for the connection's
-    /// turn counts too. Deadlines are not sent on the wire (storj/drpc does not either).
-    pub deadline: Option<Instant>,
+    /// A fixed instant to give up at.
+    deadline: Option<Instant>,
+    /// A time to give up after, counted from the call's start.
+    timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -69,15 +79,48 @@ impl CallOptions {
         self
     }
 
-    /// Sets the deadline to `timeout` from now.
+    /// Gives up `timeout` after the call starts (replacing an earlier timeout). The wait for
+    /// the connection's turn counts too. Deadlines are not sent on the wire (storj/drpc does
+    /// not either).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.deadline = Some(Instant::now() + timeout);
+        self.timeout = Some(timeout);
         self
     }
 
-    /// Sets the deadline.
+    /// Gives up at `deadline` (replacing an earlier deadline). With a timeout as well, the
+    /// earlier of the two applies.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets or clears the timeout (see [`CallOptions::with_timeout`]).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The timeout, if the call has not started yet.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The instant a call starting now gives up at: the earlier of the deadline and now plus
+    /// the timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        let from_timeout = self.timeout.map(|t| Instant::now() + t);
+        match (self.deadline, from_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// These options for a call that starts now: the timeout becomes a fixed deadline.
+    /// Starting options that already started changes nothing.
+    pub fn started(mut self) -> CallOptions {
+        if self.timeout.is_some() {
+            self.deadline = self.deadline();
+            self.timeout = None;
+        }
         self
     }
 }

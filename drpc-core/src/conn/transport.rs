@@ -1,6 +1,6 @@
 //! [`TransportConn`]: the storj/drpc client connection over one transport.
 //!
-//! One stream at a time (`drpc-wire.md` §8.5): a call takes the connection's turn (a fair
+//! One stream at a time (`docs/wire.md` §8.5): a call takes the connection's turn (a fair
 //! semaphore of one), takes the transport out of its slot, runs in the caller's task (encode,
 //! one write of Invoke + Message + CloseSend, flush, read the reply) and puts it back. No task
 //! hop per call. While the connection is idle a small watcher task keeps reading, so that a
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
 
 use super::{CallOptions, Conn, RawStream};
 use crate::error::{Error, ProtocolError};
@@ -25,7 +26,7 @@ use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec};
 
 /// What happens to the connection when a call is canceled before its stream finished
-/// (`drpc-wire.md` §11).
+/// (`docs/wire.md` §11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CancelMode {
     /// Send a Cancel packet (control bit set) and keep the connection. If a write is in
@@ -304,22 +305,25 @@ impl<T: Transport> Conn for TransportConn<T> {
     type Stream = TransportStream<T>;
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
-        let mut call = self.begin(options.deadline).await?;
+        let options = options.started();
+        let deadline = options.deadline();
+        // `Instrument`, not a guard held across `.await`: the span is entered only while this
+        // call's future is polled, so calls on other tasks never see it.
         let span =
             tracing::debug_span!("rpc", side = "client", rpc, stream = tracing::field::Empty);
-        let _enter = span.enter();
-        let result = until(
-            options.deadline,
-            call.unary(rpc, request, &options.metadata),
-        )
-        .await;
-        if let Err(e) = &result {
-            if matches!(e, Error::DeadlineExceeded) {
-                call.cancel_now();
+        async move {
+            let mut call = self.begin(deadline).await?;
+            let result = until(deadline, call.unary(rpc, request, &options.metadata)).await;
+            if let Err(e) = &result {
+                if matches!(e, Error::DeadlineExceeded) {
+                    call.cancel_now();
+                }
+                tracing::debug!(error = %e, "rpc failed");
             }
-            tracing::debug!(error = %e, "rpc failed");
+            result
         }
-        result
+        .instrument(span)
+        .await
     }
 
     async fn open_stream(
@@ -327,12 +331,11 @@ impl<T: Transport> Conn for TransportConn<T> {
         rpc: &str,
         options: CallOptions,
     ) -> Result<TransportStream<T>, Error> {
-        let mut call = self.begin(options.deadline).await?;
+        let options = options.started();
+        let deadline = options.deadline();
+        let mut call = self.begin(deadline).await?;
         call.start(rpc, &options.metadata);
-        Ok(TransportStream {
-            call,
-            deadline: options.deadline,
-        })
+        Ok(TransportStream { call, deadline })
     }
 
     fn is_closed(&self) -> bool {

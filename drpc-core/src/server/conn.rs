@@ -1,5 +1,5 @@
 //! One server connection: reads packets, routes them to the single running stream
-//! (`drpc-wire.md` §5, §8.5), runs the handler in the same task, and enforces the idle and
+//! (`docs/wire.md` §5, §8.5), runs the handler in the same task, and enforces the idle and
 //! frame-completion timeouts. A newer Invoke cancels the running stream (probe M).
 
 use std::future::Future;
@@ -240,7 +240,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
     }
 
-    /// Routes one packet (`drpc-wire.md` §5, "Routing at the connection level"). `me` is this
+    /// Routes one packet (`docs/wire.md` §5, "Routing at the connection level"). `me` is this
     /// task's waker: the handler runs in this task and is polled again before the next read,
     /// so waking it would only make the task yield.
     fn handle(&mut self, packet: Packet, me: &std::task::Waker) -> Result<(), Error> {

@@ -1,12 +1,22 @@
-//! The sans-IO state machine of one stream, one side (`drpc-wire.md` §8.6).
+//! The sans-IO state machine of one stream, one side (`docs/wire.md` §8.6).
+//!
+//! The state is two flags and an end: `send_closed`, `recv_closed` and `terminated`
+//! ([`Termination`] says why). These are all the states it has:
 //!
 //! ```text
-//!            local/remote CloseSend            other direction closed
-//!   open ───────────────────────────▶ half-closed ─────────────────▶ terminated ─┐
-//!     │                                                                 ▲         │ no I/O in
-//!     ├── Close / Error, sent or received ──────────────────────────────┘         │ progress
-//!     └── Cancel, sent or received ─────▶ canceled ───────────────────────────────┴─▶ finished
+//!                 on_send_close               peer CloseSend (RecvClosed)
+//!          ┌───────────────────▶ send-closed ───────────────────────┐
+//!   open ──┤                                                         ├──▶ terminated(Done)
+//!          └───────────────────▶ recv-closed ───────────────────────┘
+//!            peer CloseSend                     on_send_close
+//!
+//!   open, send-closed or recv-closed
+//!     ── peer Error ──▶ terminated(RemoteError)   ── peer Close  ──▶ terminated(RemoteClosed)
+//!     ── peer Cancel ─▶ terminated(RemoteCanceled) ── on_local_terminate ─▶ terminated(Local)
 //! ```
+//!
+//! A terminated stream stays terminated: later packets are [`Event::Ignored`]. Cancels and
+//! late packets are the connection's business, not the stream's.
 //!
 //! Inputs are `handle_packet` (from the peer) and the `on_*` mutators (local actions); outputs
 //! are the returned [`Event`]s and the ids from [`StreamState::next_id`]. No I/O, no clock.
@@ -150,7 +160,7 @@ impl StreamState {
             _ => {}
         }
         if self.terminated.is_some() {
-            // Anything after the end is a no-op (`drpc-wire.md` §8.6).
+            // Anything after the end is a no-op (`docs/wire.md` §8.6).
             return Ok(Event::Ignored);
         }
         Ok(match kind {

@@ -87,7 +87,7 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Whether a codec still looks for the `DRPC!!!1` preface (`probes.md` row Q).
+/// Whether a codec still looks for the `DRPC!!!1` preface (`docs/probes.md` row Q).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Preface {
     /// At the start of a connection that accepts the preface.
@@ -128,7 +128,7 @@ impl PacketCodec {
     }
 
     /// Makes the decoder skip a `DRPC!!!1` preface at the very start of the stream, as a
-    /// server must for storj/drpc's `drpcmigrate` clients (`drpc-wire.md` §13).
+    /// server must for storj/drpc's `drpcmigrate` clients (`docs/wire.md` §13).
     pub fn accept_preface(mut self) -> PacketCodec {
         self.preface = Preface::Expected;
         self

@@ -1,4 +1,4 @@
-//! The KindError payload: an 8-byte big-endian code, then the error text (`drpc-wire.md` §6.1).
+//! The KindError payload: an 8-byte big-endian code, then the error text (`docs/wire.md` §6.1).
 
 use bytes::{BufMut, Bytes};
 

@@ -1,4 +1,4 @@
-//! Frames: one header and one payload chunk on the wire (`drpc-wire.md` §2).
+//! Frames: one header and one payload chunk on the wire (`docs/wire.md` §2).
 //!
 //! Below: [`super::varint`]. Above: [`super::packet`], which assembles frames into packets.
 
@@ -6,10 +6,10 @@ use bytes::{BufMut, Bytes};
 
 use super::{WireError, varint};
 
-/// What a packet is, from the six kind bits of the control byte (`drpc-wire.md` §3).
+/// What a packet is, from the six kind bits of the control byte (`docs/wire.md` §3).
 ///
 /// Kinds this crate does not know are kept as [`Kind::Unknown`]: whether one is ignored or fatal
-/// depends on the control bit and is decided above the wire layer (`drpc-wire.md` §9).
+/// depends on the control bit and is decided above the wire layer (`docs/wire.md` §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Starts a stream; the payload is the RPC name.
@@ -61,7 +61,7 @@ impl Kind {
 }
 
 /// A packet id: the stream id and the message id within that stream, ordered as Go orders them
-/// (stream first, then message; `drpc-wire.md` §4.2).
+/// (stream first, then message; `docs/wire.md` §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Id {
     /// The stream (one RPC) this packet belongs to; starts at 1 on a connection.
@@ -132,7 +132,7 @@ impl Header {
     }
 }
 
-/// The control byte for a frame (`drpc-wire.md` §2.1): `kind << 1 | done | control << 7`.
+/// The control byte for a frame (`docs/wire.md` §2.1): `kind << 1 | done | control << 7`.
 pub const fn control_byte(kind: Kind, done: bool, control: bool) -> u8 {
     (kind.bits() << 1) | done as u8 | ((control as u8) << 7)
 }
@@ -201,12 +201,28 @@ pub const fn encoded_len(id: Id, data_len: usize) -> usize {
 
 /// Appends one frame made of its parts to `dst`, with minimal varints.
 pub fn encode(dst: &mut impl BufMut, id: Id, kind: Kind, done: bool, control: bool, data: &[u8]) {
+    encode_header(dst, id, kind, done, control, data.len());
+    dst.put_slice(data);
+}
+
+/// Appends only the header of a frame whose payload of `data_len` bytes the caller writes
+/// next (or sends from its own buffer). Every write path encodes headers here.
+pub fn encode_header(
+    dst: &mut impl BufMut,
+    id: Id,
+    kind: Kind,
+    done: bool,
+    control: bool,
+    data_len: usize,
+) {
     dst.put_u8(control_byte(kind, done, control));
     varint::encode(id.stream, dst);
     varint::encode(id.message, dst);
-    varint::encode(data.len() as u64, dst);
-    dst.put_slice(data);
+    varint::encode(data_len as u64, dst);
 }
+
+/// The most bytes [`encode_header`] writes: the control byte and three 10-byte varints.
+pub const MAX_HEADER_LEN: usize = 1 + 3 * 10;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! The storj/drpc wire format: varints, frames, packets and the codecs over them, with no I/O
-//! (`drpc-wire.md` §2–§5, §9, §12).
+//! (`docs/wire.md` §2–§5, §9, §12).
 //!
 //! Data flows up: bytes → [`frame`] → [`packet`] (via [`Assembler`]) → the stream layer.
 
@@ -16,11 +16,11 @@ pub use codec::{FrameCodec, PacketCodec};
 pub use frame::{Frame, Header, Id, Kind};
 pub use packet::{Assembler, DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Packet};
 
-/// The 8-byte header storj/drpc's `drpcmigrate` clients send first (`drpc-wire.md` §13).
+/// The 8-byte header storj/drpc's `drpcmigrate` clients send first (`docs/wire.md` §13).
 pub const PREFACE: &[u8; 8] = b"DRPC!!!1";
 
 /// A violation of the wire format. Every variant is fatal for the connection, as in Go
-/// (`drpc-wire.md` §6.2); a short buffer is never an error.
+/// (`docs/wire.md` §6.2); a short buffer is never an error.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {

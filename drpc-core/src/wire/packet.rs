@@ -1,17 +1,19 @@
 //! Packets: frames assembled into one logical message, and packets split back into frames
-//! (`drpc-wire.md` §4).
+//! (`docs/wire.md` §4).
 //!
 //! Below: [`super::frame`]. Above: [`super::codec`] drives an [`Assembler`] per direction.
+
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
 use super::WireError;
 use super::frame::{self, Frame, Header, Id, Kind};
 
-/// The default largest packet accepted, in bytes: 4 MiB, as in Go (`drpc-wire.md` §12).
+/// The default largest packet accepted, in bytes: 4 MiB, as in Go (`docs/wire.md` §12).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 4 << 20;
 
-/// The default largest frame payload sent, in bytes: 64 KiB, as in Go (`drpc-wire.md` §4.1).
+/// The default largest frame payload sent, in bytes: 64 KiB, as in Go (`docs/wire.md` §4.1).
 pub const DEFAULT_SPLIT_SIZE: usize = 64 << 10;
 
 /// Extra capacity given to a packet's buffer when its first frame arrives.
@@ -38,7 +40,7 @@ struct Partial {
     data: BytesMut,
 }
 
-/// Assembles frames of one direction into packets, with Go's rules (`drpc-wire.md` §4.2):
+/// Assembles frames of one direction into packets, with Go's rules (`docs/wire.md` §4.2):
 /// ids never go down, a new id drops a half-built packet, the kind cannot change inside a packet,
 /// and a packet is at most `max_packet_size` bytes.
 #[derive(Debug)]
@@ -63,11 +65,6 @@ impl Assembler {
             partial: None,
             max_packet_size,
         }
-    }
-
-    /// The largest packet this assembler accepts.
-    pub fn max_packet_size(&self) -> usize {
-        self.max_packet_size
     }
 
     /// The id the assembler expects next, or is assembling.
@@ -186,6 +183,22 @@ impl Assembler {
     }
 }
 
+/// The payload ranges of the frames a packet of `len` bytes is split into, in order: chunks of
+/// `split_size` bytes (`0` means never split) and a shorter last one. An empty payload is one
+/// empty frame. This is the one place the split rule lives (`docs/wire.md` §4.1).
+pub fn frame_ranges(len: usize, split_size: usize) -> impl ExactSizeIterator<Item = Range<usize>> {
+    let split = if split_size == 0 {
+        usize::MAX
+    } else {
+        split_size
+    };
+    let n = len.div_ceil(split).max(1);
+    (0..n).map(move |i| {
+        let start = i * split;
+        start..start.saturating_add(split).min(len)
+    })
+}
+
 /// Appends a packet to `dst` as frames of at most `split_size` payload bytes each (`0` means
 /// never split). An empty payload is one empty frame; every frame but the last has `done = 0`.
 pub fn encode(
@@ -196,49 +209,26 @@ pub fn encode(
     data: &[u8],
     split_size: usize,
 ) {
-    let split = if split_size == 0 {
-        usize::MAX
-    } else {
-        split_size
-    };
-    if data.len() <= split {
-        dst.reserve(frame::encoded_len(id, data.len()));
-        frame::encode(dst, id, kind, true, control, data);
-        return;
-    }
-    dst.reserve(data.len() + (data.len() / split + 1) * 16);
-    let mut chunks = data.chunks(split).peekable();
-    while let Some(chunk) = chunks.next() {
-        frame::encode(dst, id, kind, chunks.peek().is_none(), control, chunk);
+    let ranges = frame_ranges(data.len(), split_size);
+    let frames = ranges.len();
+    dst.reserve(data.len() + frames * frame::MAX_HEADER_LEN);
+    for (i, range) in ranges.enumerate() {
+        frame::encode(dst, id, kind, i + 1 == frames, control, &data[range]);
     }
 }
 
 /// Splits a packet into the frames [`encode`] would write.
 pub fn split(packet: &Packet, split_size: usize) -> Vec<Frame> {
-    let split = if split_size == 0 {
-        usize::MAX
-    } else {
-        split_size
-    };
-    if packet.data.len() <= split {
-        return vec![Frame {
+    let ranges = frame_ranges(packet.data.len(), split_size);
+    let frames = ranges.len();
+    ranges
+        .enumerate()
+        .map(|(i, range)| Frame {
             id: packet.id,
             kind: packet.kind,
-            done: true,
+            done: i + 1 == frames,
             control: packet.control,
-            data: packet.data.clone(),
-        }];
-    }
-    let n = packet.data.len().div_ceil(split);
-    (0..n)
-        .map(|i| Frame {
-            id: packet.id,
-            kind: packet.kind,
-            done: i + 1 == n,
-            control: packet.control,
-            data: packet
-                .data
-                .slice(i * split..((i + 1) * split).min(packet.data.len())),
+            data: packet.data.slice(range),
         })
         .collect()
 }

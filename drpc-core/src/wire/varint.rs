@@ -1,4 +1,4 @@
-//! Unsigned LEB128 varints, as storj/drpc writes them (`drpc-wire.md` §2.2).
+//! Unsigned LEB128 varints, as storj/drpc writes them (`docs/wire.md` §2.2).
 //!
 //! Below: nothing. Above: [`super::frame`], which reads the three varints of a frame header.
 
@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use super::WireError;
 
-/// The longest varint the reader accepts, in bytes (`drpc-wire.md` §2.2, §12).
+/// The longest varint the reader accepts, in bytes (`docs/wire.md` §2.2, §12).
 pub const MAX_LEN: usize = 10;
 
 /// Reads one varint from the front of `buf`.

@@ -1,5 +1,5 @@
 //! Shared by the loopback integration tests (`probes.rs`, `conn_behaviour.rs`,
-//! `server_behaviour.rs`, `faults.rs`, `buffering_transport.rs`): the interop echo service of `shared/wire/interop-echo.md` with
+//! `server_behaviour.rs`, `faults.rs`, `buffering_transport.rs`): the interop echo service of `docs/interop-echo.md` with
 //! counters the tests can observe, servers on `127.0.0.1:0`, and a raw-frame TCP client that
 //! writes hand-built frames and reads replies with [`PacketCodec`].
 

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use drpc_examples::scenarios::{self, ALL};
 
-/// Runs the interop echo scenarios (shared/wire/interop-echo.md).
+/// Runs the interop echo scenarios (docs/interop-echo.md).
 #[derive(Parser, Debug)]
 #[command(name = "echo-client")]
 struct Args {

@@ -14,7 +14,7 @@ use std::io::Write;
 use clap::Parser;
 use drpc_core::{Server, ServerConfig};
 
-/// Serves the interop echo service (shared/wire/interop-echo.md).
+/// Serves the interop echo service (docs/interop-echo.md).
 #[derive(Parser, Debug)]
 #[command(name = "echo-server")]
 struct Args {
