@@ -125,7 +125,7 @@ impl ServerTransport {
         match self {
             ServerTransport::Tcp => server.serve(listener).await?,
             ServerTransport::Tls(acceptor) => {
-                drpc_core::tls::serve(server, listener, acceptor).await?
+                server.serve_with(listener, acceptor).await?
             }
             ServerTransport::Yamux(acceptor) => {
                 crate::mux::serve_yamux(server, listener, acceptor).await?
