@@ -165,8 +165,9 @@ async fn auth_layer_refuses_calls_without_the_token_and_the_handler_never_runs()
 #[tokio::test]
 async fn tower_timeout_layer_ends_a_slow_handler_with_deadline_exceeded() {
     let obs = Arc::new(Observed::default());
-    let handler = echo_router(Arc::clone(&obs))
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(100)));
+    let handler = echo_router(Arc::clone(&obs)).layer(tower::timeout::TimeoutLayer::new(
+        Duration::from_millis(100),
+    ));
     let (addr, server) = serve(handler).await;
     let conn = drpc_core::dial(addr).await.unwrap();
     let e = conn
@@ -309,8 +310,8 @@ async fn metrics_layers_count_calls_codes_bytes_and_in_flight_on_both_sides() {
     let obs = Arc::new(Observed::default());
     let handler = echo_router(Arc::clone(&obs)).layer(MetricsLayer::with_recorder(server_rec));
     let (addr, server) = serve(handler).await;
-    let conn = ClientMetricsLayer::with_recorder(client_rec)
-        .layer(drpc_core::dial(addr).await.unwrap());
+    let conn =
+        ClientMetricsLayer::with_recorder(client_rec).layer(drpc_core::dial(addr).await.unwrap());
 
     for i in 0..3 {
         let _: Msg = conn
@@ -333,42 +334,86 @@ async fn metrics_layers_count_calls_codes_bytes_and_in_flight_on_both_sides() {
     let fail_42 = [("rpc", rpc::FAIL), ("code", "42")];
     let stream_ok = [("rpc", rpc::SERVER_STREAM), ("code", "ok")];
     let text = server_metrics.render();
-    assert_eq!(sample(&text, "drpc_server_calls_total", &unary_ok), Some(3.0), "{text}");
-    assert_eq!(sample(&text, "drpc_server_calls_total", &fail_42), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "drpc_server_calls_total", &stream_ok), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "drpc_server_calls_total", &unary_ok),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "drpc_server_calls_total", &fail_42),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "drpc_server_calls_total", &stream_ok),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "drpc_server_in_flight", &[("rpc", rpc::UNARY)]),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "drpc_server_call_duration_seconds_count", &[("rpc", rpc::UNARY)]),
+        sample(
+            &text,
+            "drpc_server_call_duration_seconds_count",
+            &[("rpc", rpc::UNARY)]
+        ),
         Some(3.0),
         "{text}"
     );
     // Msg{"hi", 0..3} is 4, 6, 6 bytes on the wire; the replies are "echo:hi" plus n+1.
     assert_eq!(
-        sample(&text, "drpc_server_received_bytes_total", &[("rpc", rpc::UNARY)]),
+        sample(
+            &text,
+            "drpc_server_received_bytes_total",
+            &[("rpc", rpc::UNARY)]
+        ),
         Some(16.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "drpc_server_sent_bytes_total", &[("rpc", rpc::UNARY)]),
+        sample(
+            &text,
+            "drpc_server_sent_bytes_total",
+            &[("rpc", rpc::UNARY)]
+        ),
         Some(33.0),
         "{text}"
     );
 
     let text = client_metrics.render();
-    assert_eq!(sample(&text, "drpc_client_calls_total", &unary_ok), Some(3.0), "{text}");
-    assert_eq!(sample(&text, "drpc_client_calls_total", &fail_42), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "drpc_client_calls_total", &stream_ok), Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, "drpc_client_sent_bytes_total", &[("rpc", rpc::UNARY)]),
+        sample(&text, "drpc_client_calls_total", &unary_ok),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "drpc_client_calls_total", &fail_42),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "drpc_client_calls_total", &stream_ok),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "drpc_client_sent_bytes_total",
+            &[("rpc", rpc::UNARY)]
+        ),
         Some(16.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "drpc_client_received_bytes_total", &[("rpc", rpc::UNARY)]),
+        sample(
+            &text,
+            "drpc_client_received_bytes_total",
+            &[("rpc", rpc::UNARY)]
+        ),
         Some(33.0),
         "{text}"
     );
@@ -397,7 +442,11 @@ async fn server_metrics_count_an_unauthenticated_call_under_code_16() {
     assert_eq!(e.code(), 16);
     let text = handle.render();
     assert_eq!(
-        sample(&text, "drpc_server_calls_total", &[("rpc", rpc::UNARY), ("code", "16")]),
+        sample(
+            &text,
+            "drpc_server_calls_total",
+            &[("rpc", rpc::UNARY), ("code", "16")]
+        ),
         Some(1.0),
         "{text}"
     );

@@ -243,7 +243,11 @@ impl MuxServer {
 
     /// Waits until `session` ends, or until shutdown has begun and its calls are done (or the
     /// drain deadline passed), then closes it.
-    async fn wait_session(&self, session: YamuxSession, calls: TaskTracker) -> Result<(), MuxError> {
+    async fn wait_session(
+        &self,
+        session: YamuxSession,
+        calls: TaskTracker,
+    ) -> Result<(), MuxError> {
         use crate::NewStream as _;
         let drained = async {
             self.server.shutdown_started().await;
@@ -425,7 +429,10 @@ async fn serve_yamux_stream(
     stream.unread(first[0]);
     // Tracked, so that a draining session closes once its drpc streams are done (heartbeat
     // streams are not counted).
-    if let Err(e) = calls.track_future(server.serve_one_with(stream, info)).await {
+    if let Err(e) = calls
+        .track_future(server.serve_one_with(stream, info))
+        .await
+    {
         tracing::debug!(error = %e, "yamux stream ended with an error");
     }
 }

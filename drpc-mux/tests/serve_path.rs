@@ -135,10 +135,8 @@ async fn one_shutdown_drains_calls_on_every_accept_loop_then_refuses() {
             .await
             .unwrap(),
     );
-    let slow_tcp =
-        tokio::spawn(async move { tcp.call::<u64, u64>(SLOW, &300, opts()).await });
-    let slow_yamux =
-        tokio::spawn(async move { yamux.call::<u64, u64>(SLOW, &300, opts()).await });
+    let slow_tcp = tokio::spawn(async move { tcp.call::<u64, u64>(SLOW, &300, opts()).await });
+    let slow_yamux = tokio::spawn(async move { yamux.call::<u64, u64>(SLOW, &300, opts()).await });
     let deadline = Instant::now() + WITHIN;
     while s.stats.in_flight.load(std::sync::atomic::Ordering::SeqCst) < 2 {
         assert!(Instant::now() < deadline, "the slow calls did not start");

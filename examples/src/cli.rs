@@ -124,9 +124,7 @@ impl ServerTransport {
     ) -> anyhow::Result<()> {
         match self {
             ServerTransport::Tcp => server.serve(listener).await?,
-            ServerTransport::Tls(acceptor) => {
-                server.serve_with(listener, acceptor).await?
-            }
+            ServerTransport::Tls(acceptor) => server.serve_with(listener, acceptor).await?,
             ServerTransport::Yamux(acceptor) => {
                 crate::mux::serve_yamux(server, listener, acceptor).await?
             }

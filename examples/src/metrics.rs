@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// Histogram buckets (seconds) of `drpc_server_call_duration_seconds` and
 /// `drpc_client_call_duration_seconds`.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// How long a scrape may take to send its request.

@@ -146,7 +146,10 @@ where
 
 /// The error for a layer that answered with the wrong [`ClientResponse`] kind.
 fn wrong_kind(what: &str) -> Error {
-    Error::remote(0, format!("client layer answered a {what} call with the wrong kind"))
+    Error::remote(
+        0,
+        format!("client layer answered a {what} call with the wrong kind"),
+    )
 }
 
 impl<C, S> Conn for LayeredConn<C, S>

@@ -159,9 +159,7 @@ impl<S> std::fmt::Debug for Bearer<S> {
     }
 }
 
-impl<S: tower_service::Service<ClientRequest>> tower_service::Service<ClientRequest>
-    for Bearer<S>
-{
+impl<S: tower_service::Service<ClientRequest>> tower_service::Service<ClientRequest> for Bearer<S> {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;

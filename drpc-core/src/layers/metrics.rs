@@ -3,7 +3,8 @@
 //!
 //! The facade keeps the library independent of the exporter: the application installs one
 //! (the echo server uses `metrics-exporter-prometheus`), or hands a recorder to
-//! [`Metrics::with_recorder`] and keeps global state out of it altogether (what the tests do).
+//! [`MetricsLayer::with_recorder`] (or [`ClientMetricsLayer::with_recorder`]) and keeps global
+//! state out of it altogether (what the tests do).
 //!
 //! | Name | Kind | Labels |
 //! |---|---|---|
@@ -40,7 +41,7 @@ use crate::error::Error;
 use crate::middleware::BoxError;
 use crate::server::{CallStats, Request};
 
-/// Distinct RPC names given labels of their own per [`Metrics`]; later names share `other`.
+/// Distinct RPC names given labels of their own per layer; later names share `other`.
 pub const MAX_RPC_NAMES: usize = 1000;
 
 /// The `rpc` label of names past [`MAX_RPC_NAMES`].
@@ -98,7 +99,7 @@ enum Target {
 
 /// One side's metric handles, cached per RPC name. Cheap to clone (shared).
 #[derive(Clone)]
-pub struct Metrics {
+struct Metrics {
     inner: Arc<Inner>,
 }
 

@@ -28,7 +28,8 @@ pub trait Listener: Send + 'static {
     /// # Errors
     /// Accept errors (such as running out of file descriptors); the accept loop logs them and
     /// tries again after a short pause.
-    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, Option<SocketAddr>)>> + Send;
+    fn accept(&mut self)
+    -> impl Future<Output = io::Result<(Self::Io, Option<SocketAddr>)>> + Send;
 }
 
 impl Listener for tokio::net::TcpListener {

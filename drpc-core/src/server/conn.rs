@@ -15,9 +15,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::{ConnInfo, Inner};
 use crate::BoxFuture;
 use crate::context::{Context, Extensions};
-use crate::stream::{ServerStream, StreamShared, Writer};
 use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
+use crate::stream::{ServerStream, StreamShared, Writer};
 use crate::transport::ReadHalf;
 use crate::wire::{Kind, Packet};
 

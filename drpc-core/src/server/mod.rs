@@ -37,9 +37,7 @@ use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
 
 pub use crate::stream::{ServerStream, StreamShared};
 pub use accept::{Acceptor, Listener, Plain};
-pub use handler::{
-    CallStats, Handler, HandlerExt, HandlerService, Request, ServiceHandler,
-};
+pub use handler::{CallStats, Handler, HandlerExt, HandlerService, Request, ServiceHandler};
 
 /// Server limits and timeouts; see the [module docs](self) for what happens at each.
 #[derive(Debug, Clone)]
@@ -231,7 +229,11 @@ impl Server {
                 }
             };
             let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-                tracing::warn!(?peer, limit, "connection limit reached; closing new connection");
+                tracing::warn!(
+                    ?peer,
+                    limit,
+                    "connection limit reached; closing new connection"
+                );
                 drop(io);
                 continue;
             };

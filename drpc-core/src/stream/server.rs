@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
-use crate::error::{Error, ProtocolError};
 use super::state::{Event, StreamState, Termination};
+use crate::error::{Error, ProtocolError};
 use crate::transport::WriteHalf;
 use crate::wire::{Id, Kind, Packet};
 
