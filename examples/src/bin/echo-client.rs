@@ -131,17 +131,10 @@ async fn load(args: &Args, calls: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Plain drpc connections run one RPC at a time; multiplexed sessions are shared.
-    let mode = if args.transport.transport == drpc_examples::cli::TransportKind::Tcp {
-        drpc_pool::Mode::Exclusive
-    } else {
-        drpc_pool::Mode::Shared
-    };
     let load = drpc_examples::load::Load {
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
-        mode,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("{report}");
