@@ -40,6 +40,55 @@ pub enum Concurrency {
     Parallel,
 }
 
+/// The default text length of the `large` scenario.
+pub const LARGE_DEFAULT: usize = 70_000;
+
+/// How the scenarios run: what `concurrent` expects, and the size of `large`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// What `concurrent` expects of one connection.
+    pub concurrency: Concurrency,
+    /// The text length `large` sends, in bytes (default [`LARGE_DEFAULT`]).
+    pub large_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            concurrency: Concurrency::Serial,
+            large_size: LARGE_DEFAULT,
+        }
+    }
+}
+
+/// The longest `large` text whose request and reply (`Msg { text, n }` with a one-byte `n`)
+/// each fit one packet of `max_packet_size` bytes.
+pub fn largest_text(max_packet_size: usize) -> usize {
+    // text: tag (1) + length varint + bytes; n: tag (1) + one varint byte.
+    let mut len = max_packet_size.saturating_sub(2 + 1);
+    while len > 0 && 1 + varint_len(len) + len > max_packet_size - 2 {
+        len -= 1;
+    }
+    len
+}
+
+fn varint_len(v: usize) -> usize {
+    (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// The text `large` sends: every 8 characters spell their own offset, so a chunk of the
+/// message that arrives in the wrong place shows (a text of one repeated letter would not).
+pub fn large_text(len: usize) -> String {
+    let mut s = String::with_capacity(len + 8);
+    let mut i = 0;
+    while s.len() < len {
+        s.push_str(&format!("{:07x};", i % 0x1000_0000));
+        i += 8;
+    }
+    s.truncate(len);
+    s
+}
+
 /// A shared, type-erased client connection: any connection kind fits.
 pub type SharedConn = Arc<dyn DynConn>;
 
@@ -83,7 +132,7 @@ pub struct Outcome {
 ///
 /// # Errors
 /// An unknown scenario name.
-pub async fn run(name: &str, dial: &Dial, concurrency: Concurrency) -> anyhow::Result<Outcome> {
+pub async fn run(name: &str, dial: &Dial, settings: &Settings) -> anyhow::Result<Outcome> {
     let mut lines = Vec::new();
     let result = match name {
         "unary" => unary(dial, &mut lines).await,
@@ -96,8 +145,8 @@ pub async fn run(name: &str, dial: &Dial, concurrency: Concurrency) -> anyhow::R
         "unknown" => unknown(dial, &mut lines).await,
         "soft-cancel" => cancel(dial, CancelMode::Soft, &mut lines).await,
         "hard-cancel" => cancel(dial, CancelMode::Hard, &mut lines).await,
-        "large" => large(dial, &mut lines).await,
-        "concurrent" => concurrent(dial, concurrency, &mut lines).await,
+        "large" => large(dial, settings.large_size, &mut lines).await,
+        "concurrent" => concurrent(dial, settings.concurrency, &mut lines).await,
         other => bail!("unknown scenario {other:?}"),
     };
     let mut remote = None;
@@ -109,7 +158,7 @@ pub async fn run(name: &str, dial: &Dial, concurrency: Concurrency) -> anyhow::R
                 .cloned();
             Some(format!("{e:#}"))
         }
-        Ok(()) => expected(name)
+        Ok(()) => expected(name, settings)
             .and_then(|want| (want != lines).then(|| format!("got {lines:?}, want {want:?}"))),
     };
     Ok(Outcome {
@@ -120,8 +169,12 @@ pub async fn run(name: &str, dial: &Dial, concurrency: Concurrency) -> anyhow::R
 }
 
 /// The exact lines a scenario must print (`None` for `concurrent`, checked by timing).
-pub fn expected(name: &str) -> Option<Vec<String>> {
+pub fn expected(name: &str, settings: &Settings) -> Option<Vec<String>> {
     let lines: &[&str] = match name {
+        "large" => {
+            let n = settings.large_size;
+            return Some(vec![format!("large Unary -> len={n} n=2 ok=true")]);
+        }
         "unary" => &["Unary -> \"echo:hi\" n=8"],
         "unary-md" => &["Unary(md) -> \"echo:hi [md k=v]\" n=8"],
         "unary-twice" => &[
@@ -155,7 +208,6 @@ pub fn expected(name: &str) -> Option<Vec<String>> {
             "Slow -> err=context deadline exceeded",
             "conn closed after cancel",
         ],
-        "large" => &["large Unary -> len=70000 n=2 ok=true"],
         _ => return None,
     };
     Some(lines.iter().map(|s| s.to_string()).collect())
@@ -316,15 +368,22 @@ async fn cancel(dial: &Dial, mode: CancelMode, lines: &mut Vec<String>) -> anyho
     Ok(())
 }
 
-async fn large(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
+async fn large(dial: &Dial, size: usize, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let client = client(dial, CancelMode::Soft).await?;
-    let text = "x".repeat(70_000);
-    let r = client.unary(&Msg::new(text.clone(), 1)).await?;
+    let text = large_text(size);
+    let r = match client.unary(&Msg::new(text.clone(), 1)).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing came back: report what was got (nothing), then the error.
+            lines.push("large Unary -> len=0 n=0 ok=false".to_string());
+            return Err(e.into());
+        }
+    };
     lines.push(format!(
         "large Unary -> len={} n={} ok={}",
         r.text.len(),
         r.n,
-        r.text == text
+        r.text == text && r.n == 2
     ));
     Ok(())
 }
@@ -366,4 +425,36 @@ async fn concurrent(
         bail!("calls were not served one after the other: {first}ms and {second}ms");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::echo::Msg;
+    use prost::Message;
+
+    #[test]
+    fn the_largest_text_fills_the_packet_limit_exactly() {
+        for max in [4 << 20, 1 << 16, 200, 130, 129, 128] {
+            let n = largest_text(max);
+            let fits = Msg::new("x".repeat(n), 2).encoded_len();
+            let over = Msg::new("x".repeat(n + 1), 2).encoded_len();
+            assert!(
+                fits <= max && over > max,
+                "max {max}: {n} gives {fits}, one more {over}"
+            );
+        }
+        assert_eq!(largest_text(4 << 20), 4_194_297);
+    }
+
+    #[test]
+    fn large_text_has_the_asked_length_and_no_repeated_blocks() {
+        for len in [0, 1, 7, 8, 9, 70_000] {
+            assert_eq!(large_text(len).len(), len);
+        }
+        let t = large_text(1 << 20);
+        let blocks: std::collections::HashSet<&str> =
+            (0..t.len() / 8).map(|i| &t[i * 8..i * 8 + 8]).collect();
+        assert_eq!(blocks.len(), t.len() / 8);
+    }
 }

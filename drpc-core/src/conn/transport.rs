@@ -301,10 +301,26 @@ where
     }
 }
 
+/// What [`Error::ResourceExhausted`] names for a message larger than the packet limit.
+pub(crate) const MESSAGE_SIZE_WHAT: &str = "message size";
+
+/// Refuses, before anything is sent, a message the peer would take for a protocol violation
+/// (a packet over the limit closes the connection on both Go and Rust peers).
+fn check_size(len: usize, limit: usize) -> Result<(), Error> {
+    if len > limit {
+        return Err(Error::ResourceExhausted {
+            what: MESSAGE_SIZE_WHAT,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 impl<T: Transport> Conn for TransportConn<T> {
     type Stream = TransportStream<T>;
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        check_size(request.len(), self.shared.config.max_packet_size)?;
         let options = options.started();
         let deadline = options.deadline();
         // `Instrument`, not a guard held across `.await`: the span is entered only while this
@@ -547,6 +563,7 @@ impl<T: Transport> TransportStream<T> {
 
 impl<T: Transport> Call<T> {
     async fn send_message(&mut self, message: Bytes) -> Result<(), Error> {
+        check_size(message.len(), self.shared.config.max_packet_size)?;
         let id = self.state.next_id();
         self.io()?.write.push_bytes(id, Kind::Message, message);
         self.flush().await

@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
     let mut failed = 0;
     for name in ALL {
         println!("== {name}: {}", explain(name));
-        match scenarios::run(name, &dial, scenarios::Concurrency::Serial).await {
+        match scenarios::run(name, &dial, &scenarios::Settings::default()).await {
             Ok(outcome) => {
                 for line in &outcome.lines {
                     println!("   {line}");

@@ -4,6 +4,9 @@
 //! fails every scenario with the certificate problem), 2 for usage. With `--tls` the client
 //! trusts `DIR/ca.pem` and verifies the host of `--addr`; `--mtls` presents `DIR/client.pem`.
 //!
+//! `--scenario large --large-size N` sends a text of N bytes (default 70000) and prints
+//! `large Unary -> len=N n=2 ok=true` when the same text comes back with n=2.
+//!
 //! Load mode, `echo-client --addr A --calls M [--concurrency C] [--pool N]`: M unary calls,
 //! C in flight, over a pool of at most N connections (or over one connection without
 //! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
@@ -29,6 +32,10 @@ struct Args {
     /// A scenario name, or `all`.
     #[arg(long, required_unless_present = "calls")]
     scenario: Option<String>,
+    /// The text length, in bytes, the `large` scenario sends (up to 4194297, the most that
+    /// fits the 4 MiB packet limit).
+    #[arg(long, default_value_t = scenarios::LARGE_DEFAULT)]
+    large_size: usize,
     /// Load mode: make this many unary calls instead of running scenarios.
     #[arg(long, conflicts_with = "scenario")]
     calls: Option<u64>,
@@ -86,9 +93,13 @@ async fn main() -> ExitCode {
         drpc_examples::cli::TransportKind::Tcp => scenarios::Concurrency::Serial,
         _ => scenarios::Concurrency::Parallel,
     };
+    let settings = scenarios::Settings {
+        concurrency,
+        large_size: args.large_size,
+    };
     let mut failed = false;
     for name in names {
-        let outcome = match scenarios::run(name, &dial, concurrency).await {
+        let outcome = match scenarios::run(name, &dial, &settings).await {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("FAIL {name}: {e:#}");
