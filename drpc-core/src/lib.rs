@@ -7,8 +7,10 @@
 //! | bytes → frames | [`wire::frame`], [`wire::codec`] | headers, varints, payload chunks |
 //! | frames → packets | [`wire::packet`] | reassembly with Go's id, kind and size rules |
 //! | packets → streams | [`stream`] | one RPC's state machine (sans-IO) |
-//! | streams → calls | [`conn`] (client), [`server`] + [`router`] | one stream at a time per transport |
+//! | streams → calls | [`conn`] (client), [`server`] ([`Handler`]) + [`router`] (a handler) | one stream at a time per transport |
 //! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost |
+//! | around calls | [`server::HandlerExt::layer`], [`conn::LayeredConn`], [`layers`], [`middleware`] | tower middleware on both sides: auth, metrics, timeouts, limits |
+//! | connections → server | [`server::Listener`], [`server::Acceptor`], [`Server::serve_with`] | the one accept loop: TCP, unix, TLS; one limit, one shutdown |
 //!
 //! The wire, stream and transport layers each know only the one below. The server side does
 //! not keep to that yet: `context`, `router` and `server` import each other (the server's
