@@ -11,7 +11,7 @@ use std::time::Duration;
 /// | [`max_open_per_key`](Self::max_open_per_key) | (none) | callers of that key wait up to their deadline, then get [`PoolError::Exhausted`](crate::PoolError::Exhausted) |
 /// | [`idle_timeout`](Self::idle_timeout) | `Expiration` | the reaper closes a connection idle for that long |
 /// | [`max_age`](Self::max_age) | (none) | the reaper closes an idle connection that old; one in use closes when it comes back |
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolConfig {
     /// Idle connections kept over all keys. Default: no limit.
     pub max_idle: Option<usize>,
@@ -30,18 +30,6 @@ pub struct PoolConfig {
     pub reap_interval: Option<Duration>,
 }
 
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            max_idle: None,
-            max_idle_per_key: None,
-            max_open_per_key: None,
-            idle_timeout: None,
-            max_age: None,
-            reap_interval: None,
-        }
-    }
-}
 
 impl PoolConfig {
     /// The interval the reaper runs at.
