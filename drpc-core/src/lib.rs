@@ -68,7 +68,7 @@ pub use conn::{
 pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError};
 pub use metadata::{Metadata, MetadataError};
-pub use router::{Router, TypedStream};
+pub use router::{Router, SendStream, TypedStream};
 pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};

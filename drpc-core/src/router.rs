@@ -191,4 +191,40 @@ impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp>
     pub fn into_inner(self) -> ServerStream {
         self.stream
     }
+
+    /// The send-only half, for a handler that has read everything it will read (generated
+    /// server-streaming handlers get this after the one request).
+    pub fn into_send(self) -> SendStream<Resp> {
+        SendStream {
+            stream: self.stream,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The send-only side of a server stream, with prost replies: what a server-streaming handler
+/// gets after its one request was read.
+#[derive(Debug)]
+pub struct SendStream<Resp> {
+    stream: ServerStream,
+    _types: PhantomData<fn(Resp)>,
+}
+
+impl<Resp: prost::Message> SendStream<Resp> {
+    /// The stream id on the wire.
+    pub fn id(&self) -> u64 {
+        self.stream.id()
+    }
+
+    /// Sends one reply.
+    ///
+    /// # Errors
+    /// [`Error::Canceled`] when the call was canceled, transport errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the reply was queued leaves it queued: the connection sends
+    /// it before anything newer.
+    pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
+        self.stream.send_message(reply).await
+    }
 }

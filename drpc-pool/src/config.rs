@@ -30,7 +30,6 @@ pub struct PoolConfig {
     pub reap_interval: Option<Duration>,
 }
 
-
 impl PoolConfig {
     /// The interval the reaper runs at.
     pub fn effective_reap_interval(&self) -> Duration {

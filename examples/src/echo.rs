@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use drpc_core::layers::auth::AuthLayer;
 use drpc_core::layers::metrics::MetricsLayer;
-use drpc_core::{Context, Error, Handler, HandlerExt, Router, TypedStream};
+use drpc_core::{Context, Error, Handler, HandlerExt, Router, SendStream, TypedStream};
 use tower::ServiceBuilder;
 
 /// The code generated from `proto/echo.proto`: the `Msg` message and the `echo_drpc` module
@@ -69,7 +69,7 @@ impl Echo for EchoService {
         &self,
         _ctx: Context,
         m: Msg,
-        mut s: TypedStream<Msg, Msg>,
+        mut s: SendStream<Msg>,
     ) -> Result<(), Error> {
         for i in 0..m.n.max(0) {
             s.send(&Msg::new(m.text.clone(), i)).await?;
