@@ -222,6 +222,7 @@ impl MuxServer {
 
     /// Serves a server-mode session over `io`: its driver spawns a task per stream at once.
     async fn run_yamux<T: Transport>(&self, io: T, info: Info) -> Result<(), MuxError> {
+        let _live = Live::new("session", "yamux");
         let server = self.server.clone();
         let first_byte = self.inner.config.first_byte_timeout;
         let calls = TaskTracker::new();
@@ -268,6 +269,7 @@ impl MuxServer {
     }
 
     async fn run_session(&self, mut incoming: YamuxIncoming, info: InfoFn) -> Result<(), MuxError> {
+        let _live = Live::new("session", "yamux");
         let session = incoming.session();
         let calls = TaskTracker::new();
         loop {
@@ -335,6 +337,7 @@ impl MuxServer {
 
     #[cfg(feature = "quic")]
     async fn run_quic(&self, conn: quinn::Connection) -> Result<(), MuxError> {
+        let _live = Live::new("session", "quic");
         let info = Info {
             peer: Some(conn.remote_address()),
             identity: crate::quic::peer_identity(&conn),
@@ -361,6 +364,7 @@ impl MuxServer {
             let stream = crate::quic::QuicStream::new(send, recv).give_back_send(back_tx);
             let conn_info = info.conn_info();
             streams.spawn(async move {
+                let _live = Live::new("stream", "quic");
                 if let Err(e) = server.serve_one_with(stream, conn_info).await {
                     tracing::debug!(error = %e, "QUIC stream ended with an error");
                 }
@@ -391,6 +395,36 @@ impl MuxServer {
 }
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
+
+/// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
+struct Live {
+    #[cfg(feature = "metrics")]
+    gauge: metrics::Gauge,
+}
+
+impl Live {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn new(what: &'static str, transport: &'static str) -> Live {
+        #[cfg(feature = "metrics")]
+        {
+            let gauge = match what {
+                "session" => metrics::gauge!("drpc_mux_sessions", "transport" => transport),
+                _ => metrics::gauge!("drpc_mux_streams", "transport" => transport),
+            };
+            gauge.increment(1.0);
+            Live { gauge }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Live {}
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.gauge.decrement(1.0);
+    }
+}
 
 /// Serves one stream of a yamux session: a heartbeat stream is answered, any other is a drpc
 /// connection.
@@ -429,6 +463,7 @@ async fn serve_yamux_stream(
     stream.unread(first[0]);
     // Tracked, so that a draining session closes once its drpc streams are done (heartbeat
     // streams are not counted).
+    let _live = Live::new("stream", "yamux");
     if let Err(e) = calls
         .track_future(server.serve_one_with(stream, info))
         .await

@@ -181,3 +181,22 @@ async fn the_reaper_closes_connections_past_their_maximum_age() {
     echo(&conn, 2, Duration::from_secs(5)).await.unwrap();
     srv.stop().await;
 }
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn pool_stats_are_published_as_drpc_pool_metrics() {
+    let srv = TestServer::start().await;
+    let pool: TcpPool = Pool::new(PoolConfig::default());
+    let conn = pool.keyed(srv.addr(), dial);
+    for i in 0..3 {
+        echo(&conn, i, Duration::from_secs(3)).await.unwrap();
+    }
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || pool.stats().record());
+    let text = handle.render();
+    assert!(text.contains("drpc_pool_idle_connections 1"), "{text}");
+    assert!(text.contains("drpc_pool_in_use_connections 0"), "{text}");
+    assert!(text.contains("drpc_pool_dials_total 1"), "{text}");
+    srv.stop().await;
+}
