@@ -415,7 +415,7 @@ fn generate_server(
             ),
             Kind::ServerStreaming => (
                 format!("Serves `{proto}`: `send` the replies on `stream`, then return."),
-                format!("request: {req}, stream: {stream}"),
+                format!("request: {req}, stream: ::drpc_core::SendStream<{resp}>"),
                 "()".to_owned(),
                 "request, stream",
             ),
@@ -495,7 +495,7 @@ pub fn register_arc<S: {trait_name}>(
                 format!("mut stream: {stream}"),
                 format!(
                     "let request = stream.recv().await?.ok_or({ERROR}::Eof)?;
-                    <S as {trait_name}>::{ident}(&service, ctx, request, stream).await"
+                    <S as {trait_name}>::{ident}(&service, ctx, request, stream.into_send()).await"
                 ),
             ),
             Kind::ClientStreaming => (

@@ -54,7 +54,7 @@
 //! | Kind | Client method returns | Server method |
 //! |---|---|---|
 //! | unary | `Resp` | `fn m(&self, ctx: Context, request: Req) -> Result<Resp, Error>` |
-//! | server streaming | `ServerStreaming<C::Stream, Resp>` (`recv`, `into_stream`) | `fn m(&self, ctx, request: Req, stream: TypedStream<Req, Resp>) -> Result<(), Error>` |
+//! | server streaming | `ServerStreaming<C::Stream, Resp>` (`recv`, `into_stream`) | `fn m(&self, ctx, request: Req, stream: SendStream<Resp>) -> Result<(), Error>` (send only) |
 //! | client streaming | `ClientStreaming<C::Stream, Req, Resp>` (`send`, `close_and_recv`) | `fn m(&self, ctx, stream: &mut TypedStream<Req, Resp>) -> Result<Resp, Error>` |
 //! | bidi | `BidiStreaming<C::Stream, Req, Resp>` (`send`, `close_send`, `recv`) | `fn m(&self, ctx, stream: TypedStream<Req, Resp>) -> Result<(), Error>` |
 //!

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::metadata::Metadata;
-use crate::server::StreamShared;
+use crate::stream::StreamShared;
 
 /// A type map of values attached to a connection, such as the TLS peer identity.
 ///

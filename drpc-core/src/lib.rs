@@ -7,8 +7,10 @@
 //! | bytes → frames | [`wire::frame`], [`wire::codec`] | headers, varints, payload chunks |
 //! | frames → packets | [`wire::packet`] | reassembly with Go's id, kind and size rules |
 //! | packets → streams | [`stream`] | one RPC's state machine (sans-IO) |
-//! | streams → calls | [`conn`] (client), [`server`] + [`router`] | one stream at a time per transport |
+//! | streams → calls | [`conn`] (client), [`server`] ([`Handler`]) + [`router`] (a handler) | one stream at a time per transport |
 //! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost |
+//! | around calls | [`server::HandlerExt::layer`], [`conn::LayeredConn`], [`layers`], [`middleware`] | tower middleware on both sides: auth, metrics, timeouts, limits |
+//! | connections → server | [`server::Listener`], [`server::Acceptor`], [`Server::serve_with`] | the one accept loop: TCP, unix, TLS; one limit, one shutdown |
 //!
 //! The wire, stream and transport layers each know only the one below. The server side does
 //! not keep to that yet: `context`, `router` and `server` import each other (the server's
@@ -40,11 +42,17 @@
 
 #![deny(clippy::await_holding_lock)]
 
+/// A boxed, `Send` future (what object-safe traits such as [`Handler`] and [`DynConn`]
+/// return).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub mod conn;
 pub mod context;
 pub mod encoding;
 pub mod error;
+pub mod layers;
 pub mod metadata;
+pub mod middleware;
 pub mod router;
 pub mod server;
 pub mod stream;
@@ -60,8 +68,8 @@ pub use conn::{
 pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError};
 pub use metadata::{Metadata, MetadataError};
-pub use router::{Handler, Router, TypedStream};
-pub use server::{ConnInfo, Server, ServerConfig, ServerStream};
+pub use router::{Router, SendStream, TypedStream};
+pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};
 pub use transport::Transport;

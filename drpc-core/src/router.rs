@@ -1,4 +1,6 @@
 //! The router: RPC name → handler (Go's drpcmux), with typed adapters for prost messages.
+//! A [`Router`] is itself a [`Handler`], so a [`crate::Server`] serves it directly or wrapped
+//! in tower layers ([`crate::server::HandlerExt::layer`]).
 //!
 //! Names are matched byte for byte. An unknown name gets Go's exact answer
 //! ([`Error::unknown_rpc`]).
@@ -8,28 +10,12 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::conn::BoxFuture;
+use crate::BoxFuture;
 use crate::context::Context;
 use crate::encoding::decode;
 use crate::error::Error;
-use crate::server::ServerStream;
-
-/// Serves one RPC: reads from and writes to the stream; returning `Ok` ends it with
-/// CloseSend, returning `Err` sends the error (code and text) to the client.
-pub trait Handler: Send + Sync + 'static {
-    /// Handles the RPC.
-    fn call(&self, ctx: Context, stream: ServerStream) -> BoxFuture<'static, Result<(), Error>>;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Context, ServerStream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Error>> + Send + 'static,
-{
-    fn call(&self, ctx: Context, stream: ServerStream) -> BoxFuture<'static, Result<(), Error>> {
-        Box::pin(self(ctx, stream))
-    }
-}
+use crate::server::Handler;
+use crate::stream::ServerStream;
 
 /// RPC names mapped to handlers.
 ///
@@ -122,6 +108,21 @@ impl Router {
     }
 }
 
+impl Handler for Router {
+    /// Dispatches to the handler registered for the call's RPC name; an unknown name gets
+    /// Go's answer ([`Error::unknown_rpc`], code 0).
+    fn call(&self, ctx: Context, stream: ServerStream) -> BoxFuture<'static, Result<(), Error>> {
+        match self.routes.get(ctx.rpc.as_ref()) {
+            Some(handler) => handler.call(ctx, stream),
+            None => {
+                let e = Error::unknown_rpc(&ctx.rpc);
+                tracing::debug!(stream = ctx.stream_id(), error = %e, "unknown rpc");
+                Box::pin(std::future::ready(Err(e)))
+            }
+        }
+    }
+}
+
 /// The unary adapter: one request in, one reply out, exactly as Go's generated code.
 struct Unary<F, Req, Resp> {
     f: Arc<F>,
@@ -189,5 +190,41 @@ impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp>
     /// The raw stream underneath.
     pub fn into_inner(self) -> ServerStream {
         self.stream
+    }
+
+    /// The send-only half, for a handler that has read everything it will read (generated
+    /// server-streaming handlers get this after the one request).
+    pub fn into_send(self) -> SendStream<Resp> {
+        SendStream {
+            stream: self.stream,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The send-only side of a server stream, with prost replies: what a server-streaming handler
+/// gets after its one request was read.
+#[derive(Debug)]
+pub struct SendStream<Resp> {
+    stream: ServerStream,
+    _types: PhantomData<fn(Resp)>,
+}
+
+impl<Resp: prost::Message> SendStream<Resp> {
+    /// The stream id on the wire.
+    pub fn id(&self) -> u64 {
+        self.stream.id()
+    }
+
+    /// Sends one reply.
+    ///
+    /// # Errors
+    /// [`Error::Canceled`] when the call was canceled, transport errors.
+    ///
+    /// # Cancel safety
+    /// Dropping the future after the reply was queued leaves it queued: the connection sends
+    /// it before anything newer.
+    pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
+        self.stream.send_message(reply).await
     }
 }

@@ -152,7 +152,7 @@ async fn start_with(acceptor: TlsAcceptor, config: ServerConfig) -> TlsServer {
     let addr = listener.local_addr().unwrap();
     let serving = tokio::spawn({
         let server = server.clone();
-        async move { tls::serve(&server, listener, acceptor).await }
+        async move { server.serve_with(listener, acceptor).await }
     });
     TlsServer {
         server,

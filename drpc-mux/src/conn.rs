@@ -199,6 +199,11 @@ impl<N: NewStream> Conn for MuxConn<N> {
     async fn closed(&self) {
         self.session.closed().await
     }
+
+    /// Every RPC runs on its own stream: a pool shares the session.
+    fn multiplexed(&self) -> bool {
+        true
+    }
 }
 
 /// The client side of one streaming RPC on a [`MuxConn`]: a [`TransportStream`] on the RPC's

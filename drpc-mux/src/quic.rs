@@ -392,3 +392,47 @@ pub(crate) fn peer_identity(conn: &quinn::Connection) -> Option<drpc_core::tls::
         }
     }
 }
+
+/// A QUIC endpoint as a [`drpc_core::server::Listener`]: yields each incoming connection
+/// before its handshake. Once the endpoint is closed it yields nothing more (the accept loop
+/// then ends with the server's shutdown).
+#[derive(Debug)]
+pub struct QuicListener(quinn::Endpoint);
+
+impl QuicListener {
+    /// Listens on `endpoint`.
+    pub fn new(endpoint: quinn::Endpoint) -> QuicListener {
+        QuicListener(endpoint)
+    }
+}
+
+impl drpc_core::server::Listener for QuicListener {
+    type Io = quinn::Incoming;
+
+    async fn accept(&mut self) -> io::Result<(quinn::Incoming, Option<SocketAddr>)> {
+        match self.0.accept().await {
+            Some(incoming) => {
+                let peer = incoming.remote_address();
+                Ok((incoming, Some(peer)))
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The QUIC handshake as a [`drpc_core::server::Acceptor`] (bounded by QUIC's idle timeout).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuicAcceptor;
+
+impl drpc_core::server::Acceptor<quinn::Incoming> for QuicAcceptor {
+    type Io = quinn::Connection;
+    type Error = quinn::ConnectionError;
+
+    async fn accept(
+        &self,
+        incoming: quinn::Incoming,
+        _info: &mut drpc_core::ConnInfo,
+    ) -> Result<quinn::Connection, quinn::ConnectionError> {
+        incoming.await
+    }
+}

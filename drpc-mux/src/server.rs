@@ -1,18 +1,18 @@
 //! [`MuxServer`]: serves every stream of yamux sessions and QUIC connections with a
 //! [`drpc_core::Server`], each stream on its own task through [`Server::serve_one_with`].
+//!
+//! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
+//! they count against the same [`drpc_core::ServerConfig::max_connections`] as plain and TLS
+//! connections, and stop with the same [`Server::shutdown`].
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drpc_core::server::accept_loop;
+use drpc_core::server::{Acceptor, Listener, Plain};
 use drpc_core::{ConnInfo, Server, Transport};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::MuxError;
@@ -26,9 +26,6 @@ pub struct MuxServerConfig {
     /// the heartbeat pinger (pings from clients are answered, and a client whose pings stop
     /// has its session closed).
     pub yamux: YamuxConfig,
-    /// Sessions (yamux over TCP or TLS, QUIC connections) served at once by the accept loops;
-    /// one past it is closed at once. Default: 10 000.
-    pub max_sessions: usize,
     /// How long a new yamux stream may stay silent before its first byte; a stream that sends
     /// nothing in that time is closed. Default: 30 s.
     pub first_byte_timeout: Duration,
@@ -38,7 +35,6 @@ impl Default for MuxServerConfig {
     fn default() -> Self {
         MuxServerConfig {
             yamux: YamuxConfig::default().without_heartbeat(),
-            max_sessions: 10_000,
             first_byte_timeout: Duration::from_secs(30),
         }
     }
@@ -48,8 +44,10 @@ impl Default for MuxServerConfig {
 /// plain drpc connection for the wrapped [`Server`] (spawned per stream, served with
 /// [`Server::serve_one_with`]). Cheap to clone; clones share shutdown.
 ///
-/// Stop it with [`MuxServer::shutdown`] (which also shuts the [`Server`] down): accept loops
-/// stop, running calls get the drain time, then the sessions are closed.
+/// Sessions count against the server's [`drpc_core::ServerConfig::max_connections`] (one
+/// limit with plain and TLS connections). Stop it with [`MuxServer::shutdown`] (or
+/// [`Server::shutdown`]): accept loops stop, running calls get the drain time, and each
+/// session closes once its calls are done.
 #[derive(Clone)]
 pub struct MuxServer {
     server: Server,
@@ -58,12 +56,8 @@ pub struct MuxServer {
 
 struct Inner {
     config: MuxServerConfig,
-    /// Accept loops stop.
-    stop: CancellationToken,
-    /// The server has drained: sessions close.
-    drained: CancellationToken,
+    /// Sessions served through the direct entry points (`serve_*_conn`, `serve_yamux_incoming`).
     sessions: TaskTracker,
-    slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for MuxServer {
@@ -93,6 +87,18 @@ impl Info {
         }
     }
 
+    /// What the accept loop learnt about a session's connection (the TLS identity).
+    fn from_conn_info(info: &ConnInfo) -> Info {
+        Info {
+            peer: info.peer,
+            #[cfg(feature = "tls")]
+            identity: info
+                .extensions
+                .get::<drpc_core::tls::PeerIdentity>()
+                .cloned(),
+        }
+    }
+
     fn conn_info(&self) -> ConnInfo {
         #[allow(unused_mut)]
         let mut info = ConnInfo {
@@ -115,17 +121,11 @@ impl MuxServer {
 
     /// Serves `server` with `config`.
     pub fn with_config(server: Server, config: MuxServerConfig) -> MuxServer {
-        let slots = Arc::new(Semaphore::new(
-            config.max_sessions.clamp(1, Semaphore::MAX_PERMITS),
-        ));
         MuxServer {
             server,
             inner: Arc::new(Inner {
                 config,
-                stop: CancellationToken::new(),
-                drained: CancellationToken::new(),
                 sessions: TaskTracker::new(),
-                slots,
             }),
         }
     }
@@ -140,86 +140,50 @@ impl MuxServer {
         &self.inner.config
     }
 
-    /// Accepts TCP connections and serves a yamux session on each, until
-    /// [`MuxServer::shutdown`].
+    /// Accepts connections (TCP, unix) and serves a yamux session on each, until shutdown:
+    /// [`MuxServer::serve_yamux_with`] with the [`Plain`] acceptor.
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried after a short pause.
     ///
     /// # Cancel safety
     /// Dropping the future stops accepting; sessions already accepted keep running.
-    pub async fn serve_yamux(&self, listener: TcpListener) -> io::Result<()> {
-        self.accept_loop(listener, |tcp, peer| async move {
-            Some((tcp, Info::from_peer(Some(peer))))
-        })
-        .await
+    pub async fn serve_yamux<L>(&self, listener: L) -> io::Result<()>
+    where
+        L: Listener,
+        L::Io: Transport,
+    {
+        self.serve_yamux_with(listener, Plain).await
     }
 
-    /// Accepts TCP connections, runs the TLS handshake (bounded by the acceptor's handshake
-    /// timeout) and serves a yamux session over each TLS stream, until
-    /// [`MuxServer::shutdown`]. Handlers find the client's
-    /// [`PeerIdentity`](drpc_core::tls::PeerIdentity) in their context's extensions when it
-    /// presented a certificate.
+    /// Accepts connections, runs `acceptor` on each (a `drpc_core::tls::TlsAcceptor` for
+    /// yamux over TLS: handlers then find the client's `PeerIdentity` in their context's
+    /// extensions) and serves a yamux session over what it accepted, until shutdown. The
+    /// server's one accept loop ([`Server::serve_connections`]).
     ///
     /// # Errors
     /// None so far, as [`MuxServer::serve_yamux`].
-    #[cfg(feature = "tls")]
-    pub async fn serve_yamux_tls(
-        &self,
-        listener: TcpListener,
-        acceptor: drpc_core::tls::TlsAcceptor,
-    ) -> io::Result<()> {
-        self.accept_loop(listener, move |tcp, peer| {
-            let acceptor = acceptor.clone();
-            async move {
-                match acceptor.accept(tcp).await {
-                    Ok((tls, identity)) => Some((
-                        tls,
-                        Info {
-                            peer: Some(peer),
-                            identity,
-                        },
-                    )),
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        None
+    ///
+    /// # Cancel safety
+    /// As [`MuxServer::serve_yamux`].
+    pub async fn serve_yamux_with<L, A>(&self, listener: L, acceptor: A) -> io::Result<()>
+    where
+        L: Listener,
+        A: Acceptor<L::Io>,
+        A::Io: Transport,
+    {
+        let this = self.clone();
+        self.server
+            .serve_connections(listener, acceptor, move |_server, io, info| {
+                let this = this.clone();
+                async move {
+                    let peer = info.peer;
+                    if let Err(e) = this.run_yamux(io, Info::from_conn_info(&info)).await {
+                        tracing::debug!(?peer, error = %e, "yamux session ended with an error");
                     }
                 }
-            }
-        })
-        .await
-    }
-
-    async fn accept_loop<H, F, T>(&self, listener: TcpListener, handshake: H) -> io::Result<()>
-    where
-        H: Fn(TcpStream, SocketAddr) -> F,
-        F: Future<Output = Option<(T, Info)>> + Send + 'static,
-        T: Transport,
-    {
-        let limit = self.inner.config.max_sessions;
-        accept_loop(
-            &listener,
-            &self.inner.stop,
-            &self.inner.slots,
-            limit,
-            |tcp, peer, permit| {
-                let this = self.clone();
-                let shake = handshake(tcp, peer);
-                self.inner.sessions.spawn(async move {
-                    let shaken = tokio::select! {
-                        _ = this.inner.stop.cancelled() => None,
-                        s = shake => s,
-                    };
-                    if let Some((io, info)) = shaken
-                        && let Err(e) = this.run_yamux(io, info).await
-                    {
-                        tracing::debug!(%peer, error = %e, "yamux session ended with an error");
-                    }
-                    drop(permit);
-                });
-            },
-        )
-        .await
+            })
+            .await
     }
 
     /// Serves a yamux session (server mode) over one connected transport until the session
@@ -258,22 +222,42 @@ impl MuxServer {
 
     /// Serves a server-mode session over `io`: its driver spawns a task per stream at once.
     async fn run_yamux<T: Transport>(&self, io: T, info: Info) -> Result<(), MuxError> {
+        let _live = Live::new("session", "yamux");
         let server = self.server.clone();
         let first_byte = self.inner.config.first_byte_timeout;
-        let session =
-            YamuxSession::server_with(io, self.inner.config.yamux.clone(), move |stream| {
-                let serving =
-                    serve_yamux_stream(server.clone(), stream, info.conn_info(), first_byte);
+        let calls = TaskTracker::new();
+        let session = YamuxSession::server_with(io, self.inner.config.yamux.clone(), {
+            let calls = calls.clone();
+            move |stream| {
+                let serving = serve_yamux_stream(
+                    server.clone(),
+                    stream,
+                    info.conn_info(),
+                    first_byte,
+                    calls.clone(),
+                );
                 tokio::spawn(serving);
-            });
-        self.wait_session(session).await
+            }
+        });
+        self.wait_session(session, calls).await
     }
 
-    /// Waits until `session` ends, closing it once the server has drained.
-    async fn wait_session(&self, session: YamuxSession) -> Result<(), MuxError> {
+    /// Waits until `session` ends, or until shutdown has begun and its calls are done (or the
+    /// drain deadline passed), then closes it.
+    async fn wait_session(
+        &self,
+        session: YamuxSession,
+        calls: TaskTracker,
+    ) -> Result<(), MuxError> {
         use crate::NewStream as _;
+        let drained = async {
+            self.server.shutdown_started().await;
+            calls.close();
+            calls.wait().await;
+        };
         tokio::select! {
-            _ = self.inner.drained.cancelled() => {}
+            () = drained => {}
+            () = self.server.stopped() => {}
             () = session.closed() => {}
         }
         session.close();
@@ -285,11 +269,13 @@ impl MuxServer {
     }
 
     async fn run_session(&self, mut incoming: YamuxIncoming, info: InfoFn) -> Result<(), MuxError> {
+        let _live = Live::new("session", "yamux");
         let session = incoming.session();
+        let calls = TaskTracker::new();
         loop {
             let stream = tokio::select! {
                 biased;
-                _ = self.inner.drained.cancelled() => break,
+                _ = self.server.shutdown_started() => break,
                 s = incoming.accept() => match s {
                     Some(s) => s,
                     None => break,
@@ -298,14 +284,22 @@ impl MuxServer {
             let server = self.server.clone();
             let conn_info = info();
             let first_byte = self.inner.config.first_byte_timeout;
-            tokio::spawn(serve_yamux_stream(server, stream, conn_info, first_byte));
+            tokio::spawn(serve_yamux_stream(
+                server,
+                stream,
+                conn_info,
+                first_byte,
+                calls.clone(),
+            ));
         }
         drop(incoming);
-        self.wait_session(session).await
+        self.wait_session(session, calls).await
     }
 
     /// Accepts QUIC connections on `endpoint` and serves every bidirectional stream of each,
-    /// until [`MuxServer::shutdown`] (which closes the endpoint's connections).
+    /// until shutdown, through the server's one accept loop: each connection counts against
+    /// the server's connection limit (one past it is refused) and its handshake runs on its
+    /// own task (bounded by QUIC's idle timeout).
     ///
     /// # Errors
     /// None so far: failed handshakes are logged at debug level.
@@ -314,40 +308,22 @@ impl MuxServer {
     /// Dropping the future stops accepting; connections already accepted keep running.
     #[cfg(feature = "quic")]
     pub async fn serve_quic(&self, endpoint: quinn::Endpoint) -> io::Result<()> {
-        loop {
-            let incoming = tokio::select! {
-                _ = self.inner.stop.cancelled() => return Ok(()),
-                i = endpoint.accept() => match i {
-                    Some(i) => i,
-                    None => return Ok(()),
-                },
-            };
-            let Ok(permit) = Arc::clone(&self.inner.slots).try_acquire_owned() else {
-                tracing::warn!(peer = %incoming.remote_address(), limit = self.inner.config.max_sessions, "session limit reached; refusing new QUIC connection");
-                incoming.refuse();
-                continue;
-            };
-            let this = self.clone();
-            self.inner.sessions.spawn(async move {
-                let peer = incoming.remote_address();
-                let conn = tokio::select! {
-                    _ = this.inner.stop.cancelled() => None,
-                    c = incoming => match c {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-                            None
+        let this = self.clone();
+        self.server
+            .serve_connections(
+                crate::quic::QuicListener::new(endpoint),
+                crate::quic::QuicAcceptor,
+                move |_server, conn, _info| {
+                    let this = this.clone();
+                    async move {
+                        let peer = conn.remote_address();
+                        if let Err(e) = this.run_quic(conn).await {
+                            tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
                         }
-                    },
-                };
-                if let Some(conn) = conn
-                    && let Err(e) = this.run_quic(conn).await
-                {
-                    tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
-                }
-                drop(permit);
-            });
-        }
+                    }
+                },
+            )
+            .await
     }
 
     /// Serves every bidirectional stream of one QUIC connection until it ends.
@@ -361,6 +337,7 @@ impl MuxServer {
 
     #[cfg(feature = "quic")]
     async fn run_quic(&self, conn: quinn::Connection) -> Result<(), MuxError> {
+        let _live = Live::new("session", "quic");
         let info = Info {
             peer: Some(conn.remote_address()),
             identity: crate::quic::peer_identity(&conn),
@@ -370,7 +347,7 @@ impl MuxServer {
         let ended = loop {
             let accepted = tokio::select! {
                 biased;
-                _ = self.inner.drained.cancelled() => break Ok(()),
+                _ = self.server.shutdown_started() => break Ok(()),
                 a = conn.accept_bi() => a,
             };
             let (send, recv) = match accepted {
@@ -387,31 +364,67 @@ impl MuxServer {
             let stream = crate::quic::QuicStream::new(send, recv).give_back_send(back_tx);
             let conn_info = info.conn_info();
             streams.spawn(async move {
+                let _live = Live::new("stream", "quic");
                 if let Err(e) = server.serve_one_with(stream, conn_info).await {
                     tracing::debug!(error = %e, "QUIC stream ended with an error");
                 }
                 crate::quic::settle_send(back_rx, grace).await;
             });
         };
-        // Replies already written reach the client before the connection closes.
+        // Calls under way finish (until the drain deadline), and replies already written reach
+        // the client before the connection closes.
         streams.close();
-        let _ = tokio::time::timeout(grace, streams.wait()).await;
+        tokio::select! {
+            () = streams.wait() => {}
+            () = self.server.stopped() => {
+                let _ = tokio::time::timeout(grace, streams.wait()).await;
+            }
+        }
         conn.close(crate::quic::CLOSE_SHUTDOWN, b"server shutdown");
         ended
     }
 
-    /// Stops the accept loops, shuts the [`Server`] down (running calls get up to `drain`),
-    /// then closes every session and waits for them to end.
+    /// Shuts the [`Server`] down: accept loops stop, running calls get up to `drain`, each
+    /// session closes once its calls are done; then waits for the sessions of the direct
+    /// entry points too.
     pub async fn shutdown(&self, drain: Duration) {
-        self.inner.stop.cancel();
         self.server.shutdown(drain).await;
-        self.inner.drained.cancel();
         self.inner.sessions.close();
         self.inner.sessions.wait().await;
     }
 }
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
+
+/// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
+struct Live {
+    #[cfg(feature = "metrics")]
+    gauge: metrics::Gauge,
+}
+
+impl Live {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn new(what: &'static str, transport: &'static str) -> Live {
+        #[cfg(feature = "metrics")]
+        {
+            let gauge = match what {
+                "session" => metrics::gauge!("drpc_mux_sessions", "transport" => transport),
+                _ => metrics::gauge!("drpc_mux_streams", "transport" => transport),
+            };
+            gauge.increment(1.0);
+            Live { gauge }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Live {}
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        self.gauge.decrement(1.0);
+    }
+}
 
 /// Serves one stream of a yamux session: a heartbeat stream is answered, any other is a drpc
 /// connection.
@@ -420,6 +433,7 @@ async fn serve_yamux_stream(
     mut stream: YamuxStream,
     info: ConnInfo,
     first_byte_timeout: Duration,
+    calls: TaskTracker,
 ) {
     let mut first = [0u8; 1];
     match tokio::time::timeout(first_byte_timeout, stream.read(&mut first)).await {
@@ -447,7 +461,13 @@ async fn serve_yamux_stream(
         return;
     }
     stream.unread(first[0]);
-    if let Err(e) = server.serve_one_with(stream, info).await {
+    // Tracked, so that a draining session closes once its drpc streams are done (heartbeat
+    // streams are not counted).
+    let _live = Live::new("stream", "yamux");
+    if let Err(e) = calls
+        .track_future(server.serve_one_with(stream, info))
+        .await
+    {
         tracing::debug!(error = %e, "yamux stream ended with an error");
     }
 }

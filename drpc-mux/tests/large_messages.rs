@@ -201,7 +201,7 @@ async fn every_size_over_tls() {
     let acceptor = TlsAcceptor::new(certs.server_config(false).unwrap());
     tokio::spawn({
         let server = server.clone();
-        async move { drpc_core::tls::serve(&server, l, acceptor).await }
+        async move { server.serve_with(l, acceptor).await }
     });
     let conn = drpc_core::tls::dial(addr, "localhost", certs.client_config(false).unwrap())
         .await
@@ -234,7 +234,7 @@ async fn every_size_over_yamux_over_tls() {
     let acceptor = TlsAcceptor::new(certs.server_config(false).unwrap());
     tokio::spawn({
         let server = server.clone();
-        async move { server.serve_yamux_tls(l, acceptor).await }
+        async move { server.serve_yamux_with(l, acceptor).await }
     });
     let connector = TlsConnector::new(certs.client_config(false).unwrap());
     let session =

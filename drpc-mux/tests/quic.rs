@@ -241,7 +241,7 @@ async fn yamux_over_mutual_tls() {
     let acceptor = TlsAcceptor::new(certs.server_config(true).unwrap());
     tokio::spawn({
         let server = server.clone();
-        async move { server.serve_yamux_tls(listener, acceptor).await }
+        async move { server.serve_yamux_with(listener, acceptor).await }
     });
     let connector = TlsConnector::new(certs.client_config(true).unwrap());
     let session =

@@ -1,21 +1,6 @@
-//! The pool's settings: [`PoolConfig`] and the checkout [`Mode`].
+//! The pool's settings: [`PoolConfig`].
 
 use std::time::Duration;
-
-/// How long a pooled connection is checked out for one RPC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// For the whole RPC: a unary call holds its connection until the reply arrived, a stream
-    /// until its handle is dropped. Right for a plain storj/drpc
-    /// [`TransportConn`](drpc_core::TransportConn), which runs one RPC at a time.
-    #[default]
-    Exclusive,
-    /// Only to start the RPC: the connection goes back to the pool as soon as the call or
-    /// stream is under way, so many RPCs share it. Right for multiplexed sessions (anything
-    /// implementing [`Conn`](drpc_core::Conn) that runs many RPCs at once, such as drpc-mux).
-    /// The per-key limits then count sessions.
-    Shared,
-}
 
 /// Limits and timers of a [`Pool`](crate::Pool). Every limit is optional (`None`: none).
 ///
@@ -26,11 +11,8 @@ pub enum Mode {
 /// | [`max_open_per_key`](Self::max_open_per_key) | (none) | callers of that key wait up to their deadline, then get [`PoolError::Exhausted`](crate::PoolError::Exhausted) |
 /// | [`idle_timeout`](Self::idle_timeout) | `Expiration` | the reaper closes a connection idle for that long |
 /// | [`max_age`](Self::max_age) | (none) | the reaper closes an idle connection that old; one in use closes when it comes back |
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PoolConfig {
-    /// Exclusive (one RPC per connection at a time) or shared (multiplexed sessions).
-    /// Default: exclusive.
-    pub mode: Mode,
     /// Idle connections kept over all keys. Default: no limit.
     pub max_idle: Option<usize>,
     /// Idle connections kept per key. Default: no limit.
@@ -46,20 +28,6 @@ pub struct PoolConfig {
     /// at least 5 ms; 1 s when neither is set (it then drops closed connections and unused
     /// keys).
     pub reap_interval: Option<Duration>,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            mode: Mode::Exclusive,
-            max_idle: None,
-            max_idle_per_key: None,
-            max_open_per_key: None,
-            idle_timeout: None,
-            max_age: None,
-            reap_interval: None,
-        }
-    }
 }
 
 impl PoolConfig {

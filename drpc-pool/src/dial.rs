@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use drpc_core::Error;
+use drpc_core::{BoxFuture, Error};
 
 /// A boxed error from a dial function.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,6 +34,46 @@ where
     fn dial(&self, key: K) -> impl Future<Output = Result<C, BoxError>> + Send {
         let fut = self(key);
         async move { fut.await.map_err(Into::into) }
+    }
+}
+
+/// [`Dial`] with a boxed future, so that a dial function can be kept as a trait object.
+trait DynDial<K, C>: Send + Sync {
+    fn dial_boxed(&self, key: K) -> BoxFuture<'_, Result<C, BoxError>>;
+}
+
+impl<K: Send + 'static, C: 'static, D: Dial<K, C>> DynDial<K, C> for D {
+    fn dial_boxed(&self, key: K) -> BoxFuture<'_, Result<C, BoxError>> {
+        Box::pin(self.dial(key))
+    }
+}
+
+/// Any [`Dial`] behind one type (an `Arc` of a trait object), so that what holds it needs no
+/// type parameter for the dial function. Cheap to clone; one boxed future per dial.
+pub struct SharedDial<K, C>(Arc<dyn DynDial<K, C>>);
+
+impl<K, C> Clone for SharedDial<K, C> {
+    fn clone(&self) -> Self {
+        SharedDial(Arc::clone(&self.0))
+    }
+}
+
+impl<K, C> std::fmt::Debug for SharedDial<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedDial")
+    }
+}
+
+impl<K: Send + 'static, C: 'static> SharedDial<K, C> {
+    /// Wraps `dial`.
+    pub fn new(dial: impl Dial<K, C> + 'static) -> SharedDial<K, C> {
+        SharedDial(Arc::new(dial))
+    }
+}
+
+impl<K: Send + 'static, C: Send + 'static> Dial<K, C> for SharedDial<K, C> {
+    fn dial(&self, key: K) -> impl Future<Output = Result<C, BoxError>> + Send {
+        self.0.dial_boxed(key)
     }
 }
 

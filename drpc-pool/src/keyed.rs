@@ -7,8 +7,7 @@ use bytes::Bytes;
 use drpc_core::{CallOptions, Conn, Error, RawStream};
 use tokio::time::Instant;
 
-use crate::config::Mode;
-use crate::dial::Dial;
+use crate::dial::{Dial, SharedDial};
 use crate::error::PoolError;
 use crate::pool::{Key, KeyPool, Pool, Shared, checkout};
 use crate::pooled::Pooled;
@@ -25,27 +24,30 @@ use crate::stats::Counters;
 /// [`Error::is_unsent`] holds (it turned out closed before any byte was written), the RPC is
 /// retried once, on a newly dialled connection. Nothing else is retried: not a failed dial,
 /// not an RPC whose request may have left, not a streaming RPC once it has been opened.
-pub struct KeyedConn<K: Key, C: Conn + 'static, D> {
+///
+/// Its type names only the key and the connection (the dial function is kept as a
+/// [`SharedDial`]), so it fits a struct field: `conn: KeyedConn<String, TransportConn<TcpStream>>`.
+pub struct KeyedConn<K: Key, C: Conn + 'static> {
     pool: Pool<K, C>,
     shared: Arc<Shared<K, C>>,
     kp: Arc<KeyPool<K, C>>,
     key: K,
-    dial: Arc<D>,
+    dial: SharedDial<K, C>,
 }
 
-impl<K: Key, C: Conn + 'static, D> Clone for KeyedConn<K, C, D> {
+impl<K: Key, C: Conn + 'static> Clone for KeyedConn<K, C> {
     fn clone(&self) -> Self {
         KeyedConn {
             pool: self.pool.clone(),
             shared: Arc::clone(&self.shared),
             kp: Arc::clone(&self.kp),
             key: self.key.clone(),
-            dial: Arc::clone(&self.dial),
+            dial: self.dial.clone(),
         }
     }
 }
 
-impl<K: Key, C: Conn + 'static, D> std::fmt::Debug for KeyedConn<K, C, D> {
+impl<K: Key, C: Conn + 'static> std::fmt::Debug for KeyedConn<K, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyedConn")
             .field("pool", &self.pool)
@@ -53,20 +55,20 @@ impl<K: Key, C: Conn + 'static, D> std::fmt::Debug for KeyedConn<K, C, D> {
     }
 }
 
-impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
+impl<K: Key, C: Conn + 'static> KeyedConn<K, C> {
     pub(crate) fn new(
         pool: Pool<K, C>,
         shared: Arc<Shared<K, C>>,
         kp: Arc<KeyPool<K, C>>,
         key: K,
-        dial: D,
+        dial: impl Dial<K, C> + 'static,
     ) -> Self {
         KeyedConn {
             pool,
             shared,
             kp,
             key,
-            dial: Arc::new(dial),
+            dial: SharedDial::new(dial),
         }
     }
 
@@ -89,7 +91,7 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
             &self.shared,
             &self.kp,
             &self.key,
-            &*self.dial,
+            &self.dial,
             deadline,
             fresh,
         )
@@ -110,7 +112,7 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
     }
 }
 
-impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
+impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
     type Stream = PooledStream<K, C>;
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
@@ -118,8 +120,8 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
         let mut retried = false;
         loop {
             let mut pooled = self.checkout(options.deadline(), retried).await?;
-            let result = match self.shared.config.mode {
-                Mode::Exclusive => {
+            let result = match pooled.multiplexed() {
+                false => {
                     let r = pooled.unary(rpc, request.clone(), options.clone()).await;
                     if matches!(&r, Err(e) if e.is_fatal_for_connection()) {
                         pooled.mark_broken();
@@ -127,7 +129,7 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
                     drop(pooled);
                     r
                 }
-                Mode::Shared => {
+                true => {
                     let conn = pooled.share();
                     drop(pooled);
                     conn.unary(rpc, request.clone(), options.clone()).await
@@ -149,7 +151,7 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
             let stream = match result {
                 Ok(stream) => stream,
                 Err(e) => {
-                    if e.is_fatal_for_connection() && self.shared.config.mode == Mode::Exclusive {
+                    if e.is_fatal_for_connection() && !pooled.multiplexed() {
                         pooled.mark_broken();
                     }
                     drop(pooled);
@@ -161,9 +163,9 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
                     continue;
                 }
             };
-            let hold = match self.shared.config.mode {
-                Mode::Exclusive => Hold::Checkout { _pooled: pooled },
-                Mode::Shared => Hold::Session {
+            let hold = match pooled.multiplexed() {
+                false => Hold::Checkout { _pooled: pooled },
+                true => Hold::Session {
                     _session: pooled.share(),
                 },
             };
@@ -180,6 +182,11 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
 
     fn closed(&self) -> impl Future<Output = ()> + Send {
         std::future::pending()
+    }
+
+    /// A pool runs many RPCs at once.
+    fn multiplexed(&self) -> bool {
+        true
     }
 }
 

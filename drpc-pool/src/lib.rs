@@ -37,12 +37,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # Modes
+//! # Exclusive or shared: the connection says
 //!
-//! | [`Mode`] | Connection kind | Checked out for | Per-key limits count |
+//! How long an RPC holds its connection follows from the connection itself
+//! ([`Conn::multiplexed`](drpc_core::Conn::multiplexed)), not from a setting:
+//!
+//! | Connection kind | `multiplexed()` | Checked out for | Per-key limits count |
 //! |---|---|---|---|
-//! | [`Mode::Exclusive`] (default) | a plain storj/drpc `TransportConn`: one RPC at a time | the whole RPC: a unary call until its reply, a stream until its [`PooledStream`] is dropped | connections |
-//! | [`Mode::Shared`] | a multiplexed session (anything implementing `Conn` that runs many RPCs at once, such as drpc-mux's) | only to start the RPC | sessions |
+//! | a plain storj/drpc `TransportConn`: one RPC at a time | `false` | the whole RPC: a unary call until its reply, a stream until its [`PooledStream`] is dropped (exclusive) | connections |
+//! | a multiplexed session (drpc-mux's `MuxConn`, anything that runs many RPCs at once) | `true` | only to start the RPC (shared) | sessions |
 //!
 //! # Limits (all optional)
 //!
@@ -98,8 +101,8 @@ mod pool;
 mod pooled;
 mod stats;
 
-pub use config::{Mode, PoolConfig};
-pub use dial::{BoxError, Dial};
+pub use config::PoolConfig;
+pub use dial::{BoxError, Dial, SharedDial};
 pub use error::{EXHAUSTED_WHAT, PoolError};
 pub use keyed::{KeyedConn, PooledStream};
 pub use pool::{Key, Pool};

@@ -351,7 +351,7 @@ impl<K: Key, C: Conn + 'static> Pool<K, C> {
 
     /// A [`Conn`] for `key`: each RPC checks a connection out, runs and gives it back (see the
     /// [crate docs](crate) for the modes and the retry rule).
-    pub fn keyed<D: Dial<K, C>>(&self, key: K, dial: D) -> KeyedConn<K, C, D> {
+    pub fn keyed<D: Dial<K, C> + 'static>(&self, key: K, dial: D) -> KeyedConn<K, C> {
         let kp = self.key_pool(&key);
         KeyedConn::new(self.clone(), Arc::clone(&self.inner.shared), kp, key, dial)
     }

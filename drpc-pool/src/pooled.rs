@@ -57,8 +57,8 @@ impl<K: Key, C: Conn + 'static> Pooled<K, C> {
         self.slot().id
     }
 
-    /// The connection as a shared handle, to keep using it after the checkout ends (what
-    /// [`Mode::Shared`](crate::Mode::Shared) does with multiplexed sessions). A connection
+    /// The connection as a shared handle, to keep using it after the checkout ends (what a
+    /// [`KeyedConn`](crate::KeyedConn) does with multiplexed sessions). A connection
     /// the pool closes stays usable through such a handle until the handle is dropped.
     pub fn share(&self) -> Arc<C> {
         Arc::clone(self.slot().conn())

@@ -28,6 +28,35 @@ pub struct PoolStats {
     pub retries: u64,
 }
 
+#[cfg(feature = "metrics")]
+impl PoolStats {
+    /// Publishes this snapshot through the `metrics` facade's current recorder (feature
+    /// `metrics`): gauges `drpc_pool_idle_connections`, `drpc_pool_in_use_connections`,
+    /// `drpc_pool_waiting_callers`, `drpc_pool_keys`, and counters (set to their totals)
+    /// `drpc_pool_dials_total`, `drpc_pool_dial_errors_total`, `drpc_pool_evictions_total`,
+    /// `drpc_pool_waits_total`, `drpc_pool_retries_total`. Call it before each scrape, or
+    /// on a timer: `pool.stats().record()`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pool: drpc_pool::Pool<String, drpc_core::TransportConn<tokio::net::TcpStream>> =
+    ///     drpc_pool::Pool::new(drpc_pool::PoolConfig::default());
+    /// pool.stats().record();
+    /// # }
+    /// ```
+    pub fn record(&self) {
+        metrics::gauge!("drpc_pool_idle_connections").set(self.idle as f64);
+        metrics::gauge!("drpc_pool_in_use_connections").set(self.in_use as f64);
+        metrics::gauge!("drpc_pool_waiting_callers").set(self.waiting as f64);
+        metrics::gauge!("drpc_pool_keys").set(self.keys as f64);
+        metrics::counter!("drpc_pool_dials_total").absolute(self.dials);
+        metrics::counter!("drpc_pool_dial_errors_total").absolute(self.dial_errors);
+        metrics::counter!("drpc_pool_evictions_total").absolute(self.evictions);
+        metrics::counter!("drpc_pool_waits_total").absolute(self.waits);
+        metrics::counter!("drpc_pool_retries_total").absolute(self.retries);
+    }
+}
+
 /// The pool's live counters.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

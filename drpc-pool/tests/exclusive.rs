@@ -369,10 +369,10 @@ async fn a_failed_dial_is_a_typed_error_and_frees_its_slot() {
     };
     let pool = pool(limited(1));
     let r = pool.get(addr.clone(), dial).await;
-    assert!(matches!(&r, Err(PoolError::Dial(Error::Io(_)))), "{r:?}");
+    assert!(matches!(&r, Err(PoolError::Dial(Error::Dial(_)))), "{r:?}");
     let conn = pool.keyed(addr, dial);
     let r = echo(&conn, 1, Duration::from_secs(2)).await;
-    assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Dial(_))), "{r:?}");
     let s = pool.stats();
     assert_eq!(
         (s.dials, s.dial_errors, s.in_use, s.retries),

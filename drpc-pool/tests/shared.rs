@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Msg, TestServer, echo, msg, rpc};
 use drpc_core::{CallOptions, Conn, ConnExt, Error, RawStream, TransportStream};
-use drpc_pool::{Mode, Pool, PoolConfig};
+use drpc_pool::{Pool, PoolConfig};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -104,11 +104,14 @@ impl Conn for Session {
         let mut rx = self.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;
     }
+
+    fn multiplexed(&self) -> bool {
+        true
+    }
 }
 
 fn shared_pool() -> (Pool<String, Session>, Arc<InFlight>) {
     let pool = Pool::new(PoolConfig {
-        mode: Mode::Shared,
         max_open_per_key: Some(1),
         ..PoolConfig::default()
     });

@@ -3,9 +3,13 @@
 //! Each transport option (tcp, TLS, mTLS, yamux, QUIC) maps to one [`crate::scenarios::Dial`]
 //! on the client and one server transport on the server.
 
-use clap::{Args, ValueEnum};
+use std::sync::Arc;
 
-use crate::scenarios::{Dial, tcp_dialer};
+use clap::{Args, ValueEnum};
+use drpc_core::conn::LayeredConn;
+use drpc_core::layers::auth::BearerLayer;
+
+use crate::scenarios::{Dial, SharedConn, tcp_dialer};
 
 /// How the client and server talk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -51,6 +55,22 @@ pub fn dialer(addr: &str, t: &TransportArgs) -> anyhow::Result<Dial> {
         ),
         (TransportKind::Quic, _) => crate::mux::quic_dialer(addr.to_string(), &t.cert_dir, t.mtls),
     }
+}
+
+/// `dial` with every connection sending `authorization: Bearer <token>` (through the client
+/// tower layer [`BearerLayer`]) when a token is given.
+pub fn with_auth(dial: Dial, token: Option<String>) -> Dial {
+    let Some(token) = token else {
+        return dial;
+    };
+    let layer = BearerLayer::new(token);
+    Arc::new(move |cancel| {
+        let (dial, layer) = (Arc::clone(&dial), layer.clone());
+        Box::pin(async move {
+            let conn = dial(cancel).await?;
+            Ok(Arc::new(LayeredConn::new(conn, layer)) as SharedConn)
+        })
+    })
 }
 
 /// The server side of the transport options, prepared before the server announces its
@@ -104,9 +124,7 @@ impl ServerTransport {
     ) -> anyhow::Result<()> {
         match self {
             ServerTransport::Tcp => server.serve(listener).await?,
-            ServerTransport::Tls(acceptor) => {
-                drpc_core::tls::serve(server, listener, acceptor).await?
-            }
+            ServerTransport::Tls(acceptor) => server.serve_with(listener, acceptor).await?,
             ServerTransport::Yamux(acceptor) => {
                 crate::mux::serve_yamux(server, listener, acceptor).await?
             }

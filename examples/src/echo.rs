@@ -2,9 +2,13 @@
 //! drpc-codegen in `build.rs`, and its six handlers, exactly as `docs/interop-echo.md` specifies
 //! them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use drpc_core::{Context, Error, Router, TypedStream};
+use drpc_core::layers::auth::AuthLayer;
+use drpc_core::layers::metrics::MetricsLayer;
+use drpc_core::{Context, Error, Handler, HandlerExt, Router, SendStream, TypedStream};
+use tower::ServiceBuilder;
 
 /// The code generated from `proto/echo.proto`: the `Msg` message and the `echo_drpc` module
 /// (client, server trait, registration, RPC names).
@@ -37,6 +41,16 @@ pub fn router() -> Router {
     generated::echo_drpc::register(Router::new(), EchoService)
 }
 
+/// The echo service as `echo-server` serves it: the [`router`], with the metrics layer
+/// (outermost, so refused calls count too) when `metrics` is set and the bearer-token check
+/// when `auth_token` is given.
+pub fn handler(auth_token: Option<&str>, metrics: bool) -> Arc<dyn Handler> {
+    let layers = ServiceBuilder::new()
+        .option_layer(metrics.then(MetricsLayer::new))
+        .option_layer(auth_token.map(AuthLayer::bearer));
+    Arc::new(router().layer(layers))
+}
+
 impl Echo for EchoService {
     async fn unary(&self, ctx: Context, m: Msg) -> Result<Msg, Error> {
         if m.text.len() > 1000 {
@@ -55,7 +69,7 @@ impl Echo for EchoService {
         &self,
         _ctx: Context,
         m: Msg,
-        mut s: TypedStream<Msg, Msg>,
+        mut s: SendStream<Msg>,
     ) -> Result<(), Error> {
         for i in 0..m.n.max(0) {
             s.send(&Msg::new(m.text.clone(), i)).await?;

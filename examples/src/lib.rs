@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod echo;
 pub mod load;
+pub mod metrics;
 pub mod mux;
 pub mod scenarios;
 pub mod tls;

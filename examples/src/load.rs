@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use drpc_core::{CallOptions, CancelMode, Conn, ConnExt};
-use drpc_pool::{Mode, Pool, PoolConfig, PoolStats};
+use drpc_pool::{Pool, PoolConfig, PoolStats};
 use tokio::time::Instant;
 
 use crate::echo::{Msg, rpc};
@@ -30,9 +30,6 @@ pub struct Load {
     pub concurrency: usize,
     /// Connections in the pool (`None`: every call goes over one connection).
     pub pool: Option<usize>,
-    /// How the pool checks connections out: exclusive for plain drpc connections, shared for
-    /// multiplexed sessions.
-    pub mode: Mode,
 }
 
 /// What a run did.
@@ -92,7 +89,6 @@ pub async fn run(dial: &Dial, load: &Load) -> Report {
     match load.pool {
         Some(n) => {
             let pool: Pool<(), SharedConn> = Pool::new(PoolConfig {
-                mode: load.mode,
                 max_open_per_key: Some(n),
                 ..PoolConfig::default()
             });

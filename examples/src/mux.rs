@@ -121,7 +121,7 @@ pub async fn serve_yamux(
     let mux = MuxServer::new(server.clone());
     match acceptor {
         None => mux.serve_yamux(listener).await?,
-        Some(a) => mux.serve_yamux_tls(listener, a).await?,
+        Some(a) => mux.serve_yamux_with(listener, a).await?,
     }
     Ok(())
 }

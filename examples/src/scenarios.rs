@@ -124,6 +124,8 @@ pub struct Outcome {
     pub lines: Vec<String>,
     /// Why the scenario failed, if it did.
     pub failure: Option<String>,
+    /// The server's error, when the scenario failed with one (its code is printed).
+    pub remote: Option<Error>,
 }
 
 /// Runs the scenario `name`.
@@ -147,12 +149,23 @@ pub async fn run(name: &str, dial: &Dial, settings: &Settings) -> anyhow::Result
         "concurrent" => concurrent(dial, settings.concurrency, &mut lines).await,
         other => bail!("unknown scenario {other:?}"),
     };
+    let mut remote = None;
     let failure = match result {
-        Err(e) => Some(format!("{e:#}")),
+        Err(e) => {
+            remote = e
+                .downcast_ref::<Error>()
+                .filter(|e| matches!(e, Error::Remote { .. }))
+                .cloned();
+            Some(format!("{e:#}"))
+        }
         Ok(()) => expected(name, settings)
             .and_then(|want| (want != lines).then(|| format!("got {lines:?}, want {want:?}"))),
     };
-    Ok(Outcome { lines, failure })
+    Ok(Outcome {
+        lines,
+        failure,
+        remote,
+    })
 }
 
 /// The exact lines a scenario must print (`None` for `concurrent`, checked by timing).

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use drpc_core::TransportConn;
-use drpc_pool::{BoxError, Dial, KeyedConn, Mode, Pool, PoolConfig};
+use drpc_pool::{BoxError, Dial, KeyedConn, Pool, PoolConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::drpc_tcp::{DrpcClient, DrpcTcp};
@@ -32,7 +32,7 @@ impl Dial<SocketAddr, TransportConn<TcpStream>> for TcpDial {
 }
 
 /// What each caller holds: a handle on the one shared pool's key.
-pub(crate) type PoolConn = KeyedConn<SocketAddr, TransportConn<TcpStream>, TcpDial>;
+pub(crate) type PoolConn = KeyedConn<SocketAddr, TransportConn<TcpStream>>;
 
 impl Target for DrpcPool {
     type Client = DrpcClient<PoolConn>;
@@ -43,7 +43,6 @@ impl Target for DrpcPool {
 
     async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<DrpcClient<PoolConn>>> {
         let pool = Pool::new(PoolConfig {
-            mode: Mode::Exclusive,
             max_open_per_key: Some(MAX_OPEN),
             ..PoolConfig::default()
         });

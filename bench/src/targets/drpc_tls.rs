@@ -1,5 +1,5 @@
 //! drpc over TLS 1.3 (drpc-core feature `tls`, rustls on ring) with development certificates
-//! made in process ([`drpc_core::tls::dev`]), served by [`tls::serve`]. Each caller has its own
+//! made in process ([`drpc_core::tls::dev`]), served by `Server::serve_with` and a `TlsAcceptor`. Each caller has its own
 //! [`tls::dial`] connection, as drpc-tcp.
 
 use std::net::SocketAddr;
@@ -23,7 +23,7 @@ impl Target for DrpcTls {
     async fn serve(listener: TcpListener) -> Result<()> {
         let acceptor = TlsAcceptor::new(certs::get()?.server.clone());
         let server = Server::new(router());
-        tokio::spawn(async move { tls::serve(&server, listener, acceptor).await });
+        tokio::spawn(async move { server.serve_with(listener, acceptor).await });
         Ok(())
     }
 

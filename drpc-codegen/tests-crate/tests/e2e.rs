@@ -14,7 +14,8 @@ use drpc_codegen_tests::demo::echo::v1::{
 };
 use drpc_codegen_tests_extern::money::Amount;
 use drpc_core::{
-    CallOptions, Conn, ConnExt, Context, DynConn, Error, Router, Server, TransportConn, TypedStream,
+    CallOptions, Conn, ConnExt, Context, DynConn, Error, Router, SendStream, Server, TransportConn,
+    TypedStream,
 };
 use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +40,7 @@ impl Echo for EchoService {
         &self,
         _ctx: Context,
         m: EchoRequest,
-        mut stream: TypedStream<EchoRequest, EchoReply>,
+        mut stream: SendStream<EchoReply>,
     ) -> Result<(), Error> {
         for i in 0..m.n {
             stream
@@ -120,7 +121,7 @@ impl Keywords for KeywordService {
         &self,
         _ctx: Context,
         thing: Thing,
-        mut stream: TypedStream<Thing, prost_types::Timestamp>,
+        mut stream: SendStream<prost_types::Timestamp>,
     ) -> Result<(), Error> {
         let start = thing.created.unwrap_or_default();
         for i in 0..thing.size {

@@ -1,7 +1,6 @@
 //! The object-safe form of [`Conn`], for mixing connection kinds behind `Arc<dyn DynConn>`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,8 +8,7 @@ use bytes::Bytes;
 use super::{CallOptions, Conn, RawStream};
 use crate::error::Error;
 
-/// A boxed, `Send` future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// [`Conn`] with boxed futures, so it can be a trait object. Every [`Conn`] is one, and
 /// `Arc<dyn DynConn>` is a [`Conn`] again.
@@ -45,6 +43,9 @@ pub trait DynConn: Send + Sync {
 
     /// [`Conn::closed`], boxed.
     fn closed_dyn(&self) -> BoxFuture<'_, ()>;
+
+    /// [`Conn::multiplexed`].
+    fn multiplexed_dyn(&self) -> bool;
 }
 
 impl<C: Conn> DynConn for C {
@@ -74,6 +75,10 @@ impl<C: Conn> DynConn for C {
 
     fn closed_dyn(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.closed())
+    }
+
+    fn multiplexed_dyn(&self) -> bool {
+        self.multiplexed()
     }
 }
 
@@ -138,6 +143,10 @@ impl Conn for Arc<dyn DynConn> {
     fn closed(&self) -> impl Future<Output = ()> + Send {
         (**self).closed_dyn()
     }
+
+    fn multiplexed(&self) -> bool {
+        (**self).multiplexed_dyn()
+    }
 }
 
 impl<C: Conn> Conn for Arc<C> {
@@ -166,5 +175,9 @@ impl<C: Conn> Conn for Arc<C> {
 
     fn closed(&self) -> impl Future<Output = ()> + Send {
         (**self).closed()
+    }
+
+    fn multiplexed(&self) -> bool {
+        (**self).multiplexed()
     }
 }

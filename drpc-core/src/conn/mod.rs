@@ -17,8 +17,11 @@
 //!
 //! Where kinds must mix (a pool of different endpoints, a hub of agents), [`DynConn`] is the
 //! object-safe form: `Arc<dyn DynConn>` implements [`Conn`] again.
+//!
+//! Any of them wrapped in tower layers ([`LayeredConn`]) is still a [`Conn`].
 
 mod dynconn;
+mod layer;
 mod transport;
 mod typed;
 
@@ -32,6 +35,7 @@ use crate::error::Error;
 use crate::metadata::Metadata;
 
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
+pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
 pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial};
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 
@@ -162,6 +166,13 @@ pub trait Conn: Send + Sync {
 
     /// Completes once the connection is closed.
     fn closed(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether this connection runs many RPCs at once (a mux session), rather than one at a
+    /// time as a plain storj/drpc connection does. A pool shares a multiplexed connection
+    /// between callers and checks out a plain one for a whole RPC. Default: `false`.
+    fn multiplexed(&self) -> bool {
+        false
+    }
 }
 
 /// One RPC's stream of encoded messages, from the client side.

@@ -12,14 +12,14 @@ use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::stream::{StreamShared, Writer};
-use super::{ConnInfo, Inner, ServerStream};
-use crate::conn::BoxFuture;
+use super::{ConnInfo, Inner};
+use crate::BoxFuture;
 use crate::context::{Context, Extensions};
 use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
+use crate::stream::{ServerStream, StreamShared, Writer};
 use crate::transport::ReadHalf;
-use crate::wire::{Id, Kind, Packet};
+use crate::wire::{Kind, Packet};
 
 struct Active {
     shared: Arc<StreamShared>,
@@ -282,15 +282,6 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             Some((id, md)) if id == stream => md,
             _ => Metadata::new(),
         };
-        let Some(handler) = self.server.router.get(&rpc) else {
-            let e = Error::unknown_rpc(&rpc);
-            tracing::debug!(stream, error = %e, "unknown rpc");
-            let mut payload = Vec::new();
-            crate::wire::error::encode(&mut payload, e.code(), &e.to_string());
-            self.writer
-                .push(Id::new(stream, 1), Kind::Error, false, &payload);
-            return;
-        };
         let shared = Arc::new(StreamShared::new(stream));
         let span = tracing::debug_span!(
             "rpc",
@@ -308,7 +299,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         let server_stream = ServerStream::new(Arc::clone(&shared), Arc::clone(&self.writer));
         let handler = {
             let _enter = span.enter();
-            handler.call(ctx, server_stream)
+            self.server.handler.call(ctx, server_stream)
         };
         self.active = Some(Active {
             shared,

@@ -1,84 +1,49 @@
-//! The server: [`Server::serve`] runs a task per accepted TCP connection; [`Server::serve_one`]
-//! serves one already-connected transport (what reverse connections need). Each connection
+//! The server: a [`Handler`] served on connections. [`Server::serve_with`] is the one accept
+//! loop (a [`Listener`] and an [`Acceptor`]: TCP, unix sockets, TLS; drpc-mux sessions through
+//! [`Server::serve_connections`]) with one connection limit and one shutdown; [`Server::serve`]
+//! is it for plain TCP; [`Server::serve_one`] serves one already-connected transport (what
+//! reverse connections need). Each connection
 //! runs one stream at a time, as storj/drpc does, and keeps reading while a handler runs.
 //!
 //! # Limits and timeouts
 //!
 //! | Setting | Default | When it is hit |
 //! |---|---|---|
-//! | [`ServerConfig::max_connections`] | 10 000 | a connection past it is accepted and closed at once (the client sees EOF); the server keeps serving the others |
+//! | [`ServerConfig::max_connections`] | 10 000 | a connection past it is accepted and closed at once (the client sees EOF); the server keeps serving the others. One limit for every accept loop of the server: TCP, TLS, unix and mux sessions alike |
 //! | [`ServerConfig::max_packet_size`] | 4 MiB | the connection is closed (Go's "data overflow"); checked on the declared length, before buffering |
 //! | [`ServerConfig::idle_timeout`] | 5 min | a connection with no stream running for that long is closed |
 //! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
 //! | TLS handshake timeout (feature `tls`: `tls::TlsAcceptor::with_handshake_timeout`) | 10 s | a TLS connection whose handshake is not complete by then is closed before any handler runs; its connection slot is freed |
 //! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
 
+mod accept;
 mod conn;
-mod stream;
+mod handler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::Extensions;
 use crate::error::Error;
-use crate::router::Router;
+use crate::stream::Writer;
 use crate::transport::Transport;
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
 
-pub use stream::{ServerStream, StreamShared};
-
-/// Accepts TCP connections until `shutdown` is cancelled, admitting at most `limit` at once
-/// (the permits of `slots`): `on_conn` gets each admitted connection (with `TCP_NODELAY` set)
-/// and the permit to hold while it lives; a connection past the limit is closed at once.
-/// Accept errors (such as running out of file descriptors) are logged and retried after a
-/// short pause. [`Server::serve`] runs on it, and so do other accept loops (drpc-mux's
-/// sessions).
-///
-/// # Errors
-/// None so far; the `Result` leaves room for fatal listener errors.
-pub async fn accept_loop<F>(
-    listener: &TcpListener,
-    shutdown: &CancellationToken,
-    slots: &Arc<Semaphore>,
-    limit: usize,
-    mut on_conn: F,
-) -> std::io::Result<()>
-where
-    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
-{
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
-            tracing::warn!(%peer, limit, "connection limit reached; closing new connection");
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        on_conn(tcp, peer, permit);
-    }
-}
+pub use crate::stream::{ServerStream, StreamShared};
+pub use accept::{Acceptor, Listener, Plain};
+pub use handler::{CallStats, Handler, HandlerExt, HandlerService, Request, ServiceHandler};
 
 /// Server limits and timeouts; see the [module docs](self) for what happens at each.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Connections served at once by [`Server::serve`]. Default: 10 000.
+    /// Connections (and mux sessions) served at once by the accept loops of
+    /// [`Server::serve_with`]. Default: 10 000.
     pub max_connections: usize,
     /// The largest packet accepted. Default: 4 MiB.
     pub max_packet_size: usize,
@@ -118,7 +83,7 @@ pub struct ConnInfo {
 }
 
 pub(crate) struct Inner {
-    router: Router,
+    handler: Arc<dyn Handler>,
     config: ServerConfig,
     shutdown: CancellationToken,
     stop: CancellationToken,
@@ -126,7 +91,8 @@ pub(crate) struct Inner {
     connections: Arc<Semaphore>,
 }
 
-/// A drpc server: a [`Router`] plus limits. Cheap to clone; clones share shutdown.
+/// A drpc server: a [`Handler`] (usually a [`crate::Router`], possibly wrapped in tower
+/// layers) plus limits. Cheap to clone; clones share shutdown.
 ///
 /// ```no_run
 /// # async fn f() -> std::io::Result<()> {
@@ -146,7 +112,6 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("router", &self.inner.router)
             .field("config", &self.inner.config)
             .field("connections", &self.inner.tracker.len())
             .finish()
@@ -154,17 +119,23 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server with the default [`ServerConfig`].
-    pub fn new(router: Router) -> Server {
-        Server::with_config(router, ServerConfig::default())
+    /// A server of `handler` (a [`crate::Router`], a layered handler…) with the default
+    /// [`ServerConfig`].
+    pub fn new(handler: impl Handler) -> Server {
+        Server::with_config(handler, ServerConfig::default())
     }
 
-    /// A server with `config`.
-    pub fn with_config(router: Router, config: ServerConfig) -> Server {
+    /// A server of `handler` with `config`.
+    pub fn with_config(handler: impl Handler, config: ServerConfig) -> Server {
+        Server::from_arc(Arc::new(handler), config)
+    }
+
+    /// A server of a shared handler with `config`.
+    pub fn from_arc(handler: Arc<dyn Handler>, config: ServerConfig) -> Server {
         let connections = Arc::new(Semaphore::new(config.max_connections));
         Server {
             inner: Arc::new(Inner {
-                router,
+                handler,
                 config,
                 shutdown: CancellationToken::new(),
                 stop: CancellationToken::new(),
@@ -179,7 +150,8 @@ impl Server {
         &self.inner.config
     }
 
-    /// Accepts connections and serves each on its own task until [`Server::shutdown`].
+    /// Accepts TCP connections and serves each on its own task until [`Server::shutdown`]:
+    /// [`Server::serve_with`] with the [`Plain`] acceptor.
     ///
     /// # Errors
     /// None so far: accept errors (such as running out of file descriptors) are logged and
@@ -188,16 +160,124 @@ impl Server {
     /// # Cancel safety
     /// Dropping the future stops accepting; connections already accepted keep running.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
-        self.serve_handshaken(listener, |tcp, peer| async move {
-            Some((
-                tcp,
-                ConnInfo {
-                    peer: Some(peer),
-                    ..ConnInfo::default()
-                },
-            ))
+        self.serve_with(listener, Plain).await
+    }
+
+    /// The one accept loop: accepts connections from `listener` until [`Server::shutdown`],
+    /// runs `acceptor` on each (a TLS handshake, or [`Plain`]) on the connection's own task,
+    /// and serves what it accepted. A connection past [`ServerConfig::max_connections`] is
+    /// closed at once; one that fails its acceptor is closed without reaching a handler and
+    /// frees its slot.
+    ///
+    /// # Errors
+    /// None so far, as [`Server::serve`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops accepting; connections already accepted keep running.
+    pub async fn serve_with<L, A>(&self, listener: L, acceptor: A) -> std::io::Result<()>
+    where
+        L: Listener,
+        A: Acceptor<L::Io>,
+        A::Io: Transport,
+    {
+        self.serve_connections(listener, acceptor, |server, io, info| async move {
+            let peer = info.peer;
+            if let Err(e) = server.serve_conn(io, info).await {
+                tracing::debug!(?peer, error = %e, "connection ended with an error");
+            }
         })
         .await
+    }
+
+    /// [`Server::serve_with`] with what runs on each accepted connection given: drpc-mux
+    /// runs a yamux session there. The connection counts against
+    /// [`ServerConfig::max_connections`] and is tracked by [`Server::shutdown`] until
+    /// `on_conn`'s future ends, so that future must end once shutdown has begun (see
+    /// [`Server::shutdown_started`], [`Server::stopped`]).
+    ///
+    /// # Errors
+    /// None so far, as [`Server::serve`].
+    ///
+    /// # Cancel safety
+    /// As [`Server::serve_with`].
+    pub async fn serve_connections<L, A, F, Fut>(
+        &self,
+        mut listener: L,
+        acceptor: A,
+        on_conn: F,
+    ) -> std::io::Result<()>
+    where
+        L: Listener,
+        A: Acceptor<L::Io>,
+        F: Fn(Server, A::Io, ConnInfo) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let limit = self.inner.config.max_connections;
+        let acceptor = Arc::new(acceptor);
+        let on_conn = Arc::new(on_conn);
+        loop {
+            let accepted = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                a = listener.accept() => a,
+            };
+            let (io, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
+                tracing::warn!(
+                    ?peer,
+                    limit,
+                    "connection limit reached; closing new connection"
+                );
+                drop(io);
+                continue;
+            };
+            let server = self.clone();
+            let acceptor = Arc::clone(&acceptor);
+            let on_conn = Arc::clone(&on_conn);
+            self.inner.tracker.spawn(async move {
+                let mut info = ConnInfo {
+                    peer,
+                    ..ConnInfo::default()
+                };
+                let accepted = tokio::select! {
+                    _ = server.inner.shutdown.cancelled() => None,
+                    r = acceptor.accept(io, &mut info) => match r {
+                        Ok(io) => Some(io),
+                        Err(e) => {
+                            tracing::debug!(?peer, error = %e, "connection not accepted");
+                            None
+                        }
+                    },
+                };
+                if let Some(io) = accepted {
+                    on_conn(server, io, info).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Completes once [`Server::shutdown`] has begun (accept loops stop, connections drain).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn shutdown_started(&self) {
+        self.inner.shutdown.cancelled().await
+    }
+
+    /// Completes once the drain deadline of [`Server::shutdown`] has passed: calls still
+    /// running are being dropped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stopped(&self) {
+        self.inner.stop.cancelled().await
     }
 
     /// Serves one connected transport until it closes, times out or the server shuts down.
@@ -225,49 +305,9 @@ impl Server {
             .await
     }
 
-    /// [`Server::serve`] for transports wrapped around the accepted TCP stream (TLS): each
-    /// connection within the limit gets a tracked task that holds its connection permit, runs
-    /// `handshake` (abandoned when shutdown begins) and serves what it returns; `None` drops
-    /// the connection without serving it.
-    pub(crate) async fn serve_handshaken<H, F, T>(
-        &self,
-        listener: TcpListener,
-        handshake: H,
-    ) -> std::io::Result<()>
-    where
-        H: Fn(tokio::net::TcpStream, SocketAddr) -> F,
-        F: std::future::Future<Output = Option<(T, ConnInfo)>> + Send + 'static,
-        T: Transport,
-    {
-        let limit = self.inner.config.max_connections;
-        accept_loop(
-            &listener,
-            &self.inner.shutdown,
-            &self.inner.connections,
-            limit,
-            |tcp, peer, permit| {
-                let server = self.clone();
-                let handshake = handshake(tcp, peer);
-                self.inner.tracker.spawn(async move {
-                    let shaken = tokio::select! {
-                        _ = server.inner.shutdown.cancelled() => None,
-                        s = handshake => s,
-                    };
-                    if let Some((transport, info)) = shaken
-                        && let Err(e) = server.serve_conn(transport, info).await
-                    {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            },
-        )
-        .await
-    }
-
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
-        let writer = stream::Writer::new(Box::new(write), self.inner.config.split_size);
+        let writer = Writer::new(Box::new(write), self.inner.config.split_size);
         let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
         let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
         if let Err(e) = &result {

@@ -2,14 +2,14 @@
 //!
 //! A TLS stream is just another [`Transport`], so the client side is a
 //! [`TransportConn`] over a `TlsStream<TcpStream>` ([`dial`]) and the server side is the usual
-//! [`Server`] with a handshake in front ([`serve`], [`serve_one`]). Both sides offer ALPN
+//! [`Server`] with a [`TlsAcceptor`] in front (`server.serve_with(listener, acceptor)`, or
+//! [`serve_one`] for a stream whose handshake is done). Both sides offer ALPN
 //! [`ALPN_DRPC`] (`drpc`).
 //!
 //! | Piece | What it does |
 //! |---|---|
 //! | [`server_config`], [`client_config`], [`CertPaths`] | rustls configurations from DER values or the PEM files of a certificate directory |
-//! | [`TlsAcceptor`] | the server's handshake, bounded by [`TlsAcceptor::handshake_timeout`] (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s) |
-//! | [`serve`] | accepts TCP, handshakes on the connection's own task within the server's connection limit, serves what passed |
+//! | [`TlsAcceptor`] | the server's handshake, bounded by [`TlsAcceptor::handshake_timeout`] (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s); an [`Acceptor`] for [`Server::serve_with`], which handshakes on the connection's own task within the server's connection limit and serves what passed |
 //! | [`PeerIdentity`] | the verified client certificate's subject, SANs and chain, in [`crate::Context::extensions`] |
 //! | [`TlsConnector`], [`dial`] | the client's handshake and a ready [`TransportConn`] |
 //! | [`TlsError`] | typed failures: unknown CA, wrong name, expired, missing client certificate, timeout… |
@@ -42,7 +42,7 @@
 //! let acceptor = TlsAcceptor::new(tls::server_config(server_id.identity(), ClientAuth::Required(ca.roots()))?);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
-//! tokio::spawn({ let server = server.clone(); async move { tls::serve(&server, listener, acceptor).await } });
+//! tokio::spawn({ let server = server.clone(); async move { server.serve_with(listener, acceptor).await } });
 //!
 //! let conn = tls::dial(addr, "localhost", tls::client_config(ca.roots(), Some(client_id.identity()))?).await?;
 //! let reply: Msg = conn.call("/who/Am", &Msg { text: String::new() }, CallOptions::new()).await?;
@@ -62,10 +62,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::conn::{ConnConfig, TransportConn};
-use crate::server::{ConnInfo, Server};
+use crate::server::{Acceptor, ConnInfo, Server};
 use crate::transport::Transport;
 
 pub use config::{
@@ -282,45 +282,24 @@ pub async fn dial_with(
     Ok(TransportConn::with_config(stream, config))
 }
 
-/// Accepts TCP connections on `listener` and serves each over TLS until
-/// [`Server::shutdown`], as [`Server::serve`] does for plain TCP.
-///
-/// Each accepted connection takes one of the server's connection slots (past the limit it is
-/// closed at once), then runs its handshake on its own task, bounded by the acceptor's
-/// handshake timeout and abandoned at shutdown. A failed handshake closes the connection and is
-/// logged at debug level; it never reaches a handler. A connection that passed is served with
-/// [`ConnInfo`] holding the peer address and, when the client presented a certificate, its
-/// [`PeerIdentity`] in the extensions.
-///
-/// # Errors
-/// None so far: accept errors are logged and retried, as in [`Server::serve`].
-///
-/// # Cancel safety
-/// Dropping the future stops accepting; connections already accepted keep running.
-pub async fn serve(
-    server: &Server,
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> std::io::Result<()> {
-    server
-        .serve_handshaken(listener, move |tcp, peer| {
-            let acceptor = acceptor.clone();
-            async move {
-                match acceptor.accept(tcp).await {
-                    Ok((stream, identity)) => Some((stream, conn_info(Some(peer), identity))),
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        None
-                    }
-                }
-            }
-        })
-        .await
+impl<IO: Transport> Acceptor<IO> for TlsAcceptor {
+    type Io = tokio_rustls::server::TlsStream<IO>;
+    type Error = TlsError;
+
+    /// The server handshake ([`TlsAcceptor::accept`]); the client's [`PeerIdentity`] goes into
+    /// the connection's extensions when it presented a certificate.
+    async fn accept(&self, io: IO, info: &mut ConnInfo) -> Result<Self::Io, TlsError> {
+        let (stream, identity) = TlsAcceptor::accept(self, io).await?;
+        if let Some(id) = identity {
+            info.extensions.insert(id);
+        }
+        Ok(stream)
+    }
 }
 
-/// Serves one TLS stream whose handshake is complete (for example from
-/// [`TlsAcceptor::accept`], or a connection dialled out that the server side runs on),
-/// with the client's [`PeerIdentity`] in the extensions when it presented a certificate.
+/// Serves one TLS stream whose handshake is complete (for example a connection dialled out
+/// that the server side runs on), with the client's [`PeerIdentity`] in the extensions when
+/// it presented a certificate.
 ///
 /// # Errors
 /// As [`Server::serve_one`]; a client certificate that cannot be parsed for its identity ends

@@ -79,7 +79,6 @@ async fn main() -> ExitCode {
         calls: 64,
         concurrency: 16,
         pool: Some(8),
-        mode: drpc_pool::Mode::Exclusive,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("   {report}");

@@ -11,6 +11,10 @@
 //! C in flight, over a pool of at most N connections (or over one connection without
 //! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
 //! call succeeded.
+//!
+//! `--auth-token T` sends metadata `authorization: Bearer T` with every call. A scenario
+//! that fails with an error from the server also prints `<scenario> -> err="<text>" code=<code>`
+//! (for example `code=16` from a server that wants a token).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,6 +47,9 @@ struct Args {
     pool: Option<u32>,
     #[command(flatten)]
     transport: drpc_examples::cli::TransportArgs,
+    /// Send metadata `authorization: Bearer TOKEN` with every call.
+    #[arg(long, value_name = "TOKEN")]
+    auth_token: Option<String>,
 }
 
 #[tokio::main]
@@ -75,7 +82,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
-        Ok(d) => d,
+        Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
         Err(e) => {
             eprintln!("{e:#}");
             return ExitCode::from(2);
@@ -104,7 +111,16 @@ async fn main() -> ExitCode {
         for line in &outcome.lines {
             let _ = writeln!(out, "{line}");
         }
+        if let Some(e) = &outcome.remote {
+            let _ = writeln!(
+                out,
+                "{name} -> err={} code={}",
+                drpc_core::error::go_quote(e.to_string().as_bytes()),
+                e.code()
+            );
+        }
         let _ = out.flush();
+        drop(out);
         if let Some(why) = outcome.failure {
             eprintln!("FAIL {name}: {why}");
             failed = true;
@@ -120,23 +136,16 @@ async fn main() -> ExitCode {
 /// Load mode: runs the calls and prints the one report line.
 async fn load(args: &Args, calls: u64) -> ExitCode {
     let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
-        Ok(d) => d,
+        Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
         Err(e) => {
             eprintln!("{e:#}");
             return ExitCode::from(2);
         }
     };
-    // Plain drpc connections run one RPC at a time; multiplexed sessions are shared.
-    let mode = if args.transport.transport == drpc_examples::cli::TransportKind::Tcp {
-        drpc_pool::Mode::Exclusive
-    } else {
-        drpc_pool::Mode::Shared
-    };
     let load = drpc_examples::load::Load {
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
-        mode,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("{report}");

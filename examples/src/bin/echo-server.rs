@@ -4,11 +4,15 @@
 //! `--mtls` also requires client certificates signed by `DIR/ca.pem`. `--transport yamux`
 //! serves one drpc stream per yamux stream (over TLS with `--tls`); `--transport quic` serves
 //! one per QUIC stream on UDP at the same address, always with the certificates of DIR.
+//!
+//! `--auth-token T` refuses calls without metadata `authorization: Bearer T` (code 16,
+//! `unauthenticated`). `--metrics-addr HOST:PORT` serves Prometheus text at
+//! `http://HOST:PORT/metrics` (printing `metrics on http://HOST:PORT/metrics`).
 
 use std::io::Write;
 
 use clap::Parser;
-use drpc_core::Server;
+use drpc_core::{Server, ServerConfig};
 
 /// Serves the interop echo service (docs/interop-echo.md).
 #[derive(Parser, Debug)]
@@ -19,6 +23,12 @@ struct Args {
     addr: String,
     #[command(flatten)]
     transport: drpc_examples::cli::TransportArgs,
+    /// Refuse calls without metadata `authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "TOKEN")]
+    auth_token: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 #[tokio::main]
@@ -29,14 +39,23 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let transport = drpc_examples::cli::server_transport(&args.transport)?;
+    if let Some(addr) = &args.metrics_addr {
+        let handle = drpc_examples::metrics::install()?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
+        out.flush()?;
+        tokio::spawn(drpc_examples::metrics::serve(listener, handle));
+    }
+    let handler =
+        drpc_examples::echo::handler(args.auth_token.as_deref(), args.metrics_addr.is_some());
+    let server = Server::from_arc(handler, ServerConfig::default());
     if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
         // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
-        let server = Server::new(drpc_examples::echo::router());
         return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
     }
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     let addr = listener.local_addr()?;
-    let server = Server::new(drpc_examples::echo::router());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;

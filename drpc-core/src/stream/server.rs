@@ -1,10 +1,11 @@
 //! The server side of one RPC: the handler's [`ServerStream`], the state it shares with the
-//! connection task, and the connection's writer.
+//! connection task, and the connection's writer. Used by the server (which feeds it packets)
+//! and the router (whose handlers read and write through it).
 
 use std::future::poll_fn;
 use std::io;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -12,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
+use super::state::{Event, StreamState, Termination};
 use crate::error::{Error, ProtocolError};
-use crate::stream::{Event, StreamState, Termination};
 use crate::transport::WriteHalf;
 use crate::wire::{Id, Kind, Packet};
 
@@ -99,6 +100,9 @@ pub struct StreamShared {
     inner: Mutex<Inbox>,
     cancelled: AtomicBool,
     cancel_notify: Notify,
+    /// Message bytes the handler received and sent (for metrics).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -124,6 +128,8 @@ impl StreamShared {
             }),
             cancelled: AtomicBool::new(false),
             cancel_notify: Notify::new(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         }
     }
 
@@ -133,6 +139,16 @@ impl StreamShared {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Message bytes the handler has received so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Message bytes the handler has sent (or queued) so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -224,8 +240,9 @@ impl StreamShared {
         true
     }
 
-    /// The id for the next packet if the stream may still send, or the reason it may not.
-    fn next_send_id(&self) -> Result<Id, Error> {
+    /// The id for the next packet of `len` message bytes if the stream may still send, or the
+    /// reason it may not.
+    fn next_send_id(&self, len: usize) -> Result<Id, Error> {
         let mut inbox = self.lock();
         if !inbox.state.can_send() {
             return Err(if self.is_cancelled() {
@@ -234,6 +251,7 @@ impl StreamShared {
                 Error::SendClosed
             });
         }
+        self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
         Ok(inbox.state.next_id())
     }
 }
@@ -280,6 +298,9 @@ impl ServerStream {
                 if let Some(w) = waker.filter(|w| !w.will_wake(cx.waker())) {
                     w.wake();
                 }
+                self.shared
+                    .bytes_in
+                    .fetch_add(m.len() as u64, Ordering::Relaxed);
                 return Poll::Ready(Ok(Some(m)));
             }
             if inbox.state.is_recv_closed() {
@@ -299,7 +320,7 @@ impl ServerStream {
     /// # Errors
     /// [`Error::Canceled`] when the call was canceled, transport errors.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        let id = self.shared.next_send_id()?;
+        let id = self.shared.next_send_id(message.len())?;
         self.writer.push_bytes(id, Kind::Message, message);
         Ok(self.writer.flush().await?)
     }
@@ -316,11 +337,10 @@ impl ServerStream {
     /// Queues a message without flushing: the connection flushes it together with the
     /// CloseSend that follows when the handler returns (one write per unary reply).
     pub(crate) fn buffer_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
-        let id = self.shared.next_send_id()?;
+        let len = message.encoded_len();
+        let id = self.shared.next_send_id(len)?;
         self.writer
-            .push_with(id, Kind::Message, message.encoded_len(), |b| {
-                message.encode_raw(b)
-            });
+            .push_with(id, Kind::Message, len, |b| message.encode_raw(b));
         Ok(())
     }
 }

@@ -1,0 +1,89 @@
+//! The one serve path: a [`Listener`] accepts raw connections, an [`Acceptor`] runs the step
+//! between accept and serve on the connection's own task (a TLS handshake, bounded by its
+//! timeout; or nothing, [`Plain`]), and [`crate::Server::serve_with`] runs the one accept loop
+//! over them, with the server's one connection limit and one shutdown. drpc-mux serves its
+//! sessions through the same loop ([`crate::Server::serve_connections`]).
+//!
+//! | Listener | Acceptor | Serves |
+//! |---|---|---|
+//! | `TcpListener` | [`Plain`] | plain storj/drpc over TCP ([`crate::Server::serve`]) |
+//! | `TcpListener` | `tls::TlsAcceptor` (feature `tls`) | drpc over TLS; the client's `PeerIdentity` goes into the extensions |
+//! | `UnixListener` (unix) | [`Plain`] or a TLS acceptor | drpc over a unix socket |
+//! | any | any | a yamux session per connection (drpc-mux's `MuxServer::serve_yamux`) |
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::server::ConnInfo;
+use crate::transport::Transport;
+
+/// Accepts raw connections: a TCP or unix listener, or any source of byte streams.
+pub trait Listener: Send + 'static {
+    /// A raw accepted connection.
+    type Io: Send + 'static;
+
+    /// The next connection and its peer's address (when it has one).
+    ///
+    /// # Errors
+    /// Accept errors (such as running out of file descriptors); the accept loop logs them and
+    /// tries again after a short pause.
+    fn accept(&mut self)
+    -> impl Future<Output = io::Result<(Self::Io, Option<SocketAddr>)>> + Send;
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    /// Accepts with `TCP_NODELAY` set: drpc writes whole packets and wants them sent at once.
+    async fn accept(&mut self) -> io::Result<(tokio::net::TcpStream, Option<SocketAddr>)> {
+        let (tcp, peer) = tokio::net::TcpListener::accept(self).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, Some(peer)))
+    }
+}
+
+#[cfg(unix)]
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn accept(&mut self) -> io::Result<(tokio::net::UnixStream, Option<SocketAddr>)> {
+        let (stream, _) = tokio::net::UnixListener::accept(self).await?;
+        Ok((stream, None))
+    }
+}
+
+/// The step between accept and serve, run on the connection's own task within the server's
+/// connection limit: a TLS handshake, or nothing ([`Plain`]). It may add to the connection's
+/// [`ConnInfo`] (a TLS acceptor adds the client's identity). The server abandons it when
+/// shutdown begins; acceptors bound their own time (a TLS handshake timeout).
+pub trait Acceptor<I>: Send + Sync + 'static {
+    /// What is served: a transport for drpc, or whatever a mux server runs a session on.
+    type Io: Send + 'static;
+    /// Why a connection was not accepted (logged at debug level; it never reaches a
+    /// handler).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Runs the step on `io`.
+    ///
+    /// # Errors
+    /// Why the connection is dropped without being served.
+    fn accept(
+        &self,
+        io: I,
+        info: &mut ConnInfo,
+    ) -> impl Future<Output = Result<Self::Io, Self::Error>> + Send;
+}
+
+/// The acceptor that does nothing: the connection is served as accepted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl<I: Transport> Acceptor<I> for Plain {
+    type Io = I;
+    type Error = std::convert::Infallible;
+
+    async fn accept(&self, io: I, _info: &mut ConnInfo) -> Result<I, std::convert::Infallible> {
+        Ok(io)
+    }
+}
