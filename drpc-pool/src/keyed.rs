@@ -97,6 +97,14 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
         .map_err(|e: PoolError| e.into())
     }
 
+    /// Checks a connection out (dialling one when none is idle) and gives it straight back,
+    /// returning a shared handle to it: how a balanced endpoint connects and then watches
+    /// its connection.
+    pub(crate) async fn connect(&self, deadline: Option<Instant>) -> Result<Arc<C>, Error> {
+        let pooled = self.checkout(deadline, false).await?;
+        Ok(pooled.share())
+    }
+
     /// Whether `result` calls for the one retry; counts it.
     fn retry(&self, result: &Result<impl Sized, Error>, retried: bool) -> bool {
         let again = !retried && matches!(result, Err(e) if e.is_unsent());
@@ -110,13 +118,22 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
     }
 }
 
-impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
-    type Stream = PooledStream<K, C>;
-
-    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
+    /// [`Conn::unary`], telling whether a failed call left nothing on the wire (a checkout
+    /// or dial that failed, or a connection found closed twice), so that a caller above (the
+    /// balancer) may retry it elsewhere.
+    pub(crate) async fn unary_classified(
+        &self,
+        rpc: &str,
+        request: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, Failed> {
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let mut pooled = self
+                .checkout(options.deadline, retried)
+                .await
+                .map_err(Failed::unsent)?;
             let result = match self.shared.config.mode {
                 Mode::Exclusive => {
                     let r = pooled.unary(rpc, request.clone(), options.clone()).await;
@@ -133,16 +150,24 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
                 }
             };
             if !self.retry(&result, retried) {
-                return result;
+                return result.map_err(Failed::classify);
             }
             retried = true;
         }
     }
 
-    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+    /// [`Conn::open_stream`], classified as [`KeyedConn::unary_classified`] is.
+    pub(crate) async fn open_stream_classified(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> Result<PooledStream<K, C>, Failed> {
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline, retried).await?;
+            let mut pooled = self
+                .checkout(options.deadline, retried)
+                .await
+                .map_err(Failed::unsent)?;
             let result = pooled.open_stream(rpc, options.clone()).await;
             let stream = match result {
                 Ok(stream) => stream,
@@ -153,7 +178,7 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
                     drop(pooled);
                     let result = Err(e);
                     if !self.retry(&result, retried) {
-                        return result;
+                        return result.map_err(Failed::classify);
                     }
                     retried = true;
                     continue;
@@ -170,6 +195,45 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
                 _hold: hold,
             });
         }
+    }
+}
+
+/// A call through a [`KeyedConn`] that failed, and whether nothing of it was sent.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    pub(crate) unsent: bool,
+}
+
+impl Failed {
+    fn unsent(error: Error) -> Failed {
+        Failed {
+            error,
+            unsent: true,
+        }
+    }
+
+    fn classify(error: Error) -> Failed {
+        Failed {
+            unsent: error.is_unsent(),
+            error,
+        }
+    }
+}
+
+impl<K: Key, C: Conn + 'static, D: Dial<K, C>> Conn for KeyedConn<K, C, D> {
+    type Stream = PooledStream<K, C>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        self.unary_classified(rpc, request, options)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+        self.open_stream_classified(rpc, options)
+            .await
+            .map_err(|f| f.error)
     }
 
     fn is_closed(&self) -> bool {

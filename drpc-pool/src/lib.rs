@@ -89,6 +89,8 @@
 //! idle limits across keys, expiry by a reaper, and an open limit of "none" (sub-pools start
 //! at 8 and double on demand, as deadpool allocates its slot queue up front).
 
+mod backoff;
+pub mod balance;
 mod config;
 mod dial;
 mod error;
@@ -98,6 +100,7 @@ mod pool;
 mod pooled;
 mod stats;
 
+pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use config::{Mode, PoolConfig};
 pub use dial::{BoxError, Dial};
 pub use error::{EXHAUSTED_WHAT, PoolError};

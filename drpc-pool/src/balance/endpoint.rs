@@ -1,0 +1,286 @@
+//! One endpoint of a balanced connection: its health state (after gRPC A61/A62), its
+//! counters, and the task that connects it and reconnects it with backoff.
+//!
+//! ```text
+//!            connect ok                     connection closes, or a call fails it
+//!  IDLE ──► CONNECTING ──────────► READY ─────────────────────────────► IDLE ─► …
+//!   ▲           │ connect fails
+//!   │           ▼
+//!   └── TRANSIENT_FAILURE (waits its backoff: 1 s × 1.6 ± 20 %, cap 30 s)
+//! ```
+//!
+//! Only READY endpoints are picked. A failed endpoint is never dropped: it stays in the set,
+//! retrying with backoff, until discovery removes it (balancing.md §1.4, G9). Its first
+//! failed connect asks the resolver for a fresh resolution.
+
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use drpc_core::{Conn, Error};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::SharedDial;
+use crate::backoff::Backoff;
+use crate::keyed::KeyedConn;
+
+/// The health of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointState {
+    /// Not connected and not trying: about to connect.
+    Idle,
+    /// A connect is under way.
+    Connecting,
+    /// Connected: the only state a picker sees.
+    Ready,
+    /// The last connect failed; waiting out the backoff before the next one.
+    TransientFailure,
+}
+
+impl EndpointState {
+    /// All states, in gauge order.
+    pub const ALL: [EndpointState; 4] = [
+        EndpointState::Idle,
+        EndpointState::Connecting,
+        EndpointState::Ready,
+        EndpointState::TransientFailure,
+    ];
+
+    /// The `state` label of the `drpc_balance_endpoints` gauge.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointState::Idle => "idle",
+            EndpointState::Connecting => "connecting",
+            EndpointState::Ready => "ready",
+            EndpointState::TransientFailure => "transient_failure",
+        }
+    }
+
+    fn from_u8(v: u8) -> EndpointState {
+        match v {
+            1 => EndpointState::Connecting,
+            2 => EndpointState::Ready,
+            3 => EndpointState::TransientFailure,
+            _ => EndpointState::Idle,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Calls per endpoint address, kept across removal and re-adding of the address.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCounters {
+    /// Calls the endpoint answered (a reply or an error from its server).
+    pub(crate) calls: AtomicU64,
+    /// Calls that failed on it with a transport or connect error.
+    pub(crate) failures: AtomicU64,
+    /// Connect attempts that failed.
+    pub(crate) connect_failures: AtomicU64,
+}
+
+/// What all endpoints of one balancer share: the wake-up for callers waiting for a ready
+/// endpoint, the resolver's resolve-now signal, and the per-state counts.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Notified (all waiters) when an endpoint becomes ready or the set changes.
+    pub(crate) changed: Notify,
+    /// Asks the resolver for a new resolution.
+    pub(crate) resolve_now: Arc<Notify>,
+    counts: [AtomicUsize; 4],
+}
+
+impl Shared {
+    pub(crate) fn new(resolve_now: Arc<Notify>) -> Shared {
+        Shared {
+            resolve_now,
+            ..Shared::default()
+        }
+    }
+
+    /// Endpoints in `state` now.
+    pub(crate) fn count(&self, state: EndpointState) -> usize {
+        self.counts[state.index()].load(Ordering::Relaxed)
+    }
+
+    fn enter(&self, state: EndpointState) {
+        self.counts[state.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("drpc_balance_endpoints", "state" => state.as_str()).increment(1.0);
+    }
+
+    fn leave(&self, state: EndpointState) {
+        self.counts[state.index()].fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("drpc_balance_endpoints", "state" => state.as_str()).decrement(1.0);
+    }
+}
+
+/// One endpoint: its pooled connections (a key of the balancer's pool), health and load.
+pub(crate) struct Endpoint<C: Conn + 'static, D> {
+    pub(crate) addr: String,
+    pub(crate) conn: KeyedConn<String, C, SharedDial<D>>,
+    state: AtomicU8,
+    /// The connection whose close takes the endpoint out of the picker at once.
+    health: RwLock<Option<Arc<C>>>,
+    /// Calls and streams running on it now.
+    pub(crate) outstanding: AtomicUsize,
+    pub(crate) counters: Arc<EndpointCounters>,
+    /// Wakes the driver when a call found the endpoint broken.
+    kick: Notify,
+    shared: Arc<Shared>,
+    /// Set once the endpoint left the set; its state then no longer counts.
+    removed: Mutex<bool>,
+}
+
+impl<C: Conn + 'static, D> std::fmt::Debug for Endpoint<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Conn + 'static, D> Endpoint<C, D> {
+    pub(crate) fn new(
+        addr: String,
+        conn: KeyedConn<String, C, SharedDial<D>>,
+        counters: Arc<EndpointCounters>,
+        shared: Arc<Shared>,
+    ) -> Endpoint<C, D> {
+        shared.enter(EndpointState::Idle);
+        Endpoint {
+            addr,
+            conn,
+            state: AtomicU8::new(EndpointState::Idle as u8),
+            health: RwLock::new(None),
+            outstanding: AtomicUsize::new(0),
+            counters,
+            kick: Notify::new(),
+            shared,
+            removed: Mutex::new(false),
+        }
+    }
+
+    /// The health state.
+    pub(crate) fn state(&self) -> EndpointState {
+        EndpointState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether a picker may see it: READY, and its connection not known to be closed (a
+    /// flag read, no I/O).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.state() == EndpointState::Ready
+            && self
+                .health
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|c| !c.is_closed())
+    }
+
+    fn set_state(&self, to: EndpointState) {
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        let from = EndpointState::from_u8(self.state.swap(to as u8, Ordering::AcqRel));
+        if from != to && !*removed {
+            self.shared.leave(from);
+            self.shared.enter(to);
+        }
+        drop(removed);
+        if from != to {
+            tracing::debug!(endpoint = %self.addr, from = from.as_str(), to = to.as_str(), "balance: endpoint state");
+        }
+        if to == EndpointState::Ready {
+            self.shared.changed.notify_waiters();
+        }
+    }
+
+    /// Takes the endpoint out of the state counts (discovery removed it).
+    pub(crate) fn remove(&self) {
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*removed {
+            *removed = true;
+            self.shared.leave(self.state());
+        }
+    }
+
+    /// A call on it failed with `error`: a connect or transport failure takes it out of the
+    /// picker at once and wakes its driver to reconnect (with backoff if that fails too).
+    pub(crate) fn call_failed(&self, error: &Error, unsent: bool) {
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("drpc_balance_calls_total", "endpoint" => self.addr.clone(), "outcome" => "failed").increment(1);
+        if (unsent || error.is_fatal_for_connection()) && self.state() == EndpointState::Ready {
+            self.set_state(EndpointState::Idle);
+            self.kick.notify_one();
+        }
+    }
+
+    /// A call on it was answered.
+    pub(crate) fn call_served(&self) {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("drpc_balance_calls_total", "endpoint" => self.addr.clone(), "outcome" => "served").increment(1);
+    }
+
+    /// Counts a call or stream as running until the guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> Outstanding<C, D> {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(Arc::clone(self))
+    }
+}
+
+impl<C: Conn + 'static, D: crate::Dial<String, C> + 'static> Endpoint<C, D> {
+    /// Runs the endpoint's state machine until aborted (when discovery removes it).
+    pub(crate) async fn drive(self: Arc<Self>, mut backoff: Backoff, connect_timeout: Duration) {
+        loop {
+            self.set_state(EndpointState::Connecting);
+            match self
+                .conn
+                .connect(Some(Instant::now() + connect_timeout))
+                .await
+            {
+                Ok(conn) => {
+                    backoff.reset();
+                    *self.health.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Arc::clone(&conn));
+                    self.set_state(EndpointState::Ready);
+                    tokio::select! {
+                        _ = conn.closed() => {}
+                        _ = self.kick.notified() => {}
+                    }
+                    *self.health.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    drop(conn);
+                    self.set_state(EndpointState::Idle);
+                }
+                Err(e) => {
+                    self.counters
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.set_state(EndpointState::TransientFailure);
+                    // Ask discovery for a fresh set; the resolver rate-limits.
+                    self.shared.resolve_now.notify_one();
+                    let delay = backoff.next_delay();
+                    tracing::debug!(endpoint = %self.addr, error = %e, ?delay, "balance: connect failed");
+                    tokio::time::sleep(delay).await;
+                    self.set_state(EndpointState::Idle);
+                }
+            }
+        }
+    }
+}
+
+/// A running call or stream on an endpoint (its outstanding count).
+pub(crate) struct Outstanding<C: Conn + 'static, D>(Arc<Endpoint<C, D>>);
+
+impl<C: Conn + 'static, D> Outstanding<C, D> {
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint<C, D>> {
+        &self.0
+    }
+}
+
+impl<C: Conn + 'static, D> Drop for Outstanding<C, D> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,568 @@
+//! Balancing across pools: [`Balanced`], a [`Conn`] that spreads calls over the endpoints a
+//! [`Resolver`](resolver::Resolver) discovers, each endpoint being one key of a [`Pool`].
+//!
+//! ```text
+//! resolver ──(endpoint sets)──► Balanced ──► endpoint (health, backoff) ──► pool key ──► Conn
+//!     ▲                            │ picker (ready endpoints only)
+//!     └──── resolve now ◄──────────┘ connect failures
+//! ```
+//!
+//! - **Endpoints** ([`EndpointState`]): each is connected by its own task and is picked only
+//!   while READY. A failing endpoint is kept and retried with [`Backoff`](crate::Backoff)
+//!   until discovery removes it; one whose connection closes or whose call fails the
+//!   transport leaves the picker at once.
+//! - **Connection kind** follows the pool mode: [`Mode::Exclusive`](crate::Mode) pools plain
+//!   storj/drpc connections per endpoint, [`Mode::Shared`](crate::Mode) shares multiplexed
+//!   sessions (drpc-mux). The dial function decides the transport.
+//! - **Pickers** ([`picker`]): [`PowerOfTwoChoices`](picker::PowerOfTwoChoices) on
+//!   outstanding calls (the default) or [`RoundRobin`](picker::RoundRobin). An endpoint at
+//!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (exclusive mode)
+//!   is skipped while another is free.
+//! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
+//!   connection found closed) is retried once on another endpoint; other failures are
+//!   returned.
+//! - **Observability**: [`Balanced::stats`]; the `drpc_balance_endpoints{state}` gauge and
+//!   the `drpc_balance_calls_total{endpoint,outcome}` counter through the `metrics` facade.
+
+mod endpoint;
+pub mod picker;
+pub mod resolver;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drpc_core::{CallOptions, Conn, Error, RawStream};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
+
+pub use endpoint::EndpointState;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::config::{Mode, PoolConfig};
+use crate::dial::{BoxError, Dial};
+use crate::keyed::PooledStream;
+use crate::pool::Pool;
+use endpoint::{Endpoint, EndpointCounters, Outstanding, Shared};
+use picker::{Candidate, Picker, PowerOfTwoChoices};
+use resolver::{Resolver, Subscription, Updates};
+
+/// The settings of a [`Balanced`] connection.
+#[derive(Debug, Clone)]
+pub struct BalanceConfig {
+    /// The pool every endpoint is a key of: its mode picks the connection kind, its limits
+    /// apply per endpoint.
+    pub pool: PoolConfig,
+    /// Reconnect backoff per endpoint. Default: 1 s × 1.6 ± 20 %, cap 30 s.
+    pub backoff: BackoffConfig,
+    /// How long one connect may take. Default 20 s (gRPC's minimum connect timeout).
+    pub connect_timeout: Duration,
+    /// How long a call without a deadline waits for a ready endpoint. Default 10 s.
+    pub wait_for_ready: Duration,
+    /// The picker. Default: [`PowerOfTwoChoices`].
+    pub picker: Arc<dyn Picker>,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            pool: PoolConfig::default(),
+            backoff: BackoffConfig::default(),
+            connect_timeout: Duration::from_secs(20),
+            wait_for_ready: Duration::from_secs(10),
+            picker: Arc::new(PowerOfTwoChoices::new()),
+        }
+    }
+}
+
+/// Why a balanced call found no endpoint (carried inside the [`Error::Io`] the call returns,
+/// with kind `NotConnected`; nothing of the call was sent).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalanceError {
+    /// No endpoint became ready in time.
+    #[error("no ready endpoint among {endpoints} after waiting {waited:?}")]
+    NoReadyEndpoint {
+        /// Endpoints in the set.
+        endpoints: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
+}
+
+/// One endpoint's line in [`BalanceStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// The address.
+    pub addr: String,
+    /// Its state, or `None` once discovery removed it.
+    pub state: Option<EndpointState>,
+    /// Calls it answered (replies and server errors), counted on this client.
+    pub calls: u64,
+    /// Calls that failed on it with a connect or transport error.
+    pub failures: u64,
+    /// Connects that failed.
+    pub connect_failures: u64,
+    /// Calls and streams running on it now.
+    pub outstanding: usize,
+}
+
+/// A snapshot of a [`Balanced`] connection, from [`Balanced::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BalanceStats {
+    /// Every address seen, in the order first seen (the resolved order), with removed ones.
+    pub endpoints: Vec<EndpointStats>,
+    /// Calls retried on another endpoint after failing unsent.
+    pub retries: u64,
+}
+
+impl BalanceStats {
+    /// Endpoints in `state` now.
+    pub fn count(&self, state: EndpointState) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.state == Some(state))
+            .count()
+    }
+
+    /// Calls answered by `addr`.
+    pub fn calls(&self, addr: &str) -> u64 {
+        self.endpoints
+            .iter()
+            .filter(|e| e.addr == addr)
+            .map(|e| e.calls)
+            .sum()
+    }
+}
+
+/// The dial function shared by every endpoint of a balancer.
+pub struct SharedDial<D>(Arc<D>);
+
+impl<D> std::fmt::Debug for SharedDial<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedDial")
+    }
+}
+
+impl<C, D: Dial<String, C>> Dial<String, C> for SharedDial<D> {
+    fn dial(&self, key: String) -> impl Future<Output = Result<C, BoxError>> + Send {
+        self.0.dial(key)
+    }
+}
+
+/// A [`Conn`] over many endpoints: each call goes to one ready endpoint the picker chooses.
+/// Cheap to clone; clones share everything. Generated clients take it like any connection.
+///
+/// Made by [`Balanced::new`] from a resolver and a dial function; it must be made inside a
+/// tokio runtime (it spawns the resolver and one task per endpoint, all ended when the last
+/// clone is dropped). See the [module docs](self).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use drpc_core::{CallOptions, Conn, TransportConn};
+/// use drpc_pool::balance::{BalanceConfig, Balanced, resolver::StaticResolver};
+/// let resolver = StaticResolver::new(["127.0.0.1:8080", "127.0.0.1:8081"]);
+/// let conn: Balanced<TransportConn<tokio::net::TcpStream>, _> = Balanced::new(
+///     resolver,
+///     |addr: String| async move { drpc_core::dial(addr).await },
+///     BalanceConfig::default(),
+/// );
+/// let reply = conn.unary("/echo.Echo/Unary", bytes::Bytes::new(), CallOptions::new()).await?;
+/// println!("{:?}", conn.stats());
+/// # Ok(()) }
+/// ```
+pub struct Balanced<C: Conn + 'static, D> {
+    inner: Arc<Inner<C, D>>,
+}
+
+impl<C: Conn + 'static, D> Clone for Balanced<C, D> {
+    fn clone(&self) -> Self {
+        Balanced {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Conn + 'static, D> std::fmt::Debug for Balanced<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A task ended when this is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Member<C: Conn + 'static, D> {
+    ep: Arc<Endpoint<C, D>>,
+    _task: AbortOnDrop,
+}
+
+impl<C: Conn + 'static, D> Drop for Member<C, D> {
+    fn drop(&mut self) {
+        self.ep.remove();
+    }
+}
+
+struct Inner<C: Conn + 'static, D> {
+    config: BalanceConfig,
+    pool: Pool<String, C>,
+    dial: Arc<D>,
+    shared: Arc<Shared>,
+    /// The current set, in resolved order: what calls pick from.
+    set: RwLock<Arc<Vec<Arc<Endpoint<C, D>>>>>,
+    /// The members behind `set` (their tasks), by address.
+    members: Mutex<HashMap<String, Member<C, D>>>,
+    /// Counters per address ever seen, in first-seen order.
+    history: Mutex<Vec<(String, Arc<EndpointCounters>)>>,
+    retries: std::sync::atomic::AtomicU64,
+    tasks: Mutex<Vec<AbortOnDrop>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<C: Conn + 'static, D: Dial<String, C> + 'static> Balanced<C, D> {
+    /// A balanced connection over the endpoints `resolver` finds, dialled with `dial`.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new(resolver: impl Resolver, dial: D, config: BalanceConfig) -> Balanced<C, D> {
+        let (updates, Subscription { rx, resolve_now }) = Updates::new();
+        let inner = Arc::new(Inner {
+            pool: Pool::new(config.pool.clone()),
+            config,
+            dial: Arc::new(dial),
+            shared: Arc::new(Shared::new(resolve_now)),
+            set: RwLock::new(Arc::new(Vec::new())),
+            members: Mutex::new(HashMap::new()),
+            history: Mutex::new(Vec::new()),
+            retries: Default::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let resolving = tokio::spawn(resolver.run(updates));
+        let applying = tokio::spawn(apply_updates(Arc::downgrade(&inner), rx));
+        lock(&inner.tasks).extend([AbortOnDrop(resolving), AbortOnDrop(applying)]);
+        Balanced { inner }
+    }
+}
+
+/// Applies each published set until the balancer or the resolver is gone.
+async fn apply_updates<C: Conn + 'static, D: Dial<String, C> + 'static>(
+    inner: Weak<Inner<C, D>>,
+    mut rx: tokio::sync::watch::Receiver<Option<Arc<Vec<String>>>>,
+) {
+    loop {
+        let set = rx.borrow_and_update().clone();
+        match (inner.upgrade(), set) {
+            (None, _) => return,
+            (Some(inner), Some(set)) => inner.apply(&set),
+            (Some(_), None) => {}
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl<C: Conn + 'static, D: Dial<String, C> + 'static> Inner<C, D> {
+    /// Makes `addrs` the endpoint set: new addresses get an endpoint and its task, removed
+    /// ones lose theirs (calls running on them finish), kept ones keep their state.
+    fn apply(&self, addrs: &[String]) {
+        let mut members = lock(&self.members);
+        let mut next = Vec::with_capacity(addrs.len());
+        let mut keep = HashMap::with_capacity(addrs.len());
+        for addr in addrs {
+            if keep.contains_key(addr) {
+                continue; // a duplicate address is one endpoint
+            }
+            let member = match members.remove(addr) {
+                Some(m) => m,
+                None => self.member(addr),
+            };
+            next.push(Arc::clone(&member.ep));
+            keep.insert(addr.clone(), member);
+        }
+        let removed = std::mem::replace(&mut *members, keep);
+        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        drop(members);
+        if !removed.is_empty() {
+            tracing::debug!(removed = ?removed.keys().collect::<Vec<_>>(), "balance: endpoints removed");
+        }
+        drop(removed);
+        self.shared.changed.notify_waiters();
+    }
+
+    fn member(&self, addr: &str) -> Member<C, D> {
+        let counters = {
+            let mut history = lock(&self.history);
+            match history.iter().find(|(a, _)| a == addr) {
+                Some((_, c)) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(EndpointCounters::default());
+                    history.push((addr.to_string(), Arc::clone(&c)));
+                    c
+                }
+            }
+        };
+        let conn = self
+            .pool
+            .keyed(addr.to_string(), SharedDial(Arc::clone(&self.dial)));
+        let ep = Arc::new(Endpoint::new(
+            addr.to_string(),
+            conn,
+            counters,
+            Arc::clone(&self.shared),
+        ));
+        tracing::debug!(endpoint = addr, "balance: endpoint added");
+        let task = tokio::spawn(Arc::clone(&ep).drive(
+            Backoff::new(self.config.backoff),
+            self.config.connect_timeout,
+        ));
+        Member {
+            ep,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// Whether an endpoint is at its pool's open limit (exclusive mode only: a shared
+    /// session runs any number of calls).
+    fn at_limit(&self, ep: &Endpoint<C, D>) -> bool {
+        match (self.config.pool.mode, self.config.pool.max_open_per_key) {
+            (Mode::Exclusive, Some(limit)) => ep.outstanding.load(Ordering::Relaxed) >= limit,
+            _ => false,
+        }
+    }
+
+    /// One pick among the ready endpoints, preferring any but `avoid` and those below
+    /// their limit.
+    fn pick(&self, avoid: Option<&Endpoint<C, D>>) -> Option<Arc<Endpoint<C, D>>> {
+        let set = Arc::clone(&self.set.read().unwrap_or_else(|e| e.into_inner()));
+        let ready: Vec<&Arc<Endpoint<C, D>>> = set.iter().filter(|e| e.is_ready()).collect();
+        let not_avoided =
+            |e: &&&Arc<Endpoint<C, D>>| avoid.is_none_or(|a| !std::ptr::eq(a, Arc::as_ptr(e)));
+        let tiers: [Vec<&Arc<Endpoint<C, D>>>; 3] = [
+            ready
+                .iter()
+                .filter(not_avoided)
+                .filter(|e| !self.at_limit(e))
+                .copied()
+                .collect(),
+            ready.iter().filter(not_avoided).copied().collect(),
+            ready.clone(),
+        ];
+        let cands = tiers.into_iter().find(|t| !t.is_empty())?;
+        let view: Vec<Candidate<'_>> = cands
+            .iter()
+            .map(|e| Candidate {
+                addr: &e.addr,
+                outstanding: e.outstanding.load(Ordering::Relaxed),
+            })
+            .collect();
+        let i = self.config.picker.pick(&view).min(cands.len() - 1);
+        Some(Arc::clone(cands[i]))
+    }
+
+    /// Picks, waiting for an endpoint to become ready up to the deadline (or
+    /// [`BalanceConfig::wait_for_ready`] without one).
+    async fn wait_pick(
+        &self,
+        avoid: Option<&Endpoint<C, D>>,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Endpoint<C, D>>, Error> {
+        let start = Instant::now();
+        let until = deadline.unwrap_or(start + self.config.wait_for_ready);
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(ep) = self.pick(avoid) {
+                return Ok(ep);
+            }
+            if timeout_at(until, changed).await.is_err() {
+                if deadline.is_some() {
+                    return Err(Error::DeadlineExceeded);
+                }
+                let endpoints = self.set.read().unwrap_or_else(|e| e.into_inner()).len();
+                let e = BalanceError::NoReadyEndpoint {
+                    endpoints,
+                    waited: start.elapsed(),
+                };
+                return Err(Error::Io(Arc::new(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    e,
+                ))));
+            }
+        }
+    }
+
+    fn retrying(&self, ep: &Endpoint<C, D>, error: &Error) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(endpoint = %ep.addr, %error, "balance: call failed unsent; retrying once on another endpoint");
+    }
+}
+
+impl<C: Conn + 'static, D> Balanced<C, D> {
+    /// Per-endpoint counters and states, in the order addresses were first resolved.
+    pub fn stats(&self) -> BalanceStats {
+        let members = lock(&self.inner.members);
+        let history = lock(&self.inner.history);
+        let endpoints = history
+            .iter()
+            .map(|(addr, c)| {
+                let ep = members.get(addr).map(|m| &m.ep);
+                EndpointStats {
+                    addr: addr.clone(),
+                    state: ep.map(|e| e.state()),
+                    calls: c.calls.load(Ordering::Relaxed),
+                    failures: c.failures.load(Ordering::Relaxed),
+                    connect_failures: c.connect_failures.load(Ordering::Relaxed),
+                    outstanding: ep.map_or(0, |e| e.outstanding.load(Ordering::Relaxed)),
+                }
+            })
+            .collect();
+        BalanceStats {
+            endpoints,
+            retries: self.inner.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current endpoint addresses, in resolved order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .set
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect()
+    }
+
+    /// Endpoints in `state` now.
+    pub fn count(&self, state: EndpointState) -> usize {
+        self.inner.shared.count(state)
+    }
+
+    /// The pool under the endpoints.
+    pub fn pool(&self) -> &Pool<String, C> {
+        &self.inner.pool
+    }
+}
+
+impl<C: Conn + 'static, D: Dial<String, C> + 'static> Conn for Balanced<C, D> {
+    type Stream = BalancedStream<C, D>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        let inner = &self.inner;
+        let mut failed: Option<Arc<Endpoint<C, D>>> = None;
+        loop {
+            let ep = inner.wait_pick(failed.as_deref(), options.deadline).await?;
+            let running = ep.begin();
+            let result = ep
+                .conn
+                .unary_classified(rpc, request.clone(), options.clone())
+                .await;
+            drop(running);
+            match result {
+                Ok(reply) => {
+                    ep.call_served();
+                    return Ok(reply);
+                }
+                Err(f) => {
+                    if matches!(f.error, Error::Remote { .. }) {
+                        ep.call_served();
+                        return Err(f.error);
+                    }
+                    ep.call_failed(&f.error, f.unsent);
+                    if f.unsent && failed.is_none() {
+                        inner.retrying(&ep, &f.error);
+                        failed = Some(ep);
+                        continue;
+                    }
+                    return Err(f.error);
+                }
+            }
+        }
+    }
+
+    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+        let inner = &self.inner;
+        let mut failed: Option<Arc<Endpoint<C, D>>> = None;
+        loop {
+            let ep = inner.wait_pick(failed.as_deref(), options.deadline).await?;
+            let running = ep.begin();
+            match ep.conn.open_stream_classified(rpc, options.clone()).await {
+                Ok(stream) => {
+                    ep.call_served();
+                    return Ok(BalancedStream {
+                        stream,
+                        _running: running,
+                    });
+                }
+                Err(f) => {
+                    drop(running);
+                    ep.call_failed(&f.error, f.unsent);
+                    if f.unsent && failed.is_none() {
+                        inner.retrying(&ep, &f.error);
+                        failed = Some(ep);
+                        continue;
+                    }
+                    return Err(f.error);
+                }
+            }
+        }
+    }
+
+    /// Never: a balanced connection reconnects its endpoints itself.
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
+/// A streaming RPC opened through a [`Balanced`] connection; counts as outstanding on its
+/// endpoint until dropped.
+pub struct BalancedStream<C: Conn + 'static, D> {
+    // Field order: the stream drops (and gives its connection back) first.
+    stream: PooledStream<String, C>,
+    _running: Outstanding<C, D>,
+}
+
+impl<C: Conn + 'static, D> std::fmt::Debug for BalancedStream<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalancedStream")
+            .field("endpoint", &self._running.endpoint().addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Conn + 'static, D: Send + Sync + 'static> RawStream for BalancedStream<C, D> {
+    fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.send(message)
+    }
+
+    fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.close_send()
+    }
+
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, Error>> + Send {
+        self.stream.recv()
+    }
+}
