@@ -7,7 +7,7 @@ mod balance_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balance_support::{Backend, Msg, Tcp, UNARY, Worker, dial, echo, within};
+use balance_support::{Backend, Tcp, Worker, dial, echo, within};
 use drpc_core::{CallOptions, ConnExt, Server};
 use drpc_pool::balance::picker::{PowerOfTwoChoices, RoundRobin};
 use drpc_pool::balance::resolver::{
@@ -122,7 +122,7 @@ async fn a_listed_endpoint_that_refuses_connects_is_never_picked_and_calls_do_no
     assert_eq!(stats.endpoints[0].failures, 0, "never picked: {stats:?}");
     assert!(stats.endpoints[0].connect_failures >= 1);
     assert_ne!(stats.endpoints[0].state, Some(EndpointState::Ready));
-    assert_eq!(stats.endpoints[0].state.is_some(), true, "kept in the set");
+    assert!(stats.endpoints[0].state.is_some(), "kept in the set");
     assert_eq!(live.served(), 200);
 }
 
@@ -211,10 +211,10 @@ async fn push_updates_reach_the_picker_within_1s() {
     let pushed = Instant::now();
     push.set("echo", vec![a.addr(), b.addr()]);
     let in_set = within("b is in the set", T, || conn.endpoints().len() == 2).await;
-    let serving = within("b serves", 3 * T, || b.served() > 0).await;
+    within("b serves", 3 * T, || b.served() > 0).await;
+    let serving = pushed.elapsed();
     eprintln!(
-        "push: new endpoint in the picker's set after {in_set:?}, first call served after {:?}",
-        pushed.elapsed().min(serving)
+        "push: new endpoint in the picker's set after {in_set:?}, first call served after {serving:?}"
     );
     assert!(in_set < Duration::from_secs(1), "{in_set:?}");
     assert!(serving < Duration::from_secs(1), "{serving:?}");
@@ -235,6 +235,5 @@ async fn push_updates_reach_the_picker_within_1s() {
         "at most the call in flight: {}",
         a.served() - after
     );
-    let _ = (Msg::default(), UNARY);
     server.shutdown(Duration::from_secs(1)).await;
 }
