@@ -2,6 +2,7 @@
 //! `echo-client` and `demo` binaries: the messages, the server handlers, and the client
 //! scenarios with their exact output lines.
 
+pub mod balance;
 pub mod cli;
 pub mod echo;
 pub mod load;

@@ -463,6 +463,30 @@ impl<C: Conn + 'static, D> Balanced<C, D> {
     }
 }
 
+impl<C: Conn + 'static, D: Dial<String, C> + 'static> Balanced<C, D> {
+    /// The address of the endpoint the picker chooses now, waiting for a ready one as a
+    /// call does; counted as a call served by it. For callers that need a connection of
+    /// their own to a balanced endpoint (per-connection tests, sticky sessions).
+    ///
+    /// # Errors
+    /// As a call that finds no ready endpoint in time.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn pick(&self, deadline: Option<Instant>) -> Result<String, Error> {
+        let ep = self.inner.wait_pick(None, deadline).await?;
+        ep.call_served();
+        Ok(ep.addr.clone())
+    }
+
+    /// [`Balanced::pick`] without waiting: `None` when no endpoint is ready now.
+    pub fn try_pick(&self) -> Option<String> {
+        let ep = self.inner.pick(None)?;
+        ep.call_served();
+        Some(ep.addr.clone())
+    }
+}
+
 impl<C: Conn + 'static, D: Dial<String, C> + 'static> Conn for Balanced<C, D> {
     type Stream = BalancedStream<C, D>;
 
