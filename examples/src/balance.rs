@@ -120,7 +120,7 @@ pub enum AnyResolver {
     /// A fixed list.
     Static(StaticResolver),
     /// DNS.
-    Dns(DnsResolver),
+    Dns(Box<DnsResolver>),
 }
 
 impl Resolver for AnyResolver {
@@ -155,11 +155,11 @@ impl Discovery {
                     name: name.clone(),
                     port: *port,
                 };
-                Ok(AnyResolver::Dns(DnsResolver::new(
+                Ok(AnyResolver::Dns(Box::new(DnsResolver::new(
                     server,
                     target,
                     DnsConfig::default(),
-                )?))
+                )?)))
             }
         }
     }

@@ -132,7 +132,7 @@ async fn dns_srv_and_a_records_find_the_backends() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut want = vec![a, b];
+    let mut want = [a, b];
     want.sort();
     let got = backends(&stdout);
     assert_eq!(

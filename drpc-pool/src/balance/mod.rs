@@ -217,13 +217,16 @@ impl<C: Conn + 'static, D> Drop for Member<C, D> {
     }
 }
 
+/// A snapshot of the endpoint set, in resolved order.
+type EndpointSet<C, D> = Arc<Vec<Arc<Endpoint<C, D>>>>;
+
 struct Inner<C: Conn + 'static, D> {
     config: BalanceConfig,
     pool: Pool<String, C>,
     dial: Arc<D>,
     shared: Arc<Shared>,
     /// The current set, in resolved order: what calls pick from.
-    set: RwLock<Arc<Vec<Arc<Endpoint<C, D>>>>>,
+    set: RwLock<EndpointSet<C, D>>,
     /// The members behind `set` (their tasks), by address.
     members: Mutex<HashMap<String, Member<C, D>>>,
     /// Counters per address ever seen, in first-seen order.

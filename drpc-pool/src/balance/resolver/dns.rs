@@ -90,7 +90,7 @@ pub enum DnsError {
         server: SocketAddr,
         /// Why.
         #[source]
-        source: NetError,
+        source: Box<NetError>,
     },
     /// A lookup failed (other than with "no such name" or "no records").
     #[error("{kind} lookup of {name} failed")]
@@ -101,7 +101,7 @@ pub enum DnsError {
         kind: &'static str,
         /// Why.
         #[source]
-        source: NetError,
+        source: Box<NetError>,
     },
 }
 
@@ -149,7 +149,7 @@ impl DnsResolver {
         .build()
         .map_err(|source| DnsError::Build {
             server: name_server,
-            source,
+            source: Box::new(source),
         })?;
         Ok(DnsResolver {
             resolver,
@@ -182,7 +182,7 @@ impl DnsResolver {
                     return Err(DnsError::Lookup {
                         name: name.to_string(),
                         kind: "A/AAAA",
-                        source,
+                        source: Box::new(source),
                     });
                 }
             },
@@ -213,7 +213,7 @@ impl DnsResolver {
                 return Err(DnsError::Lookup {
                     name: name.to_string(),
                     kind: "SRV",
-                    source,
+                    source: Box::new(source),
                 });
             }
         };
