@@ -1,5 +1,5 @@
 //! Balancing across pools: [`Balanced`], a [`Conn`] that spreads calls over the endpoints a
-//! [`Resolver`](resolver::Resolver) discovers, each endpoint being one key of a [`Pool`].
+//! [resolver](resolver::Resolver) discovers, each endpoint being one key of a [`Pool`].
 //!
 //! ```text
 //! resolver ──(endpoint sets)──► Balanced ──► endpoint (health, backoff) ──► pool key ──► Conn
@@ -8,14 +8,14 @@
 //! ```
 //!
 //! - **Endpoints** ([`EndpointState`]): each is connected by its own task and is picked only
-//!   while READY. A failing endpoint is kept and retried with [`Backoff`](crate::Backoff)
+//!   while READY. A failing endpoint is kept and retried with a [backoff](crate::Backoff)
 //!   until discovery removes it; one whose connection closes or whose call fails the
 //!   transport leaves the picker at once.
 //! - **Connection kind** follows the pool mode: [`Mode::Exclusive`](crate::Mode) pools plain
 //!   storj/drpc connections per endpoint, [`Mode::Shared`](crate::Mode) shares multiplexed
 //!   sessions (drpc-mux). The dial function decides the transport.
-//! - **Pickers** ([`picker`]): [`PowerOfTwoChoices`](picker::PowerOfTwoChoices) on
-//!   outstanding calls (the default) or [`RoundRobin`](picker::RoundRobin). An endpoint at
+//! - **Pickers** ([`picker`]): [power of two choices](picker::PowerOfTwoChoices) on
+//!   outstanding calls (the default) or [round robin](picker::RoundRobin). An endpoint at
 //!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (exclusive mode)
 //!   is skipped while another is free.
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a

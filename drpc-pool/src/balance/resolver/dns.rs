@@ -114,7 +114,9 @@ pub struct Resolved {
     pub ttl: Duration,
 }
 
-/// Discovery through DNS (see the [module docs](self)).
+/// Discovery through DNS: A/AAAA records with a port or SRV records, polled on the TTL,
+/// re-resolved after connect failures, with the last known-good set kept over transient
+/// empty answers (see [`DnsConfig`]).
 #[derive(Debug, Clone)]
 pub struct DnsResolver {
     resolver: TokioResolver,

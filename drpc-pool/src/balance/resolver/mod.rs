@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | [`StaticResolver`] | a fixed list | never |
 //! | [`manual`] | the application, through a [`ManualHandle`] | at once |
-//! | [`DnsResolver`] (feature `dns`) | A/AAAA with a port, or SRV | polls on the TTL, re-resolves after connect failures |
+//! | `DnsResolver` (feature `dns`) | A/AAAA with a port, or SRV | polls on the TTL, re-resolves after connect failures |
 //! | [`PushResolver`] | a [`PushServer`] over drpc | streamed by the server on every change |
 
 #[cfg(feature = "dns")]
