@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use balance_support::{Backend, Tcp, Worker, dial, echo, within};
 use drpc_core::{CallOptions, ConnExt, Server};
-use drpc_pool::balance::picker::{PowerOfTwoChoices, RoundRobin};
+use drpc_pool::balance::picker::{Candidate, Picker, PowerOfTwoChoices, RoundRobin};
 use drpc_pool::balance::resolver::{
     PushResolver, PushServer, StaticResolver, manual, push_service,
 };
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 const T: Duration = Duration::from_secs(5);
 
-fn config_with(picker: Arc<dyn drpc_pool::balance::picker::Picker>) -> BalanceConfig {
+fn config_with(picker: Arc<dyn Picker>) -> BalanceConfig {
     BalanceConfig {
         picker,
         ..BalanceConfig::default()
@@ -124,6 +124,50 @@ async fn a_listed_endpoint_that_refuses_connects_is_never_picked_and_calls_do_no
     assert_ne!(stats.endpoints[0].state, Some(EndpointState::Ready));
     assert!(stats.endpoints[0].state.is_some(), "kept in the set");
     assert_eq!(live.served(), 200);
+}
+
+/// Always the first candidate.
+#[derive(Debug)]
+struct First;
+
+impl Picker for First {
+    fn pick(&self, _: &[Candidate<'_>]) -> usize {
+        0
+    }
+}
+
+#[tokio::test]
+#[serial]
+async fn an_endpoint_at_its_pool_limit_is_skipped_not_waited_on() {
+    let backends = [
+        Backend::start(Duration::from_millis(50)).await,
+        Backend::start(Duration::from_millis(50)).await,
+    ];
+    let addrs: Vec<String> = backends.iter().map(Backend::addr).collect();
+    let conn: Balanced<Tcp, _> = Balanced::new(
+        StaticResolver::new(addrs),
+        dial,
+        BalanceConfig {
+            pool: PoolConfig {
+                mode: Mode::Exclusive,
+                max_open_per_key: Some(1),
+                ..PoolConfig::default()
+            },
+            // A picker that always wants the first candidate: only the limit moves calls on.
+            picker: Arc::new(First),
+            ..BalanceConfig::default()
+        },
+    );
+    within("both ready", T, || conn.count(EndpointState::Ready) == 2).await;
+    for _ in 0..10 {
+        let (a, b) = tokio::join!(echo(&conn, T), echo(&conn, T));
+        a.unwrap();
+        b.unwrap();
+        // Each pair ran at once, one call per endpoint: nobody waited for a connection.
+        assert_eq!(conn.pool().stats().waits, 0, "{:?}", conn.pool().stats());
+    }
+    assert_eq!(backends[0].served(), 10);
+    assert_eq!(backends[1].served(), 10);
 }
 
 #[tokio::test]

@@ -185,7 +185,8 @@ impl Dial<String, SharedConn> for TransportDial {
 pub type EchoBalanced = Balanced<SharedConn, TransportDial>;
 
 /// A balanced connection for `--resolve`, `--lb` and the transport options; `pool` bounds
-/// the connections (or sessions) per backend.
+/// the connections per backend (plain TCP) or the sessions per backend (yamux, QUIC: one
+/// session per backend unless `pool` says more).
 ///
 /// # Errors
 /// As [`Discovery::resolver`].
@@ -195,10 +196,10 @@ pub async fn connect(
     transport: &TransportArgs,
     pool: Option<usize>,
 ) -> anyhow::Result<EchoBalanced> {
-    let mode = if transport.transport == TransportKind::Tcp {
-        Mode::Exclusive
+    let (mode, pool) = if transport.transport == TransportKind::Tcp {
+        (Mode::Exclusive, pool)
     } else {
-        Mode::Shared
+        (Mode::Shared, Some(pool.unwrap_or(1)))
     };
     let config = BalanceConfig {
         pool: PoolConfig {

@@ -23,6 +23,17 @@ async fn echo_server() -> (SocketAddr, drpc_core::Server) {
     (addr, server)
 }
 
+async fn yamux_echo_server() -> (SocketAddr, drpc_core::Server) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = drpc_core::Server::new(drpc_examples::echo::router());
+    tokio::spawn({
+        let server = server.clone();
+        async move { drpc_examples::mux::serve_yamux(&server, listener, None).await }
+    });
+    (addr, server)
+}
+
 fn name(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
 }
@@ -143,6 +154,50 @@ async fn dns_srv_and_a_records_find_the_backends() {
 
     let host = format!("dns://{dns_addr}/echo.test.?port={}", a.port());
     let out = echo_client(&["--resolve", &host, "--scenario", "all"]).await;
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn yamux_backends_are_balanced_over_one_session_each() {
+    let (a, _sa) = yamux_echo_server().await;
+    let (b, _sb) = yamux_echo_server().await;
+    let list = format!("static://{a},{b}");
+    let out = echo_client(&[
+        "--resolve",
+        &list,
+        "--transport",
+        "yamux",
+        "--lb",
+        "p2c",
+        "--calls",
+        "400",
+        "--concurrency",
+        "8",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = backends(&stdout);
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(_, c)| *c > 0), "{stdout}");
+    let out = echo_client(&[
+        "--resolve",
+        &list,
+        "--transport",
+        "yamux",
+        "--scenario",
+        "all",
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{} {}",
