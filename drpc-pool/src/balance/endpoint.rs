@@ -129,6 +129,10 @@ pub(crate) struct Endpoint<C: Conn + 'static, D> {
     pub(crate) counters: Arc<EndpointCounters>,
     /// Wakes the driver when a call found the endpoint broken.
     kick: Notify,
+    /// `drpc_balance_calls_total{endpoint, outcome="served"}`, registered once.
+    served_total: metrics::Counter,
+    /// `drpc_balance_calls_total{endpoint, outcome="failed"}`.
+    failed_total: metrics::Counter,
     shared: Arc<Shared>,
     /// Set once the endpoint left the set; its state then no longer counts.
     removed: Mutex<bool>,
@@ -151,7 +155,11 @@ impl<C: Conn + 'static, D> Endpoint<C, D> {
         shared: Arc<Shared>,
     ) -> Endpoint<C, D> {
         shared.enter(EndpointState::Idle);
+        let served_total = metrics::counter!("drpc_balance_calls_total", "endpoint" => addr.clone(), "outcome" => "served");
+        let failed_total = metrics::counter!("drpc_balance_calls_total", "endpoint" => addr.clone(), "outcome" => "failed");
         Endpoint {
+            served_total,
+            failed_total,
             addr,
             conn,
             state: AtomicU8::new(EndpointState::Idle as u8),
@@ -210,7 +218,7 @@ impl<C: Conn + 'static, D> Endpoint<C, D> {
     /// picker at once and wakes its driver to reconnect (with backoff if that fails too).
     pub(crate) fn call_failed(&self, error: &Error, unsent: bool) {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("drpc_balance_calls_total", "endpoint" => self.addr.clone(), "outcome" => "failed").increment(1);
+        self.failed_total.increment(1);
         if (unsent || error.is_fatal_for_connection()) && self.state() == EndpointState::Ready {
             self.set_state(EndpointState::Idle);
             self.kick.notify_one();
@@ -220,7 +228,7 @@ impl<C: Conn + 'static, D> Endpoint<C, D> {
     /// A call on it was answered.
     pub(crate) fn call_served(&self) {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("drpc_balance_calls_total", "endpoint" => self.addr.clone(), "outcome" => "served").increment(1);
+        self.served_total.increment(1);
     }
 
     /// Counts a call or stream as running until the guard drops.
@@ -282,5 +290,75 @@ impl<C: Conn + 'static, D> Outstanding<C, D> {
 impl<C: Conn + 'static, D> Drop for Outstanding<C, D> {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use metrics::{
+        Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    use super::*;
+
+    /// Gauge values by `name{labels}`.
+    #[derive(Debug, Default)]
+    struct Gauges(Arc<Mutex<HashMap<String, f64>>>);
+
+    struct One(Arc<Mutex<HashMap<String, f64>>>, String);
+
+    impl GaugeFn for One {
+        fn increment(&self, v: f64) {
+            *self.0.lock().unwrap().entry(self.1.clone()).or_default() += v;
+        }
+        fn decrement(&self, v: f64) {
+            *self.0.lock().unwrap().entry(self.1.clone()).or_default() -= v;
+        }
+        fn set(&self, v: f64) {
+            self.0.lock().unwrap().insert(self.1.clone(), v);
+        }
+    }
+
+    impl Recorder for Gauges {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Gauge::from_arc(Arc::new(One(Arc::clone(&self.0), name)))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn state_changes_move_the_endpoints_gauge_and_the_counts() {
+        let recorder = Gauges::default();
+        let shared = Shared::new(Arc::new(Notify::new()));
+        metrics::with_local_recorder(&recorder, || {
+            shared.enter(EndpointState::Idle);
+            shared.enter(EndpointState::Idle);
+            shared.leave(EndpointState::Idle);
+            shared.enter(EndpointState::Ready);
+        });
+        assert_eq!(shared.count(EndpointState::Idle), 1);
+        assert_eq!(shared.count(EndpointState::Ready), 1);
+        let gauges = recorder.0.lock().unwrap();
+        assert_eq!(gauges["drpc_balance_endpoints{state=idle}"], 1.0);
+        assert_eq!(gauges["drpc_balance_endpoints{state=ready}"], 1.0);
+        assert_eq!(
+            EndpointState::ALL.map(EndpointState::as_str),
+            ["idle", "connecting", "ready", "transient_failure"]
+        );
     }
 }
