@@ -97,11 +97,12 @@ impl<K: Key, C: Conn + 'static, D: Dial<K, C>> KeyedConn<K, C, D> {
         .map_err(|e: PoolError| e.into())
     }
 
-    /// Checks a connection out (dialling one when none is idle) and gives it straight back,
-    /// returning a shared handle to it: how a balanced endpoint connects and then watches
-    /// its connection.
+    /// Dials a new connection into the pool (replacing an idle one when the key is at its
+    /// open limit) and gives it straight back, returning a shared handle to it: how a
+    /// balanced endpoint (re)connects and then watches its connection. Always a new dial,
+    /// so that a connect proves the peer is there now, whatever idle connections survive.
     pub(crate) async fn connect(&self, deadline: Option<Instant>) -> Result<Arc<C>, Error> {
-        let pooled = self.checkout(deadline, false).await?;
+        let pooled = self.checkout(deadline, true).await?;
         Ok(pooled.share())
     }
 

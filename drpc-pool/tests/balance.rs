@@ -170,6 +170,40 @@ async fn an_endpoint_at_its_pool_limit_is_skipped_not_waited_on() {
     assert_eq!(backends[1].served(), 10);
 }
 
+/// G8a, the unsent half: a ready endpoint that cannot take a new connection fails the call
+/// before anything is sent; the balancer retries it on another endpoint, and the caller sees
+/// no failure.
+#[tokio::test]
+#[serial]
+async fn a_call_that_failed_unsent_is_retried_once_on_another_endpoint() {
+    // `a` serves its first connection (slowly) and then refuses connects.
+    let a = Backend::one_connection(Duration::from_millis(100)).await;
+    let b = Backend::start(Duration::ZERO).await;
+    let conn: Balanced<Tcp, _> = Balanced::new(
+        StaticResolver::new([a.addr(), b.addr()]),
+        dial,
+        config_with(Arc::new(First)),
+    );
+    within("both ready", T, || conn.count(EndpointState::Ready) == 2).await;
+    // The first call takes a's one connection; the second is picked for a too, whose pool
+    // must dial: refused, so unsent, so retried on b.
+    let first = tokio::spawn({
+        let conn = conn.clone();
+        async move { echo(&conn, T).await }
+    });
+    within("a runs the first call", T, || a.started() == 1).await;
+    echo(&conn, T).await.unwrap();
+    first.await.unwrap().unwrap();
+    let stats = conn.stats();
+    assert_eq!(stats.retries, 1, "{stats:?}");
+    assert_eq!((a.served(), b.served()), (1, 1));
+    assert_eq!(
+        stats.endpoints[0].failures, 1,
+        "the refused connect, unsent"
+    );
+    assert_ne!(stats.endpoints[0].state, Some(EndpointState::Ready));
+}
+
 #[tokio::test]
 #[serial]
 async fn manual_updates_add_and_remove_endpoints() {

@@ -33,7 +33,10 @@ pub struct Msg {
 pub struct Backend {
     pub server: Server,
     pub addr: SocketAddr,
+    /// Calls answered.
     pub served: Arc<AtomicU64>,
+    /// Calls whose handler started.
+    pub started: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -45,25 +48,39 @@ impl Backend {
         Backend::serve(listener, delay)
     }
 
+    /// Serves the first connection `listener` accepts, then closes the listener: later
+    /// connects are refused while that connection keeps working.
+    pub async fn one_connection(delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicU64::new(0));
+        let started = Arc::new(AtomicU64::new(0));
+        let server = Server::new(router(Arc::clone(&started), Arc::clone(&served), delay));
+        tokio::spawn({
+            let server = server.clone();
+            async move {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                drop(listener);
+                tcp.set_nodelay(true).unwrap();
+                let _ = server.serve_one(tcp).await;
+            }
+        });
+        Backend {
+            server,
+            addr,
+            served,
+            started,
+        }
+    }
+
     /// Serves on `listener`.
     pub fn serve(listener: TcpListener, delay: Duration) -> Backend {
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(AtomicU64::new(0));
-        let counter = Arc::clone(&served);
-        let router = Router::new().unary(UNARY, move |_ctx: Context, m: Msg| {
-            let counter = Arc::clone(&counter);
-            async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, Error>(Msg {
-                    text: format!("echo:{}", m.text),
-                    n: m.n + 1,
-                })
-            }
-        });
-        let server = Server::new(router);
+        let started = Arc::new(AtomicU64::new(0));
+        let server = Server::new(router(Arc::clone(&started), Arc::clone(&served), delay));
         tokio::spawn({
             let server = server.clone();
             async move { server.serve(listener).await }
@@ -72,6 +89,7 @@ impl Backend {
             server,
             addr,
             served,
+            started,
         }
     }
 
@@ -83,10 +101,32 @@ impl Backend {
         self.served.load(Ordering::SeqCst)
     }
 
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+
     /// Kills it: stops accepting and drops every connection and running call at once.
     pub async fn kill(&self) {
         self.server.shutdown(Duration::ZERO).await;
     }
+}
+
+/// The echo router: `Unary` replies after `delay` and counts the call.
+fn router(started: Arc<AtomicU64>, counter: Arc<AtomicU64>, delay: Duration) -> Router {
+    Router::new().unary(UNARY, move |_ctx: Context, m: Msg| {
+        let counter = Arc::clone(&counter);
+        started.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>(Msg {
+                text: format!("echo:{}", m.text),
+                n: m.n + 1,
+            })
+        }
+    })
 }
 
 /// Dials plain TCP.
