@@ -24,122 +24,35 @@
 //! - **Observability**: [`Balanced::stats`]; the `drpc_balance_endpoints{state}` gauge and
 //!   the `drpc_balance_calls_total{endpoint,outcome}` counter through the `metrics` facade.
 
+mod config;
 mod endpoint;
 pub mod picker;
 pub mod resolver;
+mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use drpc_core::{CallOptions, Conn, Error, RawStream};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
+pub use config::{BalanceConfig, BalanceError};
 pub use endpoint::EndpointState;
+pub use stats::{BalanceStats, EndpointStats};
 
-use crate::backoff::{Backoff, BackoffConfig};
-use crate::config::{Mode, PoolConfig};
+use crate::backoff::Backoff;
+use crate::config::Mode;
 use crate::dial::{BoxError, Dial};
 use crate::keyed::PooledStream;
 use crate::pool::Pool;
 use endpoint::{Endpoint, EndpointCounters, Outstanding, Shared};
-use picker::{Candidate, Picker, PowerOfTwoChoices};
+use picker::Candidate;
 use resolver::{Resolver, Subscription, Updates};
-
-/// The settings of a [`Balanced`] connection.
-#[derive(Debug, Clone)]
-pub struct BalanceConfig {
-    /// The pool every endpoint is a key of: its mode picks the connection kind, its limits
-    /// apply per endpoint.
-    pub pool: PoolConfig,
-    /// Reconnect backoff per endpoint. Default: 1 s × 1.6 ± 20 %, cap 30 s.
-    pub backoff: BackoffConfig,
-    /// How long one connect may take. Default 20 s (gRPC's minimum connect timeout).
-    pub connect_timeout: Duration,
-    /// How long a call without a deadline waits for a ready endpoint. Default 10 s.
-    pub wait_for_ready: Duration,
-    /// The picker. Default: [`PowerOfTwoChoices`].
-    pub picker: Arc<dyn Picker>,
-}
-
-impl Default for BalanceConfig {
-    fn default() -> Self {
-        BalanceConfig {
-            pool: PoolConfig::default(),
-            backoff: BackoffConfig::default(),
-            connect_timeout: Duration::from_secs(20),
-            wait_for_ready: Duration::from_secs(10),
-            picker: Arc::new(PowerOfTwoChoices::new()),
-        }
-    }
-}
-
-/// Why a balanced call found no endpoint (carried inside the [`Error::Io`] the call returns,
-/// with kind `NotConnected`; nothing of the call was sent).
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum BalanceError {
-    /// No endpoint became ready in time.
-    #[error("no ready endpoint among {endpoints} after waiting {waited:?}")]
-    NoReadyEndpoint {
-        /// Endpoints in the set.
-        endpoints: usize,
-        /// How long the call waited.
-        waited: Duration,
-    },
-}
-
-/// One endpoint's line in [`BalanceStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EndpointStats {
-    /// The address.
-    pub addr: String,
-    /// Its state, or `None` once discovery removed it.
-    pub state: Option<EndpointState>,
-    /// Calls it answered (replies and server errors), counted on this client.
-    pub calls: u64,
-    /// Calls that failed on it with a connect or transport error.
-    pub failures: u64,
-    /// Connects that failed.
-    pub connect_failures: u64,
-    /// Calls and streams running on it now.
-    pub outstanding: usize,
-}
-
-/// A snapshot of a [`Balanced`] connection, from [`Balanced::stats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BalanceStats {
-    /// Every address seen, in the order first seen (the resolved order), with removed ones.
-    pub endpoints: Vec<EndpointStats>,
-    /// Calls retried on another endpoint after failing unsent.
-    pub retries: u64,
-}
-
-impl BalanceStats {
-    /// Endpoints in `state` now.
-    pub fn count(&self, state: EndpointState) -> usize {
-        self.endpoints
-            .iter()
-            .filter(|e| e.state == Some(state))
-            .count()
-    }
-
-    /// Calls answered by `addr`.
-    pub fn calls(&self, addr: &str) -> u64 {
-        self.endpoints
-            .iter()
-            .filter(|e| e.addr == addr)
-            .map(|e| e.calls)
-            .sum()
-    }
-}
 
 /// The dial function shared by every endpoint of a balancer.
 pub struct SharedDial<D>(Arc<D>);
