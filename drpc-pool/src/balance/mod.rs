@@ -55,7 +55,7 @@ use picker::Candidate;
 use resolver::{Resolver, Subscription, Updates};
 
 /// The dial function shared by every endpoint of a balancer.
-pub struct SharedDial<D>(Arc<D>);
+pub(crate) struct SharedDial<D>(Arc<D>);
 
 impl<D> std::fmt::Debug for SharedDial<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
