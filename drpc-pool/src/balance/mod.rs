@@ -271,17 +271,22 @@ impl<C: Conn + 'static, D: Dial<String, C> + 'static> Inner<C, D> {
         let ready: Vec<&Arc<Endpoint<C, D>>> = set.iter().filter(|e| e.is_ready()).collect();
         let not_avoided =
             |e: &&&Arc<Endpoint<C, D>>| avoid.is_none_or(|a| !std::ptr::eq(a, Arc::as_ptr(e)));
-        let tiers: [Vec<&Arc<Endpoint<C, D>>>; 3] = [
-            ready
-                .iter()
-                .filter(not_avoided)
-                .filter(|e| !self.at_limit(e))
-                .copied()
-                .collect(),
-            ready.iter().filter(not_avoided).copied().collect(),
-            ready.clone(),
-        ];
-        let cands = tiers.into_iter().find(|t| !t.is_empty())?;
+        // Prefer endpoints other than `avoid` below their limit, then any other, then any.
+        let mut cands: Vec<&Arc<Endpoint<C, D>>> = ready
+            .iter()
+            .filter(not_avoided)
+            .filter(|e| !self.at_limit(e))
+            .copied()
+            .collect();
+        if cands.is_empty() {
+            cands = ready.iter().filter(not_avoided).copied().collect();
+        }
+        if cands.is_empty() {
+            cands = ready;
+        }
+        if cands.is_empty() {
+            return None;
+        }
         let view: Vec<Candidate<'_>> = cands
             .iter()
             .map(|e| Candidate {
