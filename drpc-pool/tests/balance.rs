@@ -315,3 +315,32 @@ async fn push_updates_reach_the_picker_within_1s() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn stats_forget_the_oldest_of_many_removed_addresses() {
+    let refuse = |_: String| async {
+        Err::<Tcp, _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    };
+    let (handle, resolver) = manual(vec![]);
+    let conn: Balanced<Tcp, _> = Balanced::new(resolver, refuse, BalanceConfig::default());
+    for i in 0..300 {
+        let addr = format!("10.0.0.1:{}", 1000 + i);
+        handle.set(vec![addr.clone()]);
+        within("the set is applied", T, || {
+            conn.endpoints() == [addr.clone()]
+        })
+        .await;
+    }
+    let stats = conn.stats();
+    assert_eq!(
+        stats.endpoints.len(),
+        257,
+        "256 removed and the current one"
+    );
+    assert_eq!(stats.endpoints[0].addr, "10.0.0.1:1043");
+    assert_eq!(stats.endpoints[256].addr, "10.0.0.1:1299");
+    assert!(stats.endpoints[256].state.is_some());
+    let counted: usize = EndpointState::ALL.iter().map(|&s| conn.count(s)).sum();
+    assert_eq!(counted, 1, "removed endpoints leave the state counts");
+    assert_eq!(conn.count(EndpointState::Ready), 0);
+}

@@ -130,6 +130,9 @@ impl<C: Conn + 'static, D> Drop for Member<C, D> {
     }
 }
 
+/// Removed addresses whose counters [`Balanced::stats`] still reports.
+const REMEMBERED: usize = 256;
+
 /// A snapshot of the endpoint set, in resolved order.
 type EndpointSet<C, D> = Arc<Vec<Arc<Endpoint<C, D>>>>;
 
@@ -215,12 +218,31 @@ impl<C: Conn + 'static, D: Dial<String, C> + 'static> Inner<C, D> {
         }
         let removed = std::mem::replace(&mut *members, keep);
         *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.forget_old(&members);
         drop(members);
         if !removed.is_empty() {
             tracing::debug!(removed = ?removed.keys().collect::<Vec<_>>(), "balance: endpoints removed");
         }
         drop(removed);
         self.shared.changed.notify_waiters();
+    }
+
+    /// Keeps the counters of at most [`REMEMBERED`] removed addresses (the most recently
+    /// seen), so that a long-lived client among churning pods does not grow without bound.
+    fn forget_old(&self, members: &HashMap<String, Member<C, D>>) {
+        let mut history = lock(&self.history);
+        let removed = history
+            .iter()
+            .filter(|(a, _)| !members.contains_key(a))
+            .count();
+        let mut excess = removed.saturating_sub(REMEMBERED);
+        history.retain(|(a, _)| {
+            if excess > 0 && !members.contains_key(a) {
+                excess -= 1;
+                return false;
+            }
+            true
+        });
     }
 
     fn member(&self, addr: &str) -> Member<C, D> {

@@ -24,7 +24,8 @@ pub struct EndpointStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BalanceStats {
-    /// Every address seen, in the order first seen (the resolved order), with removed ones.
+    /// Every address seen, in the order first seen (the resolved order), with removed ones
+    /// (at most 256 of those: the earliest seen are forgotten first).
     pub endpoints: Vec<EndpointStats>,
     /// Calls retried on another endpoint after failing unsent.
     pub retries: u64,
