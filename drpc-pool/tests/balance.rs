@@ -317,6 +317,7 @@ async fn push_updates_reach_the_picker_within_1s() {
 }
 
 #[tokio::test]
+#[serial]
 async fn stats_forget_the_oldest_of_many_removed_addresses() {
     let refuse = |_: String| async {
         Err::<Tcp, _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
