@@ -6,6 +6,10 @@
 //!   DNS_HOST that is not an IP address is looked up once with the operating system's
 //!   lookup); without `?port=`, the SRV records of NAME (Kubernetes headless Services).
 //!
+//! - `push://HOST:PORT/TARGET`: the endpoint sets a push discovery server
+//!   (`discovery-server`, or any [`PushServer`](drpc_pool::balance::resolver::PushServer))
+//!   streams for TARGET, over plain TCP.
+//!
 //! `--lb rr|p2c` picks the policy (default p2c). Load mode runs on one [`Balanced`]
 //! connection and reports the calls each backend served; scenarios run each on a fresh
 //! connection of its own to a backend the balancer picks, since they test per-connection
@@ -19,12 +23,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use drpc_core::CancelMode;
+use drpc_core::TransportConn;
 use drpc_pool::balance::picker::{Picker, PowerOfTwoChoices, RoundRobin};
 use drpc_pool::balance::resolver::{
-    DnsConfig, DnsResolver, DnsTarget, Resolver, StaticResolver, Updates,
+    DnsConfig, DnsResolver, DnsTarget, PushResolver, Resolver, StaticResolver, Updates,
 };
 use drpc_pool::balance::{BalanceConfig, BalanceStats, Balanced, EndpointState};
-use drpc_pool::{BoxError, Dial, Mode, PoolConfig};
+use drpc_pool::{BoxError, Dial, KeyedConn, Mode, Pool, PoolConfig};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::cli::{TransportArgs, TransportKind};
@@ -54,6 +60,13 @@ impl Lb {
 pub enum Discovery {
     /// `static://H1:P1,H2:P2`.
     Static(Vec<String>),
+    /// `push://SERVER/TARGET`.
+    Push {
+        /// The discovery server, `host:port`.
+        server: String,
+        /// The target whose endpoints to watch.
+        target: String,
+    },
     /// `dns://SERVER/NAME[?port=P]`.
     Dns {
         /// The name server, `host:port`.
@@ -111,7 +124,21 @@ pub fn parse(spec: &str) -> anyhow::Result<Discovery> {
             port,
         });
     }
-    bail!("--resolve takes static://H1:P1,... or dns://DNS_HOST:DNS_PORT/NAME[?port=P]")
+    if let Some(rest) = spec.strip_prefix("push://") {
+        let (server, target) = rest
+            .split_once('/')
+            .context("push:// needs HOST:PORT/TARGET")?;
+        if server.is_empty() || target.is_empty() {
+            bail!("push:// needs HOST:PORT/TARGET");
+        }
+        return Ok(Discovery::Push {
+            server: server.to_string(),
+            target: target.to_string(),
+        });
+    }
+    bail!(
+        "--resolve takes static://H1:P1,..., dns://DNS_HOST:DNS_PORT/NAME[?port=P] or push://HOST:PORT/TARGET"
+    )
 }
 
 /// The resolvers `--resolve` can name, as one type.
@@ -121,6 +148,19 @@ pub enum AnyResolver {
     Static(StaticResolver),
     /// DNS.
     Dns(Box<DnsResolver>),
+    /// Push discovery over one plain TCP connection (redialled when it breaks).
+    Push(PushResolver<DiscoveryConn>),
+}
+
+/// The connection to a push discovery server: a pool key, so that it redials by itself.
+pub type DiscoveryConn = KeyedConn<String, TransportConn<TcpStream>, fn(String) -> DialFuture>;
+
+/// What [`DiscoveryConn`]'s dial function returns.
+pub type DialFuture =
+    std::pin::Pin<Box<dyn Future<Output = std::io::Result<TransportConn<TcpStream>>> + Send>>;
+
+fn dial_discovery(addr: String) -> DialFuture {
+    Box::pin(drpc_core::dial(addr))
 }
 
 impl Resolver for AnyResolver {
@@ -128,6 +168,7 @@ impl Resolver for AnyResolver {
         match self {
             AnyResolver::Static(r) => r.run(updates).await,
             AnyResolver::Dns(r) => r.run(updates).await,
+            AnyResolver::Push(r) => r.run(updates).await,
         }
     }
 }
@@ -142,6 +183,11 @@ impl Discovery {
             Discovery::Static(addrs) => Ok(AnyResolver::Static(StaticResolver::new(
                 addrs.iter().cloned(),
             ))),
+            Discovery::Push { server, target } => {
+                let pool = Pool::new(PoolConfig::default());
+                let conn = pool.keyed(server.clone(), dial_discovery as fn(String) -> DialFuture);
+                Ok(AnyResolver::Push(PushResolver::new(conn, target.clone())))
+            }
             Discovery::Dns { server, name, port } => {
                 let server: SocketAddr = match server.parse() {
                     Ok(a) => a,
@@ -289,6 +335,14 @@ mod tests {
         assert!(parse("static://").is_err());
         assert!(parse("dns://1.2.3.4:53").is_err());
         assert!(parse("dns://1.2.3.4:53/x?weight=1").is_err());
+        assert_eq!(
+            parse("push://127.0.0.1:9000/echo").unwrap(),
+            Discovery::Push {
+                server: "127.0.0.1:9000".into(),
+                target: "echo".into()
+            }
+        );
+        assert!(parse("push://127.0.0.1:9000").is_err());
         assert!(parse("http://x").is_err());
     }
 }

@@ -205,3 +205,64 @@ async fn yamux_backends_are_balanced_over_one_session_each() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn push_discovery_feeds_the_client() {
+    let (a, _sa) = echo_server().await;
+    let (b, _sb) = echo_server().await;
+    let push = drpc_pool::balance::resolver::PushServer::new();
+    push.set("echo", vec![a.to_string(), b.to_string()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_addr = listener.local_addr().unwrap();
+    let server = drpc_core::Server::new(drpc_pool::balance::resolver::push_service(
+        drpc_core::Router::new(),
+        push,
+    ));
+    tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    let spec = format!("push://{push_addr}/echo");
+    let out = echo_client(&["--resolve", &spec, "--lb", "rr", "--calls", "200"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        backends(&stdout),
+        [(a.to_string(), 100), (b.to_string(), 100)]
+    );
+}
+
+#[tokio::test]
+async fn the_discovery_server_binary_streams_sets_from_stdin() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (a, _sa) = echo_server().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_discovery-server"))
+        .args(["--addr", "127.0.0.1:0", "--target", "other=10.0.0.1:1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = stdout.next_line().await.unwrap().unwrap();
+    let addr = line.strip_prefix("listening on ").unwrap().to_string();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("echo {a}\n").as_bytes())
+        .await
+        .unwrap();
+    stdin.flush().await.unwrap();
+    let spec = format!("push://{addr}/echo");
+    let out = echo_client(&["--resolve", &spec, "--calls", "20"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(backends(&text), [(a.to_string(), 20)]);
+}
