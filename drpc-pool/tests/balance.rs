@@ -343,3 +343,47 @@ async fn stats_forget_the_oldest_of_many_removed_addresses() {
     assert_eq!(counted, 1, "removed endpoints leave the state counts");
     assert_eq!(conn.count(EndpointState::Ready), 0);
 }
+
+/// Serves `push`'s watch service on `listener`.
+fn serve_push(listener: TcpListener, push: PushServer) -> Server {
+    let server = Server::new(push_service(drpc_core::Router::new(), push));
+    tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    server
+}
+
+#[tokio::test]
+#[serial]
+async fn a_broken_push_watch_keeps_the_set_and_reconnects() {
+    let a = Backend::start(Duration::ZERO).await;
+    let b = Backend::start(Duration::ZERO).await;
+    let push = PushServer::new();
+    push.set("echo", vec![a.addr()]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_addr = listener.local_addr().unwrap();
+    let server = serve_push(listener, push);
+    let pool: drpc_pool::Pool<String, Tcp> = drpc_pool::Pool::new(PoolConfig::default());
+    let resolver = PushResolver::new(pool.keyed(push_addr.to_string(), dial), "echo");
+    let conn: Balanced<Tcp, _> = Balanced::new(resolver, dial, BalanceConfig::default());
+    within("a is ready", T, || conn.count(EndpointState::Ready) == 1).await;
+
+    server.shutdown(Duration::ZERO).await; // the watch breaks
+    for _ in 0..20 {
+        echo(&conn, T).await.unwrap();
+    }
+    assert_eq!(conn.endpoints(), [a.addr()], "the last set stays in force");
+
+    // A discovery server comes back on the same address with another set.
+    let push = PushServer::new();
+    push.set("echo", vec![b.addr()]);
+    let _server = serve_push(TcpListener::bind(push_addr).await.unwrap(), push);
+    let took = within("the new set arrives", 3 * T, || {
+        conn.endpoints() == [b.addr()]
+    })
+    .await;
+    eprintln!("push: watch re-established and the new set applied after {took:?}");
+    echo(&conn, T).await.unwrap(); // waits for b to be ready
+    assert_eq!(b.served(), 1);
+}

@@ -139,6 +139,14 @@ async fn a_records_with_a_port_and_srv_records_resolve_on_the_loopback_server() 
     let srv = dns.resolver(DnsConfig::default());
     let got = srv.resolve().await.unwrap();
     assert_eq!(got.addrs, ["127.0.0.1:7".to_string(), b.addr()]);
+    // Only the lowest priority counts: the others are fallbacks.
+    let mixed = vec![
+        RData::SRV(SRV::new(10, 0, 9, name("b.test."))),
+        RData::SRV(SRV::new(5, 0, port(&b), name("b.test."))),
+    ];
+    dns.set(SRV_NAME, RecordType::SRV, TTL, mixed).await;
+    assert_eq!(srv.resolve().await.unwrap().addrs, [b.addr()]);
+    dns.set_srv(&[port(&b), 7]).await;
 
     let none = DnsResolver::new(
         dns.addr,

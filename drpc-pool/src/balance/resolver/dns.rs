@@ -4,7 +4,9 @@
 //! - With a port, the name's A/AAAA records give the endpoints (`ip:port`); without one,
 //!   its SRV records do (Kubernetes headless Services publish
 //!   `_port._proto.svc.ns.svc.zone`), their targets resolved through the additional section
-//!   or an A/AAAA lookup.
+//!   or an A/AAAA lookup. Only the records of the lowest priority count (RFC 2782: the
+//!   others are fallbacks); weights are left to the picker (Kubernetes gives every record
+//!   the same priority and weight).
 //! - Polls on the answer's TTL, no sooner than [`DnsConfig::min_interval`] (the floor) and
 //!   no later than [`DnsConfig::max_interval`]; re-resolves as soon as the balancer reports
 //!   connect failures, at most once per [`DnsConfig::resolve_now_interval`].
@@ -221,8 +223,16 @@ impl DnsResolver {
         };
         let mut valid_until = lookup.valid_until();
         let mut addrs = Vec::new();
-        for rec in lookup.answers() {
-            let RData::SRV(srv) = &rec.data else { continue };
+        let srvs: Vec<_> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some(srv),
+                _ => None,
+            })
+            .collect();
+        let lowest = srvs.iter().map(|s| s.priority).min();
+        for srv in srvs.into_iter().filter(|s| Some(s.priority) == lowest) {
             let target = &srv.target;
             // The additional section usually carries the targets' addresses.
             let mut ips: Vec<IpAddr> = lookup
