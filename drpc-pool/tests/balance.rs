@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use balance_support::{Backend, Tcp, Worker, dial, echo, within};
 use drpc_core::{CallOptions, ConnExt, Server};
+use drpc_pool::PoolConfig;
 use drpc_pool::balance::picker::{Candidate, Picker, PowerOfTwoChoices, RoundRobin};
 use drpc_pool::balance::resolver::{
     PushResolver, PushServer, StaticResolver, manual, push_service,
 };
 use drpc_pool::balance::{BalanceConfig, Balanced, EndpointState};
-use drpc_pool::PoolConfig;
 use serial_test::serial;
 use tokio::net::TcpListener;
 use tokio::time::Instant;

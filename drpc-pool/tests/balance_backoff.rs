@@ -50,7 +50,7 @@ fn flaky(refuse: usize, attempts: Arc<Mutex<Vec<Instant>>>) -> impl drpc_pool::D
 async fn connects_follow_the_backoff_schedule_and_the_endpoint_is_kept() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
-    let conn: Balanced<Mem, _> = Balanced::new(
+    let conn: Balanced<Mem> = Balanced::new(
         StaticResolver::new(["mem:1"]),
         flaky(3, Arc::clone(&attempts)),
         BalanceConfig {
@@ -95,7 +95,7 @@ async fn connects_follow_the_backoff_schedule_and_the_endpoint_is_kept() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_endpoint_waits_out_its_backoff_in_transient_failure() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
-    let conn: Balanced<Mem, _> = Balanced::new(
+    let conn: Balanced<Mem> = Balanced::new(
         StaticResolver::new(["mem:1"]),
         flaky(usize::MAX, Arc::clone(&attempts)),
         BalanceConfig {

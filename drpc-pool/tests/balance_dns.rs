@@ -101,10 +101,7 @@ impl Dns {
         DnsResolver::new(self.addr, DnsTarget::srv(SRV_NAME), config).unwrap()
     }
 
-    fn balanced(
-        &self,
-        config: DnsConfig,
-    ) -> Balanced<Tcp> {
+    fn balanced(&self, config: DnsConfig) -> Balanced<Tcp> {
         Balanced::new(self.resolver(config), dial, BalanceConfig::default())
     }
 }

@@ -245,9 +245,7 @@ impl<C: Conn + 'static> Inner<C> {
                 }
             }
         };
-        let conn = self
-            .pool
-            .keyed(addr.to_string(), self.dial.clone());
+        let conn = self.pool.keyed(addr.to_string(), self.dial.clone());
         let ep = Arc::new(Endpoint::new(
             addr.to_string(),
             conn,
@@ -425,7 +423,9 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
         let inner = &self.inner;
         let mut failed: Option<Arc<Endpoint<C>>> = None;
         loop {
-            let ep = inner.wait_pick(failed.as_deref(), options.deadline()).await?;
+            let ep = inner
+                .wait_pick(failed.as_deref(), options.deadline())
+                .await?;
             let running = ep.begin();
             let result = ep
                 .conn
@@ -458,7 +458,9 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
         let inner = &self.inner;
         let mut failed: Option<Arc<Endpoint<C>>> = None;
         loop {
-            let ep = inner.wait_pick(failed.as_deref(), options.deadline()).await?;
+            let ep = inner
+                .wait_pick(failed.as_deref(), options.deadline())
+                .await?;
             let running = ep.begin();
             match ep.conn.open_stream_classified(rpc, options.clone()).await {
                 Ok(stream) => {
