@@ -366,7 +366,7 @@ async fn a_broken_push_watch_keeps_the_set_and_reconnects() {
     let server = serve_push(listener, push);
     let pool: drpc_pool::Pool<String, Tcp> = drpc_pool::Pool::new(PoolConfig::default());
     let resolver = PushResolver::new(pool.keyed(push_addr.to_string(), dial), "echo");
-    let conn: Balanced<Tcp, _> = Balanced::new(resolver, dial, BalanceConfig::default());
+    let conn: Balanced<Tcp> = Balanced::new(resolver, dial, BalanceConfig::default());
     within("a is ready", T, || conn.count(EndpointState::Ready) == 1).await;
 
     server.shutdown(Duration::ZERO).await; // the watch breaks
