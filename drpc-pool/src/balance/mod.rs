@@ -65,7 +65,7 @@ use resolver::{Resolver, Subscription, Updates};
 /// use drpc_core::{CallOptions, Conn, TransportConn};
 /// use drpc_pool::balance::{BalanceConfig, Balanced, resolver::StaticResolver};
 /// let resolver = StaticResolver::new(["127.0.0.1:8080", "127.0.0.1:8081"]);
-/// let conn: Balanced<TransportConn<tokio::net::TcpStream>, _> = Balanced::new(
+/// let conn: Balanced<TransportConn<tokio::net::TcpStream>> = Balanced::new(
 ///     resolver,
 ///     |addr: String| async move { drpc_core::dial(addr).await },
 ///     BalanceConfig::default(),
