@@ -11,12 +11,12 @@
 //!   while READY. A failing endpoint is kept and retried with a [backoff](crate::Backoff)
 //!   until discovery removes it; one whose connection closes or whose call fails the
 //!   transport leaves the picker at once.
-//! - **Connection kind** follows the pool mode: [`Mode::Exclusive`](crate::Mode) pools plain
-//!   storj/drpc connections per endpoint, [`Mode::Shared`](crate::Mode) shares multiplexed
-//!   sessions (drpc-mux). The dial function decides the transport.
+//! - **Connection kind** follows from the connection type ([`Conn::multiplexed`]): plain
+//!   storj/drpc connections are pooled per endpoint, one RPC each at a time; multiplexed
+//!   sessions (drpc-mux) are shared by all calls. The dial function decides the transport.
 //! - **Pickers** ([`picker`]): [power of two choices](picker::PowerOfTwoChoices) on
 //!   outstanding calls (the default) or [round robin](picker::RoundRobin). An endpoint at
-//!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (exclusive mode)
+//!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (plain connections)
 //!   is skipped while another is free.
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
 //!   connection found closed) is retried once on another endpoint; other failures are
