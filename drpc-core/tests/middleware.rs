@@ -452,3 +452,23 @@ async fn server_metrics_count_an_unauthenticated_call_under_code_16() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_plain_tower_service_is_a_handler() {
+    use drpc_core::server::ServiceHandler;
+    // Any tower service on `Request`s serves every RPC, with no router at all.
+    let service = tower::service_fn(|req: Request| async move {
+        let rpc = req.rpc().to_owned();
+        let (_ctx, mut stream) = req.into_parts();
+        let _request = stream.recv().await?;
+        stream.send_message(&Msg::new(rpc, 0)).await
+    });
+    let (addr, server) = serve(ServiceHandler::new(service)).await;
+    let conn = drpc_core::dial(addr).await.unwrap();
+    let reply: Msg = conn
+        .call("/any.Name/Works", &Msg::new("x", 1), opts())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "/any.Name/Works");
+    server.shutdown(Duration::from_secs(1)).await;
+}

@@ -396,7 +396,9 @@ async fn a_keyed_conn_is_a_nameable_struct_field_and_plain_connections_are_exclu
         // A closure dial, as well as a named fn: both fit the same field type.
         conn: pool.keyed(addr.clone(), move |a: String| async move { dial(a).await }),
     };
-    echo(&service.conn, 1, Duration::from_secs(3)).await.unwrap();
+    echo(&service.conn, 1, Duration::from_secs(3))
+        .await
+        .unwrap();
     let other = Service {
         conn: pool.keyed(addr, dial),
     };
