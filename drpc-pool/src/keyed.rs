@@ -99,6 +99,15 @@ impl<K: Key, C: Conn + 'static> KeyedConn<K, C> {
         .map_err(|e: PoolError| e.into())
     }
 
+    /// Dials a new connection into the pool (replacing an idle one when the key is at its
+    /// open limit) and gives it straight back, returning a shared handle to it: how a
+    /// balanced endpoint (re)connects and then watches its connection. Always a new dial,
+    /// so that a connect proves the peer is there now, whatever idle connections survive.
+    pub(crate) async fn connect(&self, deadline: Option<Instant>) -> Result<Arc<C>, Error> {
+        let pooled = self.checkout(deadline, true).await?;
+        Ok(pooled.share())
+    }
+
     /// Whether `result` calls for the one retry; counts it.
     fn retry(&self, result: &Result<impl Sized, Error>, retried: bool) -> bool {
         let again = !retried && matches!(result, Err(e) if e.is_unsent());
@@ -112,14 +121,23 @@ impl<K: Key, C: Conn + 'static> KeyedConn<K, C> {
     }
 }
 
-impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
-    type Stream = PooledStream<K, C>;
-
-    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+impl<K: Key, C: Conn + 'static> KeyedConn<K, C> {
+    /// [`Conn::unary`], telling whether a failed call left nothing on the wire (a checkout
+    /// or dial that failed, or a connection found closed twice), so that a caller above (the
+    /// balancer) may retry it elsewhere.
+    pub(crate) async fn unary_classified(
+        &self,
+        rpc: &str,
+        request: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, Failed> {
         let options = options.started();
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline(), retried).await?;
+            let mut pooled = self
+                .checkout(options.deadline(), retried)
+                .await
+                .map_err(Failed::unsent)?;
             let result = match pooled.multiplexed() {
                 false => {
                     let r = pooled.unary(rpc, request.clone(), options.clone()).await;
@@ -136,17 +154,25 @@ impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
                 }
             };
             if !self.retry(&result, retried) {
-                return result;
+                return result.map_err(Failed::classify);
             }
             retried = true;
         }
     }
 
-    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+    /// [`Conn::open_stream`], classified as [`KeyedConn::unary_classified`] is.
+    pub(crate) async fn open_stream_classified(
+        &self,
+        rpc: &str,
+        options: CallOptions,
+    ) -> Result<PooledStream<K, C>, Failed> {
         let options = options.started();
         let mut retried = false;
         loop {
-            let mut pooled = self.checkout(options.deadline(), retried).await?;
+            let mut pooled = self
+                .checkout(options.deadline(), retried)
+                .await
+                .map_err(Failed::unsent)?;
             let result = pooled.open_stream(rpc, options.clone()).await;
             let stream = match result {
                 Ok(stream) => stream,
@@ -157,7 +183,7 @@ impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
                     drop(pooled);
                     let result = Err(e);
                     if !self.retry(&result, retried) {
-                        return result;
+                        return result.map_err(Failed::classify);
                     }
                     retried = true;
                     continue;
@@ -174,6 +200,45 @@ impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
                 _hold: hold,
             });
         }
+    }
+}
+
+/// A call through a [`KeyedConn`] that failed, and whether nothing of it was sent.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: Error,
+    pub(crate) unsent: bool,
+}
+
+impl Failed {
+    fn unsent(error: Error) -> Failed {
+        Failed {
+            error,
+            unsent: true,
+        }
+    }
+
+    fn classify(error: Error) -> Failed {
+        Failed {
+            unsent: error.is_unsent(),
+            error,
+        }
+    }
+}
+
+impl<K: Key, C: Conn + 'static> Conn for KeyedConn<K, C> {
+    type Stream = PooledStream<K, C>;
+
+    async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+        self.unary_classified(rpc, request, options)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
+        self.open_stream_classified(rpc, options)
+            .await
+            .map_err(|f| f.error)
     }
 
     fn is_closed(&self) -> bool {

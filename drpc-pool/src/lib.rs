@@ -1,5 +1,5 @@
 //! drpc-pool: a keyed dial-and-cache connection pool whose pooled connection is itself a
-//! [`drpc_core::Conn`].
+//! [`drpc_core::Conn`], and balancing across such pools ([`balance`]).
 //!
 //! A [`Pool`] keeps connections per key (an address, a tenant and node…). [`Pool::get`]
 //! checks one out for a key, dialling only when no healthy idle one is cached;
@@ -82,6 +82,14 @@
 //! waits, retries). Dials and closes are `tracing` debug events (`pool: dialling`,
 //! `pool: dialled`, `pool: dial failed`, `pool: closing connection` with its reason).
 //!
+//! # Balancing across pools
+//!
+//! [`balance::Balanced`] is a [`Conn`](drpc_core::Conn) over many backends: a resolver
+//! (static list, DNS behind the `dns` feature, or push over drpc) maintains the endpoint
+//! set, each endpoint is one key of a pool with its own health state and [`Backoff`], and a
+//! picker (power of two choices by default, or round robin) sends each call to a ready
+//! endpoint. See the [`balance`] module.
+//!
 //! # Why deadpool, one pool per key
 //!
 //! Neither deadpool, bb8 nor mobc has keyed pools, so each key gets a deadpool
@@ -92,6 +100,8 @@
 //! idle limits across keys, expiry by a reaper, and an open limit of "none" (sub-pools start
 //! at 8 and double on demand, as deadpool allocates its slot queue up front).
 
+mod backoff;
+pub mod balance;
 mod config;
 mod dial;
 mod error;
@@ -101,6 +111,7 @@ mod pool;
 mod pooled;
 mod stats;
 
+pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use config::PoolConfig;
 pub use dial::{BoxError, Dial, SharedDial};
 pub use error::{EXHAUSTED_WHAT, PoolError};

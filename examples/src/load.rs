@@ -5,6 +5,9 @@
 //! ```text
 //! calls=M ok=K secs=S rps=R p50_us=X p99_us=Y
 //! ```
+//!
+//! Over a balanced connection (`--resolve`) the line ends with the calls each backend
+//! served, in the resolved order: ` backends=ADDR:CALLS,ADDR:CALLS,...`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,6 +50,8 @@ pub struct Report {
     pub p99_us: u64,
     /// The pool's counters at the end, when a pool was used.
     pub pool: Option<PoolStats>,
+    /// Calls served per backend (`ADDR:CALLS,...`), over a balanced connection.
+    pub backends: Option<String>,
 }
 
 impl Report {
@@ -67,7 +72,7 @@ impl Report {
 }
 
 impl fmt::Display for Report {
-    /// `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y`.
+    /// `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y[ backends=ADDR:CALLS,...]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -78,7 +83,11 @@ impl fmt::Display for Report {
             self.rps(),
             self.p50_us,
             self.p99_us
-        )
+        )?;
+        if let Some(b) = &self.backends {
+            write!(f, " backends={b}")?;
+        }
+        Ok(())
     }
 }
 
@@ -109,6 +118,7 @@ pub async fn run(dial: &Dial, load: &Load) -> Report {
                     p50_us: 0,
                     p99_us: 0,
                     pool: None,
+                    backends: None,
                 }
             }
         },
@@ -165,7 +175,13 @@ async fn drive<C: Conn + Clone + 'static>(conn: C, calls: u64, concurrency: usiz
         p50_us: percentile(&latencies, 50),
         p99_us: percentile(&latencies, 99),
         pool: None,
+        backends: None,
     }
+}
+
+/// Runs `load` on `conn` (a balanced connection, say); `load.pool` is the caller's business.
+pub async fn run_on<C: Conn + Clone + 'static>(conn: C, load: &Load) -> Report {
+    drive(conn, load.calls, load.concurrency.max(1)).await
 }
 
 /// The nearest-rank `p`th percentile of sorted values (0 when there are none).
@@ -198,11 +214,20 @@ mod tests {
             p50_us: 120,
             p99_us: 900,
             pool: None,
+            backends: None,
         };
         assert_eq!(
             r.to_string(),
             "calls=10 ok=10 secs=2.500 rps=4 p50_us=120 p99_us=900"
         );
         assert!(r.all_ok());
+        let r = Report {
+            backends: Some("127.0.0.1:1:6,127.0.0.1:2:4".into()),
+            ..r
+        };
+        assert_eq!(
+            r.to_string(),
+            "calls=10 ok=10 secs=2.500 rps=4 p50_us=120 p99_us=900 backends=127.0.0.1:1:6,127.0.0.1:2:4"
+        );
     }
 }

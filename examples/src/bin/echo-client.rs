@@ -15,6 +15,13 @@
 //! `--auth-token T` sends metadata `authorization: Bearer T` with every call. A scenario
 //! that fails with an error from the server also prints `<scenario> -> err="<text>" code=<code>`
 //! (for example `code=16` from a server that wants a token).
+//!
+//! Balanced, `--resolve static://H1:P1,H2:P2,...` or
+//! `--resolve dns://DNS_HOST:DNS_PORT/NAME[?port=P]` (SRV records when `port` is absent) or
+//! `--resolve push://HOST:PORT/TARGET` (a `discovery-server`) instead of `--addr`, with `--lb rr|p2c` (default p2c): load mode spreads the calls over
+//! the backends and ends its line with ` backends=ADDR:CALLS,...` (calls each backend
+//! served, in the resolved order); scenarios each run on a fresh connection to a backend
+//! the balancer picks.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,8 +34,16 @@ use drpc_examples::scenarios::{self, ALL};
 #[command(name = "echo-client")]
 struct Args {
     /// The server's address.
+    #[arg(long, required_unless_present = "resolve", conflicts_with = "resolve")]
+    addr: Option<String>,
+    /// Balance over discovered backends: `static://H1:P1,H2:P2,...`,
+    /// `dns://DNS_HOST:DNS_PORT/NAME[?port=P]` (SRV when `port` is absent) or
+    /// `push://HOST:PORT/TARGET`.
     #[arg(long)]
-    addr: String,
+    resolve: Option<String>,
+    /// The balancing policy with `--resolve`.
+    #[arg(long, value_enum, default_value_t = drpc_examples::balance::Lb::P2c, requires = "resolve")]
+    lb: drpc_examples::balance::Lb,
     /// A scenario name, or `all`.
     #[arg(long, required_unless_present = "calls")]
     scenario: Option<String>,
@@ -61,8 +76,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    let balanced = match &args.resolve {
+        None => None,
+        Some(spec) => match balanced(spec, &args).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     if let Some(calls) = args.calls {
-        return load(&args, calls).await;
+        return match balanced {
+            Some(conn) => load_balanced(&args, conn, calls).await,
+            None => load(&args, calls).await,
+        };
     }
     if args.pool.is_some() {
         eprintln!("--pool needs --calls (load mode)");
@@ -81,12 +109,18 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
-        Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
-        Err(e) => {
-            eprintln!("{e:#}");
-            return ExitCode::from(2);
+    let dial = match (&balanced, &args.addr) {
+        (Some(conn), _) => {
+            drpc_examples::balance::scenario_dialer(conn.clone(), args.transport.clone())
         }
+        (None, Some(addr)) => match drpc_examples::cli::dialer(addr, &args.transport) {
+            Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => unreachable!("clap requires --addr or --resolve"),
     };
     // One yamux or QUIC session multiplexes: `concurrent` then runs its two calls at once.
     let concurrency = match args.transport.transport {
@@ -133,9 +167,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The balanced connection for `--resolve`.
+async fn balanced(spec: &str, args: &Args) -> anyhow::Result<drpc_examples::balance::EchoBalanced> {
+    let discovery = drpc_examples::balance::parse(spec)?;
+    let pool = args.pool.map(|n| n as usize);
+    drpc_examples::balance::connect(&discovery, args.lb, &args.transport, pool).await
+}
+
+/// Load mode over a balanced connection: the report line ends with the calls per backend.
+async fn load_balanced(
+    args: &Args,
+    conn: drpc_examples::balance::EchoBalanced,
+    calls: u64,
+) -> ExitCode {
+    drpc_examples::balance::settle(&conn, std::time::Duration::from_secs(3)).await;
+    let load = drpc_examples::load::Load {
+        calls,
+        concurrency: args.concurrency as usize,
+        pool: args.pool.map(|n| n as usize),
+    };
+    let mut report = drpc_examples::load::run_on(conn.clone(), &load).await;
+    report.backends = Some(drpc_examples::balance::backends(&conn.stats()));
+    println!("{report}");
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// Load mode: runs the calls and prints the one report line.
 async fn load(args: &Args, calls: u64) -> ExitCode {
-    let dial = match drpc_examples::cli::dialer(&args.addr, &args.transport) {
+    let addr = args.addr.as_deref().unwrap_or_default();
+    let dial = match drpc_examples::cli::dialer(addr, &args.transport) {
         Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
         Err(e) => {
             eprintln!("{e:#}");
