@@ -11,7 +11,9 @@ use bytes::Bytes;
 use crate::metadata::Metadata;
 use crate::stream::StreamShared;
 
-/// A type map of values attached to a connection, such as the TLS peer identity.
+/// A type map of values attached to a connection, such as the TLS peer identity, or to one
+/// call by a server layer ([`crate::server::Request::extensions_mut`]). Cheap to clone: the
+/// values are shared.
 ///
 /// ```
 /// use drpc_core::Extensions;
@@ -21,9 +23,9 @@ use crate::stream::StreamShared;
 /// ext.insert(Tenant("a"));
 /// assert_eq!(ext.get::<Tenant>(), Some(&Tenant("a")));
 /// ```
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Extensions {
-    map: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    map: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Extensions {
@@ -42,14 +44,14 @@ impl Extensions {
 
     /// Stores `value`, replacing a value of the same type.
     pub fn insert<V: Any + Send + Sync>(&mut self, value: V) {
-        self.map.insert(TypeId::of::<V>(), Box::new(value));
+        self.map.insert(TypeId::of::<V>(), Arc::new(value));
     }
 
     /// The value of type `V`, if one was stored.
     pub fn get<V: Any + Send + Sync>(&self) -> Option<&V> {
         self.map
             .get(&TypeId::of::<V>())
-            .and_then(|v| v.downcast_ref())
+            .and_then(|v| (**v).downcast_ref())
     }
 }
 
@@ -84,7 +86,8 @@ impl Context {
         self.peer
     }
 
-    /// Values attached to the connection (for example the TLS peer identity).
+    /// Values attached to the connection (for example the TLS peer identity), and those a
+    /// server layer attached to this call.
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
     }

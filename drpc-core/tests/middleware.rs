@@ -452,3 +452,90 @@ async fn server_metrics_count_an_unauthenticated_call_under_code_16() {
     );
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_plain_tower_service_is_a_handler() {
+    use drpc_core::server::ServiceHandler;
+    // Any tower service on `Request`s serves every RPC, with no router at all.
+    let service = tower::service_fn(|req: Request| async move {
+        let rpc = req.rpc().to_owned();
+        let (_ctx, mut stream) = req.into_parts();
+        let _request = stream.recv().await?;
+        stream.send_message(&Msg::new(rpc, 0)).await
+    });
+    let (addr, server) = serve(ServiceHandler::new(service)).await;
+    let conn = drpc_core::dial(addr).await.unwrap();
+    let reply: Msg = conn
+        .call("/any.Name/Works", &Msg::new("x", 1), opts())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "/any.Name/Works");
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[derive(Debug, PartialEq)]
+struct Caller(&'static str);
+
+/// A layer that attaches a `Caller` to each call it passes on.
+#[derive(Clone)]
+struct Identify;
+
+impl<S> Layer<S> for Identify {
+    type Service = IdentifyService<S>;
+    fn layer(&self, inner: S) -> IdentifyService<S> {
+        IdentifyService { inner }
+    }
+}
+
+#[derive(Clone)]
+struct IdentifyService<S> {
+    inner: S,
+}
+
+impl<S: tower::Service<Request>> tower::Service<Request> for IdentifyService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> S::Future {
+        let who = if req.metadata().get("user") == Some("ann") {
+            "ann"
+        } else {
+            "anonymous"
+        };
+        req.extensions_mut().insert(Caller(who));
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_layer_attaches_per_call_extensions_the_handler_reads() {
+    let router = Router::new().unary(rpc::UNARY, |ctx: Context, _m: Msg| async move {
+        let who = ctx.extensions().get::<Caller>().map_or("none", |c| c.0);
+        Ok::<_, Error>(Msg::new(who, 0))
+    });
+    let (addr, server) = serve(router.layer(Identify)).await;
+    let conn = drpc_core::dial(addr).await.unwrap();
+    let ann: Msg = conn
+        .call(
+            rpc::UNARY,
+            &Msg::new("x", 1),
+            opts().with_metadata("user", "ann"),
+        )
+        .await
+        .unwrap();
+    let next: Msg = conn
+        .call(rpc::UNARY, &Msg::new("x", 1), opts())
+        .await
+        .unwrap();
+    // Per call: the second call on the same connection does not see the first one's value.
+    assert_eq!(
+        (ann.text.as_str(), next.text.as_str()),
+        ("ann", "anonymous")
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}

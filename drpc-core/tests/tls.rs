@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use drpc_core::tls::dev::{DevCa, DevCerts, LeafSpec, ensure_dev_certs};
+use drpc_core::tls::dev::{CertPaths, DevCa, DevCerts, LeafSpec, ensure_dev_certs};
 use drpc_core::tls::{
-    self, CertPaths, ClientAuth, ClientTlsStream, PeerIdentity, TlsAcceptor, TlsConnector, TlsError,
+    self, ClientAuth, ClientTlsStream, PeerIdentity, TlsAcceptor, TlsConnector, TlsError,
 };
 use drpc_core::{
     CallOptions, CancelMode, Conn, ConnConfig, ConnExt, Context, Error, Router, Server,

@@ -380,3 +380,32 @@ async fn a_failed_dial_is_a_typed_error_and_frees_its_slot() {
         "{s:?}"
     );
 }
+
+/// A service client holding a pooled connection: `KeyedConn` names only the key and the
+/// connection type, whatever dial function made it.
+struct Service {
+    conn: drpc_pool::KeyedConn<String, common::Tcp>,
+}
+
+#[tokio::test]
+async fn a_keyed_conn_is_a_nameable_struct_field_and_plain_connections_are_exclusive() {
+    let srv = TestServer::start().await;
+    let pool = pool(PoolConfig::default());
+    let addr = srv.addr();
+    let service = Service {
+        // A closure dial, as well as a named fn: both fit the same field type.
+        conn: pool.keyed(addr.clone(), move |a: String| async move { dial(a).await }),
+    };
+    echo(&service.conn, 1, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let other = Service {
+        conn: pool.keyed(addr, dial),
+    };
+    echo(&other.conn, 2, Duration::from_secs(3)).await.unwrap();
+    // A plain drpc connection does not multiplex: it was checked out for the whole call and
+    // is idle again.
+    let s = pool.stats();
+    assert_eq!((s.dials, s.idle, s.in_use), (1, 1, 0), "{s:?}");
+    srv.stop().await;
+}

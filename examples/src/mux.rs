@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use drpc_core::tls::{CertPaths, TlsAcceptor, TlsConnector, dev::ensure_dev_certs, rustls};
+use drpc_core::tls::dev::{CertPaths, ensure_dev_certs};
+use drpc_core::tls::{TlsAcceptor, TlsConnector, rustls};
 use drpc_core::{CallOptions, CancelMode, ConnExt, Server};
 use drpc_mux::quic::{QuicConfig, QuicSession};
 use drpc_mux::yamux::{YamuxConfig, YamuxSession};

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use drpc_core::tls::{self, CertPaths, TlsAcceptor, TlsConnector, dev::ensure_dev_certs};
+use drpc_core::tls::dev::{CertPaths, ensure_dev_certs};
+use drpc_core::tls::{self, TlsAcceptor, TlsConnector};
 use drpc_core::{ConnConfig, TransportConn};
 
 use crate::scenarios::{Dial, SharedConn};

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, Result, anyhow};
-use drpc_core::tls::dev::DevCerts;
+use drpc_core::tls::TlsError;
+use drpc_core::tls::dev::{CertPaths, DevCerts};
 use drpc_core::tls::rustls::{ClientConfig, ServerConfig};
-use drpc_core::tls::{CertPaths, TlsError};
 
 /// The server name the certificates are issued for.
 pub(crate) const SERVER_NAME: &str = "localhost";

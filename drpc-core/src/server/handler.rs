@@ -83,6 +83,14 @@ impl Request {
         self.ctx.extensions()
     }
 
+    /// The extensions, for a layer to attach values to this call (an auth layer's caller
+    /// identity, say) that the handler reads through [`Context::extensions`]. The first write
+    /// copies the connection's values (shared handles, no deep copy); other calls of the
+    /// connection do not see what is added here.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        Arc::make_mut(&mut self.ctx.extensions)
+    }
+
     /// The call's context.
     pub fn context(&self) -> &Context {
         &self.ctx

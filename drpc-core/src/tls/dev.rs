@@ -16,7 +16,7 @@
 //! ```
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,10 +24,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::RootCertStore;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::{CertPaths, ClientAuth, Identity, TlsError, client_config, server_config};
+use super::{ClientAuth, Identity, TlsError, client_config, load_roots, server_config};
 
 /// rcgen, re-exported for callers that need certificate parameters of their own.
 pub use rcgen;
@@ -368,4 +368,94 @@ fn set_validity(params: &mut CertificateParams, not_before: SystemTime, not_afte
     let since = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
     params.not_before = epoch + since(not_before);
     params.not_after = epoch + since(not_after);
+}
+
+/// The file layout of a certificate directory: `ca.pem`, `server.pem`, `server.key`,
+/// `client.pem` and `client.key` (what the examples' `--cert-dir` and
+/// [`ensure_dev_certs`] use). A development layout: it lives here, beside the development CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl CertPaths {
+    /// The five file names, in the order above.
+    pub const FILES: [&'static str; 5] = [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ];
+
+    /// The layout in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> CertPaths {
+        CertPaths { dir: dir.into() }
+    }
+
+    /// `ca.pem`: the CA both sides trust.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `server.pem`: the server's certificate chain.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+
+    /// `server.key`: the server's private key.
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// `client.pem`: the client's certificate chain (mutual TLS).
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    /// `client.key`: the client's private key (mutual TLS).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+
+    /// Which of the five files are missing.
+    pub fn missing(&self) -> Vec<&'static str> {
+        Self::FILES
+            .into_iter()
+            .filter(|f| !self.dir.join(f).is_file())
+            .collect()
+    }
+
+    /// The server configuration: presents `server.pem`/`server.key`; with `mtls`, requires
+    /// client certificates signed by `ca.pem`.
+    ///
+    /// # Errors
+    /// Reading or parsing the files, or an invalid combination (see [`server_config`]).
+    pub fn server_config(&self, mtls: bool) -> Result<Arc<ServerConfig>, TlsError> {
+        let identity = Identity::from_pem_files(self.server_cert(), self.server_key())?;
+        let auth = if mtls {
+            ClientAuth::Required(load_roots(self.ca())?)
+        } else {
+            ClientAuth::None
+        };
+        server_config(identity, auth)
+    }
+
+    /// The client configuration: trusts `ca.pem`; with `mtls`, presents
+    /// `client.pem`/`client.key`.
+    ///
+    /// # Errors
+    /// Reading or parsing the files (see [`client_config`]).
+    pub fn client_config(&self, mtls: bool) -> Result<Arc<ClientConfig>, TlsError> {
+        let identity = if mtls {
+            Some(Identity::from_pem_files(
+                self.client_cert(),
+                self.client_key(),
+            )?)
+        } else {
+            None
+        };
+        client_config(load_roots(self.ca())?, identity)
+    }
 }

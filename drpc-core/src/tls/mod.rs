@@ -8,12 +8,12 @@
 //!
 //! | Piece | What it does |
 //! |---|---|
-//! | [`server_config`], [`client_config`], [`CertPaths`] | rustls configurations from DER values or the PEM files of a certificate directory |
+//! | [`server_config`], [`client_config`], [`Identity`], [`load_roots`] | rustls configurations from DER values or PEM files |
 //! | [`TlsAcceptor`] | the server's handshake, bounded by [`TlsAcceptor::handshake_timeout`] (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 10 s); an [`Acceptor`] for [`Server::serve_with`], which handshakes on the connection's own task within the server's connection limit and serves what passed |
 //! | [`PeerIdentity`] | the verified client certificate's subject, SANs and chain, in [`crate::Context::extensions`] |
 //! | [`TlsConnector`], [`dial`] | the client's handshake and a ready [`TransportConn`] |
 //! | [`TlsError`] | typed failures: unknown CA, wrong name, expired, missing client certificate, timeout… |
-//! | `dev` (feature `tls-dev`) | a development CA and certificates made with rcgen |
+//! | `dev` (feature `tls-dev`) | a development CA and certificates made with rcgen, and `CertPaths`, the examples' certificate-directory layout |
 //!
 //! A connection whose handshake fails or times out is closed without ever reaching a handler,
 //! and it holds one of the server's [`crate::ServerConfig::max_connections`] slots only until
@@ -69,8 +69,8 @@ use crate::server::{Acceptor, ConnInfo, Server};
 use crate::transport::Transport;
 
 pub use config::{
-    ALPN_DRPC, CertPaths, ClientAuth, Identity, client_config, crypto_provider, load_certs,
-    load_private_key, load_roots, server_config,
+    ALPN_DRPC, ClientAuth, Identity, client_config, crypto_provider, load_certs, load_private_key,
+    load_roots, server_config,
 };
 pub use error::TlsError;
 pub use identity::PeerIdentity;

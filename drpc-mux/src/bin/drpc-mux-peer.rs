@@ -39,7 +39,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             #[cfg(feature = "quic")]
             [flag, dir] if flag == "--quic" => {
-                let tls = drpc_core::tls::CertPaths::new(dir).server_config(false)?;
+                let dir = std::path::Path::new(dir);
+                let identity = drpc_core::tls::Identity::from_pem_files(
+                    dir.join("server.pem"),
+                    dir.join("server.key"),
+                )?;
+                let tls =
+                    drpc_core::tls::server_config(identity, drpc_core::tls::ClientAuth::None)?;
                 let endpoint = drpc_mux::quic::server_endpoint(
                     "127.0.0.1:0".parse()?,
                     tls,
