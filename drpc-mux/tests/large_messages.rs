@@ -9,6 +9,8 @@
 //! This guards the corruption fixed in the write path: with more than 31 buffers queued, the
 //! CloseSend after a large message overtook the message's last frames.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +20,7 @@ use drpc_core::wire::DEFAULT_MAX_PACKET_SIZE;
 use drpc_core::{
     CallOptions, Conn, ConnExt, Context, Error, RawStream, Router, Server, ServerStream,
 };
-use drpc_mux::quic::{QuicConfig, QuicSession};
+use drpc_mux::quic::QuicConfig;
 use drpc_mux::yamux::{YamuxConfig, YamuxSession};
 use drpc_mux::{MuxConn, MuxServer};
 use serial_test::serial;
@@ -247,26 +249,7 @@ async fn every_size_over_yamux_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[serial]
 async fn every_size_over_quic() {
-    let certs = DevCerts::generate().unwrap();
     let server = MuxServer::new(Server::new(router()));
-    let endpoint = drpc_mux::quic::server_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        certs.server_config(false).unwrap(),
-        &QuicConfig::default(),
-    )
-    .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_quic(endpoint).await }
-    });
-    let session = QuicSession::connect(
-        addr,
-        "localhost",
-        certs.client_config(false).unwrap(),
-        QuicConfig::default(),
-    )
-    .await
-    .unwrap();
-    check_every_size(&MuxConn::new(session)).await;
+    let conn = common::quic_session(&server, false, QuicConfig::default()).await;
+    check_every_size(&conn).await;
 }

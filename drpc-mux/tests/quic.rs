@@ -31,28 +31,9 @@ async fn quic_pair(
     mtls: bool,
     client: QuicConfig,
 ) -> (MuxServer, MuxConn<QuicSession>, Arc<common::Stats>) {
-    let certs = DevCerts::generate().unwrap();
     let (server, stats) = common::mux_server();
-    let endpoint = drpc_mux::quic::server_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        certs.server_config(mtls).unwrap(),
-        &QuicConfig::default(),
-    )
-    .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_quic(endpoint).await }
-    });
-    let session = QuicSession::connect(
-        addr,
-        "localhost",
-        certs.client_config(mtls).unwrap(),
-        client,
-    )
-    .await
-    .unwrap();
-    (server, MuxConn::new(session), stats)
+    let conn = common::quic_session(&server, mtls, client).await;
+    (server, conn, stats)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

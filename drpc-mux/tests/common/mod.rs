@@ -177,3 +177,35 @@ impl Drop for Peer {
         let _ = self.child.wait();
     }
 }
+
+/// Serves `server` on a QUIC endpoint on loopback (new development certificates) and returns
+/// a client session to it, configured with `client`; `mtls` asks for client certificates.
+#[cfg(feature = "quic")]
+pub async fn quic_session(
+    server: &MuxServer,
+    mtls: bool,
+    client: drpc_mux::quic::QuicConfig,
+) -> drpc_mux::MuxConn<drpc_mux::quic::QuicSession> {
+    use drpc_mux::quic::{QuicConfig, QuicSession};
+    let certs = drpc_core::tls::dev::DevCerts::generate().unwrap();
+    let endpoint = drpc_mux::quic::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        certs.server_config(mtls).unwrap(),
+        &QuicConfig::default(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn({
+        let server = server.clone();
+        async move { server.serve_quic(endpoint).await }
+    });
+    let session = QuicSession::connect(
+        addr,
+        "localhost",
+        certs.client_config(mtls).unwrap(),
+        client,
+    )
+    .await
+    .unwrap();
+    drpc_mux::MuxConn::new(session)
+}
