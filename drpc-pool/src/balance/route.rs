@@ -1,0 +1,374 @@
+//! Routing by key: a [`RouteTable`] maps a request's key (a user id, a shard key, taken from
+//! the call's metadata) to one endpoint, the same one on every client of the fleet, and moves
+//! as few keys as possible when an endpoint comes or goes.
+//!
+//! | Endpoints | Method | Balance (key share) | Keys moved on ±1 endpoint | Pick |
+//! |---|---|---|---|---|
+//! | up to [`RouteConfig::rendezvous_max`] (256) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | O(N) scores |
+//! | more | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | above the minimum (about 1.6× at N=100, 6× at N=1000) | O(1) |
+//!
+//! Endpoints hash by their stable name (a pod name or StatefulSet ordinal, when discovery
+//! gives one; see [`ResolvedEndpoint`](super::resolver::ResolvedEndpoint)), else by address,
+//! so a pod that comes back with a new IP keeps its keys (gRPC A76's `hash_key`). Maglev
+//! fills its table from the endpoints sorted by name, so every client builds the same table
+//! whatever order discovery lists them in.
+//!
+//! **Bounded load** ([`RouteConfig::bounded_load`], Mirrokni, Thorup and Zadimoghaddam, SODA
+//! 2018): with a factor c, an endpoint running more than ⌈c·(in flight + 1)/N⌉ calls takes no
+//! new key; the call goes to the key's next endpoint in rendezvous order (or the next slot
+//! of the Maglev table). Hot keys then spill over, at the cost of their locality.
+//!
+//! The table is built once per endpoint-set change, off the call path, and published in the
+//! balancer's snapshot: a pick reads it without a lock.
+
+use super::hash::{hash_str, pair, unit};
+
+/// How a balanced connection routes calls by key. Set in
+/// [`BalanceConfig::route`](super::BalanceConfig::route); calls without the key go to the
+/// [picker](super::BalanceConfig::picker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// The metadata entry holding the key. Default `"drpc-route-key"`.
+    pub metadata_key: String,
+    /// The largest endpoint set routed by rendezvous hashing; larger sets use a Maglev table.
+    /// Default 256.
+    pub rendezvous_max: usize,
+    /// The bounded-load factor c (≥ 1): no endpoint takes a key while running more than
+    /// ⌈c·(calls in flight + 1)/N⌉ calls. Default `None` (keys always go to their endpoint
+    /// while it is ready).
+    pub bounded_load: Option<f64>,
+    /// The smallest Maglev table; the table is the first prime ≥ max(this, 100·N). Default
+    /// 65537.
+    pub min_table_size: usize,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            metadata_key: "drpc-route-key".to_string(),
+            rendezvous_max: 256,
+            bounded_load: None,
+            min_table_size: 65_537,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// Routing on the metadata entry `key`, with the other defaults.
+    pub fn on(key: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            metadata_key: key.into(),
+            ..RouteConfig::default()
+        }
+    }
+
+    /// With the bounded-load factor `c` (1.25 is a good start).
+    pub fn with_bounded_load(mut self, c: f64) -> RouteConfig {
+        self.bounded_load = Some(c.max(1.0));
+        self
+    }
+}
+
+/// How a [`RouteTable`] maps keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMethod {
+    /// Weighted rendezvous (highest random weight) hashing: each endpoint scores each key,
+    /// the highest score wins.
+    Rendezvous,
+    /// A Maglev lookup table (Eisenbud et al., NSDI 2016).
+    Maglev,
+}
+
+/// An immutable key → endpoint map over one endpoint set. Endpoint `i` is the `i`-th of the
+/// list it was built from.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Each endpoint's name hash.
+    ids: Vec<u64>,
+    /// Each endpoint's weight, when not all are equal.
+    weights: Option<Vec<f64>>,
+    /// Maglev: slot → endpoint.
+    table: Vec<u32>,
+}
+
+impl RouteTable {
+    /// The table over `endpoints` (each a stable name and a weight; a weight of 0 counts
+    /// as 1), built as `config` says.
+    pub fn new<'a>(
+        endpoints: impl IntoIterator<Item = (&'a str, u32)>,
+        config: &RouteConfig,
+    ) -> RouteTable {
+        let (names, weights): (Vec<&str>, Vec<u32>) = endpoints.into_iter().unzip();
+        let ids: Vec<u64> = names.iter().map(|n| hash_str(n)).collect();
+        let equal = weights.windows(2).all(|w| w[0].max(1) == w[1].max(1));
+        let weights = (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
+        let table = if ids.len() > config.rendezvous_max {
+            maglev(&names, &ids, config.min_table_size.max(100 * ids.len()))
+        } else {
+            Vec::new()
+        };
+        RouteTable {
+            ids,
+            weights,
+            table,
+        }
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> RouteMethod {
+        if self.table.is_empty() {
+            RouteMethod::Rendezvous
+        } else {
+            RouteMethod::Maglev
+        }
+    }
+
+    /// Endpoints in the table.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the table has no endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Maglev: the table size (0 for rendezvous).
+    pub fn table_size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The hash of a key, as [`RouteTable::route`] takes it.
+    pub fn key_hash(key: &str) -> u64 {
+        hash_str(key)
+    }
+
+    /// The endpoint owning the key whose hash is `key` (`None` when the table is empty).
+    pub fn route(&self, key: u64) -> Option<usize> {
+        self.route_where(key, |_| true)
+    }
+
+    /// The key's endpoint among those for which `usable` holds: its own endpoint if usable,
+    /// else the next in the key's order (rendezvous: the next highest score; Maglev: the
+    /// next slots of the table). `None` when none is usable.
+    pub fn route_where(&self, key: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        if !self.table.is_empty() {
+            let m = self.table.len();
+            let start = (key % m as u64) as usize;
+            // A first pass over a few slots usually finds one; then the whole table.
+            for step in 0..m {
+                let i = self.table[(start + step) % m] as usize;
+                if usable(i) {
+                    return Some(i);
+                }
+            }
+            return None;
+        }
+        let mut best: Option<(usize, f64)> = None;
+        match &self.weights {
+            None => {
+                let mut best_raw = 0u64;
+                for (i, id) in self.ids.iter().enumerate() {
+                    let s = pair(key, *id);
+                    if (best.is_none() || s > best_raw) && usable(i) {
+                        best = Some((i, 0.0));
+                        best_raw = s;
+                    }
+                }
+            }
+            Some(weights) => {
+                for (i, (id, w)) in self.ids.iter().zip(weights).enumerate() {
+                    // Weighted HRW: the largest -w / ln(u), u uniform in (0, 1).
+                    let s = -w / unit(pair(key, *id)).ln();
+                    if best.is_none_or(|(_, b)| s > b) && usable(i) {
+                        best = Some((i, s));
+                    }
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Each endpoint's share of the key space: exact slot counts for Maglev; for
+    /// rendezvous, the weight share (its expectation; sample keys through
+    /// [`RouteTable::route`] to measure it).
+    pub fn shares(&self) -> Vec<f64> {
+        let n = self.ids.len();
+        if !self.table.is_empty() {
+            let mut counts = vec![0usize; n];
+            for &i in &self.table {
+                counts[i as usize] += 1;
+            }
+            let m = self.table.len() as f64;
+            return counts.into_iter().map(|c| c as f64 / m).collect();
+        }
+        match &self.weights {
+            None => vec![1.0 / n as f64; n],
+            Some(w) => {
+                let total: f64 = w.iter().sum();
+                w.iter().map(|w| w / total).collect()
+            }
+        }
+    }
+}
+
+/// The Maglev table of at least `min_size` slots (the next prime): each endpoint, in the
+/// canonical order (by name), takes turns claiming the next free slot of its own
+/// permutation `offset + j·skip mod M`.
+fn maglev(names: &[&str], ids: &[u64], min_size: usize) -> Vec<u32> {
+    let m = next_prime(min_size.max(ids.len()).max(3));
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| names[a].cmp(names[b]));
+    let perms: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&i| {
+            let offset = super::hash::mix64(ids[i] ^ 0x6f66_6673) % m as u64;
+            let skip = super::hash::mix64(ids[i] ^ 0x736b_6970) % (m as u64 - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0u64; ids.len()];
+    let mut table = vec![u32::MAX; m];
+    let mut filled = 0;
+    'fill: loop {
+        for (turn, &i) in order.iter().enumerate() {
+            let (offset, skip) = perms[turn];
+            let mut c = ((offset + next[turn] * skip) % m as u64) as usize;
+            while table[c] != u32::MAX {
+                next[turn] += 1;
+                c = ((offset + next[turn] * skip) % m as u64) as usize;
+            }
+            table[c] = i as u32;
+            next[turn] += 1;
+            filled += 1;
+            if filled == m {
+                break 'fill;
+            }
+        }
+    }
+    table
+}
+
+fn next_prime(mut n: usize) -> usize {
+    fn is_prime(n: usize) -> bool {
+        if n < 2 {
+            return false;
+        }
+        let mut d = 2;
+        while d * d <= n {
+            if n % d == 0 {
+                return false;
+            }
+            d += 1;
+        }
+        true
+    }
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("pod-{i}")).collect()
+    }
+
+    fn table(names: &[String], config: &RouteConfig) -> RouteTable {
+        RouteTable::new(names.iter().map(|n| (n.as_str(), 1)), config)
+    }
+
+    /// Fraction of `keys` keys whose endpoint name differs between two tables.
+    fn moved(a: (&RouteTable, &[String]), b: (&RouteTable, &[String]), keys: u64) -> f64 {
+        let moved = (0..keys)
+            .filter(|k| {
+                let h = super::super::hash::mix64(*k);
+                a.1[a.0.route(h).unwrap()] != b.1[b.0.route(h).unwrap()]
+            })
+            .count();
+        moved as f64 / keys as f64
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_keys_of_the_changed_endpoint() {
+        let config = RouteConfig::default();
+        let before = names(20);
+        let mut after = before.clone();
+        after.push("pod-new".into());
+        let (a, b) = (table(&before, &config), table(&after, &config));
+        assert_eq!(a.method(), RouteMethod::Rendezvous);
+        for k in 0..20_000u64 {
+            let h = super::super::hash::mix64(k);
+            let (x, y) = (&before[a.route(h).unwrap()], &after[b.route(h).unwrap()]);
+            assert!(x == y || y == "pod-new", "key {k} moved from {x} to {y}");
+        }
+        let m = moved((&a, &before), (&b, &after), 20_000);
+        assert!((m - 1.0 / 21.0).abs() < 0.01, "moved {m}");
+        // The order of the list does not matter.
+        let mut shuffled = before.clone();
+        shuffled.reverse();
+        let c = table(&shuffled, &config);
+        assert_eq!(moved((&a, &before), (&c, &shuffled), 5_000), 0.0);
+    }
+
+    #[test]
+    fn weighted_rendezvous_follows_the_weights() {
+        let t = RouteTable::new([("a", 1), ("b", 3)], &RouteConfig::default());
+        let on_b = (0..40_000u64)
+            .filter(|k| t.route(super::super::hash::mix64(*k)) == Some(1))
+            .count() as f64
+            / 40_000.0;
+        assert!((on_b - 0.75).abs() < 0.02, "b got {on_b}");
+        assert_eq!(t.shares(), vec![0.25, 0.75]);
+    }
+
+    #[test]
+    fn maglev_is_balanced_and_independent_of_list_order() {
+        let config = RouteConfig {
+            rendezvous_max: 4,
+            min_table_size: 1009,
+            ..RouteConfig::default()
+        };
+        let n = names(10);
+        let t = table(&n, &config);
+        assert_eq!(t.method(), RouteMethod::Maglev);
+        assert_eq!(t.table_size(), 1009);
+        let shares = t.shares();
+        for s in &shares {
+            assert!((s * 1009.0 - 100.9).abs() <= 1.0, "{shares:?}");
+        }
+        let mut rev = n.clone();
+        rev.reverse();
+        let r = table(&rev, &config);
+        assert_eq!(moved((&t, &n), (&r, &rev), 5_000), 0.0);
+    }
+
+    #[test]
+    fn route_where_falls_back_in_key_order() {
+        for max in [256, 2] {
+            let config = RouteConfig {
+                rendezvous_max: max,
+                min_table_size: 101,
+                ..RouteConfig::default()
+            };
+            let n = names(5);
+            let t = table(&n, &config);
+            for k in 0..500u64 {
+                let h = super::super::hash::mix64(k);
+                let first = t.route(h).unwrap();
+                let second = t.route_where(h, |i| i != first).unwrap();
+                assert_ne!(first, second);
+                // Consistent: the fallback for a key is always the same endpoint.
+                assert_eq!(t.route_where(h, |i| i != first), Some(second));
+            }
+            assert_eq!(t.route_where(7, |_| false), None);
+        }
+        assert_eq!(table(&[], &RouteConfig::default()).route(1), None);
+    }
+}
