@@ -33,6 +33,10 @@ pub struct BalanceConfig {
     /// Outlier ejection for endpoints failing many calls ([`outlier`](super::outlier)).
     /// Default: on, with gRPC A50's defaults (10 s interval, 30 s base ejection, 10 %).
     pub outlier: Option<OutlierConfig>,
+    /// How long an empty set from discovery is held off: within it the last non-empty set
+    /// stays in force, and a non-empty set arriving cancels the empty one (balancing.md
+    /// G12). Default `None`: the resolver decides (the DNS resolver has its own window).
+    pub keep_last_good: Option<Duration>,
 }
 
 impl Default for BalanceConfig {
@@ -46,6 +50,7 @@ impl Default for BalanceConfig {
             route: None,
             subset: None,
             outlier: Some(OutlierConfig::default()),
+            keep_last_good: None,
         }
     }
 }

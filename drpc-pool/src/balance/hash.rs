@@ -28,7 +28,13 @@ pub fn hash_str(s: &str) -> u64 {
 /// node `b` (not symmetric).
 #[inline]
 pub(crate) fn pair(a: u64, b: u64) -> u64 {
-    mix64(a ^ mix64(b.rotate_left(17)))
+    mix64(a ^ node_mix(b))
+}
+
+/// The node half of [`pair`], to compute once per node: `pair(a, b) == mix64(a ^ node_mix(b))`.
+#[inline]
+pub(crate) fn node_mix(b: u64) -> u64 {
+    mix64(b.rotate_left(17))
 }
 
 /// A hash as a number in the open interval (0, 1).

@@ -28,6 +28,9 @@
 //!   failing many of its calls leaves the picker for a while; one always stays.
 //! - **Lock-free picks**: the endpoint set and its routing table are one immutable snapshot,
 //!   swapped atomically when discovery changes it ([`arc_swap`]); a pick reads atomics only.
+//! - **Last known-good set** ([`BalanceConfig::keep_last_good`]): an empty set from
+//!   discovery can be held off for a while, so that a transient empty answer never takes the
+//!   balancer to zero endpoints (balancing.md G12).
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
 //!   connection found closed) is retried once on another endpoint; other failures are
 //!   returned.
@@ -204,10 +207,33 @@ async fn apply_updates<C: Conn + 'static>(
 ) {
     loop {
         let set = rx.borrow_and_update().clone();
-        match (inner.upgrade(), set) {
-            (None, _) => return,
-            (Some(inner), Some(set)) => inner.apply(&set),
-            (Some(_), None) => {}
+        let Some(set) = set else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let hold = match inner.upgrade() {
+            None => return,
+            Some(i) => i
+                .config
+                .keep_last_good
+                .filter(|_| set.is_empty() && !i.is_empty()),
+        };
+        if let Some(hold) = hold {
+            tracing::debug!(
+                ?hold,
+                "balance: empty endpoint set; keeping the last known-good set"
+            );
+            match tokio::time::timeout(hold, rx.changed()).await {
+                Ok(Ok(())) => continue, // a new set within the window
+                Ok(Err(_)) => return,
+                Err(_) => {} // still empty after the window: apply it
+            }
+        }
+        match inner.upgrade() {
+            None => return,
+            Some(inner) => inner.apply(&set),
         }
         if rx.changed().await.is_err() {
             return;
@@ -231,6 +257,11 @@ async fn detect_outliers<C: Conn + 'static>(inner: Weak<Inner<C>>, config: outli
 }
 
 impl<C: Conn + 'static> Inner<C> {
+    /// Whether the endpoint set is empty now.
+    fn is_empty(&self) -> bool {
+        self.snapshot.load().endpoints.is_empty()
+    }
+
     /// One outlier evaluation over the current set.
     fn evaluate_outliers(&self, detector: &Detector) {
         let snapshot = self.snapshot.load_full();
@@ -564,10 +595,14 @@ impl<C: Conn + 'static> Balanced<C> {
         Some(ep.addr.clone())
     }
 
-    /// One pick as a call without a key makes, without counting it: the cost of the pick
-    /// path alone (the G11 measurement).
-    pub fn pick_cost_probe(&self) -> bool {
-        self.inner.pick(None, None).is_some()
+    /// One pick as a call makes (with routing key `key`, when routing is on), without
+    /// counting a call or returning the endpoint: whether one was found. For measuring the
+    /// pick path alone (G11).
+    pub fn pick_probe(&self, key: Option<&str>) -> bool {
+        let key = key
+            .filter(|_| self.inner.config.route.is_some())
+            .map(RouteTable::key_hash);
+        self.inner.pick(None, key).is_some()
     }
 
     /// Runs one outlier evaluation now, as the periodic task does (for tests: a fresh

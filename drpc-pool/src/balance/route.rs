@@ -21,7 +21,7 @@
 //! The table is built once per endpoint-set change, off the call path, and published in the
 //! balancer's snapshot: a pick reads it without a lock.
 
-use super::hash::{hash_str, pair, unit};
+use super::hash::{hash_str, mix64, node_mix, unit};
 
 /// How a balanced connection routes calls by key. Set in
 /// [`BalanceConfig::route`](super::BalanceConfig::route); calls without the key go to the
@@ -37,8 +37,9 @@ pub struct RouteConfig {
     /// ⌈c·(calls in flight + 1)/N⌉ calls. Default `None` (keys always go to their endpoint
     /// while it is ready).
     pub bounded_load: Option<f64>,
-    /// The smallest Maglev table; the table is the first prime ≥ max(this, 100·N). Default
-    /// 65537.
+    /// The smallest Maglev table. The table is the first prime at or above this doubled
+    /// until it reaches 100·N (65537, 131074, 262148…, each rounded up to a prime), so that
+    /// its size changes only at those steps. Default 65537.
     pub min_table_size: usize,
 }
 
@@ -85,6 +86,8 @@ pub enum RouteMethod {
 pub struct RouteTable {
     /// Each endpoint's name hash.
     ids: Vec<u64>,
+    /// Each endpoint's name hash, mixed once more: the node half of a rendezvous score.
+    nodes: Vec<u64>,
     /// Each endpoint's weight, when not all are equal.
     weights: Option<Vec<f64>>,
     /// Maglev: slot → endpoint.
@@ -103,11 +106,12 @@ impl RouteTable {
         let equal = weights.windows(2).all(|w| w[0].max(1) == w[1].max(1));
         let weights = (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
         let table = if ids.len() > config.rendezvous_max {
-            maglev(&names, &ids, config.min_table_size.max(100 * ids.len()))
+            maglev(&names, &ids, table_size(config.min_table_size, ids.len()))
         } else {
             Vec::new()
         };
         RouteTable {
+            nodes: ids.iter().map(|&id| node_mix(id)).collect(),
             ids,
             weights,
             table,
@@ -171,8 +175,8 @@ impl RouteTable {
         match &self.weights {
             None => {
                 let mut best_raw = 0u64;
-                for (i, id) in self.ids.iter().enumerate() {
-                    let s = pair(key, *id);
+                for (i, node) in self.nodes.iter().enumerate() {
+                    let s = mix64(key ^ node);
                     if (best.is_none() || s > best_raw) && usable(i) {
                         best = Some((i, 0.0));
                         best_raw = s;
@@ -180,9 +184,9 @@ impl RouteTable {
                 }
             }
             Some(weights) => {
-                for (i, (id, w)) in self.ids.iter().zip(weights).enumerate() {
+                for (i, (node, w)) in self.nodes.iter().zip(weights).enumerate() {
                     // Weighted HRW: the largest -w / ln(u), u uniform in (0, 1).
-                    let s = -w / unit(pair(key, *id)).ln();
+                    let s = -w / unit(mix64(key ^ node)).ln();
                     if best.is_none_or(|(_, b)| s > b) && usable(i) {
                         best = Some((i, s));
                     }
@@ -225,24 +229,32 @@ fn maglev(names: &[&str], ids: &[u64], min_size: usize) -> Vec<u32> {
     let perms: Vec<(u64, u64)> = order
         .iter()
         .map(|&i| {
-            let offset = super::hash::mix64(ids[i] ^ 0x6f66_6673) % m as u64;
-            let skip = super::hash::mix64(ids[i] ^ 0x736b_6970) % (m as u64 - 1) + 1;
+            let offset = mix64(ids[i] ^ 0x6f66_6673) % m as u64;
+            let skip = mix64(ids[i] ^ 0x736b_6970) % (m as u64 - 1) + 1;
             (offset, skip)
         })
         .collect();
-    let mut next = vec![0u64; ids.len()];
+    // Each endpoint's current place in its permutation, stepped by addition (no division
+    // in the loop).
+    let mut pos: Vec<usize> = perms.iter().map(|&(o, _)| o as usize).collect();
+    let skips: Vec<usize> = perms.iter().map(|&(_, s)| s as usize).collect();
     let mut table = vec![u32::MAX; m];
     let mut filled = 0;
     'fill: loop {
         for (turn, &i) in order.iter().enumerate() {
-            let (offset, skip) = perms[turn];
-            let mut c = ((offset + next[turn] * skip) % m as u64) as usize;
+            let (mut c, skip) = (pos[turn], skips[turn]);
             while table[c] != u32::MAX {
-                next[turn] += 1;
-                c = ((offset + next[turn] * skip) % m as u64) as usize;
+                c += skip;
+                if c >= m {
+                    c -= m;
+                }
             }
             table[c] = i as u32;
-            next[turn] += 1;
+            c += skip;
+            if c >= m {
+                c -= m;
+            }
+            pos[turn] = c;
             filled += 1;
             if filled == m {
                 break 'fill;
@@ -250,6 +262,17 @@ fn maglev(names: &[&str], ids: &[u64], min_size: usize) -> Vec<u32> {
         }
     }
     table
+}
+
+/// The Maglev table size for `n` endpoints: the first prime ≥ `min` on a fixed ladder
+/// (`min`, then doubling), stopping at the first ≥ 100·n. The size must not follow N
+/// exactly: a new size remaps every key, so it changes only when N crosses a step.
+fn table_size(min: usize, n: usize) -> usize {
+    let mut size = min.max(3);
+    while size < 100 * n {
+        size *= 2;
+    }
+    next_prime(size)
 }
 
 fn next_prime(mut n: usize) -> usize {
