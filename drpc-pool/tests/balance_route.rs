@@ -214,7 +214,10 @@ async fn flaky() -> (String, Arc<AtomicU64>) {
                 if n % 2 == 1 {
                     return Err(Error::remote(13, "flaky"));
                 }
-                Ok::<_, Error>(m)
+                Ok::<_, Error>(Msg {
+                    text: format!("echo:{}", m.text),
+                    n: m.n + 1,
+                })
             }
         }
     });

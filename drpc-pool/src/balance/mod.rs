@@ -248,9 +248,11 @@ async fn detect_outliers<C: Conn + 'static>(inner: Weak<Inner<C>>, config: outli
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate
     loop {
-        tick.tick().await;
+        // The tick's own instant, not the clock: ejection times then fall on ticks, and one
+        // lasting exactly k intervals ends on a tick rather than one tick later.
+        let at = tick.tick().await;
         match inner.upgrade() {
-            Some(inner) => inner.evaluate_outliers(&detector),
+            Some(inner) => inner.evaluate_outliers(&detector, at),
             None => return,
         }
     }
@@ -263,7 +265,7 @@ impl<C: Conn + 'static> Inner<C> {
     }
 
     /// One outlier evaluation over the current set.
-    fn evaluate_outliers(&self, detector: &Detector) {
+    fn evaluate_outliers(&self, detector: &Detector, now: Instant) {
         let snapshot = self.snapshot.load_full();
         let eps = &snapshot.endpoints;
         let counts: Vec<(u64, u64)> = eps.iter().map(|e| e.take_interval()).collect();
@@ -277,7 +279,7 @@ impl<C: Conn + 'static> Inner<C> {
                 ejection,
             })
             .collect();
-        if detector.evaluate(Instant::now(), &mut samples) > 0 {
+        if detector.evaluate(now, &mut samples) > 0 {
             drop(samples);
             for (e, st) in eps.iter().zip(&states) {
                 e.set_ejected(st.is_ejected());
@@ -609,7 +611,8 @@ impl<C: Conn + 'static> Balanced<C> {
     /// interval starts).
     pub fn evaluate_outliers(&self) {
         if let Some(config) = self.inner.config.outlier.clone() {
-            self.inner.evaluate_outliers(&Detector::new(config));
+            self.inner
+                .evaluate_outliers(&Detector::new(config), Instant::now());
         }
     }
 }
