@@ -571,8 +571,9 @@ async fn g8c() {
         "G8c_return",
         &[("scenario", "N5_base_ejection_30s".into())],
         b,
-        30.0 + 10.0,
-        b >= 29.0 && b <= 40.5,
+        30.0,
+        // Back after the base ejection time, at the evaluation that follows it.
+        (29.0..=40.5).contains(&b),
     );
 }
 

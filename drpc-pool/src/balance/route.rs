@@ -282,7 +282,7 @@ fn next_prime(mut n: usize) -> usize {
         }
         let mut d = 2;
         while d * d <= n {
-            if n % d == 0 {
+            if n.is_multiple_of(d) {
                 return false;
             }
             d += 1;
