@@ -94,7 +94,9 @@ fn subsetting(quick: bool) {
                     let k_eff = k.min(n);
                     let mean = (m as f64) * k_eff as f64 / n as f64;
                     let (mut worst_max, mut worst_min) = (0.0f64, f64::MAX);
-                    for seed in 0..(if scheme == "ring" { 1 } else { seeds }) {
+                    let runs = if scheme == "ring" { 1 } else { seeds };
+                    let mut sum_max = 0.0;
+                    for seed in 0..runs {
                         let mut count = vec![0usize; n];
                         for set in conns(scheme, seed, m, &backends, k) {
                             for b in set {
@@ -104,6 +106,7 @@ fn subsetting(quick: bool) {
                         let max = *count.iter().max().unwrap() as f64 / mean;
                         let min = *count.iter().min().unwrap() as f64 / mean;
                         worst_max = worst_max.max(max);
+                        sum_max += max;
                         worst_min = worst_min.min(min);
                     }
                     let target = if scheme == "ring" {
@@ -118,6 +121,8 @@ fn subsetting(quick: bool) {
                             ("scheme", scheme.into()),
                             ("scenario", scenario),
                             ("min", format!("{worst_min:.2}")),
+                            ("seeds", runs.to_string()),
+                            ("mean_of_seeds", format!("{:.2}", sum_max / runs as f64)),
                         ],
                         worst_max,
                         target,
