@@ -231,9 +231,37 @@ async fn apply_updates<C: Conn + 'static>(
                 Err(_) => {} // still empty after the window: apply it
             }
         }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let chosen = strong.select(&set);
+        let route = match &strong.config.route {
+            // A Maglev table takes milliseconds to fill: off the runtime's threads.
+            Some(config) if chosen.len() > config.rendezvous_max => {
+                let config = config.clone();
+                let keys: Vec<(String, u32)> = chosen
+                    .iter()
+                    .map(|e| (e.key().to_string(), e.weight))
+                    .collect();
+                drop(strong);
+                let built = tokio::task::spawn_blocking(move || {
+                    RouteTable::new(keys.iter().map(|(k, w)| (k.as_str(), *w)), &config)
+                })
+                .await;
+                match built {
+                    Ok(table) => Some(table),
+                    Err(_) => return,
+                }
+            }
+            Some(config) => Some(RouteTable::new(
+                chosen.iter().map(|e| (e.key(), e.weight)),
+                config,
+            )),
+            None => None,
+        };
         match inner.upgrade() {
             None => return,
-            Some(inner) => inner.apply(&set),
+            Some(inner) => inner.apply(&chosen, route),
         }
         if rx.changed().await.is_err() {
             return;
@@ -287,25 +315,35 @@ impl<C: Conn + 'static> Inner<C> {
         }
     }
 
-    /// Makes `resolved` the endpoint set (after subsetting): new addresses get an endpoint
-    /// and its task, removed ones lose theirs (calls running on them finish), kept ones keep
-    /// their state.
-    fn apply(&self, resolved: &[ResolvedEndpoint]) {
-        // A duplicate address is one endpoint (the first).
+    /// The endpoints of `resolved` this client uses: one per address (the first), and only
+    /// its subset when subsetting is on.
+    fn select(&self, resolved: &[ResolvedEndpoint]) -> Vec<ResolvedEndpoint> {
         let mut seen = std::collections::HashSet::with_capacity(resolved.len());
-        let mut unique: Vec<&ResolvedEndpoint> = resolved
+        let unique: Vec<&ResolvedEndpoint> = resolved
             .iter()
             .filter(|e| seen.insert(e.addr.as_str()))
             .collect();
-        if let Some(subset) = &self.config.subset {
-            let keys: Vec<&str> = unique.iter().map(|e| e.key()).collect();
-            let chosen = subset.select(&keys);
-            unique = chosen.into_iter().map(|i| unique[i]).collect();
+        match &self.config.subset {
+            Some(subset) => {
+                let keys: Vec<&str> = unique.iter().map(|e| e.key()).collect();
+                subset
+                    .select(&keys)
+                    .into_iter()
+                    .map(|i| unique[i].clone())
+                    .collect()
+            }
+            None => unique.into_iter().cloned().collect(),
         }
+    }
+
+    /// Makes `unique` (from [`Inner::select`]) the endpoint set, with its routing table:
+    /// new addresses get an endpoint and its task, removed ones lose theirs (calls running
+    /// on them finish), kept ones keep their state.
+    fn apply(&self, unique: &[ResolvedEndpoint], route: Option<RouteTable>) {
         let mut members = lock(&self.members);
         let mut next = Vec::with_capacity(unique.len());
         let mut keep = HashMap::with_capacity(unique.len());
-        for e in &unique {
+        for e in unique {
             let member = match members.remove(&e.addr) {
                 Some(m) => m,
                 None => self.member(&e.addr),
@@ -314,11 +352,6 @@ impl<C: Conn + 'static> Inner<C> {
             keep.insert(e.addr.clone(), member);
         }
         let removed = std::mem::replace(&mut *members, keep);
-        let route = self
-            .config
-            .route
-            .as_ref()
-            .map(|config| RouteTable::new(unique.iter().map(|e| (e.key(), e.weight)), config));
         self.snapshot.store(Arc::new(Snapshot {
             endpoints: next,
             route,

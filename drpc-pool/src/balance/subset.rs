@@ -93,9 +93,14 @@ pub(crate) fn vdc(i: u64) -> u64 {
 
 /// The ordinal a stable name ends in: `web-3` → 3, `7` → 7; `None` without one.
 pub fn ordinal_of(name: &str) -> Option<u64> {
-    if name.contains(':') || name.parse::<std::net::IpAddr>().is_ok() {
+    if name.parse::<std::net::SocketAddr>().is_ok() || name.parse::<std::net::IpAddr>().is_ok() {
         return None; // an address, not a name
     }
+    // `web-3:8080`: the port is not the ordinal.
+    let name = match name.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => name,
+    };
     // `web-3.echo.default.svc.cluster.local`: the ordinal is in the first label.
     let first = name.split('.').next().unwrap_or(name);
     let digits = first.rsplit(['-', '_']).next().unwrap_or(first);
@@ -138,6 +143,12 @@ mod tests {
         assert_eq!(ordinal_of("web-3"), Some(3));
         assert_eq!(ordinal_of("12"), Some(12));
         assert_eq!(ordinal_of("web-3.echo.default.svc.cluster.local"), Some(3));
+        assert_eq!(
+            ordinal_of("web-3.echo.default.svc.cluster.local:8080"),
+            Some(3)
+        );
+        assert_eq!(ordinal_of("web-4:8080"), Some(4));
+        assert_eq!(ordinal_of("[::1]:8080"), None);
         assert_eq!(ordinal_of("10.0.0.7:8080"), None);
         assert_eq!(ordinal_of("echo-7d9f8-xk2lp"), None);
         assert_eq!(ordinal_of(""), None);
