@@ -4,8 +4,9 @@
 //!
 //! | Endpoints | Method | Balance (key share) | Keys moved on ±1 endpoint | Pick |
 //! |---|---|---|---|---|
-//! | up to [`RouteConfig::rendezvous_max`] (256) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | O(N) scores |
-//! | more | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | above the minimum (about 1.6× at N=100, 6× at N=1000) | O(1) |
+//! | every name carries a distinct ordinal (`web-3`), equal weights | [jump](RouteMethod::Jump) over the ordinals | exact in expectation | the minimum | O(log N) |
+//! | otherwise, up to [`RouteConfig::rendezvous_max`] (256) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | O(N) scores |
+//! | otherwise, more | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | above the minimum (about 1.6× at N=100, 6× at N=1000) | O(1) |
 //!
 //! Endpoints hash by their stable name (a pod name or StatefulSet ordinal, when discovery
 //! gives one; see [`ResolvedEndpoint`](super::resolver::ResolvedEndpoint)), else by address,
@@ -37,6 +38,10 @@ pub struct RouteConfig {
     /// ⌈c·(calls in flight + 1)/N⌉ calls. Default `None` (keys always go to their endpoint
     /// while it is ready).
     pub bounded_load: Option<f64>,
+    /// Whether endpoint sets whose names all carry distinct ordinals (`web-0`, `web-1`…)
+    /// and whose weights are equal are routed by jump consistent hashing (the minimum of
+    /// keys move, O(log N) picks) at any size. Default `true`.
+    pub ordinals: bool,
     /// The smallest Maglev table. The table is the first prime at or above this doubled
     /// until it reaches 100·N (65537, 131074, 262148…, each rounded up to a prime), so that
     /// its size changes only at those steps. Default 65537.
@@ -49,6 +54,7 @@ impl Default for RouteConfig {
             metadata_key: "drpc-route-key".to_string(),
             rendezvous_max: 256,
             bounded_load: None,
+            ordinals: true,
             min_table_size: 65_537,
         }
     }
@@ -73,6 +79,10 @@ impl RouteConfig {
 /// How a [`RouteTable`] maps keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMethod {
+    /// Jump consistent hashing (Lamping and Veach, 2014) over the endpoints' ordinals, when
+    /// every name carries a distinct one (a StatefulSet's `web-3`) and weights are equal;
+    /// a missing ordinal is a hole whose keys jump again.
+    Jump,
     /// Weighted rendezvous (highest random weight) hashing: each endpoint scores each key,
     /// the highest score wins.
     Rendezvous,
@@ -92,6 +102,8 @@ pub struct RouteTable {
     weights: Option<Vec<f64>>,
     /// Maglev: slot → endpoint.
     table: Vec<u32>,
+    /// Jump: ordinal → endpoint (`u32::MAX` for a hole).
+    ordinals: Vec<u32>,
 }
 
 impl RouteTable {
@@ -105,7 +117,12 @@ impl RouteTable {
         let ids: Vec<u64> = names.iter().map(|n| hash_str(n)).collect();
         let equal = weights.windows(2).all(|w| w[0].max(1) == w[1].max(1));
         let weights = (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
-        let table = if ids.len() > config.rendezvous_max {
+        let ordinals = if equal && config.ordinals {
+            ordinal_slots(&names)
+        } else {
+            Vec::new()
+        };
+        let table = if ordinals.is_empty() && ids.len() > config.rendezvous_max {
             maglev(&names, &ids, table_size(config.min_table_size, ids.len()))
         } else {
             Vec::new()
@@ -115,12 +132,15 @@ impl RouteTable {
             ids,
             weights,
             table,
+            ordinals,
         }
     }
 
     /// The method in use.
     pub fn method(&self) -> RouteMethod {
-        if self.table.is_empty() {
+        if !self.ordinals.is_empty() {
+            RouteMethod::Jump
+        } else if self.table.is_empty() {
             RouteMethod::Rendezvous
         } else {
             RouteMethod::Maglev
@@ -159,6 +179,19 @@ impl RouteTable {
         if self.ids.is_empty() {
             return None;
         }
+        if !self.ordinals.is_empty() {
+            // Jump; a hole or an unusable endpoint makes the key jump again (the same
+            // sequence on every client). After many misses, rendezvous among the usable.
+            let mut h = key;
+            for _ in 0..64 {
+                let i = self.ordinals[jump(h, self.ordinals.len())];
+                if i != u32::MAX && usable(i as usize) {
+                    return Some(i as usize);
+                }
+                h = mix64(h ^ 0x6a75_6d70);
+            }
+            return self.rendezvous(key, usable);
+        }
         if !self.table.is_empty() {
             let m = self.table.len();
             let start = (key % m as u64) as usize;
@@ -171,6 +204,11 @@ impl RouteTable {
             }
             return None;
         }
+        self.rendezvous(key, usable)
+    }
+
+    /// The highest rendezvous score among the usable endpoints.
+    fn rendezvous(&self, key: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         match &self.weights {
             None => {
@@ -197,7 +235,7 @@ impl RouteTable {
     }
 
     /// Each endpoint's share of the key space: exact slot counts for Maglev; for
-    /// rendezvous, the weight share (its expectation; sample keys through
+    /// rendezvous and jump, the weight share (its expectation; sample keys through
     /// [`RouteTable::route`] to measure it).
     pub fn shares(&self) -> Vec<f64> {
         let n = self.ids.len();
@@ -217,6 +255,40 @@ impl RouteTable {
             }
         }
     }
+}
+
+/// Jump consistent hash: the bucket in `0..n` of `key` (Lamping and Veach, arXiv:1406.2294).
+fn jump(mut key: u64, n: usize) -> usize {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// Ordinal → endpoint when every name carries a distinct ordinal and they are dense enough
+/// (the largest below 2·N + 16, so that holes stay few); else empty.
+fn ordinal_slots(names: &[&str]) -> Vec<u32> {
+    let mut ords = Vec::with_capacity(names.len());
+    for n in names {
+        match super::subset::ordinal_of(n) {
+            Some(o) if o < 2 * names.len() as u64 + 16 => ords.push(o as usize),
+            _ => return Vec::new(),
+        }
+    }
+    let Some(&max) = ords.iter().max() else {
+        return Vec::new();
+    };
+    let mut slots = vec![u32::MAX; max + 1];
+    for (i, o) in ords.into_iter().enumerate() {
+        if slots[o] != u32::MAX {
+            return Vec::new(); // two endpoints share an ordinal
+        }
+        slots[o] = i as u32;
+    }
+    slots
 }
 
 /// The Maglev table of at least `min_size` slots (the next prime): each endpoint, in the
@@ -299,8 +371,9 @@ fn next_prime(mut n: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// Names without ordinals (a Deployment's pods).
     fn names(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("pod-{i}")).collect()
+        (0..n).map(|i| format!("pod-{i}x")).collect()
     }
 
     fn table(names: &[String], config: &RouteConfig) -> RouteTable {
@@ -324,6 +397,7 @@ mod tests {
         let before = names(20);
         let mut after = before.clone();
         after.push("pod-new".into());
+        assert_eq!(table(&after, &config).method(), RouteMethod::Rendezvous);
         let (a, b) = (table(&before, &config), table(&after, &config));
         assert_eq!(a.method(), RouteMethod::Rendezvous);
         for k in 0..20_000u64 {
@@ -373,14 +447,59 @@ mod tests {
     }
 
     #[test]
+    fn jump_over_ordinals_moves_only_the_keys_of_the_changed_endpoint() {
+        let config = RouteConfig::default();
+        let web = |n: usize| (0..n).map(|i| format!("web-{i}")).collect::<Vec<_>>();
+        let before = web(300);
+        let a = table(&before, &config);
+        assert_eq!(a.method(), RouteMethod::Jump);
+        // Added at the end, removed from the middle, listed in any order.
+        let mut after = web(301);
+        after.reverse();
+        let fewer: Vec<String> = before.iter().filter(|n| *n != "web-150").cloned().collect();
+        let (b, c) = (table(&after, &config), table(&fewer, &config));
+        let (mut to_new, mut from_gone) = (0, 0);
+        for k in 0..30_000u64 {
+            let h = super::super::hash::mix64(k);
+            let x = &before[a.route(h).unwrap()];
+            let y = &after[b.route(h).unwrap()];
+            assert!(x == y || y == "web-300", "key {k}: {x} → {y}");
+            to_new += usize::from(y == "web-300");
+            let z = &fewer[c.route(h).unwrap()];
+            assert!(x == z || x == "web-150", "key {k}: {x} → {z}");
+            from_gone += usize::from(x == "web-150");
+        }
+        for got in [to_new, from_gone] {
+            assert!(
+                (60..=140).contains(&got),
+                "{got} of 30000, expected about 100"
+            );
+        }
+        // Weights, duplicate or missing ordinals: not jump.
+        let w = RouteTable::new([("web-0", 1), ("web-1", 2)], &config);
+        assert_eq!(w.method(), RouteMethod::Rendezvous);
+        let d = RouteTable::new([("web-0", 1), ("db-0", 1)], &config);
+        assert_eq!(d.method(), RouteMethod::Rendezvous);
+        let off = RouteConfig {
+            ordinals: false,
+            ..RouteConfig::default()
+        };
+        assert_eq!(table(&before, &off).method(), RouteMethod::Maglev); // 300 > 256
+    }
+
+    #[test]
     fn route_where_falls_back_in_key_order() {
-        for max in [256, 2] {
+        for max in [256, 2, 100] {
             let config = RouteConfig {
                 rendezvous_max: max,
                 min_table_size: 101,
                 ..RouteConfig::default()
             };
-            let n = names(5);
+            let n = if max == 256 {
+                (0..5).map(|i| format!("web-{i}")).collect()
+            } else {
+                names(5)
+            };
             let t = table(&n, &config);
             for k in 0..500u64 {
                 let h = super::super::hash::mix64(k);
