@@ -159,6 +159,9 @@ struct Inner<C: Conn + 'static> {
     history: Mutex<Vec<(String, Arc<EndpointCounters>)>>,
     retries: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+    /// Held through an outlier evaluation: one at a time (the endpoints' ejection states
+    /// are locked in snapshot order, which may differ between two snapshots).
+    evaluating: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,6 +192,7 @@ impl<C: Conn + 'static> Balanced<C> {
             history: Mutex::new(Vec::new()),
             retries: Default::default(),
             tasks: Mutex::new(Vec::new()),
+            evaluating: Mutex::new(()),
         });
         let resolving = tokio::spawn(resolver.run(updates));
         let applying = tokio::spawn(apply_updates(Arc::downgrade(&inner), rx));
@@ -295,6 +299,7 @@ impl<C: Conn + 'static> Inner<C> {
 
     /// One outlier evaluation over the current set.
     fn evaluate_outliers(&self, detector: &Detector, now: Instant) {
+        let _one = lock(&self.evaluating);
         let snapshot = self.snapshot.load_full();
         let eps = &snapshot.endpoints;
         let counts: Vec<(u64, u64)> = eps.iter().map(|e| e.take_interval()).collect();
