@@ -142,7 +142,11 @@ async fn a_records_with_a_port_and_srv_records_resolve_on_the_loopback_server() 
         RData::SRV(SRV::new(5, 0, port(&b), name("b.test."))),
     ];
     dns.set(SRV_NAME, RecordType::SRV, TTL, mixed).await;
-    assert_eq!(srv.resolve().await.unwrap().addrs, [b.addr()]);
+    let got = srv.resolve().await.unwrap();
+    assert_eq!(got.addrs, [b.addr()]);
+    // The SRV target names the endpoint (routing and subsetting hash the name, not the IP).
+    let want = format!("b.test:{}", port(&b));
+    assert_eq!(got.endpoints[0].name.as_deref(), Some(want.as_str()));
     dns.set_srv(&[port(&b), 7]).await;
 
     let none = DnsResolver::new(

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::outlier::OutlierConfig;
 use super::picker::{Picker, PowerOfTwoChoices};
+use super::route::RouteConfig;
+use super::subset::Subset;
 use crate::backoff::BackoffConfig;
 use crate::config::PoolConfig;
 
@@ -21,6 +24,19 @@ pub struct BalanceConfig {
     pub wait_for_ready: Duration,
     /// The picker. Default: [`PowerOfTwoChoices`].
     pub picker: Arc<dyn Picker>,
+    /// Routing by key: calls carrying the configured metadata entry go to the key's
+    /// endpoint ([`route`](super::route)); others to the picker. Default `None`.
+    pub route: Option<RouteConfig>,
+    /// Subsetting: connect to k of the resolved endpoints only ([`subset`](super::subset)).
+    /// Default `None` (all of them).
+    pub subset: Option<Subset>,
+    /// Outlier ejection for endpoints failing many calls ([`outlier`](super::outlier)).
+    /// Default: on, with gRPC A50's defaults (10 s interval, 30 s base ejection, 10 %).
+    pub outlier: Option<OutlierConfig>,
+    /// How long an empty set from discovery is held off: within it the last non-empty set
+    /// stays in force, and a non-empty set arriving cancels the empty one (balancing.md
+    /// G12). Default `None`: the resolver decides (the DNS resolver has its own window).
+    pub keep_last_good: Option<Duration>,
 }
 
 impl Default for BalanceConfig {
@@ -31,6 +47,10 @@ impl Default for BalanceConfig {
             connect_timeout: Duration::from_secs(20),
             wait_for_ready: Duration::from_secs(10),
             picker: Arc::new(PowerOfTwoChoices::new()),
+            route: None,
+            subset: None,
+            outlier: Some(OutlierConfig::default()),
+            keep_last_good: None,
         }
     }
 }

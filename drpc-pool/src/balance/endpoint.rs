@@ -13,14 +13,17 @@
 //! retrying with backoff, until discovery removes it (balancing.md §1.4, G9). Its first
 //! failed connect asks the resolver for a fresh resolution.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use drpc_core::{Conn, Error};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::outlier::Ejection;
 use crate::backoff::Backoff;
 use crate::keyed::KeyedConn;
 
@@ -90,6 +93,8 @@ pub(crate) struct Shared {
     /// Asks the resolver for a new resolution.
     pub(crate) resolve_now: Arc<Notify>,
     counts: [AtomicUsize; 4],
+    /// Calls and streams running on all endpoints (the bounded-load cap's base).
+    pub(crate) outstanding: AtomicUsize,
 }
 
 impl Shared {
@@ -121,8 +126,17 @@ pub(crate) struct Endpoint<C: Conn + 'static> {
     pub(crate) addr: String,
     pub(crate) conn: KeyedConn<String, C>,
     state: AtomicU8,
-    /// The connection whose close takes the endpoint out of the picker at once.
-    health: RwLock<Option<Arc<C>>>,
+    /// The connection whose close takes the endpoint out of the picker at once (read
+    /// without a lock on every pick).
+    health: ArcSwapOption<C>,
+    /// Out of the picker by outlier ejection.
+    ejected: AtomicBool,
+    /// The outlier detector's state for it (only its task locks this).
+    pub(crate) ejection: Mutex<Ejection>,
+    /// Calls that succeeded since the detector last looked.
+    interval_ok: AtomicU64,
+    /// Calls that failed (any error) since the detector last looked.
+    interval_failed: AtomicU64,
     /// Calls and streams running on it now.
     pub(crate) outstanding: AtomicUsize,
     pub(crate) counters: Arc<EndpointCounters>,
@@ -162,7 +176,11 @@ impl<C: Conn + 'static> Endpoint<C> {
             addr,
             conn,
             state: AtomicU8::new(EndpointState::Idle as u8),
-            health: RwLock::new(None),
+            health: ArcSwapOption::empty(),
+            ejected: AtomicBool::new(false),
+            ejection: Mutex::new(Ejection::default()),
+            interval_ok: AtomicU64::new(0),
+            interval_failed: AtomicU64::new(0),
             outstanding: AtomicUsize::new(0),
             counters,
             kick: Notify::new(),
@@ -176,16 +194,35 @@ impl<C: Conn + 'static> Endpoint<C> {
         EndpointState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// Whether a picker may see it: READY, and its connection not known to be closed (a
-    /// flag read, no I/O).
+    /// Whether a picker may see it: READY, not ejected, and its connection not known to be
+    /// closed (flag reads: no lock, no I/O).
     pub(crate) fn is_ready(&self) -> bool {
         self.state() == EndpointState::Ready
-            && self
-                .health
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_some_and(|c| !c.is_closed())
+            && !self.ejected.load(Ordering::Relaxed)
+            && self.health.load().as_ref().is_some_and(|c| !c.is_closed())
+    }
+
+    /// Whether outlier ejection took it out of the picker.
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Sets the ejection flag (the outlier detector's decision).
+    pub(crate) fn set_ejected(&self, ejected: bool) {
+        if self.ejected.swap(ejected, Ordering::AcqRel) != ejected {
+            tracing::debug!(endpoint = %self.addr, ejected, "balance: outlier ejection");
+            if !ejected {
+                self.shared.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// The successes and failures since the last call (for the outlier detector).
+    pub(crate) fn take_interval(&self) -> (u64, u64) {
+        (
+            self.interval_ok.swap(0, Ordering::Relaxed),
+            self.interval_failed.swap(0, Ordering::Relaxed),
+        )
     }
 
     fn set_state(&self, to: EndpointState) {
@@ -217,6 +254,7 @@ impl<C: Conn + 'static> Endpoint<C> {
     /// picker at once and wakes its driver to reconnect (with backoff if that fails too).
     pub(crate) fn call_failed(&self, error: &Error, unsent: bool) {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        self.interval_failed.fetch_add(1, Ordering::Relaxed);
         self.failed_total.increment(1);
         if (unsent || error.is_fatal_for_connection()) && self.state() == EndpointState::Ready {
             self.set_state(EndpointState::Idle);
@@ -227,22 +265,28 @@ impl<C: Conn + 'static> Endpoint<C> {
     /// A call on it was answered.
     pub(crate) fn call_served(&self) {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        self.interval_ok.fetch_add(1, Ordering::Relaxed);
         self.served_total.increment(1);
     }
 
-    /// Counts a call or stream as running until the guard drops.
+    /// A call on it was answered with an error from its server: served, but a failure for
+    /// outlier detection (a gray failure answers errors over a healthy connection).
+    pub(crate) fn call_errored(&self) {
+        self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        self.interval_failed.fetch_add(1, Ordering::Relaxed);
+        self.served_total.increment(1);
+    }
+
     /// Whether the endpoint's connection runs many calls at once (a mux session): then no
     /// per-endpoint open limit applies. Unknown (false) while not connected.
     pub(crate) fn is_multiplexed(&self) -> bool {
-        self.health
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|c| c.multiplexed())
+        self.health.load().as_ref().is_some_and(|c| c.multiplexed())
     }
 
+    /// Counts a call or stream as running until the guard drops.
     pub(crate) fn begin(self: &Arc<Self>) -> Outstanding<C> {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.shared.outstanding.fetch_add(1, Ordering::Relaxed);
         Outstanding(Arc::clone(self))
     }
 }
@@ -259,14 +303,13 @@ impl<C: Conn + 'static> Endpoint<C> {
             {
                 Ok(conn) => {
                     backoff.reset();
-                    *self.health.write().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Arc::clone(&conn));
+                    self.health.store(Some(Arc::clone(&conn)));
                     self.set_state(EndpointState::Ready);
                     tokio::select! {
                         _ = conn.closed() => {}
                         _ = self.kick.notified() => {}
                     }
-                    *self.health.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.health.store(None);
                     drop(conn);
                     self.set_state(EndpointState::Idle);
                 }
@@ -299,6 +342,7 @@ impl<C: Conn + 'static> Outstanding<C> {
 impl<C: Conn + 'static> Drop for Outstanding<C> {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.shared.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -18,6 +18,20 @@
 //!   outstanding calls (the default) or [round robin](picker::RoundRobin). An endpoint at
 //!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (plain connections)
 //!   is skipped while another is free.
+//! - **Routing by key** ([`route`], [`BalanceConfig::route`]): a call carrying the
+//!   configured metadata entry goes to the key's endpoint (jump hashing over StatefulSet
+//!   ordinals, weighted rendezvous hashing, or a Maglev table for large sets without
+//!   ordinals; optionally with a bounded-load cap), the same on every client; calls without
+//!   it go to the picker.
+//! - **Subsetting** ([`subset`], [`BalanceConfig::subset`]): connect to k of the resolved
+//!   endpoints only, chosen on a ring by client ordinal or by rendezvous top-k.
+//! - **Outlier ejection** ([`outlier`], [`BalanceConfig::outlier`]; gRPC A50): an endpoint
+//!   failing many of its calls leaves the picker for a while; one always stays.
+//! - **Lock-free picks**: the endpoint set and its routing table are one immutable snapshot,
+//!   swapped atomically when discovery changes it ([`arc_swap`]); a pick reads atomics only.
+//! - **Last known-good set** ([`BalanceConfig::keep_last_good`]): an empty set from
+//!   discovery can be held off for a while, so that a transient empty answer never takes the
+//!   balancer to zero endpoints (balancing.md G12).
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
 //!   connection found closed) is retried once on another endpoint; other failures are
 //!   returned.
@@ -26,16 +40,21 @@
 
 mod config;
 mod endpoint;
+mod hash;
+pub mod outlier;
 pub mod picker;
 pub mod resolver;
+pub mod route;
 mod stats;
+pub mod subset;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use drpc_core::{CallOptions, Conn, Error, RawStream};
 use tokio::task::JoinHandle;
@@ -43,6 +62,7 @@ use tokio::time::{Instant, timeout_at};
 
 pub use config::{BalanceConfig, BalanceError};
 pub use endpoint::EndpointState;
+pub use hash::hash_str;
 pub use stats::{BalanceStats, EndpointStats};
 
 use crate::backoff::Backoff;
@@ -50,8 +70,10 @@ use crate::dial::{Dial, SharedDial};
 use crate::keyed::PooledStream;
 use crate::pool::Pool;
 use endpoint::{Endpoint, EndpointCounters, Outstanding, Shared};
+use outlier::{Detector, Sample};
 use picker::Candidate;
-use resolver::{Resolver, Subscription, Updates};
+use resolver::{Published, ResolvedEndpoint, Resolver, Subscription, Updates};
+use route::RouteTable;
 
 /// A [`Conn`] over many endpoints: each call goes to one ready endpoint the picker chooses.
 /// Cheap to clone; clones share everything. Generated clients take it like any connection.
@@ -117,22 +139,29 @@ impl<C: Conn + 'static> Drop for Member<C> {
 /// Removed addresses whose counters [`Balanced::stats`] still reports.
 const REMEMBERED: usize = 256;
 
-/// A snapshot of the endpoint set, in resolved order.
-type EndpointSet<C> = Arc<Vec<Arc<Endpoint<C>>>>;
+/// What calls pick from: the endpoint set in resolved order and its routing table, replaced
+/// whole on every change.
+struct Snapshot<C: Conn + 'static> {
+    endpoints: Vec<Arc<Endpoint<C>>>,
+    route: Option<RouteTable>,
+}
 
 struct Inner<C: Conn + 'static> {
     config: BalanceConfig,
     pool: Pool<String, C>,
     dial: SharedDial<String, C>,
     shared: Arc<Shared>,
-    /// The current set, in resolved order: what calls pick from.
-    set: RwLock<EndpointSet<C>>,
+    /// The current set, in resolved order, and its routing table: what calls pick from.
+    snapshot: ArcSwap<Snapshot<C>>,
     /// The members behind `set` (their tasks), by address.
     members: Mutex<HashMap<String, Member<C>>>,
     /// Counters per address ever seen, in first-seen order.
     history: Mutex<Vec<(String, Arc<EndpointCounters>)>>,
     retries: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<AbortOnDrop>>,
+    /// Held through an outlier evaluation: one at a time (the endpoints' ejection states
+    /// are locked in snapshot order, which may differ between two snapshots).
+    evaluating: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,15 +184,23 @@ impl<C: Conn + 'static> Balanced<C> {
             config,
             dial: SharedDial::new(dial),
             shared: Arc::new(Shared::new(resolve_now)),
-            set: RwLock::new(Arc::new(Vec::new())),
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                endpoints: Vec::new(),
+                route: None,
+            }),
             members: Mutex::new(HashMap::new()),
             history: Mutex::new(Vec::new()),
             retries: Default::default(),
             tasks: Mutex::new(Vec::new()),
+            evaluating: Mutex::new(()),
         });
         let resolving = tokio::spawn(resolver.run(updates));
         let applying = tokio::spawn(apply_updates(Arc::downgrade(&inner), rx));
         lock(&inner.tasks).extend([AbortOnDrop(resolving), AbortOnDrop(applying)]);
+        if let Some(config) = inner.config.outlier.clone() {
+            let detecting = tokio::spawn(detect_outliers(Arc::downgrade(&inner), config));
+            lock(&inner.tasks).push(AbortOnDrop(detecting));
+        }
         Balanced { inner }
     }
 }
@@ -171,14 +208,65 @@ impl<C: Conn + 'static> Balanced<C> {
 /// Applies each published set until the balancer or the resolver is gone.
 async fn apply_updates<C: Conn + 'static>(
     inner: Weak<Inner<C>>,
-    mut rx: tokio::sync::watch::Receiver<Option<Arc<Vec<String>>>>,
+    mut rx: tokio::sync::watch::Receiver<Published>,
 ) {
     loop {
         let set = rx.borrow_and_update().clone();
-        match (inner.upgrade(), set) {
-            (None, _) => return,
-            (Some(inner), Some(set)) => inner.apply(&set),
-            (Some(_), None) => {}
+        let Some(set) = set else {
+            if rx.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let hold = match inner.upgrade() {
+            None => return,
+            Some(i) => i
+                .config
+                .keep_last_good
+                .filter(|_| set.is_empty() && !i.is_empty()),
+        };
+        if let Some(hold) = hold {
+            tracing::debug!(
+                ?hold,
+                "balance: empty endpoint set; keeping the last known-good set"
+            );
+            match tokio::time::timeout(hold, rx.changed()).await {
+                Ok(Ok(())) => continue, // a new set within the window
+                Ok(Err(_)) => return,
+                Err(_) => {} // still empty after the window: apply it
+            }
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let chosen = strong.select(&set);
+        let route = match &strong.config.route {
+            // A Maglev table takes milliseconds to fill: off the runtime's threads.
+            Some(config) if chosen.len() > config.rendezvous_max => {
+                let config = config.clone();
+                let keys: Vec<(String, u32)> = chosen
+                    .iter()
+                    .map(|e| (e.key().to_string(), e.weight))
+                    .collect();
+                drop(strong);
+                let built = tokio::task::spawn_blocking(move || {
+                    RouteTable::new(keys.iter().map(|(k, w)| (k.as_str(), *w)), &config)
+                })
+                .await;
+                match built {
+                    Ok(table) => Some(table),
+                    Err(_) => return,
+                }
+            }
+            Some(config) => Some(RouteTable::new(
+                chosen.iter().map(|e| (e.key(), e.weight)),
+                config,
+            )),
+            None => None,
+        };
+        match inner.upgrade() {
+            None => return,
+            Some(inner) => inner.apply(&chosen, route),
         }
         if rx.changed().await.is_err() {
             return;
@@ -186,26 +274,94 @@ async fn apply_updates<C: Conn + 'static>(
     }
 }
 
+/// Runs the outlier detector every interval until the balancer is gone.
+async fn detect_outliers<C: Conn + 'static>(inner: Weak<Inner<C>>, config: outlier::OutlierConfig) {
+    let detector = Detector::new(config);
+    let mut tick = tokio::time::interval(detector.config().interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        // The tick's own instant, not the clock: ejection times then fall on ticks, and one
+        // lasting exactly k intervals ends on a tick rather than one tick later.
+        let at = tick.tick().await;
+        match inner.upgrade() {
+            Some(inner) => inner.evaluate_outliers(&detector, at),
+            None => return,
+        }
+    }
+}
+
 impl<C: Conn + 'static> Inner<C> {
-    /// Makes `addrs` the endpoint set: new addresses get an endpoint and its task, removed
-    /// ones lose theirs (calls running on them finish), kept ones keep their state.
-    fn apply(&self, addrs: &[String]) {
-        let mut members = lock(&self.members);
-        let mut next = Vec::with_capacity(addrs.len());
-        let mut keep = HashMap::with_capacity(addrs.len());
-        for addr in addrs {
-            if keep.contains_key(addr) {
-                continue; // a duplicate address is one endpoint
+    /// Whether the endpoint set is empty now.
+    fn is_empty(&self) -> bool {
+        self.snapshot.load().endpoints.is_empty()
+    }
+
+    /// One outlier evaluation over the current set.
+    fn evaluate_outliers(&self, detector: &Detector, now: Instant) {
+        let _one = lock(&self.evaluating);
+        let snapshot = self.snapshot.load_full();
+        let eps = &snapshot.endpoints;
+        let counts: Vec<(u64, u64)> = eps.iter().map(|e| e.take_interval()).collect();
+        let mut states: Vec<_> = eps.iter().map(|e| lock(&e.ejection)).collect();
+        let mut samples: Vec<Sample<'_>> = counts
+            .iter()
+            .zip(states.iter_mut())
+            .map(|(&(successes, failures), ejection)| Sample {
+                successes,
+                failures,
+                ejection,
+            })
+            .collect();
+        if detector.evaluate(now, &mut samples) > 0 {
+            drop(samples);
+            for (e, st) in eps.iter().zip(&states) {
+                e.set_ejected(st.is_ejected());
             }
-            let member = match members.remove(addr) {
+        }
+    }
+
+    /// The endpoints of `resolved` this client uses: one per address (the first), and only
+    /// its subset when subsetting is on.
+    fn select(&self, resolved: &[ResolvedEndpoint]) -> Vec<ResolvedEndpoint> {
+        let mut seen = std::collections::HashSet::with_capacity(resolved.len());
+        let unique: Vec<&ResolvedEndpoint> = resolved
+            .iter()
+            .filter(|e| seen.insert(e.addr.as_str()))
+            .collect();
+        match &self.config.subset {
+            Some(subset) => {
+                let keys: Vec<&str> = unique.iter().map(|e| e.key()).collect();
+                subset
+                    .select(&keys)
+                    .into_iter()
+                    .map(|i| unique[i].clone())
+                    .collect()
+            }
+            None => unique.into_iter().cloned().collect(),
+        }
+    }
+
+    /// Makes `unique` (from [`Inner::select`]) the endpoint set, with its routing table:
+    /// new addresses get an endpoint and its task, removed ones lose theirs (calls running
+    /// on them finish), kept ones keep their state.
+    fn apply(&self, unique: &[ResolvedEndpoint], route: Option<RouteTable>) {
+        let mut members = lock(&self.members);
+        let mut next = Vec::with_capacity(unique.len());
+        let mut keep = HashMap::with_capacity(unique.len());
+        for e in unique {
+            let member = match members.remove(&e.addr) {
                 Some(m) => m,
-                None => self.member(addr),
+                None => self.member(&e.addr),
             };
             next.push(Arc::clone(&member.ep));
-            keep.insert(addr.clone(), member);
+            keep.insert(e.addr.clone(), member);
         }
         let removed = std::mem::replace(&mut *members, keep);
-        *self.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.snapshot.store(Arc::new(Snapshot {
+            endpoints: next,
+            route,
+        }));
         self.forget_old(&members);
         drop(members);
         if !removed.is_empty() {
@@ -273,21 +429,36 @@ impl<C: Conn + 'static> Inner<C> {
     }
 
     /// One pick among the ready endpoints, preferring any but `avoid` and those below
-    /// their limit.
-    fn pick(&self, avoid: Option<&Endpoint<C>>) -> Option<Arc<Endpoint<C>>> {
-        let set = Arc::clone(&self.set.read().unwrap_or_else(|e| e.into_inner()));
+    /// their limit: the key's endpoint when the call has a routing key, else the picker's
+    /// choice. Reads the snapshot and atomics only (no lock).
+    fn pick(&self, avoid: Option<&Endpoint<C>>, key: Option<u64>) -> Option<Arc<Endpoint<C>>> {
+        let snapshot = self.snapshot.load();
+        let set = &snapshot.endpoints;
+        let not_avoided = |e: &Endpoint<C>| avoid.is_none_or(|a| !std::ptr::eq(a, e));
+        if let (Some(key), Some(table)) = (key, &snapshot.route) {
+            return self.route(set, table, key, &not_avoided);
+        }
+        // The fast path: the picker samples a few endpoints by index.
+        let mut usable = |i: usize| {
+            let e = set.get(i)?;
+            (e.is_ready() && not_avoided(e) && !self.at_limit(e))
+                .then(|| e.outstanding.load(Ordering::Relaxed))
+        };
+        if let Some(i) = self.config.picker.pick_sampled(set.len(), &mut usable)
+            && i < set.len()
+        {
+            return Some(Arc::clone(&set[i]));
+        }
         let ready: Vec<&Arc<Endpoint<C>>> = set.iter().filter(|e| e.is_ready()).collect();
-        let not_avoided =
-            |e: &&&Arc<Endpoint<C>>| avoid.is_none_or(|a| !std::ptr::eq(a, Arc::as_ptr(e)));
         // Prefer endpoints other than `avoid` below their limit, then any other, then any.
         let mut cands: Vec<&Arc<Endpoint<C>>> = ready
             .iter()
-            .filter(not_avoided)
+            .filter(|e| not_avoided(e))
             .filter(|e| !self.at_limit(e))
             .copied()
             .collect();
         if cands.is_empty() {
-            cands = ready.iter().filter(not_avoided).copied().collect();
+            cands = ready.iter().filter(|e| not_avoided(e)).copied().collect();
         }
         if cands.is_empty() {
             cands = ready;
@@ -306,12 +477,43 @@ impl<C: Conn + 'static> Inner<C> {
         Some(Arc::clone(cands[i]))
     }
 
+    /// The key's endpoint among the ready ones (then, in the key's order, the next ready
+    /// one), within the bounded-load cap when one is set.
+    fn route(
+        &self,
+        set: &[Arc<Endpoint<C>>],
+        table: &RouteTable,
+        key: u64,
+        not_avoided: &dyn Fn(&Endpoint<C>) -> bool,
+    ) -> Option<Arc<Endpoint<C>>> {
+        let ok = |i: usize| set.get(i).is_some_and(|e| e.is_ready() && not_avoided(e));
+        let bound = self.config.route.as_ref().and_then(|r| r.bounded_load);
+        let found = match bound {
+            Some(c) => {
+                let total = self.shared.outstanding.load(Ordering::Relaxed);
+                let cap = (c * (total + 1) as f64 / set.len().max(1) as f64).ceil() as usize;
+                table
+                    .route_where(key, |i| {
+                        ok(i) && set[i].outstanding.load(Ordering::Relaxed) < cap
+                    })
+                    .or_else(|| table.route_where(key, ok))
+            }
+            None => table.route_where(key, ok),
+        };
+        let found = found.or_else(|| {
+            // Only `avoid` is ready: use it again rather than fail.
+            table.route_where(key, |i| set.get(i).is_some_and(|e| e.is_ready()))
+        });
+        found.map(|i| Arc::clone(&set[i]))
+    }
+
     /// Picks, waiting for an endpoint to become ready up to the deadline (or
     /// [`BalanceConfig::wait_for_ready`] without one).
     async fn wait_pick(
         &self,
         avoid: Option<&Endpoint<C>>,
         deadline: Option<Instant>,
+        key: Option<u64>,
     ) -> Result<Arc<Endpoint<C>>, Error> {
         let start = Instant::now();
         let until = deadline.unwrap_or(start + self.config.wait_for_ready);
@@ -319,14 +521,14 @@ impl<C: Conn + 'static> Inner<C> {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(ep) = self.pick(avoid) {
+            if let Some(ep) = self.pick(avoid, key) {
                 return Ok(ep);
             }
             if timeout_at(until, changed).await.is_err() {
                 if deadline.is_some() {
                     return Err(Error::DeadlineExceeded);
                 }
-                let endpoints = self.set.read().unwrap_or_else(|e| e.into_inner()).len();
+                let endpoints = self.snapshot.load().endpoints.len();
                 let e = BalanceError::NoReadyEndpoint {
                     endpoints,
                     waited: start.elapsed(),
@@ -337,6 +539,15 @@ impl<C: Conn + 'static> Inner<C> {
                 ))));
             }
         }
+    }
+
+    /// The routing key of a call: the hash of its metadata entry, when routing is on.
+    fn key_of(&self, options: &CallOptions) -> Option<u64> {
+        let route = self.config.route.as_ref()?;
+        options
+            .metadata
+            .get(&route.metadata_key)
+            .map(RouteTable::key_hash)
     }
 
     fn retrying(&self, ep: &Endpoint<C>, error: &Error) {
@@ -361,6 +572,7 @@ impl<C: Conn + 'static> Balanced<C> {
                     failures: c.failures.load(Ordering::Relaxed),
                     connect_failures: c.connect_failures.load(Ordering::Relaxed),
                     outstanding: ep.map_or(0, |e| e.outstanding.load(Ordering::Relaxed)),
+                    ejected: ep.is_some_and(|e| e.is_ejected()),
                 }
             })
             .collect();
@@ -370,12 +582,12 @@ impl<C: Conn + 'static> Balanced<C> {
         }
     }
 
-    /// The current endpoint addresses, in resolved order.
+    /// The current endpoint addresses (after subsetting), in resolved order.
     pub fn endpoints(&self) -> Vec<String> {
         self.inner
-            .set
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .snapshot
+            .load()
+            .endpoints
             .iter()
             .map(|e| e.addr.clone())
             .collect()
@@ -403,16 +615,44 @@ impl<C: Conn + 'static> Balanced<C> {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn pick(&self, deadline: Option<Instant>) -> Result<String, Error> {
-        let ep = self.inner.wait_pick(None, deadline).await?;
+        let ep = self.inner.wait_pick(None, deadline, None).await?;
         ep.call_served();
         Ok(ep.addr.clone())
     }
 
     /// [`Balanced::pick`] without waiting: `None` when no endpoint is ready now.
     pub fn try_pick(&self) -> Option<String> {
-        let ep = self.inner.pick(None)?;
+        let ep = self.inner.pick(None, None)?;
         ep.call_served();
         Some(ep.addr.clone())
+    }
+
+    /// The address of the endpoint a call with routing key `key` would go to now (`None`
+    /// when none is ready or routing is off), without counting a call. For tests and
+    /// measurements of the pick path.
+    pub fn route_pick(&self, key: &str) -> Option<String> {
+        self.inner.config.route.as_ref()?;
+        let ep = self.inner.pick(None, Some(RouteTable::key_hash(key)))?;
+        Some(ep.addr.clone())
+    }
+
+    /// One pick as a call makes (with routing key `key`, when routing is on), without
+    /// counting a call or returning the endpoint: whether one was found. For measuring the
+    /// pick path alone (G11).
+    pub fn pick_probe(&self, key: Option<&str>) -> bool {
+        let key = key
+            .filter(|_| self.inner.config.route.is_some())
+            .map(RouteTable::key_hash);
+        self.inner.pick(None, key).is_some()
+    }
+
+    /// Runs one outlier evaluation now, as the periodic task does (for tests: a fresh
+    /// interval starts).
+    pub fn evaluate_outliers(&self) {
+        if let Some(config) = self.inner.config.outlier.clone() {
+            self.inner
+                .evaluate_outliers(&Detector::new(config), Instant::now());
+        }
     }
 }
 
@@ -421,10 +661,11 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
         let inner = &self.inner;
+        let key = inner.key_of(&options);
         let mut failed: Option<Arc<Endpoint<C>>> = None;
         loop {
             let ep = inner
-                .wait_pick(failed.as_deref(), options.deadline())
+                .wait_pick(failed.as_deref(), options.deadline(), key)
                 .await?;
             let running = ep.begin();
             let result = ep
@@ -439,7 +680,7 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
                 }
                 Err(f) => {
                     if matches!(f.error, Error::Remote { .. }) {
-                        ep.call_served();
+                        ep.call_errored();
                         return Err(f.error);
                     }
                     ep.call_failed(&f.error, f.unsent);
@@ -456,10 +697,11 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
 
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<Self::Stream, Error> {
         let inner = &self.inner;
+        let key = inner.key_of(&options);
         let mut failed: Option<Arc<Endpoint<C>>> = None;
         loop {
             let ep = inner
-                .wait_pick(failed.as_deref(), options.deadline())
+                .wait_pick(failed.as_deref(), options.deadline(), key)
                 .await?;
             let running = ep.begin();
             match ep.conn.open_stream_classified(rpc, options.clone()).await {

@@ -18,6 +18,8 @@ pub struct EndpointStats {
     pub connect_failures: u64,
     /// Calls and streams running on it now.
     pub outstanding: usize,
+    /// Whether outlier ejection has taken it out of the picker now.
+    pub ejected: bool,
 }
 
 /// A snapshot of a [`Balanced`](super::Balanced) connection, from [`Balanced::stats`](super::Balanced::stats).

@@ -23,4 +23,19 @@ pub struct Candidate<'a> {
 pub trait Picker: Send + Sync + std::fmt::Debug + 'static {
     /// The index in `candidates` of the endpoint to use (`candidates` is never empty).
     fn pick(&self, candidates: &[Candidate<'_>]) -> usize;
+
+    /// An optional fast path tried before [`Picker::pick`]: choose among `n` endpoints by
+    /// index, asking `usable(i)` about the ones sampled (`Some(outstanding calls)` when
+    /// endpoint `i` may take the call, `None` when not). Return `None` to fall back to
+    /// [`Picker::pick`] over every usable endpoint. The default has no fast path.
+    ///
+    /// With it a pick touches a few endpoints instead of all N.
+    fn pick_sampled(
+        &self,
+        n: usize,
+        usable: &mut dyn FnMut(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        let _ = (n, usable);
+        None
+    }
 }

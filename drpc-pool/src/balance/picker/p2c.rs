@@ -44,6 +44,27 @@ impl Picker for PowerOfTwoChoices {
         }
         PowerOfTwoChoices::pick_with(candidates, fastrand::usize(..n), fastrand::usize(..n - 1))
     }
+
+    /// Two distinct random indices, both usable: the less loaded. A few tries, then the
+    /// full pick (most endpoints not usable, or very few).
+    fn pick_sampled(
+        &self,
+        n: usize,
+        usable: &mut dyn FnMut(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        if n < 2 {
+            return None;
+        }
+        for _ in 0..3 {
+            let a = fastrand::usize(..n);
+            let b = fastrand::usize(..n - 1);
+            let b = if b >= a { b + 1 } else { b };
+            if let (Some(la), Some(lb)) = (usable(a), usable(b)) {
+                return Some(if lb < la { b } else { a });
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

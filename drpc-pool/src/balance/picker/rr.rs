@@ -25,6 +25,24 @@ impl Picker for RoundRobin {
     fn pick(&self, candidates: &[Candidate<'_>]) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % candidates.len().max(1)
     }
+
+    /// The next index in turn if it is usable (a few tries), else the full pick.
+    fn pick_sampled(
+        &self,
+        n: usize,
+        usable: &mut dyn FnMut(usize) -> Option<usize>,
+    ) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        for _ in 0..3 {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            if usable(i).is_some() {
+                return Some(i);
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use tokio::time::Instant;
 
-use super::{Resolver, Updates};
+use super::{ResolvedEndpoint, Resolver, Updates};
 
 /// What to resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +112,10 @@ pub enum DnsError {
 pub struct Resolved {
     /// `ip:port` addresses, sorted; empty for NXDOMAIN or no records.
     pub addrs: Vec<String>,
+    /// The same endpoints with their stable names: an SRV target that resolves to one
+    /// address names it with its port (`web-0.echo.default.svc.cluster.local:8080`, a
+    /// StatefulSet pod), so routing by key and subsetting follow the pod, not its IP.
+    pub endpoints: Vec<ResolvedEndpoint>,
     /// The answer's TTL (the shortest of its records).
     pub ttl: Duration,
 }
@@ -171,11 +175,11 @@ impl DnsResolver {
         self.resolver.clear_cache();
         let now = Instant::now();
         let name = self.target.name.as_str();
-        let (mut addrs, valid_until) = match self.target.port {
+        let (mut endpoints, valid_until) = match self.target.port {
             Some(port) => match self.resolver.lookup_ip(name).await {
                 Ok(ips) => (
                     ips.iter()
-                        .map(|ip| SocketAddr::new(ip, port).to_string())
+                        .map(|ip| ResolvedEndpoint::new(SocketAddr::new(ip, port).to_string()))
                         .collect(),
                     ips.valid_until(),
                 ),
@@ -192,22 +196,27 @@ impl DnsResolver {
             },
             None => self.resolve_srv(name, now).await?,
         };
-        addrs.sort_by(|a: &String, b: &String| {
-            match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        endpoints.sort_by(|a: &ResolvedEndpoint, b: &ResolvedEndpoint| {
+            match (a.addr.parse::<SocketAddr>(), b.addr.parse::<SocketAddr>()) {
                 (Ok(x), Ok(y)) => x.cmp(&y),
-                _ => a.cmp(b),
+                _ => a.addr.cmp(&b.addr),
             }
         });
-        addrs.dedup();
+        endpoints.dedup_by(|a, b| a.addr == b.addr);
         let ttl = valid_until.saturating_duration_since(now.into_std());
-        Ok(Resolved { addrs, ttl })
+        let addrs = endpoints.iter().map(|e| e.addr.clone()).collect();
+        Ok(Resolved {
+            addrs,
+            endpoints,
+            ttl,
+        })
     }
 
     async fn resolve_srv(
         &self,
         name: &str,
         now: Instant,
-    ) -> Result<(Vec<String>, std::time::Instant), DnsError> {
+    ) -> Result<(Vec<ResolvedEndpoint>, std::time::Instant), DnsError> {
         let lookup = match self.resolver.lookup(name, RecordType::SRV).await {
             Ok(l) => l,
             Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
@@ -256,10 +265,17 @@ impl DnsResolver {
                     }
                 }
             }
-            addrs.extend(
-                ips.into_iter()
-                    .map(|ip| SocketAddr::new(ip, srv.port).to_string()),
-            );
+            // One address per target: the target's name and the port are the endpoint's
+            // stable name (`web-0.echo.default.svc.cluster.local:8080`).
+            let name = (ips.len() == 1)
+                .then(|| format!("{}:{}", target.to_string().trim_end_matches('.'), srv.port));
+            addrs.extend(ips.into_iter().map(|ip| {
+                let e = ResolvedEndpoint::new(SocketAddr::new(ip, srv.port).to_string());
+                match &name {
+                    Some(n) => e.named(n.clone()),
+                    None => e,
+                }
+            }));
         }
         Ok((addrs, valid_until))
     }
@@ -280,7 +296,7 @@ impl Resolver for DnsResolver {
             let wait = match self.resolve().await {
                 Ok(r) if !r.addrs.is_empty() => {
                     last_good = Some(now);
-                    updates.publish(r.addrs);
+                    updates.publish_endpoints(r.endpoints);
                     r.ttl
                 }
                 Ok(_) => {

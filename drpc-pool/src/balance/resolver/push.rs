@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! message WatchRequest { string target = 1; }
-//! message EndpointSet  { repeated string addresses = 1; }
+//! message EndpointSet  { repeated string addresses = 1; repeated string names = 2; }
 //! service Discovery    { rpc Watch(WatchRequest) returns (stream EndpointSet); }
 //! ```
 
@@ -38,13 +38,17 @@ pub struct EndpointSet {
     /// The endpoint addresses, `host:port`.
     #[prost(string, repeated, tag = "1")]
     pub addresses: Vec<String>,
+    /// Each address's stable name (a pod name), in the same order; empty when unknown (an
+    /// empty entry is an unnamed endpoint).
+    #[prost(string, repeated, tag = "2")]
+    pub names: Vec<String>,
 }
 
 /// The server side: holds each target's endpoint set and streams changes to watchers.
 /// Cheap to clone; clones share the sets.
 #[derive(Debug, Clone, Default)]
 pub struct PushServer {
-    targets: Arc<Mutex<HashMap<String, watch::Sender<Vec<String>>>>>,
+    targets: Arc<Mutex<HashMap<String, watch::Sender<EndpointSet>>>>,
 }
 
 impl PushServer {
@@ -55,14 +59,28 @@ impl PushServer {
 
     /// Sets `target`'s endpoints; every watcher gets the new set.
     pub fn set(&self, target: &str, addrs: Vec<String>) {
-        self.sender(target).send_replace(addrs);
+        self.sender(target).send_replace(EndpointSet {
+            addresses: addrs,
+            names: Vec::new(),
+        });
     }
 
-    fn sender(&self, target: &str) -> watch::Sender<Vec<String>> {
+    /// Sets `target`'s endpoints with their stable names; every watcher gets the new set.
+    pub fn set_endpoints(&self, target: &str, endpoints: Vec<super::ResolvedEndpoint>) {
+        let names = endpoints
+            .iter()
+            .map(|e| e.name.clone().unwrap_or_default())
+            .collect();
+        let addresses = endpoints.into_iter().map(|e| e.addr).collect();
+        self.sender(target)
+            .send_replace(EndpointSet { addresses, names });
+    }
+
+    fn sender(&self, target: &str) -> watch::Sender<EndpointSet> {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         targets
             .entry(target.to_string())
-            .or_insert_with(|| watch::channel(Vec::new()).0)
+            .or_insert_with(|| watch::channel(EndpointSet::default()).0)
             .clone()
     }
 
@@ -75,8 +93,8 @@ impl PushServer {
         let request = stream.recv().await?.ok_or(Error::Eof)?;
         let mut rx = self.sender(&request.target).subscribe();
         loop {
-            let addresses = rx.borrow_and_update().clone();
-            stream.send(&EndpointSet { addresses }).await?;
+            let set = rx.borrow_and_update().clone();
+            stream.send(&set).await?;
             tokio::select! {
                 changed = rx.changed() => if changed.is_err() { return Ok(()) },
                 _ = ctx.cancelled() => return Ok(()),
@@ -132,7 +150,19 @@ impl<C: Conn + 'static> PushResolver<C> {
             .await?;
         while let Some(set) = stream.recv().await? {
             backoff.reset();
-            updates.publish(set.addresses);
+            let mut names = set.names.into_iter();
+            let endpoints = set
+                .addresses
+                .into_iter()
+                .map(|addr| {
+                    let e = super::ResolvedEndpoint::new(addr);
+                    match names.next().filter(|n| !n.is_empty()) {
+                        Some(n) => e.named(n),
+                        None => e,
+                    }
+                })
+                .collect();
+            updates.publish_endpoints(endpoints);
         }
         Ok(())
     }

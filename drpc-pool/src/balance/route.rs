@@ -1,0 +1,516 @@
+//! Routing by key: a [`RouteTable`] maps a request's key (a user id, a shard key, taken from
+//! the call's metadata) to one endpoint, the same one on every client of the fleet, and moves
+//! as few keys as possible when an endpoint comes or goes.
+//!
+//! | Endpoints | Method | Balance (key share) | Keys moved on ±1 endpoint | Pick |
+//! |---|---|---|---|---|
+//! | every name carries a distinct ordinal (`web-3`), equal weights | [jump](RouteMethod::Jump) over the ordinals | exact in expectation | the minimum | O(log N) |
+//! | otherwise, up to [`RouteConfig::rendezvous_max`] (256) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | O(N) scores |
+//! | otherwise, more | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | above the minimum (about 1.6× at N=100, 6× at N=1000) | O(1) |
+//!
+//! Endpoints hash by their stable name (a pod name or StatefulSet ordinal, when discovery
+//! gives one; see [`ResolvedEndpoint`](super::resolver::ResolvedEndpoint)), else by address,
+//! so a pod that comes back with a new IP keeps its keys (gRPC A76's `hash_key`). Maglev
+//! fills its table from the endpoints sorted by name, so every client builds the same table
+//! whatever order discovery lists them in.
+//!
+//! **Bounded load** ([`RouteConfig::bounded_load`], Mirrokni, Thorup and Zadimoghaddam, SODA
+//! 2018): with a factor c, an endpoint running more than ⌈c·(in flight + 1)/N⌉ calls takes no
+//! new key; the call goes to the key's next endpoint in rendezvous order (or the next slot
+//! of the Maglev table). Hot keys then spill over, at the cost of their locality.
+//!
+//! The table is built once per endpoint-set change, off the call path, and published in the
+//! balancer's snapshot: a pick reads it without a lock.
+
+use super::hash::{hash_str, mix64, node_mix, unit};
+
+/// How a balanced connection routes calls by key. Set in
+/// [`BalanceConfig::route`](super::BalanceConfig::route); calls without the key go to the
+/// [picker](super::BalanceConfig::picker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// The metadata entry holding the key. Default `"drpc-route-key"`.
+    pub metadata_key: String,
+    /// The largest endpoint set routed by rendezvous hashing; larger sets use a Maglev table.
+    /// Default 256.
+    pub rendezvous_max: usize,
+    /// The bounded-load factor c (≥ 1): no endpoint takes a key while running more than
+    /// ⌈c·(calls in flight + 1)/N⌉ calls. Default `None` (keys always go to their endpoint
+    /// while it is ready).
+    pub bounded_load: Option<f64>,
+    /// Whether endpoint sets whose names all carry distinct ordinals (`web-0`, `web-1`…)
+    /// and whose weights are equal are routed by jump consistent hashing (the minimum of
+    /// keys move, O(log N) picks) at any size. Default `true`.
+    pub ordinals: bool,
+    /// The smallest Maglev table. The table is the first prime at or above this doubled
+    /// until it reaches 100·N (65537, 131074, 262148…, each rounded up to a prime), so that
+    /// its size changes only at those steps. Default 65537.
+    pub min_table_size: usize,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            metadata_key: "drpc-route-key".to_string(),
+            rendezvous_max: 256,
+            bounded_load: None,
+            ordinals: true,
+            min_table_size: 65_537,
+        }
+    }
+}
+
+impl RouteConfig {
+    /// Routing on the metadata entry `key`, with the other defaults.
+    pub fn on(key: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            metadata_key: key.into(),
+            ..RouteConfig::default()
+        }
+    }
+
+    /// With the bounded-load factor `c` (1.25 is a good start).
+    pub fn with_bounded_load(mut self, c: f64) -> RouteConfig {
+        self.bounded_load = Some(c.max(1.0));
+        self
+    }
+}
+
+/// How a [`RouteTable`] maps keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMethod {
+    /// Jump consistent hashing (Lamping and Veach, 2014) over the endpoints' ordinals, when
+    /// every name carries a distinct one (a StatefulSet's `web-3`) and weights are equal;
+    /// a missing ordinal is a hole whose keys jump again.
+    Jump,
+    /// Weighted rendezvous (highest random weight) hashing: each endpoint scores each key,
+    /// the highest score wins.
+    Rendezvous,
+    /// A Maglev lookup table (Eisenbud et al., NSDI 2016).
+    Maglev,
+}
+
+/// An immutable key → endpoint map over one endpoint set. Endpoint `i` is the `i`-th of the
+/// list it was built from.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// Each endpoint's name hash.
+    ids: Vec<u64>,
+    /// Each endpoint's name hash, mixed once more: the node half of a rendezvous score.
+    nodes: Vec<u64>,
+    /// Each endpoint's weight, when not all are equal.
+    weights: Option<Vec<f64>>,
+    /// Maglev: slot → endpoint.
+    table: Vec<u32>,
+    /// Jump: ordinal → endpoint (`u32::MAX` for a hole).
+    ordinals: Vec<u32>,
+}
+
+impl RouteTable {
+    /// The table over `endpoints` (each a stable name and a weight; a weight of 0 counts
+    /// as 1), built as `config` says.
+    pub fn new<'a>(
+        endpoints: impl IntoIterator<Item = (&'a str, u32)>,
+        config: &RouteConfig,
+    ) -> RouteTable {
+        let (names, weights): (Vec<&str>, Vec<u32>) = endpoints.into_iter().unzip();
+        let ids: Vec<u64> = names.iter().map(|n| hash_str(n)).collect();
+        let equal = weights.windows(2).all(|w| w[0].max(1) == w[1].max(1));
+        let weights = (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
+        let ordinals = if equal && config.ordinals {
+            ordinal_slots(&names)
+        } else {
+            Vec::new()
+        };
+        let table = if ordinals.is_empty() && ids.len() > config.rendezvous_max {
+            maglev(&names, &ids, table_size(config.min_table_size, ids.len()))
+        } else {
+            Vec::new()
+        };
+        RouteTable {
+            nodes: ids.iter().map(|&id| node_mix(id)).collect(),
+            ids,
+            weights,
+            table,
+            ordinals,
+        }
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> RouteMethod {
+        if !self.ordinals.is_empty() {
+            RouteMethod::Jump
+        } else if self.table.is_empty() {
+            RouteMethod::Rendezvous
+        } else {
+            RouteMethod::Maglev
+        }
+    }
+
+    /// Endpoints in the table.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the table has no endpoint.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Maglev: the table size (0 for rendezvous).
+    pub fn table_size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The hash of a key, as [`RouteTable::route`] takes it.
+    pub fn key_hash(key: &str) -> u64 {
+        hash_str(key)
+    }
+
+    /// The endpoint owning the key whose hash is `key` (`None` when the table is empty).
+    pub fn route(&self, key: u64) -> Option<usize> {
+        self.route_where(key, |_| true)
+    }
+
+    /// The key's endpoint among those for which `usable` holds: its own endpoint if usable,
+    /// else the next in the key's order (rendezvous: the next highest score; Maglev: the
+    /// next slots of the table). `None` when none is usable.
+    pub fn route_where(&self, key: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        if !self.ordinals.is_empty() {
+            // Jump; a hole or an unusable endpoint makes the key jump again (the same
+            // sequence on every client). After many misses, rendezvous among the usable.
+            let mut h = key;
+            for _ in 0..64 {
+                let i = self.ordinals[jump(h, self.ordinals.len())];
+                if i != u32::MAX && usable(i as usize) {
+                    return Some(i as usize);
+                }
+                h = mix64(h ^ 0x6a75_6d70);
+            }
+            return self.rendezvous(key, usable);
+        }
+        if !self.table.is_empty() {
+            let m = self.table.len();
+            let start = (key % m as u64) as usize;
+            // A first pass over a few slots usually finds one; then the whole table.
+            for step in 0..m {
+                let i = self.table[(start + step) % m] as usize;
+                if usable(i) {
+                    return Some(i);
+                }
+            }
+            return None;
+        }
+        self.rendezvous(key, usable)
+    }
+
+    /// The highest rendezvous score among the usable endpoints.
+    fn rendezvous(&self, key: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        match &self.weights {
+            None => {
+                let mut best_raw = 0u64;
+                for (i, node) in self.nodes.iter().enumerate() {
+                    let s = mix64(key ^ node);
+                    if (best.is_none() || s > best_raw) && usable(i) {
+                        best = Some((i, 0.0));
+                        best_raw = s;
+                    }
+                }
+            }
+            Some(weights) => {
+                for (i, (node, w)) in self.nodes.iter().zip(weights).enumerate() {
+                    // Weighted HRW: the largest -w / ln(u), u uniform in (0, 1).
+                    let s = -w / unit(mix64(key ^ node)).ln();
+                    if best.is_none_or(|(_, b)| s > b) && usable(i) {
+                        best = Some((i, s));
+                    }
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Each endpoint's share of the key space: exact slot counts for Maglev; for
+    /// rendezvous and jump, the weight share (its expectation; sample keys through
+    /// [`RouteTable::route`] to measure it).
+    pub fn shares(&self) -> Vec<f64> {
+        let n = self.ids.len();
+        if !self.table.is_empty() {
+            let mut counts = vec![0usize; n];
+            for &i in &self.table {
+                counts[i as usize] += 1;
+            }
+            let m = self.table.len() as f64;
+            return counts.into_iter().map(|c| c as f64 / m).collect();
+        }
+        match &self.weights {
+            None => vec![1.0 / n as f64; n],
+            Some(w) => {
+                let total: f64 = w.iter().sum();
+                w.iter().map(|w| w / total).collect()
+            }
+        }
+    }
+}
+
+/// Jump consistent hash: the bucket in `0..n` of `key` (Lamping and Veach, arXiv:1406.2294).
+fn jump(mut key: u64, n: usize) -> usize {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < n as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// Ordinal → endpoint when every name carries a distinct ordinal and they are dense enough
+/// (the largest below 2·N + 16, so that holes stay few); else empty.
+fn ordinal_slots(names: &[&str]) -> Vec<u32> {
+    let mut ords = Vec::with_capacity(names.len());
+    for n in names {
+        match super::subset::ordinal_of(n) {
+            Some(o) if o < 2 * names.len() as u64 + 16 => ords.push(o as usize),
+            _ => return Vec::new(),
+        }
+    }
+    let Some(&max) = ords.iter().max() else {
+        return Vec::new();
+    };
+    let mut slots = vec![u32::MAX; max + 1];
+    for (i, o) in ords.into_iter().enumerate() {
+        if slots[o] != u32::MAX {
+            return Vec::new(); // two endpoints share an ordinal
+        }
+        slots[o] = i as u32;
+    }
+    slots
+}
+
+/// The Maglev table of at least `min_size` slots (the next prime): each endpoint, in the
+/// canonical order (by name), takes turns claiming the next free slot of its own
+/// permutation `offset + j·skip mod M`.
+fn maglev(names: &[&str], ids: &[u64], min_size: usize) -> Vec<u32> {
+    let m = next_prime(min_size.max(ids.len()).max(3));
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by(|&a, &b| names[a].cmp(names[b]));
+    let perms: Vec<(u64, u64)> = order
+        .iter()
+        .map(|&i| {
+            let offset = mix64(ids[i] ^ 0x6f66_6673) % m as u64;
+            let skip = mix64(ids[i] ^ 0x736b_6970) % (m as u64 - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    // Each endpoint's current place in its permutation, stepped by addition (no division
+    // in the loop).
+    let mut pos: Vec<usize> = perms.iter().map(|&(o, _)| o as usize).collect();
+    let skips: Vec<usize> = perms.iter().map(|&(_, s)| s as usize).collect();
+    let mut table = vec![u32::MAX; m];
+    let mut filled = 0;
+    'fill: loop {
+        for (turn, &i) in order.iter().enumerate() {
+            let (mut c, skip) = (pos[turn], skips[turn]);
+            while table[c] != u32::MAX {
+                c += skip;
+                if c >= m {
+                    c -= m;
+                }
+            }
+            table[c] = i as u32;
+            c += skip;
+            if c >= m {
+                c -= m;
+            }
+            pos[turn] = c;
+            filled += 1;
+            if filled == m {
+                break 'fill;
+            }
+        }
+    }
+    table
+}
+
+/// The Maglev table size for `n` endpoints: the first prime ≥ `min` on a fixed ladder
+/// (`min`, then doubling), stopping at the first ≥ 100·n. The size must not follow N
+/// exactly: a new size remaps every key, so it changes only when N crosses a step.
+fn table_size(min: usize, n: usize) -> usize {
+    let mut size = min.max(3);
+    while size < 100 * n {
+        size *= 2;
+    }
+    next_prime(size)
+}
+
+fn next_prime(mut n: usize) -> usize {
+    fn is_prime(n: usize) -> bool {
+        if n < 2 {
+            return false;
+        }
+        let mut d = 2;
+        while d * d <= n {
+            if n.is_multiple_of(d) {
+                return false;
+            }
+            d += 1;
+        }
+        true
+    }
+    while !is_prime(n) {
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names without ordinals (a Deployment's pods).
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("pod-{i}x")).collect()
+    }
+
+    fn table(names: &[String], config: &RouteConfig) -> RouteTable {
+        RouteTable::new(names.iter().map(|n| (n.as_str(), 1)), config)
+    }
+
+    /// Fraction of `keys` keys whose endpoint name differs between two tables.
+    fn moved(a: (&RouteTable, &[String]), b: (&RouteTable, &[String]), keys: u64) -> f64 {
+        let moved = (0..keys)
+            .filter(|k| {
+                let h = super::super::hash::mix64(*k);
+                a.1[a.0.route(h).unwrap()] != b.1[b.0.route(h).unwrap()]
+            })
+            .count();
+        moved as f64 / keys as f64
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_keys_of_the_changed_endpoint() {
+        let config = RouteConfig::default();
+        let before = names(20);
+        let mut after = before.clone();
+        after.push("pod-new".into());
+        assert_eq!(table(&after, &config).method(), RouteMethod::Rendezvous);
+        let (a, b) = (table(&before, &config), table(&after, &config));
+        assert_eq!(a.method(), RouteMethod::Rendezvous);
+        for k in 0..20_000u64 {
+            let h = super::super::hash::mix64(k);
+            let (x, y) = (&before[a.route(h).unwrap()], &after[b.route(h).unwrap()]);
+            assert!(x == y || y == "pod-new", "key {k} moved from {x} to {y}");
+        }
+        let m = moved((&a, &before), (&b, &after), 20_000);
+        assert!((m - 1.0 / 21.0).abs() < 0.01, "moved {m}");
+        // The order of the list does not matter.
+        let mut shuffled = before.clone();
+        shuffled.reverse();
+        let c = table(&shuffled, &config);
+        assert_eq!(moved((&a, &before), (&c, &shuffled), 5_000), 0.0);
+    }
+
+    #[test]
+    fn weighted_rendezvous_follows_the_weights() {
+        let t = RouteTable::new([("a", 1), ("b", 3)], &RouteConfig::default());
+        let on_b = (0..40_000u64)
+            .filter(|k| t.route(super::super::hash::mix64(*k)) == Some(1))
+            .count() as f64
+            / 40_000.0;
+        assert!((on_b - 0.75).abs() < 0.02, "b got {on_b}");
+        assert_eq!(t.shares(), vec![0.25, 0.75]);
+    }
+
+    #[test]
+    fn maglev_is_balanced_and_independent_of_list_order() {
+        let config = RouteConfig {
+            rendezvous_max: 4,
+            min_table_size: 1009,
+            ..RouteConfig::default()
+        };
+        let n = names(10);
+        let t = table(&n, &config);
+        assert_eq!(t.method(), RouteMethod::Maglev);
+        assert_eq!(t.table_size(), 1009);
+        let shares = t.shares();
+        for s in &shares {
+            assert!((s * 1009.0 - 100.9).abs() <= 1.0, "{shares:?}");
+        }
+        let mut rev = n.clone();
+        rev.reverse();
+        let r = table(&rev, &config);
+        assert_eq!(moved((&t, &n), (&r, &rev), 5_000), 0.0);
+    }
+
+    #[test]
+    fn jump_over_ordinals_moves_only_the_keys_of_the_changed_endpoint() {
+        let config = RouteConfig::default();
+        let web = |n: usize| (0..n).map(|i| format!("web-{i}")).collect::<Vec<_>>();
+        let before = web(300);
+        let a = table(&before, &config);
+        assert_eq!(a.method(), RouteMethod::Jump);
+        // Added at the end, removed from the middle, listed in any order.
+        let mut after = web(301);
+        after.reverse();
+        let fewer: Vec<String> = before.iter().filter(|n| *n != "web-150").cloned().collect();
+        let (b, c) = (table(&after, &config), table(&fewer, &config));
+        let (mut to_new, mut from_gone) = (0, 0);
+        for k in 0..30_000u64 {
+            let h = super::super::hash::mix64(k);
+            let x = &before[a.route(h).unwrap()];
+            let y = &after[b.route(h).unwrap()];
+            assert!(x == y || y == "web-300", "key {k}: {x} → {y}");
+            to_new += usize::from(y == "web-300");
+            let z = &fewer[c.route(h).unwrap()];
+            assert!(x == z || x == "web-150", "key {k}: {x} → {z}");
+            from_gone += usize::from(x == "web-150");
+        }
+        for got in [to_new, from_gone] {
+            assert!(
+                (60..=140).contains(&got),
+                "{got} of 30000, expected about 100"
+            );
+        }
+        // Weights, duplicate or missing ordinals: not jump.
+        let w = RouteTable::new([("web-0", 1), ("web-1", 2)], &config);
+        assert_eq!(w.method(), RouteMethod::Rendezvous);
+        let d = RouteTable::new([("web-0", 1), ("db-0", 1)], &config);
+        assert_eq!(d.method(), RouteMethod::Rendezvous);
+        let off = RouteConfig {
+            ordinals: false,
+            ..RouteConfig::default()
+        };
+        assert_eq!(table(&before, &off).method(), RouteMethod::Maglev); // 300 > 256
+    }
+
+    #[test]
+    fn route_where_falls_back_in_key_order() {
+        for max in [256, 2, 100] {
+            let config = RouteConfig {
+                rendezvous_max: max,
+                min_table_size: 101,
+                ..RouteConfig::default()
+            };
+            let n = if max == 256 {
+                (0..5).map(|i| format!("web-{i}")).collect()
+            } else {
+                names(5)
+            };
+            let t = table(&n, &config);
+            for k in 0..500u64 {
+                let h = super::super::hash::mix64(k);
+                let first = t.route(h).unwrap();
+                let second = t.route_where(h, |i| i != first).unwrap();
+                assert_ne!(first, second);
+                // Consistent: the fallback for a key is always the same endpoint.
+                assert_eq!(t.route_where(h, |i| i != first), Some(second));
+            }
+            assert_eq!(t.route_where(7, |_| false), None);
+        }
+        assert_eq!(table(&[], &RouteConfig::default()).route(1), None);
+    }
+}
