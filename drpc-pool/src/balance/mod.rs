@@ -19,8 +19,9 @@
 //!   its pool's [`max_open_per_key`](crate::PoolConfig::max_open_per_key) (plain connections)
 //!   is skipped while another is free.
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
-//!   connection found closed) is retried once on another endpoint; other failures are
-//!   returned.
+//!   connection found closed, or a remote [`NOT_HERE`](drpc_core::error::NOT_HERE) answer
+//!   from a routing server such as a reverse-connection hub) is retried once on another
+//!   endpoint; other failures are returned.
 //! - **Observability**: [`Balanced::stats`]; the `drpc_balance_endpoints{state}` gauge and
 //!   the `drpc_balance_calls_total{endpoint,outcome}` counter through the `metrics` facade.
 
@@ -440,6 +441,13 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
                 Err(f) => {
                     if matches!(f.error, Error::Remote { .. }) {
                         ep.call_served();
+                        // A remote "not here" (`drpc_core::error::NOT_HERE`): the endpoint is
+                        // healthy but cannot serve this call; try another one once.
+                        if f.unsent && failed.is_none() {
+                            inner.retrying(&ep, &f.error);
+                            failed = Some(ep);
+                            continue;
+                        }
                         return Err(f.error);
                     }
                     ep.call_failed(&f.error, f.unsent);
@@ -472,7 +480,12 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
                 }
                 Err(f) => {
                     drop(running);
-                    ep.call_failed(&f.error, f.unsent);
+                    if matches!(f.error, Error::Remote { .. }) {
+                        // As in `unary`: a remote "not here" leaves the endpoint healthy.
+                        ep.call_served();
+                    } else {
+                        ep.call_failed(&f.error, f.unsent);
+                    }
                     if f.unsent && failed.is_none() {
                         inner.retrying(&ep, &f.error);
                         failed = Some(ep);
