@@ -463,10 +463,13 @@ async fn serve_session(
     let conn = MuxConn::new(session.clone());
     let registered = tokio::select! {
         r = register(&conn, &inner.config) => r,
-        r = &mut serving => Err(ReverseError::Call(match r {
-            Ok(()) => Error::Closed,
-            Err(e) => Error::Io(Arc::new(std::io::Error::other(e))),
-        })),
+        r = &mut serving => {
+            // The session ended before the answer came.
+            return Some(ReverseError::Call(match r {
+                Ok(()) => Error::Closed,
+                Err(e) => Error::Io(Arc::new(std::io::Error::other(e))),
+            }));
+        }
     };
     let session_id = match registered {
         Ok(id) => id,

@@ -463,7 +463,9 @@ impl Hub {
         let Some(entry) = slot.registered.get().cloned() else {
             if decided {
                 // Refused: let the answer reach the agent, which closes the session.
-                let _ = timeout(Duration::from_secs(1), &mut serving).await;
+                if timeout(Duration::from_secs(1), &mut serving).await.is_ok() {
+                    return;
+                }
             } else {
                 tracing::debug!(peer = ?slot.peer, "no registration in time; closing");
             }
