@@ -352,3 +352,66 @@ async fn drain_fails_no_calls() {
     c.shutdown(WAIT).await;
     hub.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn mtls_identity_must_name_the_id() {
+    use drpc_core::tls::{ClientAuth, TlsAcceptor, TlsConnector, client_config, dev::DevCa, server_config};
+    let ca = DevCa::new("reverse test CA").unwrap();
+    let server = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let acceptor = TlsAcceptor::new(
+        server_config(server.identity(), ClientAuth::Required(ca.roots())).unwrap(),
+    );
+    let hub = drpc_reverse::hub::Hub::new(
+        hub_router(),
+        drpc_reverse::hub::Credentials::new().with_mtls_san(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve_with(listener, acceptor).await }
+    });
+    let target = |name: &str| {
+        let cert = ca.issue_client(name).unwrap();
+        let config = client_config(ca.roots(), Some(cert.identity())).unwrap();
+        HubTarget::tls(addr.clone(), TlsConnector::new(config), "127.0.0.1")
+    };
+    // The certificate names edge-1: edge-1 registers without a token.
+    let ok = Agent::start(agent_router("edge-1", Arc::default()), agent_config("edge-1", ""), [target("edge-1")]);
+    ok.wait_registered(1, WAIT).await.unwrap();
+    assert_eq!(echo(&hub.conn("edge-1"), "tls").await.unwrap(), "edge-1:tls");
+    // A certificate for edge-2 cannot register edge-3.
+    let bad = Agent::start(agent_router("edge-3", Arc::default()), agent_config("edge-3", ""), [target("edge-2")]);
+    let e = bad.wait_registered(1, Duration::from_secs(2)).await.unwrap_err();
+    assert!(matches!(e, ReverseError::Refused { code: Refusal::IdNotAllowed, .. }), "{e:?}");
+    assert_eq!(hub.len(), 1);
+    bad.abort().await;
+    ok.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}
+
+#[tokio::test]
+async fn one_handshake_slot_still_registers_a_wave_and_keeps_serving() {
+    let ids: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut refs = refs;
+    refs.push("a");
+    let config = HubConfig {
+        max_handshakes: 1,
+        ..HubConfig::default()
+    };
+    let (hub, addr, _) = hub(credentials(&refs), config).await;
+    let (a, _) = agent("a", &[addr]);
+    a.wait_registered(1, WAIT).await.unwrap();
+    let wave: Vec<Agent> = ids.iter().map(|id| agent(id, &[addr]).0).collect();
+    // Calls to the registered agent go on while the wave registers one at a time.
+    for i in 0..20 {
+        assert_eq!(echo(&hub.conn("a"), &i.to_string()).await.unwrap(), format!("a:{i}"));
+    }
+    hub.wait_for_count(41, WAIT).await.unwrap();
+    for w in &wave {
+        w.abort().await;
+    }
+    a.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}

@@ -62,11 +62,6 @@ pub fn credentials(ids: &[&str]) -> Credentials {
     c
 }
 
-/// A fast heartbeat for liveness tests.
-pub fn quick_config() -> HubConfig {
-    HubConfig::default()
-}
-
 /// A hub on a loopback port (agents) with the front door on another.
 pub async fn hub(creds: Credentials, config: HubConfig) -> (Hub, SocketAddr, SocketAddr) {
     let hub = Hub::with_config(hub_router(), creds, config);

@@ -12,9 +12,10 @@
 //!
 //! `hub_rss_kib` is the hub process's resident memory with all agents registered and idle;
 //! `per_agent_kib` is its growth from before the first agent divided by N; `p50_us`/`p99_us`
-//! are of the hub's calls to agents. On stderr, for comparison on the same machine: the same
-//! calls through the front door (`agent=ID` metadata, from this process) and over a forward
-//! yamux session to an in-process echo server. Exit 0 only if every agent registered both
+//! are of the hub's calls to agents (round robin over all of them). On stderr, for comparison
+//! on the same machine: the hub's calls to one agent only, the same calls through the front
+//! door (`agent=ID` metadata, from this process), and forward calls over one yamux session to
+//! an echo server in another process. Exit 0 only if every agent registered both
 //! times and every call succeeded.
 
 use std::process::{ExitCode, Stdio};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use drpc_core::{CallOptions, Conn, ConnExt};
+use drpc_core::{CallOptions, ConnExt};
 use drpc_examples::echo::{Msg, rpc};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -32,6 +33,7 @@ enum Role {
     Driver,
     Hub,
     Agents,
+    Echo,
 }
 
 /// Reverse connections at scale (see the file docs).
@@ -82,6 +84,7 @@ async fn main() -> ExitCode {
         Role::Driver => driver(&args).await,
         Role::Hub => hub(&args).await,
         Role::Agents => agents(&args).await,
+        Role::Echo => echo().await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -124,6 +127,20 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
             }
         }
         let (p50, p99) = percentiles(latencies);
+        // The same calls to one agent only (one session, as a forward client has).
+        let mut one = Vec::with_capacity(args.calls as usize);
+        for _ in 0..args.calls {
+            let began = Instant::now();
+            let _: Result<Msg, _> = conns[0]
+                .call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new().with_timeout(Duration::from_secs(10)))
+                .await;
+            one.push(began.elapsed().as_micros() as u64);
+        }
+        let (one50, one99) = percentiles(one);
+        eprintln!(
+            "reverse-load: hub -> one agent (one session) calls={} p50_us={one50} p99_us={one99}",
+            args.calls
+        );
         println!("calls {} ok {ok} p50_us {p50} p99_us {p99}", args.calls);
     }
     std::future::pending::<()>().await;
@@ -315,15 +332,20 @@ async fn front_door(front: &str, n: usize, calls: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forward calls over one yamux session to an in-process echo server (on stderr).
-async fn forward_mux(calls: u64) -> anyhow::Result<()> {
+/// An echo server over yamux in its own process (the forward baseline): prints
+/// `echo listening on ADDR`, runs until killed.
+async fn echo() -> anyhow::Result<bool> {
     let server = drpc_mux::MuxServer::new(drpc_core::Server::new(drpc_examples::echo::router()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn({
-        let server = server.clone();
-        async move { server.serve_yamux(listener).await }
-    });
+    println!("echo listening on {}", listener.local_addr()?);
+    server.serve_yamux(listener).await?;
+    Ok(true)
+}
+
+/// Forward calls over one yamux session to an echo server in another process (on stderr).
+async fn forward_mux(calls: u64) -> anyhow::Result<()> {
+    let mut server = Proc::spawn(&["--role".into(), "echo".into()])?;
+    let addr = server.line("echo listening on ", Duration::from_secs(30)).await?;
     let conn = drpc_mux::yamux::dial(addr, drpc_mux::yamux::YamuxConfig::default()).await?;
     let mut lat = Vec::with_capacity(calls as usize);
     for _ in 0..calls {
@@ -334,9 +356,8 @@ async fn forward_mux(calls: u64) -> anyhow::Result<()> {
         lat.push(began.elapsed().as_micros() as u64);
     }
     let (p50, p99) = percentiles(lat);
-    eprintln!("reverse-load: forward yamux (client -> server, same machine) calls={calls} p50_us={p50} p99_us={p99}");
+    eprintln!("reverse-load: forward yamux (client -> server process) calls={calls} p50_us={p50} p99_us={p99}");
     conn.close();
-    server.shutdown(Duration::from_secs(1)).await;
-    let _ = conn.is_closed();
+    let _ = server.child.kill().await;
     Ok(())
 }
