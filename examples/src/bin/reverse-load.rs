@@ -80,12 +80,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    let result = match args.role {
-        Role::Driver => driver(&args).await,
-        Role::Hub => hub(&args).await,
-        Role::Agents => agents(&args).await,
-        Role::Echo => echo().await,
-    };
+    // On a worker thread, as servers and clients run: the main thread's `block_on` would add
+    // a thread hop to every measured call.
+    let result = tokio::spawn(async move {
+        match args.role {
+            Role::Driver => driver(&args).await,
+            Role::Hub => hub(&args).await,
+            Role::Agents => agents(&args).await,
+            Role::Echo => echo().await,
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(anyhow::anyhow!("task failed: {e}")));
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
