@@ -36,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ReverseError;
-use crate::proto::{DRAIN_RPC, DrainRequest, REGISTER_RPC, RegisterRequest, RegisterResponse, Refusal};
+use crate::proto::{
+    DRAIN_RPC, DrainRequest, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
+};
 
 /// Where a hub listens and how to reach it.
 #[derive(Debug, Clone)]
@@ -56,7 +58,11 @@ impl HubTarget {
 
     /// A hub at `addr` over TLS, verified as `server_name` (a connector with a client
     /// certificate gives the hub an mTLS identity).
-    pub fn tls(addr: impl Into<String>, connector: TlsConnector, server_name: impl Into<String>) -> HubTarget {
+    pub fn tls(
+        addr: impl Into<String>,
+        connector: TlsConnector,
+        server_name: impl Into<String>,
+    ) -> HubTarget {
         HubTarget {
             addr: addr.into(),
             tls: Some((connector, server_name.into())),
@@ -68,24 +74,29 @@ impl HubTarget {
         &self.addr
     }
 
-    async fn connect(&self, yamux: YamuxConfig) -> Result<(YamuxSession, YamuxIncoming), ReverseError> {
+    async fn connect(
+        &self,
+        yamux: YamuxConfig,
+    ) -> Result<(YamuxSession, YamuxIncoming), ReverseError> {
         match &self.tls {
             None => {
-                let tcp = TcpStream::connect(&self.addr).await.map_err(|e| ReverseError::Connect {
-                    addr: self.addr.clone(),
-                    source: Arc::new(e),
-                })?;
+                let tcp =
+                    TcpStream::connect(&self.addr)
+                        .await
+                        .map_err(|e| ReverseError::Connect {
+                            addr: self.addr.clone(),
+                            source: Arc::new(e),
+                        })?;
                 let _ = tcp.set_nodelay(true);
                 Ok(YamuxSession::new(tcp, Mode::Client, yamux))
             }
             Some((connector, name)) => {
-                let tls = connector
-                    .connect_tcp(&self.addr, name)
-                    .await
-                    .map_err(|e| ReverseError::Tls {
+                let tls = connector.connect_tcp(&self.addr, name).await.map_err(|e| {
+                    ReverseError::Tls {
                         addr: self.addr.clone(),
                         source: Arc::new(e),
-                    })?;
+                    }
+                })?;
                 Ok(YamuxSession::new(tls, Mode::Client, yamux))
             }
         }
@@ -177,7 +188,10 @@ struct Link {
 
 impl Link {
     fn current(&self) -> Option<YamuxSession> {
-        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_current(&self, session: Option<YamuxSession>) {
@@ -269,7 +283,11 @@ impl Agent {
 
     /// The state of each hub link, in the order the hubs were given.
     pub fn status(&self) -> Vec<HubStatus> {
-        self.inner.links.iter().map(|l| l.status.borrow().clone()).collect()
+        self.inner
+            .links
+            .iter()
+            .map(|l| l.status.borrow().clone())
+            .collect()
     }
 
     /// Changes of the state of hub link `i` (the order the hubs were given).
@@ -424,7 +442,9 @@ async fn run_link(inner: Arc<Inner>, i: usize) {
         };
         let failure = match connected {
             Err(e) => Some(e),
-            Ok((session, incoming)) => serve_session(&inner, link, session, incoming, &mut backoff).await,
+            Ok((session, incoming)) => {
+                serve_session(&inner, link, session, incoming, &mut backoff).await
+            }
         };
         if let Some(e) = &failure {
             tracing::debug!(hub = %link.target.addr, error = %e, "hub link failed");
@@ -489,5 +509,7 @@ async fn serve_session(
     tracing::info!(hub = %hub, session = session_id, "registered");
     let ended = serving.await;
     link.set_current(None);
-    ended.err().map(|e| ReverseError::Call(Error::Io(Arc::new(std::io::Error::other(e)))))
+    ended
+        .err()
+        .map(|e| ReverseError::Call(Error::Io(Arc::new(std::io::Error::other(e)))))
 }

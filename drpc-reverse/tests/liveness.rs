@@ -16,7 +16,10 @@ use tokio::time::Instant;
 
 use common::*;
 
-async fn disconnected(events: &mut tokio::sync::broadcast::Receiver<AgentEvent>, who: &str) -> Option<drpc_mux::MuxError> {
+async fn disconnected(
+    events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
+    who: &str,
+) -> Option<drpc_mux::MuxError> {
     loop {
         if let Ok(AgentEvent::Disconnected { id, reason, .. }) = events.recv().await
             && id == who
@@ -35,9 +38,14 @@ async fn frozen_agent_is_noticed_within_the_heartbeat_timeout() {
     config.yamux = config.yamux.with_heartbeat(hb);
     let (hub, addr, _) = hub(credentials(&["frozen"]), config).await;
     let child = ChildAgent::spawn(addr, "frozen");
-    hub.wait_for("frozen", Duration::from_secs(10)).await.unwrap();
+    hub.wait_for("frozen", Duration::from_secs(10))
+        .await
+        .unwrap();
     let conn = hub.conn("frozen");
-    let r: String = conn.call("/t.T/Echo", &"x".to_string(), CallOptions::new()).await.unwrap();
+    let r: String = conn
+        .call("/t.T/Echo", &"x".to_string(), CallOptions::new())
+        .await
+        .unwrap();
     assert_eq!(r, "echo:x");
 
     let mut events = hub.events();
@@ -45,11 +53,18 @@ async fn frozen_agent_is_noticed_within_the_heartbeat_timeout() {
     let stopped = Instant::now();
     // A call under way fails by its deadline, with a typed error.
     let r: Result<u64, Error> = conn
-        .call("/t.T/Slow", &1u64, CallOptions::new().with_timeout(Duration::from_millis(300)))
+        .call(
+            "/t.T/Slow",
+            &1u64,
+            CallOptions::new().with_timeout(Duration::from_millis(300)),
+        )
         .await;
     let e = r.unwrap_err();
     assert!(matches!(e, Error::DeadlineExceeded), "{e:?}");
-    assert!(stopped.elapsed() < Duration::from_millis(900), "failed by its deadline");
+    assert!(
+        stopped.elapsed() < Duration::from_millis(900),
+        "failed by its deadline"
+    );
     // The hub drops the agent within the heartbeat timeout (1 s; 3 s allowed).
     let reason = tokio::time::timeout(Duration::from_secs(3), disconnected(&mut events, "frozen"))
         .await
@@ -64,11 +79,17 @@ async fn frozen_agent_is_noticed_within_the_heartbeat_timeout() {
 async fn killed_agent_fails_calls_under_way_at_once() {
     let (hub, addr, _) = hub(credentials(&["killed"]), HubConfig::default()).await;
     let mut child = ChildAgent::spawn(addr, "killed");
-    hub.wait_for("killed", Duration::from_secs(10)).await.unwrap();
+    hub.wait_for("killed", Duration::from_secs(10))
+        .await
+        .unwrap();
     let conn = hub.conn("killed");
     let call = tokio::spawn(async move {
         let r: Result<u64, Error> = conn
-            .call("/t.T/Slow", &30_000u64, CallOptions::new().with_timeout(Duration::from_secs(30)))
+            .call(
+                "/t.T/Slow",
+                &30_000u64,
+                CallOptions::new().with_timeout(Duration::from_secs(30)),
+            )
             .await;
         (r, Instant::now())
     });
@@ -77,7 +98,10 @@ async fn killed_agent_fails_calls_under_way_at_once() {
     let killed = Instant::now();
     let (r, at) = call.await.unwrap();
     assert!(r.is_err());
-    assert!(at.duration_since(killed) < Duration::from_secs(2), "failed at once");
+    assert!(
+        at.duration_since(killed) < Duration::from_secs(2),
+        "failed at once"
+    );
     hub.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -99,14 +123,20 @@ async fn a_thousand_agents_register_and_answer() {
             )
         })
         .collect();
-    hub.wait_for_count(N, Duration::from_secs(60)).await.unwrap();
+    hub.wait_for_count(N, Duration::from_secs(60))
+        .await
+        .unwrap();
     eprintln!("{N} agents registered in {:?}", start.elapsed());
     let mut calls = tokio::task::JoinSet::new();
     for id in ids.clone() {
         let conn = hub.conn(&id);
         calls.spawn(async move {
             let r: String = conn
-                .call("/t.T/WhoAmI", &(), CallOptions::new().with_timeout(Duration::from_secs(30)))
+                .call(
+                    "/t.T/WhoAmI",
+                    &(),
+                    CallOptions::new().with_timeout(Duration::from_secs(30)),
+                )
                 .await
                 .unwrap();
             assert_eq!(r, id);

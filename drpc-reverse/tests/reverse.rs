@@ -22,8 +22,12 @@ use common::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn echo(conn: &impl Conn, text: &str) -> Result<String, Error> {
-    conn.call::<String, String>(ECHO, &text.to_string(), CallOptions::new().with_timeout(WAIT))
-        .await
+    conn.call::<String, String>(
+        ECHO,
+        &text.to_string(),
+        CallOptions::new().with_timeout(WAIT),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -48,13 +52,28 @@ async fn hub_calls_an_agent_by_id_and_by_service() {
     // A service nobody serves, and labels nobody has.
     let none = hub.service_conn("nope.Nope", [("", ""); 0]);
     let opts = CallOptions::new().with_timeout(Duration::from_millis(200));
-    assert!(none.unary(ECHO, bytes::Bytes::new(), opts.clone()).await.is_err());
+    assert!(
+        none.unary(ECHO, bytes::Bytes::new(), opts.clone())
+            .await
+            .is_err()
+    );
     let labelled = hub.service_conn(SERVICE, [("zone", "x")]);
-    assert!(labelled.unary(ECHO, bytes::Bytes::new(), opts).await.is_err());
+    assert!(
+        labelled
+            .unary(ECHO, bytes::Bytes::new(), opts)
+            .await
+            .is_err()
+    );
 
     // A gone agent fails fast with a typed error.
     let e = echo(&hub.conn("nobody"), "x").await.unwrap_err();
-    assert!(matches!(ReverseError::from_call_error(&e), Some(ReverseError::AgentGone { .. })), "{e:?}");
+    assert!(
+        matches!(
+            ReverseError::from_call_error(&e),
+            Some(ReverseError::AgentGone { .. })
+        ),
+        "{e:?}"
+    );
     assert!(e.is_unsent());
     a.shutdown(WAIT).await;
     b.shutdown(WAIT).await;
@@ -78,7 +97,10 @@ async fn labels_select_agents() {
         assert!(echo(&east, "q").await.unwrap().starts_with("a:"));
     }
     let info = hub.list();
-    assert_eq!(info[0].labels, BTreeMap::from([("zone".to_string(), "east".to_string())]));
+    assert_eq!(
+        info[0].labels,
+        BTreeMap::from([("zone".to_string(), "east".to_string())])
+    );
     hub.shutdown(WAIT).await;
 }
 
@@ -91,7 +113,9 @@ async fn refused(config: AgentConfig, addr: std::net::SocketAddr) -> (Refusal, S
     let mut watch = agent.watch(0);
     let refusal = tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(ReverseError::Refused { code, message }) = &watch.borrow_and_update().last_error {
+            if let Some(ReverseError::Refused { code, message }) =
+                &watch.borrow_and_update().last_error
+            {
                 return (*code, message.clone());
             }
             watch.changed().await.unwrap();
@@ -132,8 +156,15 @@ async fn every_refusal_registers_nothing() {
     assert_eq!(echo(&hub.conn("a"), "still").await.unwrap(), "a:still");
     let (a2, _) = agent("a", &[addr]);
     let mut watch = a2.watch(0);
-    tokio::time::timeout(WAIT, watch.wait_for(|s| s.is_registered())).await.unwrap().unwrap();
-    assert_ne!(hub.list()[0].session, first, "a valid credential replaced it");
+    tokio::time::timeout(WAIT, watch.wait_for(|s| s.is_registered()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        hub.list()[0].session,
+        first,
+        "a valid credential replaced it"
+    );
     a.abort().await;
     a2.abort().await;
     hub.shutdown(WAIT).await;
@@ -163,7 +194,10 @@ async fn calls_during_an_agent_restart_fail_typed_then_succeed() {
     let started = tokio::time::Instant::now();
     let e = echo(&conn, "2").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
-    assert!(matches!(ReverseError::from_call_error(&e), Some(ReverseError::AgentGone { id }) if id == "a"), "{e:?}");
+    assert!(
+        matches!(ReverseError::from_call_error(&e), Some(ReverseError::AgentGone { id }) if id == "a"),
+        "{e:?}"
+    );
     let (a2, _) = agent("a", &[addr]);
     hub.wait_for("a", WAIT).await.unwrap();
     assert_eq!(echo(&conn, "3").await.unwrap(), "a:3");
@@ -184,7 +218,9 @@ async fn both_directions_on_one_session() {
         let up = MuxCall(a.hub_conn(0).unwrap());
         let down = to_agent.clone();
         set.spawn(async move {
-            let who: String = up.0.call(HUB_WHO, &(), CallOptions::new().with_timeout(WAIT)).await?;
+            let who: String =
+                up.0.call(HUB_WHO, &(), CallOptions::new().with_timeout(WAIT))
+                    .await?;
             assert_eq!(who, "a");
             let r = echo(&down, &i.to_string()).await?;
             assert_eq!(r, format!("a:{i}"));
@@ -238,7 +274,9 @@ async fn an_agent_on_two_hubs() {
     h2.shutdown(WAIT).await;
 }
 
-fn tcp_dial(addr: String) -> impl std::future::Future<Output = std::io::Result<TransportConn<tokio::net::TcpStream>>> {
+fn tcp_dial(
+    addr: String,
+) -> impl std::future::Future<Output = std::io::Result<TransportConn<tokio::net::TcpStream>>> {
     async move { drpc_core::dial(addr).await }
 }
 
@@ -251,27 +289,49 @@ async fn front_door_by_metadata_and_by_service() {
     b.wait_registered(1, WAIT).await.unwrap();
     let client = drpc_core::dial(front.to_string()).await.unwrap();
     for id in ["a", "b", "a"] {
-        let opts = CallOptions::new().with_metadata("agent", id).with_timeout(WAIT);
+        let opts = CallOptions::new()
+            .with_metadata("agent", id)
+            .with_timeout(WAIT);
         let r: String = client.call(ECHO, &"m".to_string(), opts).await.unwrap();
         assert_eq!(r, format!("{id}:m"));
     }
     // By service: both agents serve.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        let r: String = client.call(ECHO, &"s".to_string(), CallOptions::new().with_timeout(WAIT)).await.unwrap();
+        let r: String = client
+            .call(
+                ECHO,
+                &"s".to_string(),
+                CallOptions::new().with_timeout(WAIT),
+            )
+            .await
+            .unwrap();
         seen.insert(r);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
     // Errors pass through with their code.
-    let opts = CallOptions::new().with_metadata("agent", "a").with_timeout(WAIT);
-    let e = client.call::<String, String>("/t.T/Nope", &String::new(), opts).await.unwrap_err();
+    let opts = CallOptions::new()
+        .with_metadata("agent", "a")
+        .with_timeout(WAIT);
+    let e = client
+        .call::<String, String>("/t.T/Nope", &String::new(), opts)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("unknown rpc"), "{e}");
     // Not here: an unknown agent, and a service nobody serves.
-    let opts = CallOptions::new().with_metadata("agent", "zz").with_timeout(WAIT);
-    let e = client.call::<String, String>(ECHO, &String::new(), opts).await.unwrap_err();
+    let opts = CallOptions::new()
+        .with_metadata("agent", "zz")
+        .with_timeout(WAIT);
+    let e = client
+        .call::<String, String>(ECHO, &String::new(), opts)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), NOT_HERE, "{e}");
     assert!(e.is_unsent());
-    let e = client.call::<String, String>("/x.X/Y", &String::new(), CallOptions::new()).await.unwrap_err();
+    let e = client
+        .call::<String, String>("/x.X/Y", &String::new(), CallOptions::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), NOT_HERE, "{e}");
     a.shutdown(WAIT).await;
     b.shutdown(WAIT).await;
@@ -289,11 +349,16 @@ async fn a_balanced_client_over_two_hubs_retries_not_here_elsewhere() {
     let conn: Balanced<TransportConn<tokio::net::TcpStream>> =
         Balanced::new(resolver, tcp_dial, BalanceConfig::default());
     for i in 0..20 {
-        let opts = CallOptions::new().with_metadata("agent", "a").with_timeout(WAIT);
+        let opts = CallOptions::new()
+            .with_metadata("agent", "a")
+            .with_timeout(WAIT);
         let r: String = conn.call(ECHO, &i.to_string(), opts).await.unwrap();
         assert_eq!(r, format!("a:{i}"));
     }
-    assert!(conn.stats().retries > 0, "some calls reached hub 1 first and were retried");
+    assert!(
+        conn.stats().retries > 0,
+        "some calls reached hub 1 first and were retried"
+    );
     a.shutdown(WAIT).await;
     h1.shutdown(WAIT).await;
     h2.shutdown(WAIT).await;
@@ -323,7 +388,9 @@ async fn drain_fails_no_calls() {
         let (conn, stop, ok, failed) = (conn.clone(), stop.clone(), ok.clone(), failed.clone());
         load.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let r: Result<u64, Error> = conn.call(SLOW, &20u64, CallOptions::new().with_timeout(WAIT)).await;
+                let r: Result<u64, Error> = conn
+                    .call(SLOW, &20u64, CallOptions::new().with_timeout(WAIT))
+                    .await;
                 match r {
                     Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
                     Err(e) => {
@@ -346,7 +413,12 @@ async fn drain_fails_no_calls() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     while load.join_next().await.is_some() {}
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "no call failed; {} ok", ok.load(Ordering::SeqCst));
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no call failed; {} ok",
+        ok.load(Ordering::SeqCst)
+    );
     assert!(ok.load(Ordering::SeqCst) > 20);
     a2.shutdown(WAIT).await;
     c.shutdown(WAIT).await;
@@ -355,7 +427,9 @@ async fn drain_fails_no_calls() {
 
 #[tokio::test]
 async fn mtls_identity_must_name_the_id() {
-    use drpc_core::tls::{ClientAuth, TlsAcceptor, TlsConnector, client_config, dev::DevCa, server_config};
+    use drpc_core::tls::{
+        ClientAuth, TlsAcceptor, TlsConnector, client_config, dev::DevCa, server_config,
+    };
     let ca = DevCa::new("reverse test CA").unwrap();
     let server = ca.issue_server(&["127.0.0.1"]).unwrap();
     let acceptor = TlsAcceptor::new(
@@ -377,13 +451,36 @@ async fn mtls_identity_must_name_the_id() {
         HubTarget::tls(addr.clone(), TlsConnector::new(config), "127.0.0.1")
     };
     // The certificate names edge-1: edge-1 registers without a token.
-    let ok = Agent::start(agent_router("edge-1", Arc::default()), agent_config("edge-1", ""), [target("edge-1")]);
+    let ok = Agent::start(
+        agent_router("edge-1", Arc::default()),
+        agent_config("edge-1", ""),
+        [target("edge-1")],
+    );
     ok.wait_registered(1, WAIT).await.unwrap();
-    assert_eq!(echo(&hub.conn("edge-1"), "tls").await.unwrap(), "edge-1:tls");
+    assert_eq!(
+        echo(&hub.conn("edge-1"), "tls").await.unwrap(),
+        "edge-1:tls"
+    );
     // A certificate for edge-2 cannot register edge-3.
-    let bad = Agent::start(agent_router("edge-3", Arc::default()), agent_config("edge-3", ""), [target("edge-2")]);
-    let e = bad.wait_registered(1, Duration::from_secs(2)).await.unwrap_err();
-    assert!(matches!(e, ReverseError::Refused { code: Refusal::IdNotAllowed, .. }), "{e:?}");
+    let bad = Agent::start(
+        agent_router("edge-3", Arc::default()),
+        agent_config("edge-3", ""),
+        [target("edge-2")],
+    );
+    let e = bad
+        .wait_registered(1, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReverseError::Refused {
+                code: Refusal::IdNotAllowed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(hub.len(), 1);
     bad.abort().await;
     ok.shutdown(WAIT).await;
@@ -406,7 +503,10 @@ async fn one_handshake_slot_still_registers_a_wave_and_keeps_serving() {
     let wave: Vec<Agent> = ids.iter().map(|id| agent(id, &[addr]).0).collect();
     // Calls to the registered agent go on while the wave registers one at a time.
     for i in 0..20 {
-        assert_eq!(echo(&hub.conn("a"), &i.to_string()).await.unwrap(), format!("a:{i}"));
+        assert_eq!(
+            echo(&hub.conn("a"), &i.to_string()).await.unwrap(),
+            format!("a:{i}")
+        );
     }
     hub.wait_for_count(41, WAIT).await.unwrap();
     for w in &wave {

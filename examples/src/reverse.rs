@@ -36,8 +36,8 @@ pub async fn shutdown_signal() {
 /// # Errors
 /// A file that cannot be read or has a malformed line.
 pub fn read_tokens(path: &Path) -> anyhow::Result<Credentials> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("tokens file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("tokens file {}", path.display()))?;
     Credentials::parse_tokens(&text).with_context(|| format!("tokens file {}", path.display()))
 }
 
@@ -136,7 +136,10 @@ pub async fn call_front(front: SocketAddr, id: &str, text: &str) -> anyhow::Resu
 /// The call.
 pub async fn call_direct(hub: &Hub, id: &str, text: &str) -> anyhow::Result<String> {
     let opts = CallOptions::new().with_timeout(Duration::from_secs(5));
-    let reply: Msg = hub.conn(id).call(rpc::UNARY, &Msg::new(text, 1), opts).await?;
+    let reply: Msg = hub
+        .conn(id)
+        .call(rpc::UNARY, &Msg::new(text, 1), opts)
+        .await?;
     Ok(reply.text)
 }
 
@@ -239,7 +242,10 @@ pub async fn demo(n: usize) -> anyhow::Result<DemoReport> {
             r.broken.push(format!("{id} did not register: {e}"));
         }
     }
-    r.lines.push(format!("{} agents dialled out and registered", hub.hub.len()));
+    r.lines.push(format!(
+        "{} agents dialled out and registered",
+        hub.hub.len()
+    ));
     let call_all = |hub: RunningHub, tag: &'static str| {
         let ids = ids.clone();
         let tally = Arc::clone(&tally);
@@ -272,9 +278,13 @@ pub async fn demo(n: usize) -> anyhow::Result<DemoReport> {
     })
     .await;
     if gone.is_err() || hub.hub.list().iter().any(|a| a.id == id) {
-        r.broken.push(format!("{id} still registered after its shutdown"));
+        r.broken
+            .push(format!("{id} still registered after its shutdown"));
     }
-    r.lines.push(format!("{id} drained and stopped; the hub lists {} agents", hub.hub.len()));
+    r.lines.push(format!(
+        "{id} drained and stopped; the hub lists {} agents",
+        hub.hub.len()
+    ));
     agents[1 % n] = start_agent(
         agent_config(&id, &format!("token-{id}")),
         vec![HubTarget::tcp(target.clone())],
@@ -283,11 +293,13 @@ pub async fn demo(n: usize) -> anyhow::Result<DemoReport> {
         r.broken.push(format!("{id} did not come back: {e}"));
     }
     r.lines.push(format!("{id} started again and registered"));
-    r.lines.extend(call_all(hub.clone(), "after-agent-restart").await);
+    r.lines
+        .extend(call_all(hub.clone(), "after-agent-restart").await);
 
     // Restart the hub on the same port: every session closes, the agents reconnect.
     hub.hub.shutdown(Duration::from_secs(2)).await;
-    r.lines.push("hub stopped (all sessions closed)".to_string());
+    r.lines
+        .push("hub stopped (all sessions closed)".to_string());
     let mut hub2 = None;
     for _ in 0..100 {
         match start_hub(&target, "127.0.0.1:0", creds.clone(), None).await {
@@ -307,7 +319,8 @@ pub async fn demo(n: usize) -> anyhow::Result<DemoReport> {
         )),
         Err(e) => r.broken.push(format!("agents did not come back: {e}")),
     }
-    r.lines.extend(call_all(hub2.clone(), "after-hub-restart").await);
+    r.lines
+        .extend(call_all(hub2.clone(), "after-hub-restart").await);
 
     for a in &agents {
         r.reconnects += a

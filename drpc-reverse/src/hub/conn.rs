@@ -41,7 +41,12 @@ fn map_closed(entry: &Entry, e: Error) -> Error {
     }
 }
 
-async fn unary_on(entry: &Entry, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
+async fn unary_on(
+    entry: &Entry,
+    rpc: &str,
+    request: Bytes,
+    options: CallOptions,
+) -> Result<Bytes, Error> {
     check(entry)?;
     entry
         .conn

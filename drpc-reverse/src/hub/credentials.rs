@@ -123,9 +123,18 @@ mod tests {
         let c = Credentials::parse_tokens("a x,y\n\n# c\nb z").unwrap();
         assert!(c.check("x", "a", None).is_ok());
         assert!(c.check("z", "b", None).is_ok());
-        assert_eq!(c.check("z", "a", None).unwrap_err().0, Refusal::IdNotAllowed);
-        assert_eq!(c.check("z", "q", None).unwrap_err().0, Refusal::BadCredential);
-        assert_eq!(c.check("z", "", None).unwrap_err().0, Refusal::MissingCredential);
+        assert_eq!(
+            c.check("z", "a", None).unwrap_err().0,
+            Refusal::IdNotAllowed
+        );
+        assert_eq!(
+            c.check("z", "q", None).unwrap_err().0,
+            Refusal::BadCredential
+        );
+        assert_eq!(
+            c.check("z", "", None).unwrap_err().0,
+            Refusal::MissingCredential
+        );
         assert_eq!(c.check("", "a", None).unwrap_err().0, Refusal::Invalid);
         assert!(matches!(
             Credentials::parse_tokens("a\n"),

@@ -54,7 +54,9 @@ async fn front_call(shared: Arc<Shared>, ctx: Context, stream: ServerStream) -> 
             let agent = SessionConn::new(entry)
                 .open_stream(&rpc, options)
                 .await
-                .map_err(|e| unsent_to_not_here(e, || format!("agent {id:?} is not connected to this hub")))?;
+                .map_err(|e| {
+                    unsent_to_not_here(e, || format!("agent {id:?} is not connected to this hub"))
+                })?;
             forward(&ctx, stream, agent).await
         }
         None => {
@@ -62,15 +64,12 @@ async fn front_call(shared: Arc<Shared>, ctx: Context, stream: ServerStream) -> 
                 return Err(not_here(format!("no agent serves {rpc:?}")));
             };
             if !shared.registry.any_serving(service) {
-                return Err(not_here(format!(
-                    "no agent serves {service:?} on this hub"
-                )));
+                return Err(not_here(format!("no agent serves {service:?} on this hub")));
             }
             let conn = shared.balanced(service);
-            let agent = conn
-                .open_stream(&rpc, options)
-                .await
-                .map_err(|e| unsent_to_not_here(e, || format!("no agent serves {service:?} on this hub")))?;
+            let agent = conn.open_stream(&rpc, options).await.map_err(|e| {
+                unsent_to_not_here(e, || format!("no agent serves {service:?} on this hub"))
+            })?;
             forward(&ctx, stream, agent).await
         }
     }

@@ -37,8 +37,8 @@ use std::time::Duration;
 
 use drpc_core::server::{Acceptor, Listener, Plain};
 use drpc_core::{
-    BoxFuture, ConnInfo, Context, Error, Handler, PeerIdentity, Server, ServerConfig,
-    ServerStream, Transport,
+    BoxFuture, ConnInfo, Context, Error, Handler, PeerIdentity, Server, ServerConfig, ServerStream,
+    Transport,
 };
 use drpc_mux::yamux::{Mode, YamuxConfig, YamuxSession};
 use drpc_mux::{MuxConn, MuxServer, MuxServerConfig, NewStream};
@@ -50,7 +50,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::error::ReverseError;
 use crate::proto::{
-    DRAIN_RPC, DrainResponse, REGISTER_RPC, RegisterRequest, RegisterResponse, Refusal,
+    DRAIN_RPC, DrainResponse, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
 };
 
 pub use conn::{AgentConn, AgentStream, SessionConn};
@@ -115,7 +115,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn service_conn(&self, service: &str, labels: BTreeMap<String, String>) -> Balanced<SessionConn> {
+    fn service_conn(
+        &self,
+        service: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Balanced<SessionConn> {
         let resolver = ServiceResolver {
             registry: Arc::downgrade(&self.registry),
             service: service.to_string(),
@@ -373,7 +377,10 @@ impl Hub {
             if len >= n {
                 return Ok(len);
             }
-            if !matches!(timeout_at(start + wait, changes.changed()).await, Ok(Ok(()))) {
+            if !matches!(
+                timeout_at(start + wait, changes.changed()).await,
+                Ok(Ok(()))
+            ) {
                 return Err(ReverseError::WaitTimeout {
                     id: "*".into(),
                     waited: start.elapsed(),
@@ -422,7 +429,8 @@ impl Hub {
     async fn run_session<T: Transport>(self, io: T, info: ConnInfo) {
         let config = &self.shared.config;
         let handshake = Instant::now() + config.handshake_timeout;
-        let Ok(Ok(permit)) = timeout_at(handshake, Arc::clone(&self.handshakes).acquire_owned()).await
+        let Ok(Ok(permit)) =
+            timeout_at(handshake, Arc::clone(&self.handshakes).acquire_owned()).await
         else {
             tracing::debug!(peer = ?info.peer, "no handshake slot in time; closing");
             return;
@@ -479,7 +487,9 @@ impl Hub {
             Err(e) => Some(e),
         };
         tracing::debug!(id = %entry.id, session = entry.session_id, ?reason, "agent session ended");
-        self.shared.registry.remove(&entry.id, entry.session_id, reason);
+        self.shared
+            .registry
+            .remove(&entry.id, entry.session_id, reason);
     }
 }
 
@@ -566,7 +576,11 @@ async fn register(
     stream.send_message(&response).await
 }
 
-async fn drain(shared: Arc<Shared>, slot: Arc<AgentSession>, mut stream: ServerStream) -> Result<(), Error> {
+async fn drain(
+    shared: Arc<Shared>,
+    slot: Arc<AgentSession>,
+    mut stream: ServerStream,
+) -> Result<(), Error> {
     let _: crate::proto::DrainRequest = recv_request(&mut stream).await?;
     let Some(entry) = slot.registered.get() else {
         return Err(Error::remote(

@@ -111,7 +111,10 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
         creds = creds.with_token(token(i), [id(i)]);
     }
     let running = drpc_examples::reverse::start_hub(&args.addr, &args.front, creds, None).await?;
-    println!("hub listening on {} front on {}", running.listen, running.front);
+    println!(
+        "hub listening on {} front on {}",
+        running.listen, running.front
+    );
     running
         .hub
         .wait_for_count(args.agents, Duration::from_secs(600))
@@ -125,7 +128,11 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
             let conn = &conns[c as usize % conns.len()];
             let began = Instant::now();
             let r: Result<Msg, _> = conn
-                .call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new().with_timeout(Duration::from_secs(10)))
+                .call(
+                    rpc::UNARY,
+                    &Msg::new("hi", 7),
+                    CallOptions::new().with_timeout(Duration::from_secs(10)),
+                )
                 .await;
             latencies.push(began.elapsed().as_micros() as u64);
             if matches!(r, Ok(m) if m.text == "echo:hi") {
@@ -138,7 +145,11 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
         for _ in 0..args.calls {
             let began = Instant::now();
             let _: Result<Msg, _> = conns[0]
-                .call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new().with_timeout(Duration::from_secs(10)))
+                .call(
+                    rpc::UNARY,
+                    &Msg::new("hi", 7),
+                    CallOptions::new().with_timeout(Duration::from_secs(10)),
+                )
                 .await;
             one.push(began.elapsed().as_micros() as u64);
         }
@@ -334,7 +345,9 @@ async fn front_door(front: &str, n: usize, calls: u64) -> anyhow::Result<()> {
         ok += u64::from(matches!(r, Ok(m) if m.text == "echo:hi"));
     }
     let (p50, p99) = percentiles(lat);
-    eprintln!("reverse-load: front door (client -> hub -> agent) calls={calls} ok={ok} p50_us={p50} p99_us={p99}");
+    eprintln!(
+        "reverse-load: front door (client -> hub -> agent) calls={calls} ok={ok} p50_us={p50} p99_us={p99}"
+    );
     Ok(())
 }
 
@@ -351,7 +364,9 @@ async fn echo() -> anyhow::Result<bool> {
 /// Forward calls over one yamux session to an echo server in another process (on stderr).
 async fn forward_mux(calls: u64) -> anyhow::Result<()> {
     let mut server = Proc::spawn(&["--role".into(), "echo".into()])?;
-    let addr = server.line("echo listening on ", Duration::from_secs(30)).await?;
+    let addr = server
+        .line("echo listening on ", Duration::from_secs(30))
+        .await?;
     let conn = drpc_mux::yamux::dial(addr, drpc_mux::yamux::YamuxConfig::default()).await?;
     let mut lat = Vec::with_capacity(calls as usize);
     for _ in 0..calls {
@@ -362,7 +377,9 @@ async fn forward_mux(calls: u64) -> anyhow::Result<()> {
         lat.push(began.elapsed().as_micros() as u64);
     }
     let (p50, p99) = percentiles(lat);
-    eprintln!("reverse-load: forward yamux (client -> server process) calls={calls} p50_us={p50} p99_us={p99}");
+    eprintln!(
+        "reverse-load: forward yamux (client -> server process) calls={calls} p50_us={p50} p99_us={p99}"
+    );
     conn.close();
     let _ = server.child.kill().await;
     Ok(())
