@@ -274,10 +274,8 @@ async fn an_agent_on_two_hubs() {
     h2.shutdown(WAIT).await;
 }
 
-fn tcp_dial(
-    addr: String,
-) -> impl std::future::Future<Output = std::io::Result<TransportConn<tokio::net::TcpStream>>> {
-    async move { drpc_core::dial(addr).await }
+async fn tcp_dial(addr: String) -> std::io::Result<TransportConn<tokio::net::TcpStream>> {
+    drpc_core::dial(addr).await
 }
 
 #[tokio::test]

@@ -482,10 +482,7 @@ impl Hub {
             return;
         };
         let result = serving.await;
-        let reason = match result {
-            Ok(()) => None,
-            Err(e) => Some(e),
-        };
+        let reason = result.err();
         tracing::debug!(id = %entry.id, session = entry.session_id, ?reason, "agent session ended");
         self.shared
             .registry
