@@ -13,6 +13,13 @@ pub const UNIMPLEMENTED: u64 = 12;
 /// `Unimplemented` servers return `drpcerr.WithCode(errors.New("Unimplemented"), 12)`.
 pub const UNIMPLEMENTED_TEXT: &str = "Unimplemented";
 
+/// The code of a "not here" refusal: a server that routes calls on (a reverse-connection hub's
+/// front door, `drpc-reverse`) has no backend for this call, and did nothing with it. The
+/// value spells `NOTHERE` in ASCII (`0x4e4f_5448_4552_45`), far from the small codes
+/// applications use. [`Error::is_unsent`] holds for a remote error with this code, so a
+/// balanced client over several such servers retries the call on another one.
+pub const NOT_HERE: u64 = 0x004e_4f54_4845_5245;
+
 /// Go's error text for an RPC name no handler is registered for, before the quoted name.
 pub const UNKNOWN_RPC_PREFIX: &str = "protocol error: unknown rpc: ";
 
@@ -138,9 +145,13 @@ impl Error {
     }
 
     /// Whether the call failed before any byte of it was written, so that retrying it on
-    /// another connection cannot run it twice.
+    /// another connection cannot run it twice; also a remote [`NOT_HERE`] error, with which a
+    /// routing server says it did nothing with the call.
     pub fn is_unsent(&self) -> bool {
-        matches!(self, Error::Closed | Error::Dial(_))
+        matches!(
+            self,
+            Error::Closed | Error::Dial(_) | Error::Remote { code: NOT_HERE, .. }
+        )
     }
 
     /// Whether the transport under the call can no longer be used.
@@ -222,6 +233,13 @@ mod tests {
             "protocol error: unknown rpc: \"/echo.Echo/Nope\""
         );
         assert_eq!(e.code(), 0);
+    }
+
+    #[test]
+    fn not_here_is_unsent_and_other_remote_errors_are_not() {
+        assert!(Error::remote(NOT_HERE, "no agent").is_unsent());
+        assert!(!Error::remote(14, "unavailable").is_unsent());
+        assert_eq!(&NOT_HERE.to_be_bytes()[1..], b"NOTHERE");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use drpc_core::conn::LayeredConn;
+use drpc_core::conn::{ClientRequest, LayeredConn};
 use drpc_core::layers::auth::BearerLayer;
 
 use crate::scenarios::{Dial, SharedConn, tcp_dialer};
@@ -71,6 +71,75 @@ pub fn with_auth(dial: Dial, token: Option<String>) -> Dial {
             Ok(Arc::new(LayeredConn::new(conn, layer)) as SharedConn)
         })
     })
+}
+
+/// `dial` with every call carrying the metadata `pairs` (`echo-client --metadata K=V`),
+/// through a client tower layer; nothing changes when `pairs` is empty.
+pub fn with_metadata(dial: Dial, pairs: Vec<(String, String)>) -> Dial {
+    if pairs.is_empty() {
+        return dial;
+    }
+    let layer = MetadataLayer(Arc::new(pairs));
+    Arc::new(move |cancel| {
+        let (dial, layer) = (Arc::clone(&dial), layer.clone());
+        Box::pin(async move {
+            let conn = dial(cancel).await?;
+            Ok(Arc::new(LayeredConn::new(conn, layer)) as SharedConn)
+        })
+    })
+}
+
+/// Parses one `--metadata K=V` value.
+///
+/// # Errors
+/// A value without `=`, or with an empty key.
+pub fn parse_metadata(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
+/// Client layer: adds fixed metadata entries to every call.
+#[derive(Debug, Clone)]
+pub struct MetadataLayer(Arc<Vec<(String, String)>>);
+
+impl<S> tower::Layer<S> for MetadataLayer {
+    type Service = WithMetadata<S>;
+
+    fn layer(&self, inner: S) -> WithMetadata<S> {
+        WithMetadata {
+            inner,
+            pairs: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// The service [`MetadataLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct WithMetadata<S> {
+    inner: S,
+    pairs: Arc<Vec<(String, String)>>,
+}
+
+impl<S: tower::Service<ClientRequest>> tower::Service<ClientRequest> for WithMetadata<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: ClientRequest) -> S::Future {
+        for (k, v) in self.pairs.iter() {
+            req.options.metadata.insert(k.as_str(), v.as_str());
+        }
+        self.inner.call(req)
+    }
 }
 
 /// The server side of the transport options, prepared before the server announces its

@@ -1,7 +1,8 @@
 //! The interop echo service of `docs/interop-echo.md`, shared by the `echo-server`,
 //! `echo-client` and `demo` binaries: the messages, the server handlers, and the client
 //! scenarios with their exact output lines; and `echo-client`'s balancing over discovered
-//! backends ([`balance`], with the `discovery-server` binary for push discovery).
+//! backends ([`balance`], with the `discovery-server` binary for push discovery); and the
+//! reverse-connection binaries `hub`, `agent`, `reverse-demo` and `reverse-load` ([`reverse`]).
 
 pub mod balance;
 pub mod cli;
@@ -9,5 +10,6 @@ pub mod echo;
 pub mod load;
 pub mod metrics;
 pub mod mux;
+pub mod reverse;
 pub mod scenarios;
 pub mod tls;

@@ -33,8 +33,9 @@
 //!   discovery can be held off for a while, so that a transient empty answer never takes the
 //!   balancer to zero endpoints (balancing.md G12).
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
-//!   connection found closed) is retried once on another endpoint; other failures are
-//!   returned.
+//!   connection found closed, or a remote [`NOT_HERE`](drpc_core::error::NOT_HERE) answer
+//!   from a routing server such as a reverse-connection hub) is retried once on another
+//!   endpoint; other failures are returned.
 //! - **Observability**: [`Balanced::stats`]; the `drpc_balance_endpoints{state}` gauge and
 //!   the `drpc_balance_calls_total{endpoint,outcome}` counter through the `metrics` facade.
 
@@ -680,7 +681,20 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
                 }
                 Err(f) => {
                     if matches!(f.error, Error::Remote { .. }) {
-                        ep.call_errored();
+                        // A remote "not here" (`drpc_core::error::NOT_HERE`, the only remote
+                        // error that is unsent): the endpoint is healthy but cannot serve this
+                        // call; try another one once. Other remote errors count against the
+                        // endpoint (outlier ejection) and are returned.
+                        if f.unsent {
+                            ep.call_served();
+                            if failed.is_none() {
+                                inner.retrying(&ep, &f.error);
+                                failed = Some(ep);
+                                continue;
+                            }
+                        } else {
+                            ep.call_errored();
+                        }
                         return Err(f.error);
                     }
                     ep.call_failed(&f.error, f.unsent);
@@ -714,7 +728,12 @@ impl<C: Conn + 'static> Conn for Balanced<C> {
                 }
                 Err(f) => {
                     drop(running);
-                    ep.call_failed(&f.error, f.unsent);
+                    if matches!(f.error, Error::Remote { .. }) {
+                        // As in `unary`: a remote "not here" leaves the endpoint healthy.
+                        ep.call_served();
+                    } else {
+                        ep.call_failed(&f.error, f.unsent);
+                    }
                     if f.unsent && failed.is_none() {
                         inner.retrying(&ep, &f.error);
                         failed = Some(ep);

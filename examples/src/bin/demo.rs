@@ -1,5 +1,6 @@
 //! The README's main job: starts an echo server on an ephemeral loopback port, runs every
-//! interop scenario against it, and says in plain words what each one shows.
+//! interop scenario against it, and says in plain words what each one shows; then pools,
+//! multiplexing and reverse connections in short.
 
 use std::process::ExitCode;
 
@@ -107,6 +108,30 @@ async fn main() -> ExitCode {
                 println!("   {line}");
             }
             println!("   ok: the calls ran at once (~200 ms, not 10 x 200 ms)\n");
+        }
+        Err(e) => {
+            failed += 1;
+            println!("   FAILED: {e:#}\n");
+        }
+    }
+    println!("== reverse: agents dial out to a hub and serve there (drpc-reverse)");
+    match drpc_examples::reverse::demo(2).await {
+        Ok(report) => {
+            for line in report.lines.iter().filter(|l| !l.contains(" -> ")) {
+                println!("   {line}");
+            }
+            println!("   {}", report.summary());
+            if report.all_ok() {
+                println!(
+                    "   ok: the hub called agents it cannot dial, by id and through its front door, across an agent restart and a hub restart\n"
+                );
+            } else {
+                failed += 1;
+                for why in &report.broken {
+                    println!("   FAILED: {why}");
+                }
+                println!();
+            }
         }
         Err(e) => {
             failed += 1;

@@ -12,6 +12,9 @@
 //! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
 //! call succeeded.
 //!
+//! `--metadata K=V` (repeatable) adds metadata to every call, such as `agent=NAME` to reach
+//! one agent through a reverse-connection hub's front door (`hub`).
+//!
 //! `--auth-token T` sends metadata `authorization: Bearer T` with every call. A scenario
 //! that fails with an error from the server also prints `<scenario> -> err="<text>" code=<code>`
 //! (for example `code=16` from a server that wants a token).
@@ -65,6 +68,9 @@ struct Args {
     /// Send metadata `authorization: Bearer TOKEN` with every call.
     #[arg(long, value_name = "TOKEN")]
     auth_token: Option<String>,
+    /// Add metadata `K=V` to every call (repeatable).
+    #[arg(long, value_name = "K=V", value_parser = drpc_examples::cli::parse_metadata)]
+    metadata: Vec<(String, String)>,
 }
 
 #[tokio::main]
@@ -114,7 +120,10 @@ async fn main() -> ExitCode {
             drpc_examples::balance::scenario_dialer(conn.clone(), args.transport.clone())
         }
         (None, Some(addr)) => match drpc_examples::cli::dialer(addr, &args.transport) {
-            Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
+            Ok(d) => drpc_examples::cli::with_metadata(
+                drpc_examples::cli::with_auth(d, args.auth_token.clone()),
+                args.metadata.clone(),
+            ),
             Err(e) => {
                 eprintln!("{e:#}");
                 return ExitCode::from(2);
@@ -200,7 +209,10 @@ async fn load_balanced(
 async fn load(args: &Args, calls: u64) -> ExitCode {
     let addr = args.addr.as_deref().unwrap_or_default();
     let dial = match drpc_examples::cli::dialer(addr, &args.transport) {
-        Ok(d) => drpc_examples::cli::with_auth(d, args.auth_token.clone()),
+        Ok(d) => drpc_examples::cli::with_metadata(
+            drpc_examples::cli::with_auth(d, args.auth_token.clone()),
+            args.metadata.clone(),
+        ),
         Err(e) => {
             eprintln!("{e:#}");
             return ExitCode::from(2);

@@ -1,0 +1,161 @@
+//! Shared pieces of the drpc-reverse tests: a test service, hubs and agents on loopback, the
+//! `drpc-reverse-test-agent` child process.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use drpc_core::{Context, Error, Router};
+use drpc_reverse::agent::{Agent, AgentConfig, HubTarget};
+use drpc_reverse::hub::{AgentSession, Credentials, Hub, HubConfig};
+
+pub const ECHO: &str = "/t.T/Echo";
+pub const SLOW: &str = "/t.T/Slow";
+pub const WHOAMI: &str = "/t.T/WhoAmI";
+pub const HUB_WHO: &str = "/hub.Hub/Who";
+pub const SERVICE: &str = "t.T";
+
+/// The agents' service: `Echo` (string → `NAME:<string>`), `Slow` (sleep n ms), `WhoAmI`.
+pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
+    let n1 = name.to_string();
+    let n2 = name.to_string();
+    let c1 = Arc::clone(&calls);
+    Router::new()
+        .unary(ECHO, move |_ctx: Context, s: String| {
+            let name = n1.clone();
+            c1.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, Error>(format!("{name}:{s}")) }
+        })
+        .unary(SLOW, move |_ctx: Context, ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, Error>(ms)
+        })
+        .unary(WHOAMI, move |_ctx: Context, _: ()| {
+            let name = n2.clone();
+            async move { Ok::<_, Error>(name) }
+        })
+}
+
+/// The hub's own service: `Who` answers the calling agent's id.
+pub fn hub_router() -> Router {
+    Router::new().unary(HUB_WHO, |ctx: Context, _: ()| async move {
+        let who = ctx
+            .extensions()
+            .get::<Arc<AgentSession>>()
+            .and_then(|s| s.id().map(str::to_string))
+            .unwrap_or_default();
+        Ok::<_, Error>(who)
+    })
+}
+
+/// Tokens: `tok-ID` allows `ID` for a..z ids and `agent-N`; `multi` allows `m1`, `m2`.
+pub fn credentials(ids: &[&str]) -> Credentials {
+    let mut c = Credentials::new().with_token("multi", ["m1", "m2"]);
+    for id in ids {
+        c = c.with_token(format!("tok-{id}"), [*id]);
+    }
+    c
+}
+
+/// A hub on a loopback port (agents) with the front door on another.
+pub async fn hub(creds: Credentials, config: HubConfig) -> (Hub, SocketAddr, SocketAddr) {
+    let hub = Hub::with_config(hub_router(), creds, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(listener).await }
+    });
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve_front(front).await }
+    });
+    (hub, addr, front_addr)
+}
+
+/// A hub on a given address (restarts).
+pub async fn hub_at(addr: SocketAddr, creds: Credentials) -> Hub {
+    let hub = Hub::new(hub_router(), creds);
+    let listener = bind_retry(addr).await;
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(listener).await }
+    });
+    hub
+}
+
+pub async fn bind_retry(addr: SocketAddr) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+/// Agent config with a quick reconnect (tests).
+pub fn agent_config(id: &str, token: &str) -> AgentConfig {
+    let mut c = AgentConfig::new(id, token, [SERVICE]);
+    c.backoff.initial = Duration::from_millis(100);
+    c.backoff.max = Duration::from_secs(1);
+    c
+}
+
+pub fn agent(id: &str, hubs: &[SocketAddr]) -> (Agent, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = Agent::start(
+        agent_router(id, Arc::clone(&calls)),
+        agent_config(id, &format!("tok-{id}")),
+        hubs.iter().map(|a| HubTarget::tcp(a.to_string())),
+    );
+    (a, calls)
+}
+
+/// The `drpc-reverse-test-agent` child process; continued and killed on drop.
+pub struct ChildAgent {
+    pub child: Child,
+}
+
+impl ChildAgent {
+    pub fn spawn(hub: SocketAddr, id: &str) -> ChildAgent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drpc-reverse-test-agent"))
+            .args([hub.to_string(), id.to_string(), format!("tok-{id}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn drpc-reverse-test-agent");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "registered");
+        ChildAgent { child }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+}
+
+impl Drop for ChildAgent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

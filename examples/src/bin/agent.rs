@@ -1,0 +1,100 @@
+//! `agent --hub ADDR[,ADDR...] --id NAME --token T [--tls --cert-dir DIR] [--transport yamux]`:
+//! a reverse-connection agent serving the interop echo service. It dials every hub, registers
+//! as NAME with token T, reconnects by itself (full-jitter backoff), and prints
+//! `agent NAME registered with HUB` each time a hub accepts it. Ctrl-C or SIGTERM drains: the hubs are
+//! told first, calls under way finish (up to 10 s).
+//!
+//! `--transport quic` is not implemented yet (the agent exits with status 2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// How the agent reaches its hubs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// yamux over TCP (or TLS with --tls).
+    Yamux,
+    /// QUIC (not implemented yet).
+    Quic,
+}
+
+/// A reverse-connection agent serving the echo service.
+#[derive(Parser, Debug)]
+#[command(name = "agent")]
+struct Args {
+    /// The hubs, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hub: Vec<String>,
+    /// The id to register.
+    #[arg(long)]
+    id: String,
+    /// The token to register with.
+    #[arg(long)]
+    token: String,
+    /// Connect over TLS, trusting --cert-dir/ca.pem.
+    #[arg(long)]
+    tls: bool,
+    /// Directory holding ca.pem.
+    #[arg(long, default_value = "certs")]
+    cert_dir: PathBuf,
+    /// The session transport.
+    #[arg(long, value_enum, default_value_t = Transport::Yamux)]
+    transport: Transport,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if args.transport == Transport::Quic {
+        eprintln!("agent: --transport quic is not implemented yet; use yamux");
+        return ExitCode::from(2);
+    }
+    let tls = args.tls.then_some(args.cert_dir.as_path());
+    let mut targets = Vec::new();
+    for hub in &args.hub {
+        match drpc_examples::reverse::target(hub, tls) {
+            Ok(t) => targets.push(t),
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let config = drpc_examples::reverse::agent_config(&args.id, &args.token);
+    let agent = drpc_examples::reverse::start_agent(config, targets);
+    for (i, hub) in args.hub.iter().enumerate() {
+        let mut watch = agent.watch(i);
+        let (id, hub) = (args.id.clone(), hub.clone());
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                let status = watch.borrow_and_update().clone();
+                if status.registrations > last && status.is_registered() {
+                    last = status.registrations;
+                    println!("agent {id} registered with {hub}");
+                } else if let Some(e) = &status.last_error {
+                    eprintln!("agent {id}: hub {hub}: {e}");
+                }
+                if watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drpc_examples::reverse::shutdown_signal().await;
+    agent.shutdown(Duration::from_secs(10)).await;
+    ExitCode::SUCCESS
+}

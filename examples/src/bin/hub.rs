@@ -1,0 +1,73 @@
+//! `hub --listen ADDR --front ADDR --tokens FILE [--tls --cert-dir DIR]`: a reverse-connection
+//! hub. Agents connect to `--listen` (yamux over TCP, or over TLS with `--tls`) and register
+//! with a token of FILE (one `TOKEN ID[,ID...]` per line); ordinary drpc clients connect to
+//! `--front` and reach an agent with metadata `agent=ID`, or any agent serving the RPC's
+//! service without it. Prints `hub listening on ADDR front on ADDR` when ready; stops on
+//! Ctrl-C or SIGTERM (draining for 5 s).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A reverse-connection hub.
+#[derive(Parser, Debug)]
+#[command(name = "hub")]
+struct Args {
+    /// Where agents connect.
+    #[arg(long)]
+    listen: String,
+    /// Where ordinary drpc clients connect (the front door).
+    #[arg(long)]
+    front: String,
+    /// The tokens file: one `TOKEN ID[,ID...]` per line.
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Agents connect over TLS (certificates from --cert-dir, created when missing).
+    #[arg(long)]
+    tls: bool,
+    /// Directory holding ca.pem, server.pem, server.key.
+    #[arg(long, default_value = "certs")]
+    cert_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let creds = match drpc_examples::reverse::read_tokens(&args.tokens) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = args.tls.then_some(args.cert_dir.as_path());
+    let hub = match drpc_examples::reverse::start_hub(&args.listen, &args.front, creds, tls).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("hub listening on {} front on {}", hub.listen, hub.front);
+    let mut events = hub.hub.events();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            eprintln!("hub: {e:?}");
+        }
+    });
+    drpc_examples::reverse::shutdown_signal().await;
+    hub.hub.shutdown(Duration::from_secs(5)).await;
+    ExitCode::SUCCESS
+}
