@@ -34,9 +34,11 @@ const PREFACE: &[u8] = b"DRPC!!!1";
 pub(crate) async fn connect(target: &Target) -> Result<SharedConn, Failure> {
     let dialer = Dialer::new(target)?;
     if let Some(spec) = &target.resolve {
-        let list = spec
-            .strip_prefix("static://")
-            .ok_or_else(|| usage(format!("--resolve {spec:?}: expected static://HOST:PORT,...")))?;
+        let list = spec.strip_prefix("static://").ok_or_else(|| {
+            usage(format!(
+                "--resolve {spec:?}: expected static://HOST:PORT,..."
+            ))
+        })?;
         let addrs: Vec<String> = list
             .split(',')
             .map(str::trim)
@@ -74,7 +76,9 @@ impl Dialer {
     fn new(t: &Target) -> Result<Dialer, Failure> {
         let use_tls = t.tls || t.mtls;
         if t.preface && (use_tls || t.transport != TransportKind::Tcp) {
-            return Err(usage("--preface works with plain TCP only (no --tls, --transport tcp)"));
+            return Err(usage(
+                "--preface works with plain TCP only (no --tls, --transport tcp)",
+            ));
         }
         let config = if use_tls || t.transport == TransportKind::Quic {
             Some(
@@ -107,7 +111,10 @@ impl Dialer {
                 if self.preface {
                     tcp.write_all(PREFACE).await?;
                 }
-                Ok(Arc::new(TransportConn::with_config(tcp, ConnConfig::default())))
+                Ok(Arc::new(TransportConn::with_config(
+                    tcp,
+                    ConnConfig::default(),
+                )))
             }
             (TransportKind::Tcp, Some(connector)) => {
                 let conn: TransportConn<tls::ClientTlsStream> =

@@ -14,9 +14,17 @@ pub(crate) fn method_line(m: &MethodDescriptor) -> String {
         "/{}/{}({}{}) returns ({}{})",
         m.parent_service().full_name(),
         m.name(),
-        if m.is_client_streaming() { "stream " } else { "" },
+        if m.is_client_streaming() {
+            "stream "
+        } else {
+            ""
+        },
         m.input().full_name(),
-        if m.is_server_streaming() { "stream " } else { "" },
+        if m.is_server_streaming() {
+            "stream "
+        } else {
+            ""
+        },
         m.output().full_name(),
     )
 }
@@ -51,9 +59,17 @@ fn rpc(m: &MethodDescriptor) -> String {
     format!(
         "rpc {}({}{}) returns ({}{});",
         m.name(),
-        if m.is_client_streaming() { "stream " } else { "" },
+        if m.is_client_streaming() {
+            "stream "
+        } else {
+            ""
+        },
         m.input().full_name(),
-        if m.is_server_streaming() { "stream " } else { "" },
+        if m.is_server_streaming() {
+            "stream "
+        } else {
+            ""
+        },
         m.output().full_name(),
     )
 }

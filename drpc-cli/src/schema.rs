@@ -27,8 +27,8 @@ fn compile(schema: &Schema) -> Result<DescriptorPool, Failure> {
     } else {
         schema.includes.clone()
     };
-    let fds = protox::compile(&schema.protos, &includes)
-        .map_err(|e| usage(format!("--proto: {e:?}")))?;
+    let fds =
+        protox::compile(&schema.protos, &includes).map_err(|e| usage(format!("--proto: {e:?}")))?;
     DescriptorPool::from_file_descriptor_set(fds).map_err(|e| usage(format!("--proto: {e}")))
 }
 

@@ -128,7 +128,13 @@ fn call_unary_prints_compact_proto3_json() {
 #[test]
 fn a_failed_call_prints_the_code_and_exits_1() {
     let addr = server(Kind::Reflecting).to_string();
-    let o = drpc(&["call", &addr, "/echo.Echo/Fail", "-d", r#"{"text":"bad","n":42}"#]);
+    let o = drpc(&[
+        "call",
+        &addr,
+        "/echo.Echo/Fail",
+        "-d",
+        r#"{"text":"bad","n":42}"#,
+    ]);
     assert_exit(&o, 1);
     assert_eq!(stdout(&o), "");
     assert_eq!(stderr(&o), "ERROR code=42: boom: bad\n");
@@ -160,8 +166,14 @@ fn describe_services_methods_messages_and_fields() {
     let o = drpc(&["describe", &addr, "echo.Echo"]);
     assert_exit(&o, 0);
     let text = stdout(&o);
-    assert!(text.starts_with("echo.Echo is a service:\nservice Echo {\n"), "{text}");
-    assert!(text.contains("  rpc Bidi(stream echo.Msg) returns (stream echo.Msg);\n"), "{text}");
+    assert!(
+        text.starts_with("echo.Echo is a service:\nservice Echo {\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  rpc Bidi(stream echo.Msg) returns (stream echo.Msg);\n"),
+        "{text}"
+    );
     let o = drpc(&["describe", &addr, "echo.Msg"]);
     assert_exit(&o, 0);
     assert_eq!(
@@ -185,7 +197,13 @@ fn describe_services_methods_messages_and_fields() {
 #[test]
 fn server_streams_print_one_line_per_reply() {
     let addr = server(Kind::Reflecting).to_string();
-    let o = drpc(&["call", &addr, "/echo.Echo/ServerStream", "-d", r#"{"text":"s","n":3}"#]);
+    let o = drpc(&[
+        "call",
+        &addr,
+        "/echo.Echo/ServerStream",
+        "-d",
+        r#"{"text":"s","n":3}"#,
+    ]);
     assert_exit(&o, 0);
     assert_eq!(
         stdout(&o),
@@ -228,7 +246,17 @@ fn client_and_bidi_streams_read_one_object_per_line_from_stdin() {
 #[test]
 fn metadata_and_timeout_reach_the_call() {
     let addr = server(Kind::Reflecting).to_string();
-    let o = drpc(&["call", &addr, UNARY, "-d", HI, "--metadata", "k1=v1", "-H", "k2=v=2"]);
+    let o = drpc(&[
+        "call",
+        &addr,
+        UNARY,
+        "-d",
+        HI,
+        "--metadata",
+        "k1=v1",
+        "-H",
+        "k2=v=2",
+    ]);
     assert_exit(&o, 0);
     assert_eq!(
         stdout(&o),
@@ -255,14 +283,26 @@ fn bad_arguments_exit_2_naming_what_is_wrong() {
         (&["call", &addr, "/echo.Nothing/Unary"], "echo.Nothing"),
         (&["call", &addr, "Unary"], "Unary"),
         (&["call", &addr, UNARY, "-d", r#"{"txt":"x"}"#], "txt"),
-        (&["call", &addr, UNARY, "-d", r#"{"n":"seven"}"#], "echo.Msg"),
+        (
+            &["call", &addr, UNARY, "-d", r#"{"n":"seven"}"#],
+            "echo.Msg",
+        ),
         (&["call", &addr, UNARY, "-d", "{"], "echo.Msg"),
         (&["call", &addr, UNARY, "--metadata", "novalue"], "novalue"),
         (&["call", &addr, UNARY, "--timeout", "soon"], "soon"),
-        (&["call", &addr, UNARY, "--transport", "carrier-pigeon"], "carrier-pigeon"),
+        (
+            &["call", &addr, UNARY, "--transport", "carrier-pigeon"],
+            "carrier-pigeon",
+        ),
         (&["call", &addr, UNARY, "--resolve", "dns:/x"], "dns:/x"),
-        (&["call", &addr, UNARY, "--preface", "--transport", "yamux"], "--preface"),
-        (&["call", &addr, UNARY, "--proto", "/nonexistent/x.proto"], "x.proto"),
+        (
+            &["call", &addr, UNARY, "--preface", "--transport", "yamux"],
+            "--preface",
+        ),
+        (
+            &["call", &addr, UNARY, "--proto", "/nonexistent/x.proto"],
+            "x.proto",
+        ),
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, needle) in cases {
@@ -282,7 +322,11 @@ fn proto_files_replace_reflection() {
     let addr = server(Kind::Bare).to_string();
     let o = drpc(&["call", &addr, UNARY, "-d", HI]);
     assert_exit(&o, 1);
-    assert!(stderr(&o).contains("no reflection service"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no reflection service"),
+        "{}",
+        stderr(&o)
+    );
     let proto = echo_proto();
     let proto = proto.to_str().unwrap();
     let o = drpc(&["call", &addr, UNARY, "-d", HI, "--proto", proto]);
@@ -299,7 +343,11 @@ fn proto_files_replace_reflection() {
         dir.to_str().unwrap(),
     ]);
     assert_exit(&o, 0);
-    assert!(stdout(&o).starts_with("echo.Echo\n  /echo.Echo/Unary"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("echo.Echo\n  /echo.Echo/Unary"),
+        "{}",
+        stdout(&o)
+    );
     let o = drpc(&["describe", &addr, "echo.Msg", "--proto", proto]);
     assert_exit(&o, 0);
     assert!(stdout(&o).contains("int64 n = 2;"));
@@ -335,7 +383,16 @@ fn tls_mtls_yamux_and_quic() {
         assert_eq!(stdout(&o), HI_REPLY);
         if mtls {
             // Without the client certificate the server refuses the connection.
-            let o = drpc(&["call", &addr, UNARY, "-d", HI, "--tls", "--cert-dir", &certs]);
+            let o = drpc(&[
+                "call",
+                &addr,
+                UNARY,
+                "-d",
+                HI,
+                "--tls",
+                "--cert-dir",
+                &certs,
+            ]);
             assert_exit(&o, 1);
         }
     }
@@ -356,7 +413,10 @@ fn tls_mtls_yamux_and_quic() {
         &certs,
     ]);
     assert_exit(&o, 0);
-    assert_eq!(stdout(&o), "{\"text\":\"q\"}\n{\"text\":\"q\",\"n\":\"1\"}\n");
+    assert_eq!(
+        stdout(&o),
+        "{\"text\":\"q\"}\n{\"text\":\"q\",\"n\":\"1\"}\n"
+    );
 }
 
 #[test]

@@ -151,13 +151,13 @@ impl Gateway {
     /// Answers one HTTP request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        if parts.method == Method::GET || parts.method == Method::HEAD {
-            if let Some(page) = self.pages.iter().find(|p| p.path == parts.uri.path()) {
-                return Response::builder()
-                    .header(header::CONTENT_TYPE, page.content_type)
-                    .body(full(page.body.clone()))
-                    .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, ""));
-            }
+        if (parts.method == Method::GET || parts.method == Method::HEAD)
+            && let Some(page) = self.pages.iter().find(|p| p.path == parts.uri.path())
+        {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, page.content_type)
+                .body(full(page.body.clone()))
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, ""));
         }
         let Some(method) = self.method(parts.uri.path()) else {
             return error_response(
@@ -177,7 +177,13 @@ impl Gateway {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         let json = match content_type.as_str() {
             "application/json" => true,
@@ -239,9 +245,12 @@ impl Gateway {
                     )
                     .body(full(body))
                     .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "")),
-                Err(message) => {
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message, None)
-                }
+                Err(message) => error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &message,
+                    None,
+                ),
             },
             Err(e) => call_error(&e),
         }
@@ -317,10 +326,9 @@ fn call_options(headers: &hyper::HeaderMap) -> CallOptions {
         options = options.with_timeout(Duration::from_millis(ms));
     }
     for (name, value) in headers {
-        if let (Some(key), Ok(value)) = (
-            name.as_str().strip_prefix("drpc-metadata-"),
-            value.to_str(),
-        ) {
+        if let (Some(key), Ok(value)) =
+            (name.as_str().strip_prefix("drpc-metadata-"), value.to_str())
+        {
             options = options.with_metadata(key, value);
         }
     }

@@ -74,7 +74,7 @@ impl Reflection {
     /// # Errors
     /// [`ReflectionError::Descriptor`] for bytes that are no valid set, or files that refer
     /// to types neither they nor earlier sets define.
-    pub fn add(mut self, set: &[u8]) -> Result<Reflection, ReflectionError> {
+    pub fn with_descriptors(mut self, set: &[u8]) -> Result<Reflection, ReflectionError> {
         let before: HashSet<String> = self.pool.files().map(|f| f.name().to_owned()).collect();
         self.pool.decode_file_descriptor_set(set)?;
         for file in self.pool.files() {
@@ -119,11 +119,11 @@ impl Reflection {
 /// `FileDescriptorSet`s such as generated `FILE_DESCRIPTOR_SET`s) to `router`.
 ///
 /// # Errors
-/// As [`Reflection::add`].
+/// As [`Reflection::with_descriptors`].
 pub fn register(router: Router, sets: &[&[u8]]) -> Result<Router, ReflectionError> {
     let mut reflection = Reflection::new();
     for set in sets {
-        reflection = reflection.add(set)?;
+        reflection = reflection.with_descriptors(set)?;
     }
     Ok(reflection.register(router))
 }

@@ -41,7 +41,7 @@ pub struct EchoService;
 pub fn router() -> Router {
     let router = generated::echo_drpc::register(Router::new(), EchoService);
     drpc_reflection::Reflection::new()
-        .add(generated::echo_drpc::FILE_DESCRIPTOR_SET)
+        .with_descriptors(generated::echo_drpc::FILE_DESCRIPTOR_SET)
         .expect("the generated descriptor set is valid")
         .register(router)
 }

@@ -60,7 +60,14 @@ fn parse(raw: &[u8]) -> Reply {
         .expect("a header block");
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -77,13 +84,30 @@ const JSON: &str = "application/json";
 #[tokio::test]
 async fn unary_json_is_proto3_json() {
     let addr = gateway().await;
-    let r = http(addr, "POST", "/echo.Echo/Unary", JSON, br#"{"text":"hi","n":7}"#).await;
+    let r = http(
+        addr,
+        "POST",
+        "/echo.Echo/Unary",
+        JSON,
+        br#"{"text":"hi","n":7}"#,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(JSON));
     assert_eq!(r.text(), r#"{"text":"echo:hi","n":"8"}"#);
     // An empty body is the empty message; a content type with parameters is fine.
-    let r = http(addr, "POST", "/echo.Echo/Unary", "application/json; charset=utf-8", b"").await;
-    assert_eq!((r.status, r.text()), (200, r#"{"text":"echo:","n":"1"}"#.to_owned()));
+    let r = http(
+        addr,
+        "POST",
+        "/echo.Echo/Unary",
+        "application/json; charset=utf-8",
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (200, r#"{"text":"echo:","n":"1"}"#.to_owned())
+    );
 }
 
 #[tokio::test]
@@ -91,7 +115,14 @@ async fn unary_proto_is_the_encoded_message() {
     use prost::Message as _;
     let addr = gateway().await;
     let request = drpc_examples::echo::Msg::new("hi", 7).encode_to_vec();
-    let r = http(addr, "POST", "/echo.Echo/Unary", "application/proto", &request).await;
+    let r = http(
+        addr,
+        "POST",
+        "/echo.Echo/Unary",
+        "application/proto",
+        &request,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/proto"));
     let reply = drpc_examples::echo::Msg::decode(r.body.as_slice()).unwrap();
@@ -110,13 +141,55 @@ async fn errors_are_json_with_the_status_of_their_code() {
             "unknown",
             "boom: bad",
         ),
-        ("/echo.Echo/Fail", br#"{"text":"x","n":5}"#, 404, "not_found", "boom: x"),
-        ("/echo.Echo/Fail", br#"{"text":"x","n":16}"#, 401, "unauthenticated", "boom: x"),
-        ("/echo.Echo/Fail", br#"{"text":"x","n":3}"#, 400, "invalid_argument", "boom: x"),
-        ("/echo.Echo/Nope", b"{}", 404, "unimplemented", "no method /echo.Echo/Nope"),
-        ("/echo.Echo/Bidi", b"{}", 501, "unimplemented", "client and bidi"),
-        ("/echo.Echo/Unary", br#"{"txt":"x"}"#, 400, "invalid_argument", "txt"),
-        ("/echo.Echo/Unary", br#"{"n":"seven"}"#, 400, "invalid_argument", "echo.Msg"),
+        (
+            "/echo.Echo/Fail",
+            br#"{"text":"x","n":5}"#,
+            404,
+            "not_found",
+            "boom: x",
+        ),
+        (
+            "/echo.Echo/Fail",
+            br#"{"text":"x","n":16}"#,
+            401,
+            "unauthenticated",
+            "boom: x",
+        ),
+        (
+            "/echo.Echo/Fail",
+            br#"{"text":"x","n":3}"#,
+            400,
+            "invalid_argument",
+            "boom: x",
+        ),
+        (
+            "/echo.Echo/Nope",
+            b"{}",
+            404,
+            "unimplemented",
+            "no method /echo.Echo/Nope",
+        ),
+        (
+            "/echo.Echo/Bidi",
+            b"{}",
+            501,
+            "unimplemented",
+            "client and bidi",
+        ),
+        (
+            "/echo.Echo/Unary",
+            br#"{"txt":"x"}"#,
+            400,
+            "invalid_argument",
+            "txt",
+        ),
+        (
+            "/echo.Echo/Unary",
+            br#"{"n":"seven"}"#,
+            400,
+            "invalid_argument",
+            "echo.Msg",
+        ),
     ];
     for (path, body, status, code, message) in cases {
         let r = http(addr, "POST", path, JSON, body).await;
@@ -129,7 +202,14 @@ async fn errors_are_json_with_the_status_of_their_code() {
             "{path}: {v}"
         );
     }
-    let r = http(addr, "POST", "/echo.Echo/Fail", JSON, br#"{"text":"bad","n":42}"#).await;
+    let r = http(
+        addr,
+        "POST",
+        "/echo.Echo/Fail",
+        JSON,
+        br#"{"text":"bad","n":42}"#,
+    )
+    .await;
     assert_eq!(r.header("drpc-error-code"), Some("42"));
 }
 
@@ -146,7 +226,14 @@ async fn wrong_method_and_content_type() {
 #[tokio::test]
 async fn server_streams_are_newline_delimited_json() {
     let addr = gateway().await;
-    let r = http(addr, "POST", "/echo.Echo/ServerStream", JSON, br#"{"text":"s","n":3}"#).await;
+    let r = http(
+        addr,
+        "POST",
+        "/echo.Echo/ServerStream",
+        JSON,
+        br#"{"text":"s","n":3}"#,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
     assert_eq!(
@@ -165,14 +252,23 @@ async fn the_gateway_proxies_to_a_drpc_backend() {
     let backend = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve(listener).await });
     let conn = drpc_core::dial(backend).await.unwrap();
-    let gateway =
-        drpc_gateway::Gateway::proxy(Arc::new(conn), drpc_examples::echo::descriptors());
+    let gateway = drpc_gateway::Gateway::proxy(Arc::new(conn), drpc_examples::echo::descriptors());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gateway.serve(listener));
     for _ in 0..3 {
-        let r = http(addr, "POST", "/echo.Echo/Unary", JSON, br#"{"text":"hi","n":7}"#).await;
-        assert_eq!((r.status, r.text()), (200, r#"{"text":"echo:hi","n":"8"}"#.to_owned()));
+        let r = http(
+            addr,
+            "POST",
+            "/echo.Echo/Unary",
+            JSON,
+            br#"{"text":"hi","n":7}"#,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, r#"{"text":"echo:hi","n":"8"}"#.to_owned())
+        );
     }
 }
 
@@ -237,7 +333,10 @@ fn echo_server_http_answers_like_drpc_call() {
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).unwrap();
     let r = parse(&raw);
-    assert_eq!((r.status, r.text()), (200, r#"{"text":"echo:hi","n":"8"}"#.to_owned()));
+    assert_eq!(
+        (r.status, r.text()),
+        (200, r#"{"text":"echo:hi","n":"8"}"#.to_owned())
+    );
 }
 
 /// The first headless browser found: Debian's `chromium`, or another Chromium build.
@@ -245,17 +344,22 @@ fn chromium() -> Option<String> {
     if let Ok(path) = std::env::var("CHROMIUM") {
         return Some(path);
     }
-    ["chromium", "chromium-browser", "google-chrome", "headless_shell"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(str::to_owned)
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "headless_shell",
+    ]
+    .into_iter()
+    .find(|name| {
+        Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .map(str::to_owned)
 }
 
 #[test]
