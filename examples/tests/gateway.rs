@@ -41,9 +41,21 @@ impl Reply {
 
 /// One HTTP/1.0 request (so the body of a stream ends with the connection, unchunked).
 async fn http(addr: SocketAddr, method: &str, path: &str, ctype: &str, body: &[u8]) -> Reply {
+    http_with(addr, method, path, ctype, "", body).await
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    extra: &str,
+    body: &[u8],
+) -> Reply {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nhost: {addr}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nhost: {addr}\r\ncontent-type: {ctype}\r\n{extra}content-length: {}\r\n\r\n",
         body.len()
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
@@ -211,6 +223,39 @@ async fn errors_are_json_with_the_status_of_their_code() {
     )
     .await;
     assert_eq!(r.header("drpc-error-code"), Some("42"));
+}
+
+#[tokio::test]
+async fn metadata_and_timeout_headers_reach_the_call() {
+    let addr = gateway().await;
+    let r = http_with(
+        addr,
+        "POST",
+        "/echo.Echo/Unary",
+        JSON,
+        "drpc-metadata-tenant: a\r\n",
+        br#"{"text":"hi","n":7}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            200,
+            r#"{"text":"echo:hi [md tenant=a]","n":"8"}"#.to_owned()
+        )
+    );
+    let r = http_with(
+        addr,
+        "POST",
+        "/echo.Echo/Slow",
+        JSON,
+        "connect-timeout-ms: 100\r\n",
+        br#"{"n":5000}"#,
+    )
+    .await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["code"], "deadline_exceeded");
 }
 
 #[tokio::test]
