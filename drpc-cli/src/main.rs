@@ -9,6 +9,8 @@
 //! The message types come from the server's reflection service (`drpc.reflection.v1`) or,
 //! with `--proto`, from `.proto` files parsed by protox (no `protoc`). Messages are read and
 //! printed as proto3 JSON (64-bit integers as strings), one compact object per line.
+//! Client and bidi streams read one JSON object per line from `-d @-`; each is sent as it is
+//! read, and the replies are printed once the input ends.
 //!
 //! Exit status: 0 on success; 1 when the call failed (`ERROR code=N: message` on stderr) or
 //! the server cannot be reached; 2 for a bad argument, an unknown method or symbol, and JSON
