@@ -1,6 +1,7 @@
 //! The [`ServiceGenerator`] that turns one protobuf service into Rust source: the wire names,
 //! the client, the server trait and its registration function.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use heck::{ToShoutySnakeCase, ToSnakeCase};
@@ -26,16 +27,52 @@ const CLIENT_RESERVED: &[&str] = &[
 ];
 
 /// Generates drpc code for every service prost-build hands over.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct DrpcGenerator {
     pub(crate) client: bool,
     pub(crate) server: bool,
+    /// Per service full name, the encoded `FileDescriptorSet` of its file and every file that
+    /// file imports (dependencies first).
+    pub(crate) descriptors: HashMap<String, Vec<u8>>,
 }
 
 impl ServiceGenerator for DrpcGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
-        generate_service(&service, self.client, self.server, buf);
+        let full_name = full_name(&service);
+        let descriptor = self.descriptors.get(&full_name).map(Vec::as_slice);
+        generate_service(&service, self.client, self.server, descriptor, buf);
     }
+}
+
+/// `package.Service`, or `Service` for a file without a package.
+fn full_name(service: &Service) -> String {
+    if service.package.is_empty() {
+        service.proto_name.clone()
+    } else {
+        format!("{}.{}", service.package, service.proto_name)
+    }
+}
+
+/// Writes `FILE_DESCRIPTOR_SET`: the encoded set as a byte string literal.
+fn write_descriptor_const(buf: &mut String, full_name: &str, set: &[u8]) {
+    let _ = writeln!(
+        buf,
+        "/// The encoded `google.protobuf.FileDescriptorSet` of the file defining `{full_name}` and\n\
+         /// of every file it imports (dependencies first): what a reflection service publishes\n\
+         /// and what JSON transcoding reads."
+    );
+    buf.push_str("pub const FILE_DESCRIPTOR_SET: &[u8] = b\"");
+    for &b in set {
+        match b {
+            b'"' => buf.push_str("\\\""),
+            b'\\' => buf.push_str("\\\\"),
+            0x20..=0x7e => buf.push(b as char),
+            _ => {
+                let _ = write!(buf, "\\x{b:02x}");
+            }
+        }
+    }
+    buf.push_str("\";\n");
 }
 
 /// The four kinds of RPC.
@@ -141,12 +178,14 @@ fn docs(buf: &mut String, comments: &Comments, fallback: &str, extra: &[&str]) {
 }
 
 /// Generates the `<service>_drpc` module for one service.
-pub(crate) fn generate_service(service: &Service, client: bool, server: bool, buf: &mut String) {
-    let full_name = if service.package.is_empty() {
-        service.proto_name.clone()
-    } else {
-        format!("{}.{}", service.package, service.proto_name)
-    };
+pub(crate) fn generate_service(
+    service: &Service,
+    client: bool,
+    server: bool,
+    descriptor: Option<&[u8]>,
+    buf: &mut String,
+) {
+    let full_name = full_name(service);
     let rpcs: Vec<Rpc<'_>> = service
         .methods
         .iter()
@@ -183,6 +222,9 @@ pub(crate) fn generate_service(service: &Service, client: bool, server: bool, bu
     }
     if server {
         generate_server(buf, service, &full_name, &trait_name, &rpcs);
+    }
+    if let Some(set) = descriptor {
+        write_descriptor_const(buf, &full_name, set);
     }
     buf.push_str("}\n");
 }

@@ -48,6 +48,7 @@
 //! | `EchoClient<C: Conn>` | `new(conn)`, `inner()`, `with_options(CallOptions)`, `with_timeout(Duration)`, and two methods per RPC: `unary(&req)` with the client's default options and `unary_with(&req, options)` |
 //! | `trait Echo` | the server: `Send + Sync + 'static`, one method per RPC returning `impl Future + Send` (implement with `async fn`), each defaulting to Go's `Unimplemented` answer (code 12, text `Unimplemented`) |
 //! | `register(router, service)` | adds every method to a `drpc_core::Router` (`register_arc` for an `Arc<S>`) |
+//! | `FILE_DESCRIPTOR_SET` | the encoded `google.protobuf.FileDescriptorSet` of the service's file and its imports, for server reflection (`drpc-reflection`) and JSON transcoding (the `drpc` CLI, `drpc-gateway`) |
 //!
 //! The client's and the server's signatures per kind of RPC:
 //!
@@ -85,6 +86,7 @@
 
 mod generator;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -232,12 +234,61 @@ impl Builder {
     /// [`Error::Io`] when the output cannot be written or prost-build rejects its
     /// configuration.
     pub fn compile_fds(mut self, fds: prost_types::FileDescriptorSet) -> Result<(), Error> {
+        let descriptors = descriptor_sets(&fds);
         self.config.service_generator(Box::new(DrpcGenerator {
             client: self.build_client,
             server: self.build_server,
+            descriptors,
         }));
         self.config.compile_fds(fds).map_err(Error::Io)
     }
+}
+
+/// Per service (`package.Service`), the encoded [`prost_types::FileDescriptorSet`] of the file
+/// defining it and of every file that file imports, transitively, dependencies first.
+fn descriptor_sets(fds: &prost_types::FileDescriptorSet) -> HashMap<String, Vec<u8>> {
+    use prost::Message as _;
+    let by_name: HashMap<&str, &prost_types::FileDescriptorProto> =
+        fds.file.iter().map(|f| (f.name(), f)).collect();
+    let mut out = HashMap::new();
+    for file in &fds.file {
+        if file.service.is_empty() {
+            continue;
+        }
+        // Depth-first: a file after everything it imports.
+        let mut order: Vec<&prost_types::FileDescriptorProto> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        fn visit<'a>(
+            f: &'a prost_types::FileDescriptorProto,
+            by_name: &HashMap<&str, &'a prost_types::FileDescriptorProto>,
+            seen: &mut HashSet<&'a str>,
+            order: &mut Vec<&'a prost_types::FileDescriptorProto>,
+        ) {
+            if !seen.insert(f.name()) {
+                return;
+            }
+            for dep in &f.dependency {
+                if let Some(d) = by_name.get(dep.as_str()) {
+                    visit(d, by_name, seen, order);
+                }
+            }
+            order.push(f);
+        }
+        visit(file, &by_name, &mut seen, &mut order);
+        let set = prost_types::FileDescriptorSet {
+            file: order.into_iter().cloned().collect(),
+        };
+        let bytes = set.encode_to_vec();
+        for service in &file.service {
+            let full = if file.package().is_empty() {
+                service.name().to_owned()
+            } else {
+                format!("{}.{}", file.package(), service.name())
+            };
+            out.insert(full, bytes.clone());
+        }
+    }
+    out
 }
 
 /// Why the code generation failed. `Debug` prints the same text as `Display`, so a build

@@ -36,9 +36,35 @@ impl Msg {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EchoService;
 
-/// A router serving the echo service.
+/// A router serving the echo service, and the reflection service publishing its
+/// descriptors (so `drpc list` and `drpc call` need no `.proto` file).
 pub fn router() -> Router {
-    generated::echo_drpc::register(Router::new(), EchoService)
+    let router = generated::echo_drpc::register(Router::new(), EchoService);
+    drpc_reflection::Reflection::new()
+        .with_descriptors(generated::echo_drpc::FILE_DESCRIPTOR_SET)
+        .expect("the generated descriptor set is valid")
+        .register(router)
+}
+
+/// The descriptors of `echo.proto` (for the HTTP gateway's JSON transcoding).
+pub fn descriptors() -> drpc_reflection::DescriptorPool {
+    let mut pool = drpc_reflection::DescriptorPool::new();
+    pool.decode_file_descriptor_set(generated::echo_drpc::FILE_DESCRIPTOR_SET)
+        .expect("the generated descriptor set is valid");
+    pool
+}
+
+/// The one-page web demo the HTTP gateway serves at `/`: it calls `echo.Echo/Unary` and
+/// `echo.Echo/ServerStream` with `fetch`.
+pub const WEB_DEMO: &str = include_str!("../web/index.html");
+
+/// The HTTP/JSON gateway serving `server`'s echo service (and the web demo at `/`).
+pub fn gateway(server: drpc_core::Server) -> drpc_gateway::Gateway {
+    drpc_gateway::Gateway::in_process(server, descriptors()).with_page(
+        "/",
+        "text/html; charset=utf-8",
+        WEB_DEMO,
+    )
 }
 
 /// The echo service as `echo-server` serves it: the [`router`], with the metrics layer

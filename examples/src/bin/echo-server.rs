@@ -8,6 +8,10 @@
 //! `--auth-token T` refuses calls without metadata `authorization: Bearer T` (code 16,
 //! `unauthenticated`). `--metrics-addr HOST:PORT` serves Prometheus text at
 //! `http://HOST:PORT/metrics` (printing `metrics on http://HOST:PORT/metrics`).
+//!
+//! The server also serves reflection (`drpc list ADDR` works without `.proto` files).
+//! `--http HOST:PORT` serves the HTTP/JSON gateway (Connect's unary rules) and a web demo at
+//! `http://HOST:PORT/` (printing `http on http://HOST:PORT/`).
 
 use std::io::Write;
 
@@ -29,6 +33,9 @@ struct Args {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve the HTTP/JSON gateway and the web demo at http://HOST:PORT/.
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 #[tokio::main]
@@ -50,6 +57,13 @@ async fn main() -> anyhow::Result<()> {
     let handler =
         drpc_examples::echo::handler(args.auth_token.as_deref(), args.metrics_addr.is_some());
     let server = Server::from_arc(handler, ServerConfig::default());
+    if let Some(addr) = &args.http {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "http on http://{}/", listener.local_addr()?)?;
+        out.flush()?;
+        tokio::spawn(drpc_examples::echo::gateway(server.clone()).serve(listener));
+    }
     if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
         // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
         return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
