@@ -47,6 +47,7 @@
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub mod conn;
+pub mod connection;
 pub mod context;
 pub mod encoding;
 pub mod error;
