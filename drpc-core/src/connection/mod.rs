@@ -5,12 +5,13 @@
 //! stream and its state (§8.6, through [`StreamState`]), the dropping of late packets,
 //! soft and hard cancel (§11), the stream-at-a-time limit, the client's call deadline and the
 //! server's idle timeout. The I/O glue around it reads packets from the transport, writes the
-//! packets it asks for, and arms one timer.
+//! packets it asks for, and arms one timer. The server's connection ([`crate::Server`]) runs
+//! on it; the client's `TransportConn` and drpc-mux's per-stream serving do not yet.
 //!
 //! | Direction | Calls |
 //! |---|---|
 //! | inputs from the peer and the clock | [`Connection::handle_packet`], [`Connection::handle_eof`], [`Connection::handle_transport_error`], [`Connection::handle_timeout`] (the time is an argument) |
-//! | local actions | [`Connection::open`] (client), [`Connection::send`], [`Connection::close_send`], [`Connection::finish`] (server), [`Connection::close_stream`], [`Connection::cancel`], [`Connection::drain`], [`Connection::close`] |
+//! | local actions | [`Connection::open`] (client), [`Connection::send`] / [`Connection::begin_send`], [`Connection::close_send`], [`Connection::finish`] (server), [`Connection::close_stream`], [`Connection::cancel`], [`Connection::drain`], [`Connection::close`] |
 //! | outputs | [`Connection::poll_transmit`] (packets to write, in order), [`Connection::poll_event`] (what the application sees), [`Connection::poll_timeout`] (the next timer), [`Connection::close_reason`] |
 //!
 //! The connection's states (one stream at a time, as in Go):
@@ -41,9 +42,10 @@ use bytes::Bytes;
 
 use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
-use crate::stream::{Event as StreamEvent, StreamState, Termination};
 use crate::wire::{Id, Kind, Packet, WireError};
+use state::{Event as StreamEvent, StreamState, Termination};
 
+pub mod state;
 #[cfg(test)]
 mod tests;
 
@@ -492,6 +494,16 @@ impl Connection {
         let id = self.send_id(stream)?;
         self.push(id, Kind::Message, false, data);
         Ok(())
+    }
+
+    /// The id for the next Message on `stream`, for glue that encodes the message straight
+    /// into its own write buffer (no `Bytes` per message): the caller must write one Message
+    /// packet with this id, before anything [`Connection::poll_transmit`] returns later.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub fn begin_send(&mut self, stream: u64) -> Result<Id, Error> {
+        self.send_id(stream)
     }
 
     /// Queues CloseSend on `stream` at `now`: this side sends no more messages.
