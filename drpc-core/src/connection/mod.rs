@@ -267,6 +267,11 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Whether events are waiting in [`Connection::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`Connection::handle_timeout`] must next be called: the running stream's deadline
     /// (client) or the idle timeout (server, no stream running).
     pub fn poll_timeout(&self) -> Option<Instant> {

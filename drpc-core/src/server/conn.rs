@@ -254,9 +254,13 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// before the next read, so waking it would only make the task yield.
     fn handle(&mut self, packet: Packet, me: &std::task::Waker) -> Result<(), Error> {
         let now = Instant::now().into_std();
-        self.writer
-            .with_core(|core| core.handle_packet(now, packet))?;
-        while let Some(event) = self.writer.with_core(Connection::poll_event) {
+        // One lock for the packet and its first event (the usual case is one event).
+        let mut next = self.writer.with_core(|core| {
+            core.handle_packet(now, packet)
+                .map(|()| (core.poll_event(), core.has_events()))
+        })?;
+        while let (Some(event), more) = next {
+            next = (None, false);
             match event {
                 Event::Invoked {
                     stream,
@@ -281,6 +285,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                         active.shared.on_finished(error, me);
                     }
                 }
+            }
+            if more {
+                next = self
+                    .writer
+                    .with_core(|core| (core.poll_event(), core.has_events()));
             }
         }
         Ok(())
