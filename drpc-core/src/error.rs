@@ -54,6 +54,20 @@ pub enum Error {
     /// (partly) sent.
     #[error("transport error: {0}")]
     Io(Arc<io::Error>),
+    /// A layer under the drpc connection failed while the call was under way: TLS (a
+    /// certificate refused after the handshake, an alert) or a mux session (closed, heartbeat
+    /// timeout, QUIC failure). The request may have been (partly) sent, and the connection is
+    /// done. [`TransportKind`] says which layer; the layer's own typed error is the source
+    /// (`drpc_core::tls::TlsError`, `drpc_mux::MuxError`), reached with
+    /// [`Error::transport_error`] or the layer's helper ([`Error::tls_error`]).
+    #[error("{kind} error: {source}")]
+    Transport {
+        /// Which layer failed.
+        kind: TransportKind,
+        /// That layer's typed error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
     /// The peer closed the stream (a Close packet): Go's "remote closed the stream".
     #[error("remote closed the stream")]
     StreamClosed,
@@ -80,6 +94,25 @@ pub enum Error {
     /// The stream is closed for sending (CloseSend was sent, or the stream ended).
     #[error("stream closed for sending")]
     SendClosed,
+}
+
+/// Which layer under a drpc connection an [`Error::Transport`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// TLS; the source is a `drpc_core::tls::TlsError`.
+    Tls,
+    /// A mux session (yamux or QUIC); the source is a `drpc_mux::MuxError`.
+    Session,
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tls => "tls",
+            TransportKind::Session => "mux session",
+        })
+    }
 }
 
 /// A violation of the protocol by the peer. Fatal for the connection.
@@ -158,8 +191,86 @@ impl Error {
     pub fn is_fatal_for_connection(&self) -> bool {
         matches!(
             self,
-            Error::Protocol(_) | Error::Io(_) | Error::Closed | Error::Dial(_)
+            Error::Protocol(_)
+                | Error::Io(_)
+                | Error::Transport { .. }
+                | Error::Closed
+                | Error::Dial(_)
         )
+    }
+
+    /// A failure of the layer `kind` under the connection: see [`Error::Transport`].
+    pub fn transport(
+        kind: TransportKind,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Transport {
+            kind,
+            source: Arc::new(e),
+        }
+    }
+
+    /// Whether a layer under the connection (TLS or a mux session) failed: see
+    /// [`Error::Transport`].
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Transport { .. })
+    }
+
+    /// Whether TLS failed under the call ([`TransportKind::Tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                kind: TransportKind::Tls,
+                ..
+            }
+        )
+    }
+
+    /// Whether the mux session under the call failed or closed ([`TransportKind::Session`]).
+    pub fn is_session(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                kind: TransportKind::Session,
+                ..
+            }
+        )
+    }
+
+    /// The layer's typed error inside an [`Error::Transport`], when it is a `T`.
+    pub fn transport_error<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        match self {
+            Error::Transport { source, .. } => source.downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// The TLS failure behind this error, if TLS failed under the call.
+    ///
+    /// With TLS 1.3 a client finishes its handshake before the server has checked the client
+    /// certificate, so a server refusing it shows up on the client as the first call failing;
+    /// that call's error is [`Error::Transport`] with [`TransportKind::Tls`] and this returns
+    /// the reason, such as `TlsError::ClientCertificateRequired`.
+    #[cfg(feature = "tls")]
+    pub fn tls_error(&self) -> Option<&crate::tls_error::TlsError> {
+        match self {
+            Error::Transport {
+                kind: TransportKind::Tls,
+                source,
+            } => source.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// An I/O error from the transport as a call's error: [`Error::Transport`] when a layer
+    /// such as TLS put its own error inside, [`Error::Io`] otherwise.
+    pub fn from_io(e: Arc<io::Error>) -> Error {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = crate::tls_error::TlsError::from_io_ref(&e) {
+            return Error::transport(TransportKind::Tls, tls);
+        }
+        Error::Io(e)
     }
 
     /// A dial failure: see [`Error::Dial`].
@@ -170,14 +281,14 @@ impl Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        Error::Io(Arc::new(e))
+        Error::from_io(Arc::new(e))
     }
 }
 
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
         match e {
-            WireError::Io(io) => Error::Io(io),
+            WireError::Io(io) => Error::from_io(io),
             other => Error::Protocol(ProtocolError::Wire(other)),
         }
     }
@@ -233,6 +344,26 @@ mod tests {
             "protocol error: unknown rpc: \"/echo.Echo/Nope\""
         );
         assert_eq!(e.code(), 0);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("session gone")]
+    struct Gone;
+
+    #[test]
+    fn transport_errors_are_typed() {
+        let e = Error::transport(TransportKind::Session, Gone);
+        assert!(e.is_transport() && e.is_session() && !e.is_tls());
+        assert!(e.is_fatal_for_connection());
+        assert!(!e.is_unsent());
+        assert!(e.transport_error::<Gone>().is_some());
+        assert!(e.transport_error::<io::Error>().is_none());
+        assert_eq!(e.to_string(), "mux session error: session gone");
+        let c = e.clone();
+        assert!(c.is_session());
+        assert!(std::error::Error::source(&c).is_some());
+        let plain = Error::from(io::Error::new(io::ErrorKind::BrokenPipe, "x"));
+        assert!(matches!(plain, Error::Io(_)) && !plain.is_transport());
     }
 
     #[test]

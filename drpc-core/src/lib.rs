@@ -47,6 +47,7 @@
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 pub mod conn;
+pub mod connection;
 pub mod context;
 pub mod encoding;
 pub mod error;
@@ -58,6 +59,10 @@ pub mod server;
 pub mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
+// A leaf module (no `crate::` paths), so that `error` can name `TlsError` without a module
+// cycle through `tls` → `conn`; public as `tls::TlsError`.
+#[cfg(feature = "tls")]
+mod tls_error;
 pub mod transport;
 pub mod wire;
 
@@ -66,7 +71,7 @@ pub use conn::{
     RawStream, ServerStreaming, TransportConn, TransportStream, dial,
 };
 pub use context::{Context, Extensions};
-pub use error::{Error, ProtocolError};
+pub use error::{Error, ProtocolError, TransportKind};
 pub use metadata::{Metadata, MetadataError};
 pub use router::{Router, SendStream, TypedStream};
 pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};

@@ -145,6 +145,15 @@ impl WriteHalf {
         packet::encode(&mut self.buf, id, kind, control, data, self.split_size);
     }
 
+    /// Appends a packet from the connection core ([`crate::connection::Connection`]).
+    pub(crate) fn push_packet(&mut self, p: Packet) {
+        if p.control {
+            self.push(p.id, p.kind, true, &p.data);
+        } else {
+            self.push_bytes(p.id, p.kind, p.data);
+        }
+    }
+
     /// Appends a packet whose payload is already in a `Bytes`: a large one is not copied.
     pub(crate) fn push_bytes(&mut self, id: Id, kind: Kind, data: Bytes) {
         if data.len() < ZERO_COPY_MIN {

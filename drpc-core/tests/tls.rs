@@ -533,14 +533,21 @@ async fn expired_client_certificate_is_rejected_under_mtls() {
         "{server_err:?}"
     );
     // The client learns it from the server's alert: at the handshake or on its first call.
-    let client_err = match conn {
+    let call_err;
+    let client_err: &TlsError = match &conn {
         Err(e) => e,
         Ok(conn) => {
-            let e = conn
+            call_err = conn
                 .call::<Msg, Msg>(rpc::UNARY, &msg("x", 0), opts())
                 .await
                 .unwrap_err();
-            TlsError::from_call_error(&e).unwrap_or_else(|| panic!("not a TLS error: {e:?}"))
+            assert!(
+                call_err.is_tls() && call_err.is_fatal_for_connection(),
+                "{call_err:?}"
+            );
+            call_err
+                .tls_error()
+                .unwrap_or_else(|| panic!("not a TLS error: {call_err:?}"))
         }
     };
     assert!(
@@ -575,14 +582,22 @@ async fn missing_client_certificate_under_mtls() {
     // The client's view against a serving server: with TLS 1.3 its handshake completes before
     // the server checks, so the refusal arrives with the first call; no handler ever runs.
     let srv = start(acceptor(&certs, true)).await;
-    let client_err = match dial(srv.addr, certs.client_config(false).unwrap()).await {
+    let dialled = dial(srv.addr, certs.client_config(false).unwrap()).await;
+    let call_err;
+    let client_err: &TlsError = match &dialled {
         Err(e) => e,
         Ok(conn) => {
-            let e = conn
+            call_err = conn
                 .call::<Msg, Msg>(rpc::UNARY, &msg("x", 0), opts())
                 .await
                 .unwrap_err();
-            TlsError::from_call_error(&e).unwrap_or_else(|| panic!("not a TLS error: {e:?}"))
+            assert!(
+                call_err.is_tls() && call_err.is_fatal_for_connection(),
+                "{call_err:?}"
+            );
+            call_err
+                .tls_error()
+                .unwrap_or_else(|| panic!("not a TLS error: {call_err:?}"))
         }
     };
     assert!(
@@ -619,14 +634,21 @@ async fn client_certificate_from_another_ca_is_refused() {
         matches!(server_err, TlsError::UnknownIssuer),
         "{server_err:?}"
     );
-    let client_err = match conn {
+    let call_err;
+    let client_err: &TlsError = match &conn {
         Err(e) => e,
         Ok(conn) => {
-            let e = conn
+            call_err = conn
                 .call::<Msg, Msg>(rpc::UNARY, &msg("x", 0), opts())
                 .await
                 .unwrap_err();
-            TlsError::from_call_error(&e).unwrap_or_else(|| panic!("not a TLS error: {e:?}"))
+            assert!(
+                call_err.is_tls() && call_err.is_fatal_for_connection(),
+                "{call_err:?}"
+            );
+            call_err
+                .tls_error()
+                .unwrap_or_else(|| panic!("not a TLS error: {call_err:?}"))
         }
     };
     assert!(

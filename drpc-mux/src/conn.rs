@@ -50,7 +50,7 @@ impl Default for MuxConnConfig {
 /// Per call: wait for a stream slot (the session's stream limit; bounded by the call's
 /// deadline, then [`Error::ResourceExhausted`]), open a stream, run the call on a
 /// [`TransportConn`] over it, close the stream. When the session fails under a call, the call
-/// fails with [`Error::Io`] carrying the [`MuxError`] (see [`crate::mux_error`]); a call that
+/// fails with [`Error::Transport`] carrying the [`MuxError`] (see [`crate::mux_error`]); a call that
 /// begins on a closed session gets [`Error::Closed`] (nothing was sent).
 #[derive(Debug)]
 pub struct MuxConn<N: NewStream> {
@@ -124,17 +124,19 @@ impl<N: NewStream> MuxConn<N> {
 
 /// The error a call reports: the session's failure when the session failed under it.
 async fn settle<N: NewStream>(session: &N, e: Error) -> Error {
-    if matches!(e, Error::Io(_)) && !session.is_closed() {
+    if matches!(e, Error::Io(_) | Error::Transport { .. }) && !session.is_closed() {
         // The stream may have seen the session die before the session recorded why.
         let _ = timeout(SETTLE, session.closed()).await;
     }
     match e {
-        Error::Io(_) | Error::Closed | Error::Eof | Error::StreamClosed => {
-            match session.close_reason() {
-                Some(reason) => reason.into_call_error(),
-                None => e,
-            }
-        }
+        Error::Io(_)
+        | Error::Transport { .. }
+        | Error::Closed
+        | Error::Eof
+        | Error::StreamClosed => match session.close_reason() {
+            Some(reason) => reason.into_call_error(),
+            None => e,
+        },
         other => other,
     }
 }

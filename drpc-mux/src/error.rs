@@ -7,7 +7,8 @@ use std::time::Duration;
 /// Why a mux session could not open a stream, or why it closed.
 ///
 /// `Clone`, so that one session failure reaches every caller. A call that was under way when its
-/// session failed gets it inside a [`drpc_core::Error::Io`] (see [`mux_error`] to get it back);
+/// session failed gets it as [`drpc_core::Error::Transport`] with
+/// [`drpc_core::TransportKind::Session`] (`is_session()` is true; [`mux_error`] gets it back);
 /// a call that begins on a session already closed gets [`drpc_core::Error::Closed`].
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -55,7 +56,7 @@ impl MuxError {
         }
     }
 
-    /// The [`io::ErrorKind`] this error is reported under inside [`drpc_core::Error::Io`].
+    /// The [`io::ErrorKind`] this error is reported under when a stream's I/O fails with it.
     pub fn io_kind(&self) -> io::ErrorKind {
         match self {
             MuxError::HeartbeatTimeout(_) => io::ErrorKind::TimedOut,
@@ -70,10 +71,10 @@ impl MuxError {
         }
     }
 
-    /// This error as the error of a call that was under way: [`drpc_core::Error::Io`]
-    /// carrying it (see [`mux_error`]).
+    /// This error as the error of a call that was under way: [`drpc_core::Error::Transport`]
+    /// of kind [`drpc_core::TransportKind::Session`] carrying it (see [`mux_error`]).
     pub fn into_call_error(self) -> drpc_core::Error {
-        drpc_core::Error::Io(Arc::new(io::Error::new(self.io_kind(), self)))
+        drpc_core::Error::transport(drpc_core::TransportKind::Session, self)
     }
 }
 
@@ -104,17 +105,22 @@ impl From<quinn::ConnectionError> for MuxError {
     }
 }
 
-/// The session failure inside a call's error, if the call failed because its session did.
+/// The session failure inside a call's error ([`drpc_core::Error::Transport`] of kind
+/// [`drpc_core::TransportKind::Session`]), if the call failed because its session did.
 ///
 /// ```
 /// use drpc_mux::{MuxError, mux_error};
 /// let e = MuxError::HeartbeatTimeout(std::time::Duration::from_secs(12)).into_call_error();
+/// assert!(e.is_session());
 /// assert!(matches!(mux_error(&e), Some(MuxError::HeartbeatTimeout(_))));
 /// assert!(mux_error(&drpc_core::Error::Closed).is_none());
 /// ```
 pub fn mux_error(e: &drpc_core::Error) -> Option<&MuxError> {
     match e {
-        drpc_core::Error::Io(io) => io.get_ref()?.downcast_ref::<MuxError>(),
+        drpc_core::Error::Transport {
+            kind: drpc_core::TransportKind::Session,
+            ..
+        } => e.transport_error::<MuxError>(),
         _ => None,
     }
 }

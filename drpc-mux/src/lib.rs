@@ -12,7 +12,7 @@
 //! | [`MuxConn`] | a [`drpc_core::Conn`] that runs each RPC on its own stream of a [`NewStream`] |
 //! | [`MuxServer`] | serves every stream of yamux sessions and QUIC connections with a [`drpc_core::Server`] |
 //! | [`Heartbeat`] | yamux liveness: a frozen peer is noticed within 12 s by default |
-//! | [`MuxError`] | why a session closed; calls under way get it inside [`drpc_core::Error::Io`] |
+//! | [`MuxError`] | why a session closed; calls under way get it as [`drpc_core::Error::Transport`] (`is_session()`) |
 //!
 //! # Example: 100 calls at once on one yamux session
 //!

@@ -219,7 +219,7 @@ async fn heartbeat_notices_a_stopped_peer_and_fails_calls_under_way() {
     let took = stopped.elapsed();
     let e = r.expect_err("the call under way fails");
     assert!(
-        matches!(mux_error(&e), Some(MuxError::HeartbeatTimeout(_))),
+        e.is_session() && matches!(mux_error(&e), Some(MuxError::HeartbeatTimeout(_))),
         "{e:?}"
     );
     assert!(

@@ -25,17 +25,7 @@ use crate::stream::{Event, StreamState};
 use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec};
 
-/// What happens to the connection when a call is canceled before its stream finished
-/// (`docs/wire.md` §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CancelMode {
-    /// Send a Cancel packet (control bit set) and keep the connection. If a write is in
-    /// flight, or the Cancel cannot be written at once, the transport is closed instead.
-    #[default]
-    Soft,
-    /// Close the transport (Go's default).
-    Hard,
-}
+pub use crate::connection::CancelMode;
 
 /// Settings of a [`TransportConn`].
 #[derive(Debug, Clone)]

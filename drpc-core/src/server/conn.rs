@@ -1,6 +1,9 @@
-//! One server connection: reads packets, routes them to the single running stream
-//! (`docs/wire.md` §5, §8.5), runs the handler in the same task, and enforces the idle and
-//! frame-completion timeouts. A newer Invoke cancels the running stream (probe M).
+//! One server connection: the I/O glue around the sans-IO core
+//! ([`crate::connection::Connection`], inside the [`Writer`]). It reads packets and hands them
+//! to the core, which owns stream ids, routing, late packets, cancels (a newer Invoke cancels
+//! the running stream, probe M) and the idle timeout; it turns the core's events into the
+//! running handler's inbox, runs the handler in the same task, and enforces the
+//! frame-completion timeout (a byte-level matter the core does not see).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +17,13 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{ConnInfo, Inner};
 use crate::BoxFuture;
+use crate::connection::{CloseReason, Connection, Event};
 use crate::context::{Context, Extensions};
 use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
 use crate::stream::{ServerStream, StreamShared, Writer};
 use crate::transport::ReadHalf;
-use crate::wire::{Kind, Packet};
+use crate::wire::Packet;
 
 struct Active {
     shared: Arc<StreamShared>,
@@ -34,9 +38,6 @@ pub(crate) struct ServerConn<R> {
     server: Arc<Inner>,
     peer: Option<std::net::SocketAddr>,
     extensions: Arc<Extensions>,
-    /// The id of the newest stream invoked (0 before the first).
-    last_stream: u64,
-    pending_metadata: Option<(u64, Metadata)>,
     active: Option<Active>,
     eof: bool,
     draining: bool,
@@ -46,7 +47,6 @@ pub(crate) struct ServerConn<R> {
     read_first: bool,
     /// Whether the shutdown and stop futures were polled once (their wakers registered).
     armed: bool,
-    idle_since: Instant,
     frame_started: Option<(Instant, u64)>,
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
@@ -90,14 +90,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             server,
             peer: info.peer,
             extensions: Arc::new(info.extensions),
-            last_stream: 0,
-            pending_metadata: None,
             active: None,
             eof: false,
             draining: false,
             read_first: true,
             armed: false,
-            idle_since: now,
             frame_started: None,
             timer: Box::pin(tokio::time::sleep_until(far)),
             timer_at: far,
@@ -118,6 +115,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 || (!self.armed && self.shutdown.as_mut().poll(cx).is_ready()))
         {
             self.draining = true;
+            self.writer.with_core(Connection::drain);
         }
         self.armed = true;
         self.read_first = !self.read_first;
@@ -201,6 +199,14 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
             && !self.read.is_mid_frame();
         self.eof = true;
+        let now = Instant::now().into_std();
+        self.writer.with_core(|core| {
+            if clean {
+                core.handle_eof(now, false);
+            } else {
+                core.handle_transport_error(e.clone());
+            }
+        });
         if let Some(active) = &self.active {
             active.shared.cancel();
         }
@@ -222,7 +228,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 Poll::Pending => return,
             }
         };
-        let queued = active.shared.finish(&self.writer, &result);
+        let id = active.shared.id();
+        let now = Instant::now().into_std();
+        let queued = self
+            .writer
+            .with_core(|core| core.finish(now, id, result.as_ref().map(|_| ())));
         match &result {
             Ok(()) => tracing::debug!(parent: &active.span, "rpc ok"),
             Err(e) => {
@@ -230,7 +240,6 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             }
         }
         self.active = None;
-        self.idle_since = Instant::now();
     }
 
     fn cancel_active(&mut self, why: &'static str) {
@@ -240,48 +249,60 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
     }
 
-    /// Routes one packet (`docs/wire.md` §5, "Routing at the connection level"). `me` is this
-    /// task's waker: the handler runs in this task and is polled again before the next read,
-    /// so waking it would only make the task yield.
+    /// Hands one packet to the core (which routes it, `docs/wire.md` §5) and acts on its
+    /// events. `me` is this task's waker: the handler runs in this task and is polled again
+    /// before the next read, so waking it would only make the task yield.
     fn handle(&mut self, packet: Packet, me: &std::task::Waker) -> Result<(), Error> {
-        let stream = packet.id.stream;
-        if stream < self.last_stream {
-            return Ok(()); // late packets of an earlier stream
+        let now = Instant::now().into_std();
+        // One lock for the packet and its first event (the usual case is one event).
+        let mut next = self.writer.with_core(|core| {
+            core.handle_packet(now, packet)
+                .map(|()| (core.poll_event(), core.has_events()))
+        })?;
+        while let (Some(event), more) = next {
+            next = (None, false);
+            match event {
+                Event::Invoked {
+                    stream,
+                    rpc,
+                    metadata,
+                } => {
+                    self.cancel_active("newer invoke");
+                    self.start(stream, rpc, metadata);
+                }
+                Event::Message { stream, data } => {
+                    if let Some(active) = self.active_for(stream) {
+                        active.shared.on_message(data, me);
+                    }
+                }
+                Event::RecvClosed { stream } => {
+                    if let Some(active) = self.active_for(stream) {
+                        active.shared.on_recv_closed(me);
+                    }
+                }
+                Event::Finished { stream, error } => {
+                    if let Some(active) = self.active_for(stream) {
+                        active.shared.on_finished(error, me);
+                    }
+                }
+            }
+            if more {
+                next = self
+                    .writer
+                    .with_core(|core| (core.poll_event(), core.has_events()));
+            }
         }
-        match packet.kind {
-            Kind::Invoke | Kind::InvokeMetadata if stream == self.last_stream => {
-                Err(ProtocolError::InvokeOnExistingStream { stream }.into())
-            }
-            Kind::InvokeMetadata => {
-                self.cancel_active("newer invoke");
-                let metadata = Metadata::decode(&packet.data).map_err(ProtocolError::from)?;
-                self.pending_metadata = Some((stream, metadata));
-                Ok(())
-            }
-            Kind::Invoke => {
-                self.cancel_active("newer invoke");
-                self.start(stream, packet.data);
-                Ok(())
-            }
-            _ if stream == self.last_stream => match &self.active {
-                Some(active) => Ok(active.shared.handle_packet(&packet, me)?),
-                None => Ok(()), // the stream already finished here
-            },
-            // A control packet for a stream not invoked yet is ignored, where Go hangs (probe E).
-            _ if packet.control => Ok(()),
-            kind => Err(ProtocolError::Unexpected { kind, stream }.into()),
-        }
+        Ok(())
     }
 
-    fn start(&mut self, stream: u64, rpc: Bytes) {
-        self.last_stream = stream;
+    fn active_for(&self, stream: u64) -> Option<&Active> {
+        self.active.as_ref().filter(|a| a.shared.id() == stream)
+    }
+
+    fn start(&mut self, stream: u64, rpc: Bytes, metadata: Metadata) {
         if self.draining {
             return; // not started; the connection closes once idle
         }
-        let metadata = match self.pending_metadata.take() {
-            Some((id, md)) if id == stream => md,
-            _ => Metadata::new(),
-        };
         let shared = Arc::new(StreamShared::new(stream));
         let span = tracing::debug_span!(
             "rpc",
@@ -326,9 +347,13 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             self.frame_started = None;
             None
         };
-        let idle_deadline = match (&self.active, cfg.idle_timeout) {
-            (None, Some(idle)) => Some(self.idle_since + idle),
-            _ => None,
+        // The idle timer is the core's (only armed while no stream runs).
+        let idle_deadline = match &self.active {
+            None => self
+                .writer
+                .with_core(|core| core.poll_timeout())
+                .map(Instant::from_std),
+            Some(_) => None,
         };
         let deadline = match (frame_deadline, idle_deadline) {
             (Some(a), Some(b)) => a.min(b),
@@ -338,11 +363,17 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             },
         };
         if deadline <= now {
-            return Poll::Ready(if frame_deadline.is_some_and(|d| d <= now) {
-                Timeout::Frame
-            } else {
-                Timeout::Idle
+            if frame_deadline.is_some_and(|d| d <= now) {
+                return Poll::Ready(Timeout::Frame);
+            }
+            let std_now = now.into_std();
+            let closed = self.writer.with_core(|core| {
+                core.handle_timeout(std_now);
+                matches!(core.close_reason(), Some(CloseReason::IdleTimeout))
             });
+            if closed {
+                return Poll::Ready(Timeout::Idle);
+            }
         }
         if deadline < self.timer_at || self.timer.is_elapsed() {
             self.timer.as_mut().reset(deadline);

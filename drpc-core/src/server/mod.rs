@@ -307,7 +307,17 @@ impl Server {
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
-        let writer = Writer::new(Box::new(write), self.inner.config.split_size);
+        let cfg = &self.inner.config;
+        let core = crate::connection::Connection::new(
+            crate::connection::Side::Server,
+            crate::connection::CoreConfig {
+                cancel: crate::connection::CancelMode::Soft,
+                max_packet_size: cfg.max_packet_size,
+                idle_timeout: cfg.idle_timeout,
+            },
+            tokio::time::Instant::now().into_std(),
+        );
+        let writer = Writer::new(Box::new(write), cfg.split_size, core);
         let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
         let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
         if let Err(e) = &result {

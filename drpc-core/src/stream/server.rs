@@ -1,6 +1,9 @@
 //! The server side of one RPC: the handler's [`ServerStream`], the state it shares with the
-//! connection task, and the connection's writer. Used by the server (which feeds it packets)
-//! and the router (whose handlers read and write through it).
+//! connection task, and the connection's writer, which holds the connection's sans-IO core
+//! ([`crate::connection::Connection`]): stream ids, stream states, late packets and cancels
+//! are the core's; this module only buffers and wakes. Used by the server (which feeds the
+//! core packets and hands its events here) and the router (whose handlers read and write
+//! through it).
 
 use std::future::poll_fn;
 use std::io;
@@ -13,19 +16,22 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
-use super::state::{Event, StreamState, Termination};
-use crate::error::{Error, ProtocolError};
+use crate::connection::Connection;
+use crate::error::Error;
 use crate::transport::WriteHalf;
-use crate::wire::{Id, Kind, Packet};
+use crate::wire::Kind;
 
-/// The connection's write side, shared by the connection task and the running handler.
-/// Frames are collected in one buffer, so a handler dropped mid-write never leaves half a
-/// frame behind: the rest goes out before anything newer.
+/// The connection's write side and its sans-IO core, shared by the connection task and the
+/// running handler under one uncontended lock. Frames are collected in one buffer, so a
+/// handler dropped mid-write never leaves half a frame behind: the rest goes out before
+/// anything newer. Every packet the core transmits is moved into the buffer under the same
+/// lock, so packets go out in the core's order.
 pub(crate) struct Writer {
     inner: Mutex<WriterInner>,
 }
 
 struct WriterInner {
+    core: Connection,
     io: Box<dyn AsyncWrite + Send + Unpin>,
     buf: WriteHalf,
     /// The last flush returned `Pending` after the buffer was handed to `io`: a TLS stream
@@ -35,9 +41,14 @@ struct WriterInner {
 }
 
 impl Writer {
-    pub(crate) fn new(io: Box<dyn AsyncWrite + Send + Unpin>, split_size: usize) -> Writer {
+    pub(crate) fn new(
+        io: Box<dyn AsyncWrite + Send + Unpin>,
+        split_size: usize,
+        core: Connection,
+    ) -> Writer {
         Writer {
             inner: Mutex::new(WriterInner {
+                core,
                 io,
                 buf: WriteHalf::new(split_size),
                 unflushed: false,
@@ -50,16 +61,36 @@ impl Writer {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn push(&self, id: Id, kind: Kind, control: bool, data: &[u8]) {
-        self.lock().buf.push(id, kind, control, data);
+    /// Runs `f` on the core, then moves what it transmits into the write buffer.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        let mut inner = self.lock();
+        let WriterInner { core, buf, .. } = &mut *inner;
+        let r = f(core);
+        while let Some(p) = core.poll_transmit() {
+            buf.push_packet(p);
+        }
+        r
     }
 
-    fn push_bytes(&self, id: Id, kind: Kind, data: Bytes) {
-        self.lock().buf.push_bytes(id, kind, data);
+    /// Queues a Message on `stream` with the next id the core gives it.
+    fn send_bytes(&self, stream: u64, data: Bytes) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let id = inner.core.begin_send(stream)?;
+        inner.buf.push_bytes(id, Kind::Message, data);
+        Ok(())
     }
 
-    fn push_with(&self, id: Id, kind: Kind, len: usize, fill: impl FnOnce(&mut BytesMut)) {
-        self.lock().buf.push_with(id, kind, len, fill);
+    /// Encodes a Message of `len` bytes on `stream` straight into the buffer.
+    fn send_with(
+        &self,
+        stream: u64,
+        len: usize,
+        fill: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let id = inner.core.begin_send(stream)?;
+        inner.buf.push_with(id, Kind::Message, len, fill);
+        Ok(())
     }
 
     /// Whether nothing waits to be written or flushed.
@@ -78,6 +109,7 @@ impl Writer {
             buf,
             unflushed,
             failed,
+            ..
         } = &mut *inner;
         let r = buf.poll_flush(io, cx);
         *unflushed = r.is_pending();
@@ -107,7 +139,9 @@ pub struct StreamShared {
 
 #[derive(Debug)]
 struct Inbox {
-    state: StreamState,
+    /// How the receiving side ended (from the core's events): `Ok` after the client's
+    /// CloseSend, the stream's error when it ended otherwise; `None` while open.
+    recv_end: Option<Result<(), Error>>,
     /// One message at most, as in Go: the connection stops reading while it is full.
     message: Option<Bytes>,
     /// The handler waiting in `recv`.
@@ -121,7 +155,7 @@ impl StreamShared {
         StreamShared {
             id,
             inner: Mutex::new(Inbox {
-                state: StreamState::new(id),
+                recv_end: None,
                 message: None,
                 recv_waker: None,
                 read_waker: None,
@@ -168,7 +202,9 @@ impl StreamShared {
     pub(crate) fn cancel(&self) {
         let waker = {
             let mut inbox = self.lock();
-            inbox.state.on_local_terminate();
+            if !matches!(inbox.recv_end, Some(Err(_))) {
+                inbox.recv_end = Some(Err(Error::Canceled));
+            }
             inbox.recv_waker.take()
         };
         self.cancelled.store(true, Ordering::Release);
@@ -189,70 +225,60 @@ impl StreamShared {
         Poll::Pending
     }
 
-    /// Feeds a packet from the client to the stream. The handler's waker is not woken when it
+    /// A message the core received for the stream. The handler's waker is not woken when it
     /// is `me` (the connection task polling the handler itself): in tokio a self-wake during a
     /// poll is a yield that also unparks another worker, costing a futex per RPC.
-    pub(crate) fn handle_packet(&self, packet: &Packet, me: &Waker) -> Result<(), ProtocolError> {
+    pub(crate) fn on_message(&self, data: Bytes, me: &Waker) {
         let mut inbox = self.lock();
-        let event = inbox.state.handle_packet(packet)?;
-        let remote_end = match event {
-            Event::Message(m) => {
-                inbox.message = Some(m);
-                false
+        inbox.message = Some(data);
+        let waker = inbox.recv_waker.take();
+        drop(inbox);
+        wake_other(waker, me);
+    }
+
+    /// The client sent CloseSend.
+    pub(crate) fn on_recv_closed(&self, me: &Waker) {
+        let mut inbox = self.lock();
+        inbox.recv_end.get_or_insert(Ok(()));
+        let waker = inbox.recv_waker.take();
+        drop(inbox);
+        wake_other(waker, me);
+    }
+
+    /// The core ended the stream (the client's Cancel, Close or Error, a newer Invoke, EOF):
+    /// with an error the call is canceled, as Go cancels the handler's context.
+    pub(crate) fn on_finished(&self, error: Option<Error>, me: &Waker) {
+        let mut inbox = self.lock();
+        let remote_end = error.is_some();
+        match error {
+            Some(e) if !matches!(inbox.recv_end, Some(Err(_))) => inbox.recv_end = Some(Err(e)),
+            Some(_) => {}
+            None => {
+                inbox.recv_end.get_or_insert(Ok(()));
             }
-            Event::RecvClosed | Event::Terminated(Termination::Done) => false,
-            Event::Terminated(_) => true,
-            Event::Ignored => return Ok(()),
-        };
+        }
         let waker = inbox.recv_waker.take();
         drop(inbox);
         if remote_end {
             self.cancelled.store(true, Ordering::Release);
             self.cancel_notify.notify_waiters();
         }
-        if let Some(w) = waker.filter(|w| !w.will_wake(me)) {
-            w.wake();
-        }
-        Ok(())
+        wake_other(waker, me);
     }
 
-    /// Ends the stream after the handler returned: CloseSend for `Ok`, an Error packet for
-    /// `Err`, nothing if the stream already ended. Returns whether something was queued.
-    pub(crate) fn finish(&self, writer: &Writer, result: &Result<(), Error>) -> bool {
-        let mut inbox = self.lock();
-        if inbox.state.is_terminated() || !inbox.state.can_send() {
-            return false;
-        }
-        let id = inbox.state.next_id();
-        match result {
-            Ok(()) => {
-                inbox.state.on_send_close();
-                writer.push(id, Kind::CloseSend, false, &[]);
-            }
-            Err(e) => {
-                inbox.state.on_local_terminate();
-                let text = e.to_string();
-                let mut payload = Vec::with_capacity(8 + text.len());
-                crate::wire::error::encode(&mut payload, e.code(), &text);
-                writer.push(id, Kind::Error, false, &payload);
-            }
-        }
-        true
-    }
-
-    /// The id for the next packet of `len` message bytes if the stream may still send, or the
-    /// reason it may not.
-    fn next_send_id(&self, len: usize) -> Result<Id, Error> {
-        let mut inbox = self.lock();
-        if !inbox.state.can_send() {
-            return Err(if self.is_cancelled() {
-                Error::Canceled
-            } else {
-                Error::SendClosed
-            });
+    /// Checks that the handler may still send, counting `len` bytes out.
+    fn check_send(&self, len: usize) -> Result<(), Error> {
+        if self.is_cancelled() {
+            return Err(Error::Canceled);
         }
         self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
-        Ok(inbox.state.next_id())
+        Ok(())
+    }
+}
+
+fn wake_other(waker: Option<Waker>, me: &Waker) {
+    if let Some(w) = waker.filter(|w| !w.will_wake(me)) {
+        w.wake();
     }
 }
 
@@ -303,11 +329,8 @@ impl ServerStream {
                     .fetch_add(m.len() as u64, Ordering::Relaxed);
                 return Poll::Ready(Ok(Some(m)));
             }
-            if inbox.state.is_recv_closed() {
-                return Poll::Ready(match inbox.state.termination().and_then(|t| t.to_error()) {
-                    Some(e) => Err(e),
-                    None => Ok(None),
-                });
+            if let Some(end) = &inbox.recv_end {
+                return Poll::Ready(end.clone().map(|()| None));
             }
             inbox.recv_waker = Some(cx.waker().clone());
             Poll::Pending
@@ -320,8 +343,10 @@ impl ServerStream {
     /// # Errors
     /// [`Error::Canceled`] when the call was canceled, transport errors.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        let id = self.shared.next_send_id(message.len())?;
-        self.writer.push_bytes(id, Kind::Message, message);
+        self.shared.check_send(message.len())?;
+        self.writer
+            .send_bytes(self.shared.id, message)
+            .map_err(|e| self.send_error(e))?;
         Ok(self.writer.flush().await?)
     }
 
@@ -338,9 +363,19 @@ impl ServerStream {
     /// CloseSend that follows when the handler returns (one write per unary reply).
     pub(crate) fn buffer_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
         let len = message.encoded_len();
-        let id = self.shared.next_send_id(len)?;
+        self.shared.check_send(len)?;
         self.writer
-            .push_with(id, Kind::Message, len, |b| message.encode_raw(b));
-        Ok(())
+            .send_with(self.shared.id, len, |b| message.encode_raw(b))
+            .map_err(|e| self.send_error(e))
+    }
+
+    /// A send refused by the core: `Canceled` once the call was canceled (as Go reports a
+    /// send after the stream's context ended), the core's reason otherwise.
+    fn send_error(&self, e: Error) -> Error {
+        if self.shared.is_cancelled() {
+            Error::Canceled
+        } else {
+            e
+        }
     }
 }

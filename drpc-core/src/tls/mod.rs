@@ -55,7 +55,6 @@
 mod config;
 #[cfg(feature = "tls-dev")]
 pub mod dev;
-mod error;
 mod identity;
 
 use std::net::SocketAddr;
@@ -68,11 +67,11 @@ use crate::conn::{ConnConfig, TransportConn};
 use crate::server::{Acceptor, ConnInfo, Server};
 use crate::transport::Transport;
 
+pub use crate::tls_error::TlsError;
 pub use config::{
     ALPN_DRPC, ClientAuth, Identity, client_config, crypto_provider, load_certs, load_private_key,
     load_roots, server_config,
 };
-pub use error::TlsError;
 pub use identity::PeerIdentity;
 
 /// rustls, re-exported so that its types match the ones used here.
@@ -303,15 +302,15 @@ impl<IO: Transport> Acceptor<IO> for TlsAcceptor {
 ///
 /// # Errors
 /// As [`Server::serve_one`]; a client certificate that cannot be parsed for its identity ends
-/// the connection before it is served, as an [`crate::Error::Io`] carrying the
-/// [`TlsError`].
+/// the connection before it is served, as an [`crate::Error::Transport`] carrying the
+/// [`TlsError`] (see [`crate::Error::tls_error`]).
 pub async fn serve_one<IO: Transport>(
     server: &Server,
     stream: tokio_rustls::server::TlsStream<IO>,
     peer: Option<SocketAddr>,
 ) -> Result<(), crate::Error> {
     let identity = peer_identity(&stream)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        .map_err(|e| crate::Error::transport(crate::TransportKind::Tls, e))?;
     server
         .serve_one_with(stream, conn_info(peer, identity))
         .await

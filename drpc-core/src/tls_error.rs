@@ -45,7 +45,8 @@ pub enum TlsError {
     InvalidCertificate(CertificateError),
     /// Mutual TLS is required but the client presented no certificate. The server sees this
     /// during the handshake; the client sees the server's `certificate_required` alert (with
-    /// TLS 1.3 on its first read after the handshake, see [`TlsError::from_call_error`]).
+    /// TLS 1.3 on its first read after the handshake, where a call fails with
+    /// [`crate::Error::Transport`] and [`crate::Error::tls_error`] returns this).
     #[error("a client certificate is required but none was presented")]
     ClientCertificateRequired,
     /// The peer refused the certificate this side presented (it sent an alert such as
@@ -166,17 +167,9 @@ impl TlsError {
         }
     }
 
-    /// The TLS problem behind a failed call, if it was one.
-    ///
-    /// With TLS 1.3 a client finishes its handshake before the server has checked the client
-    /// certificate, so a server refusing it (or requiring one that was not sent) shows up on
-    /// the client only as the first call failing with a transport error. This recovers the
-    /// typed reason from that error, such as [`TlsError::ClientCertificateRequired`].
-    pub fn from_call_error(e: &crate::Error) -> Option<TlsError> {
-        match e {
-            crate::Error::Io(io) => rustls_error(io).map(|tls| TlsError::from(tls.clone())),
-            _ => None,
-        }
+    /// The typed TLS error inside an I/O error from a TLS stream, if it carries one.
+    pub(crate) fn from_io_ref(e: &io::Error) -> Option<TlsError> {
+        rustls_error(e).map(|tls| TlsError::from(tls.clone()))
     }
 
     /// Whether the problem is with a certificate (either side's), rather than the transport,
