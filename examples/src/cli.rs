@@ -3,6 +3,7 @@
 //! Each transport option (tcp, TLS, mTLS, yamux, QUIC) maps to one [`crate::scenarios::Dial`]
 //! on the client and one server transport on the server.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
@@ -203,4 +204,22 @@ impl ServerTransport {
         }
         Ok(())
     }
+}
+
+/// Sends `tracing` output (filtered by `RUST_LOG`) to stderr, so that stdout holds only the
+/// lines scripts read.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Parses the command line into `T`. On failure clap has printed its message, and the `Err`
+/// is the exit code to return: 2 for a usage error, 0 for `--help` and `--version`.
+pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })
 }

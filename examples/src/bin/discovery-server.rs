@@ -42,10 +42,7 @@ fn parse_set(line: &str, sep: char) -> Option<(String, Vec<String>)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    drpc_examples::cli::init_tracing();
     let args = Args::parse();
     let push = PushServer::new();
     for t in &args.target {

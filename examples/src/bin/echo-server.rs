@@ -40,10 +40,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    drpc_examples::cli::init_tracing();
     let args = Args::parse();
     let transport = drpc_examples::cli::server_transport(&args.transport)?;
     if let Some(addr) = &args.metrics_addr {

@@ -34,16 +34,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let args = match Args::try_parse() {
+    drpc_examples::cli::init_tracing();
+    let args = match drpc_examples::cli::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     let creds = match drpc_examples::reverse::read_tokens(&args.tokens) {
         Ok(c) => c,

@@ -73,12 +73,9 @@ fn token(i: usize) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match drpc_examples::cli::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(code) => return code,
     };
     // On a worker thread, as servers and clients run: the main thread's `block_on` would add
     // a thread hop to every measured call.
