@@ -12,9 +12,10 @@
 //! | around calls | [`server::HandlerExt::layer`], [`conn::LayeredConn`], [`layers`], [`middleware`] | tower middleware on both sides: auth, metrics, timeouts, limits |
 //! | connections → server | [`server::Listener`], [`server::Acceptor`], [`Server::serve_with`] | the one accept loop: TCP, unix, TLS; one limit, one shutdown |
 //!
-//! The wire, stream and transport layers each know only the one below. The server side does
-//! not keep to that yet: `context`, `router` and `server` import each other (the server's
-//! handler pipeline is being reshaped so that they stop).
+//! The module graph has no cycles (`tests/module_graph.rs` checks it): `context` and the
+//! server stream sit below both `router` and `server`, and `server` imports neither `router`
+//! nor `conn`. The client (`conn`) does not use the sans-IO [`connection`] core yet; the
+//! server does.
 //!
 //! # Example: a server and a client on loopback
 //!

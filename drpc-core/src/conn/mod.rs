@@ -10,7 +10,7 @@
 //! | single transport | this crate, [`TransportConn`] | one RPC at a time on the transport, as storj/drpc does; callers wait their turn (bounded by their deadline) |
 //! | pool | `drpc-pool` | checks a connection out per RPC (exclusive) or per stream open (shared mux sessions), and gives it back when the RPC ends cleanly |
 //! | mux | `drpc-mux` | opens a fresh yamux or QUIC stream per RPC and runs the plain drpc wire on it, so RPCs run concurrently |
-//! | balanced (planned) | `drpc-pool` | will pick a backend pool per call (power of two choices over discovered endpoints) and delegate to it |
+//! | balanced | `drpc-pool` (`balance::Balanced`) | picks a ready endpoint per call (power of two choices by default, or round robin or a routing key) over discovered endpoints, each a keyed pool, and retries a call that was not sent once elsewhere |
 //!
 //! TLS is not a kind of its own: a TLS stream is a transport, so `TransportConn<TlsStream<_>>`
 //! and mux sessions over TLS are covered by the rows above.
