@@ -481,12 +481,20 @@ impl Hub {
             let _ = serving.await;
             return;
         };
-        let result = serving.await;
-        let reason = result.err();
+        // The agent leaves the registry as soon as the session is dead (a heartbeat timeout,
+        // a transport error), not after the close handshake, which a silent peer never
+        // answers (it would add `YamuxConfig::close_timeout`).
+        let (reason, served) = tokio::select! {
+            r = &mut serving => (r.err(), true),
+            () = NewStream::closed(&session) => (NewStream::close_reason(&session), false),
+        };
         tracing::debug!(id = %entry.id, session = entry.session_id, ?reason, "agent session ended");
         self.shared
             .registry
             .remove(&entry.id, entry.session_id, reason);
+        if !served {
+            let _ = serving.await;
+        }
     }
 }
 
