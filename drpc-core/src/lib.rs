@@ -77,7 +77,7 @@ pub use error::{Error, ProtocolError, TransportKind};
 pub use metadata::{Metadata, MetadataError};
 pub use router::{Router, SendStream, TypedStream};
 pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};
+pub use tcp::TcpOptions;
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};
-pub use tcp::TcpOptions;
 pub use transport::Transport;

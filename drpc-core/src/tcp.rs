@@ -129,10 +129,16 @@ mod tests {
         assert!(sock.keepalive().unwrap());
         assert!(sock.tcp_nodelay().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(5));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(2)
+        );
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 5);
         #[cfg(target_os = "linux")]
-        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(Duration::from_secs(10)));
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(10))
+        );
 
         let plain = connect(addr, &TcpOptions::os_default()).await.unwrap();
         let sock = socket2::SockRef::from(&plain);
@@ -143,8 +149,17 @@ mod tests {
 
     #[test]
     fn keepalive_times_round_up_to_whole_seconds() {
-        assert_eq!(whole_seconds(Duration::from_millis(100)), Duration::from_secs(1));
-        assert_eq!(whole_seconds(Duration::from_millis(2500)), Duration::from_secs(3));
-        assert_eq!(whole_seconds(Duration::from_secs(4)), Duration::from_secs(4));
+        assert_eq!(
+            whole_seconds(Duration::from_millis(100)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_millis(2500)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_secs(4)),
+            Duration::from_secs(4)
+        );
     }
 }

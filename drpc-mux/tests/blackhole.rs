@@ -52,7 +52,9 @@ where
     let call = tokio::spawn({
         let busy = Arc::clone(&busy);
         async move {
-            let r = busy.call::<u64, u64>(SLOW, &600_000, CallOptions::new()).await;
+            let r = busy
+                .call::<u64, u64>(SLOW, &600_000, CallOptions::new())
+                .await;
             (r, Instant::now())
         }
     });
@@ -79,7 +81,11 @@ where
     host.heal().unwrap();
     let fresh = dial().await;
     let r: String = fresh
-        .call(ECHO, &"again".to_string(), CallOptions::new().with_timeout(Duration::from_secs(10)))
+        .call(
+            ECHO,
+            &"again".to_string(),
+            CallOptions::new().with_timeout(Duration::from_secs(10)),
+        )
         .await
         .unwrap();
     assert_eq!(r, "echo:again");

@@ -54,7 +54,11 @@ impl Setup {
         }
     }
 
-    async fn dial(&self, t: Transport, addr: std::net::SocketAddr) -> Result<Arc<dyn DynConn>, String> {
+    async fn dial(
+        &self,
+        t: Transport,
+        addr: std::net::SocketAddr,
+    ) -> Result<Arc<dyn DynConn>, String> {
         let tcp = TcpOptions::silent_peer_timeout(SILENT);
         Ok(match t {
             Transport::Tcp => Arc::new(
@@ -68,10 +72,15 @@ impl Setup {
                     heartbeat: Some(Heartbeat::new(Duration::from_millis(500), SILENT)),
                     ..YamuxConfig::default()
                 };
-                Arc::new(drpc_mux::yamux::dial(addr, config).await.map_err(|e| e.to_string())?)
+                Arc::new(
+                    drpc_mux::yamux::dial(addr, config)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
             }
             Transport::Quic => {
-                let config = QuicConfig::default().with_liveness(Duration::from_millis(500), SILENT);
+                let config =
+                    QuicConfig::default().with_liveness(Duration::from_millis(500), SILENT);
                 let session = QuicSession::connect(
                     addr,
                     "localhost",
@@ -93,22 +102,34 @@ impl Drop for Setup {
 }
 
 async fn echo(conn: &Arc<dyn DynConn>) -> Result<String, Error> {
-    conn.call::<String, String>(ECHO, &"x".to_string(), CallOptions::new().with_timeout(BOUND))
-        .await
+    conn.call::<String, String>(
+        ECHO,
+        &"x".to_string(),
+        CallOptions::new().with_timeout(BOUND),
+    )
+    .await
 }
 
 /// A closed port: bound, then released.
 fn closed_port(t: Transport) -> std::net::SocketAddr {
     match t {
-        Transport::Quic => std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap(),
-        _ => std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(),
+        Transport::Quic => std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        _ => std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
     }
 }
 
 async fn refused(s: &Setup, t: Transport) {
     let addr = closed_port(t);
     let t0 = Instant::now();
-    let r = timeout(BOUND, s.dial(t, addr)).await.expect("a refused connect ends");
+    let r = timeout(BOUND, s.dial(t, addr))
+        .await
+        .expect("a refused connect ends");
     let err = r.err().expect("nothing listens");
     println!(
         "fault-matrix transport={t:?} fault=refused noticed_ms={} calls_failed=0 error=\"{err}\"",
@@ -122,17 +143,27 @@ async fn reset(s: &Setup, t: Transport) {
     assert_eq!(echo(&conn).await.unwrap(), "echo:x");
     let call = tokio::spawn({
         let conn = Arc::clone(&conn);
-        async move { conn.call::<u64, u64>(SLOW, &600_000, CallOptions::new()).await }
+        async move {
+            conn.call::<u64, u64>(SLOW, &600_000, CallOptions::new())
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     peer.child.kill().unwrap();
-    let r = timeout(BOUND, call).await.expect("a reset is noticed").unwrap();
+    let r = timeout(BOUND, call)
+        .await
+        .expect("a reset is noticed")
+        .unwrap();
     let err = r.expect_err("the peer died");
     assert!(err.is_fatal_for_connection(), "{err:?}");
     let ms = t0.elapsed().as_millis();
-    timeout(BOUND, conn.closed()).await.expect("the connection is closed");
-    println!("fault-matrix transport={t:?} fault=reset noticed_ms={ms} calls_failed=1 error=\"{err}\"");
+    timeout(BOUND, conn.closed())
+        .await
+        .expect("the connection is closed");
+    println!(
+        "fault-matrix transport={t:?} fault=reset noticed_ms={ms} calls_failed=1 error=\"{err}\""
+    );
 }
 
 async fn frozen(s: &Setup, t: Transport) {
@@ -166,7 +197,9 @@ async fn frozen(s: &Setup, t: Transport) {
             assert!(conn.is_closed());
         }
     }
-    println!("fault-matrix transport={t:?} fault=frozen noticed_ms={ms} calls_failed=1 error=\"{err}\"");
+    println!(
+        "fault-matrix transport={t:?} fault=frozen noticed_ms={ms} calls_failed=1 error=\"{err}\""
+    );
     drop(peer); // continues and kills it
 }
 

@@ -28,8 +28,12 @@ const NOTICE_BOUND: Duration = Duration::from_secs(12);
 const T: Duration = Duration::from_secs(10);
 
 async fn dial(addr: String) -> std::io::Result<Tcp> {
-    drpc_core::dial_with(addr, &TcpOptions::silent_peer_timeout(SILENT), ConnConfig::default())
-        .await
+    drpc_core::dial_with(
+        addr,
+        &TcpOptions::silent_peer_timeout(SILENT),
+        ConnConfig::default(),
+    )
+    .await
 }
 
 /// A backend listening inside `host`.
@@ -42,7 +46,8 @@ fn backend_in(host: &TestHost) -> (Backend, String) {
 #[tokio::test]
 #[serial]
 async fn an_idle_pooled_connection_to_a_blackholed_backend_is_evicted() {
-    let Some(host) = TestHost::for_test("an_idle_pooled_connection_to_a_blackholed_backend_is_evicted")
+    let Some(host) =
+        TestHost::for_test("an_idle_pooled_connection_to_a_blackholed_backend_is_evicted")
     else {
         return;
     };
@@ -62,7 +67,9 @@ async fn an_idle_pooled_connection_to_a_blackholed_backend_is_evicted() {
     let evicted_ms = t0.elapsed().as_millis();
 
     host.heal().unwrap();
-    echo(&conn, T).await.expect("a new connection after healing");
+    echo(&conn, T)
+        .await
+        .expect("a new connection after healing");
     assert_eq!(pool.stats().dials, 2);
     assert_eq!(backend.served(), 2);
     println!("fault-matrix transport=tcp-pool blackhole_idle_evicted_ms={evicted_ms}");
@@ -93,7 +100,10 @@ async fn the_balancer_stops_routing_to_a_blackholed_endpoint_and_takes_it_back_h
         dial,
         config,
     );
-    within("both are ready", T, || conn.count(EndpointState::Ready) == 2).await;
+    within("both are ready", T, || {
+        conn.count(EndpointState::Ready) == 2
+    })
+    .await;
     const WORKERS: u64 = 4;
     let workers: Vec<Worker> = (0..WORKERS).map(|_| Worker::start(conn.clone())).collect();
     within("the far backend serves", T, || far.served() >= 50).await;
@@ -114,12 +124,18 @@ async fn the_balancer_stops_routing_to_a_blackholed_endpoint_and_takes_it_back_h
     let out_ms = t0.elapsed().as_millis();
     // Calls go on over the near backend meanwhile.
     let near_before = near.served();
-    within("the near backend serves on", T, || near.served() >= near_before + 100).await;
+    within("the near backend serves on", T, || {
+        near.served() >= near_before + 100
+    })
+    .await;
 
     host.heal().unwrap();
     let t1 = Instant::now();
     let far_before = far.served();
-    within("the far endpoint serves again", T, || far.served() >= far_before + 50).await;
+    within("the far endpoint serves again", T, || {
+        far.served() >= far_before + 50
+    })
+    .await;
     let back_ms = t1.elapsed().as_millis();
 
     let mut failed = 0;

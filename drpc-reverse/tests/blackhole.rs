@@ -74,13 +74,18 @@ async fn a_hub_marks_a_blackholed_agent_gone_and_the_agent_returns_after_healing
     let gone_ms = t0.elapsed().as_millis();
     let e = call("y").await.unwrap_err();
     assert!(
-        matches!(ReverseError::from_call_error(&e), Some(ReverseError::AgentGone { .. })),
+        matches!(
+            ReverseError::from_call_error(&e),
+            Some(ReverseError::AgentGone { .. })
+        ),
         "{e:?}"
     );
 
     host.heal().unwrap();
     let t1 = Instant::now();
-    hub.wait_for("a", WAIT).await.expect("the agent registers again");
+    hub.wait_for("a", WAIT)
+        .await
+        .expect("the agent registers again");
     let back_ms = t1.elapsed().as_millis();
     assert_eq!(call("z").await.unwrap(), "a:z");
     println!(

@@ -4,7 +4,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     /// Namespaces need root (or `CAP_NET_ADMIN` and `CAP_SYS_ADMIN`).
-    #[error("network namespaces need root (running as uid {})", nix::unistd::geteuid())]
+    #[error(
+        "network namespaces need root (running as uid {})",
+        nix::unistd::geteuid()
+    )]
     NotRoot,
     /// An `ip` command could not run or failed.
     #[error("`ip {args}` failed: {detail}")]

@@ -51,7 +51,10 @@ impl TestHost {
         match TestHost::new() {
             Ok(host) => Some(host),
             Err(e) if crate::required() => {
-                panic!("{test}: needs a network namespace ({} is set): {e}", crate::REQUIRED_VAR)
+                panic!(
+                    "{test}: needs a network namespace ({} is set): {e}",
+                    crate::REQUIRED_VAR
+                )
             }
             Err(e @ (NetnsError::NotRoot | NetnsError::Command { .. })) => {
                 eprintln!(

@@ -9,7 +9,14 @@ use std::time::Duration;
 use drpc_netns::TestHost;
 
 fn namespaces() -> String {
-    String::from_utf8(Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).unwrap()
+    String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -39,19 +46,24 @@ fn a_blackholed_host_drops_silently_and_heals() {
         Ok(b[0])
     };
     let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     assert_eq!(echo(&mut conn, 1).unwrap(), 1);
 
     host.blackhole().unwrap();
     // No answer at all: the read times out (no reset), a new connect is not refused.
     let err = echo(&mut conn, 2).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err:?}"
+    );
     let err = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).unwrap_err();
     assert_ne!(err.kind(), ErrorKind::ConnectionRefused, "{err:?}");
 
     host.heal().unwrap();
     // The old connection carries on (TCP retransmits byte 2), and a new one works.
-    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut b = [0u8; 1];
     conn.read_exact(&mut b).unwrap();
     assert_eq!(b[0], 2);
@@ -63,7 +75,10 @@ fn a_blackholed_host_drops_silently_and_heals() {
     server.join().unwrap();
 
     drop(host);
-    assert!(!namespaces().contains(&ns), "the namespace is gone after drop");
+    assert!(
+        !namespaces().contains(&ns),
+        "the namespace is gone after drop"
+    );
 }
 
 #[test]
@@ -80,5 +95,8 @@ fn hosts_made_at_once_get_distinct_subnets_and_clean_up_on_panic() {
         panic!("a failing test");
     });
     assert!(r.is_err());
-    assert!(!namespaces().contains(&ns), "a panicking test's host is removed");
+    assert!(
+        !namespaces().contains(&ns),
+        "a panicking test's host is removed"
+    );
 }
