@@ -108,6 +108,8 @@ pub mod balance;
 mod config;
 mod dial;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod idle;
 mod keyed;
 mod pool;
