@@ -87,23 +87,24 @@ impl LeasedKeys {
         self.inner.client.put(key, &value, *lease).await.map(drop)
     }
 
-    /// Stops holding `key` and deletes it if it still has the value written here (another
-    /// process may have taken it over).
+    /// Deletes `key` if it still has the value written here (another process may have
+    /// taken it over; then it is left alone), and stops holding it; returns whether it was
+    /// deleted.
     ///
     /// # Errors
-    /// When the delete fails (the key then expires with the lease, or stays with its new
-    /// owner).
+    /// When the delete fails; the key is then still held, so that a retry deletes it.
     pub async fn remove(&self, key: &str) -> Result<bool, EtcdError> {
-        let value = self
-            .inner
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-        match value {
-            Some(v) => self.inner.client.delete_if_value(key, &v).await,
-            None => Ok(false),
+        let value = {
+            let keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.get(key).cloned()
+        };
+        let Some(v) = value else { return Ok(false) };
+        let deleted = self.inner.client.delete_if_value(key, &v).await?;
+        let mut keys = self.inner.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.get(key) == Some(&v) {
+            keys.remove(key);
         }
+        Ok(deleted)
     }
 
     /// The keys held, sorted.
@@ -113,10 +114,11 @@ impl LeasedKeys {
     }
 
     /// Stops renewing and revokes the lease: every key attached to it is deleted at once.
+    /// Later writes fail (the lease is gone).
     ///
     /// # Errors
     /// When the revoke fails (the keys then expire with the lease).
-    pub async fn revoke(self) -> Result<(), EtcdError> {
+    pub async fn revoke(&self) -> Result<(), EtcdError> {
         self.task.abort();
         let lease = *self.inner.lease.lock().await;
         self.inner.client.revoke(lease).await

@@ -222,6 +222,16 @@ impl Registry {
         keys
     }
 
+    /// Ids of the agents that take calls (registered, not draining, not closed).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn taking_calls(&self) -> std::collections::BTreeSet<String> {
+        self.lock()
+            .values()
+            .filter(|e| !e.is_draining() && !e.is_closed())
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     pub(crate) fn any_serving(&self, service: &str) -> bool {
         self.lock()
             .values()
