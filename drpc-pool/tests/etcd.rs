@@ -23,7 +23,10 @@ async fn etcd() -> Option<EtcdProcess> {
     match EtcdProcess::start().await {
         Ok(e) => Some(e),
         Err(EtcdDevError::Missing) if std::env::var_os("DRPC_REQUIRE_ETCD").is_none() => {
-            eprintln!("SKIPPED: {} (DRPC_REQUIRE_ETCD=1 makes this a failure)", EtcdDevError::Missing);
+            eprintln!(
+                "SKIPPED: {} (DRPC_REQUIRE_ETCD=1 makes this a failure)",
+                EtcdDevError::Missing
+            );
             None
         }
         Err(e) => panic!("local etcd: {e}"),
@@ -69,7 +72,10 @@ async fn wait_key_gone(client: &EtcdClient, key: &str, within: Duration) -> Dura
         if client.get(key).await.expect("etcd get").is_none() {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{key} still there after {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{key} still there after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -169,9 +175,11 @@ async fn a_killed_server_leaves_the_balancer_within_its_ttl() {
     }
     let conn = balanced(&client);
     let all = sorted(backends.iter().map(Backend::addr).collect());
-    within("all three resolved and ready", Duration::from_secs(5), || {
-        conn.stats().count(EndpointState::Ready) == 3
-    })
+    within(
+        "all three resolved and ready",
+        Duration::from_secs(5),
+        || conn.stats().count(EndpointState::Ready) == 3,
+    )
     .await;
     assert_eq!(live(&conn), all);
 
@@ -185,16 +193,25 @@ async fn a_killed_server_leaves_the_balancer_within_its_ttl() {
     let gone = wait_key_gone(&client, &key, Duration::from_secs(12)).await;
     eprintln!("key gone {gone:?} after the kill (TTL 2 s)");
     assert!(gone <= Duration::from_secs(4), "key gone after {gone:?}");
-    let left = within("the balancer drops the dead backend", Duration::from_secs(1), || {
-        !live(&conn).contains(&dead)
-    })
+    let left = within(
+        "the balancer drops the dead backend",
+        Duration::from_secs(1),
+        || !live(&conn).contains(&dead),
+    )
     .await;
-    eprintln!("balancer dropped it {left:?} after the key went ({:?} after the kill)", killed.elapsed());
+    eprintln!(
+        "balancer dropped it {left:?} after the key went ({:?} after the kill)",
+        killed.elapsed()
+    );
     let before = conn.stats().calls(&dead);
     for _ in 0..30 {
         echo(&conn, Duration::from_secs(5)).await.unwrap();
     }
-    assert_eq!(conn.stats().calls(&dead), before, "no call picks the dead backend");
+    assert_eq!(
+        conn.stats().calls(&dead),
+        before,
+        "no call picks the dead backend"
+    );
     assert_eq!(live(&conn).len(), 2);
 }
 
@@ -206,10 +223,19 @@ async fn an_etcd_restart_mid_watch_loses_no_update() {
     let prefix = service_prefix("/test/services", "echo");
     let record = |addr: &str| EndpointRecord::new(addr).to_json();
     // Plain keys (no lease), so the restart alone changes nothing.
-    client.put(&format!("{prefix}a"), &record("127.0.0.1:5001"), 0).await.unwrap();
-    client.put(&format!("{prefix}b"), &record("127.0.0.1:5002"), 0).await.unwrap();
+    client
+        .put(&format!("{prefix}a"), &record("127.0.0.1:5001"), 0)
+        .await
+        .unwrap();
+    client
+        .put(&format!("{prefix}b"), &record("127.0.0.1:5002"), 0)
+        .await
+        .unwrap();
     let conn = balanced(&client);
-    within("two resolved", Duration::from_secs(5), || live(&conn).len() == 2).await;
+    within("two resolved", Duration::from_secs(5), || {
+        live(&conn).len() == 2
+    })
+    .await;
 
     etcd.stop().await;
     // While etcd is down the last known-good set stays.
@@ -219,11 +245,19 @@ async fn an_etcd_restart_mid_watch_loses_no_update() {
     etcd.start_again().await.unwrap();
     // Changes right after the restart, likely before the resolver is back: none may be lost.
     client.delete(&format!("{prefix}a")).await.unwrap();
-    client.put(&format!("{prefix}c"), &record("127.0.0.1:5003"), 0).await.unwrap();
-    client.put(&format!("{prefix}b"), &record("127.0.0.1:5012"), 0).await.unwrap();
-    let took = within("the changes made across the restart arrive", Duration::from_secs(15), || {
-        live(&conn) == ["127.0.0.1:5003", "127.0.0.1:5012"]
-    })
+    client
+        .put(&format!("{prefix}c"), &record("127.0.0.1:5003"), 0)
+        .await
+        .unwrap();
+    client
+        .put(&format!("{prefix}b"), &record("127.0.0.1:5012"), 0)
+        .await
+        .unwrap();
+    let took = within(
+        "the changes made across the restart arrive",
+        Duration::from_secs(15),
+        || live(&conn) == ["127.0.0.1:5003", "127.0.0.1:5012"],
+    )
     .await;
     eprintln!("resolver caught up {took:?} after the restart");
     // And the watch runs again: a later change arrives at once.
@@ -245,7 +279,11 @@ async fn a_compaction_loses_no_update() {
     let mut rev = 0;
     for i in 0..20 {
         rev = client
-            .put(&format!("{prefix}x"), &record(&format!("127.0.0.1:{}", 6000 + i)), 0)
+            .put(
+                &format!("{prefix}x"),
+                &record(&format!("127.0.0.1:{}", 6000 + i)),
+                0,
+            )
             .await
             .unwrap();
     }
@@ -261,11 +299,16 @@ async fn a_compaction_loses_no_update() {
         other => panic!("expected Compacted, got {other:?}"),
     }
     // The resolver's watch is past it and keeps going.
-    client.put(&format!("{prefix}y"), &record("127.0.0.1:6100"), 0).await.unwrap();
+    client
+        .put(&format!("{prefix}y"), &record("127.0.0.1:6100"), 0)
+        .await
+        .unwrap();
     client.delete(&format!("{prefix}x")).await.unwrap();
-    within("changes after the compaction", Duration::from_secs(3), || {
-        live(&conn) == ["127.0.0.1:6100"]
-    })
+    within(
+        "changes after the compaction",
+        Duration::from_secs(3),
+        || live(&conn) == ["127.0.0.1:6100"],
+    )
     .await;
 }
 
@@ -275,21 +318,38 @@ async fn bad_records_are_skipped_and_unreachable_etcd_is_a_typed_error() {
     let Some(etcd) = etcd().await else { return };
     let client = etcd.client();
     let prefix = service_prefix("/test/services", "echo");
-    client.put(&format!("{prefix}bad"), b"not json", 0).await.unwrap();
-    client.put(&format!("{prefix}empty"), br#"{"address":""}"#, 0).await.unwrap();
     client
-        .put(&format!("{prefix}good"), br#"{"address":"127.0.0.1:7000"}"#, 0)
+        .put(&format!("{prefix}bad"), b"not json", 0)
+        .await
+        .unwrap();
+    client
+        .put(&format!("{prefix}empty"), br#"{"address":""}"#, 0)
+        .await
+        .unwrap();
+    client
+        .put(
+            &format!("{prefix}good"),
+            br#"{"address":"127.0.0.1:7000"}"#,
+            0,
+        )
         .await
         .unwrap();
     let conn = balanced(&client);
-    within("the good one", Duration::from_secs(3), || live(&conn) == ["127.0.0.1:7000"]).await;
+    within("the good one", Duration::from_secs(3), || {
+        live(&conn) == ["127.0.0.1:7000"]
+    })
+    .await;
     assert!(matches!(
         EndpointRecord::parse("k", b"not json"),
         Err(EtcdError::Record { .. })
     ));
 
     // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let nowhere = EtcdClient::new(&format!("http://127.0.0.1:{port}")).unwrap();
     let e = nowhere.get("/x").await.unwrap_err();
     assert!(e.is_unreachable(), "{e}");

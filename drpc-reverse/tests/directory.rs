@@ -73,7 +73,9 @@ async fn echo_via(front: SocketAddr, id: &str, text: &str) -> Result<String, Err
     conn.call::<String, String>(
         ECHO,
         &text.to_string(),
-        CallOptions::new().with_metadata("agent", id).with_timeout(WAIT),
+        CallOptions::new()
+            .with_metadata("agent", id)
+            .with_timeout(WAIT),
     )
     .await
 }
@@ -106,7 +108,9 @@ async fn agents_on_three_hubs_are_reachable_from_every_front_door() {
             .call::<String, String>(
                 "/t.T/Nope",
                 &String::new(),
-                CallOptions::new().with_metadata("agent", "e").with_timeout(WAIT),
+                CallOptions::new()
+                    .with_metadata("agent", "e")
+                    .with_timeout(WAIT),
             )
             .await
             .unwrap_err();
@@ -123,7 +127,9 @@ async fn agents_on_three_hubs_are_reachable_from_every_front_door() {
             .call(
                 ECHO,
                 &format!("n{i}"),
-                CallOptions::new().with_metadata("agent", "b").with_timeout(WAIT),
+                CallOptions::new()
+                    .with_metadata("agent", "b")
+                    .with_timeout(WAIT),
             )
             .await
             .unwrap();

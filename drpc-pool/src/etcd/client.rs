@@ -131,7 +131,11 @@ impl EtcdClient {
             range_end: None,
         };
         let resp: wire::RangeResponse = self.call("/v3/kv/range", &req).await?;
-        resp.kvs.into_iter().next().map(KeyValue::try_from).transpose()
+        resp.kvs
+            .into_iter()
+            .next()
+            .map(KeyValue::try_from)
+            .transpose()
     }
 
     /// Every key starting with `prefix`, and the revision of the read.
@@ -250,13 +254,16 @@ impl EtcdClient {
     /// [`EtcdError::LeaseExpired`] if it is gone; any [`EtcdError`] of a request.
     pub async fn keep_alive(&self, id: i64) -> Result<Duration, EtcdError> {
         let op = "/v3/lease/keepalive";
-        let resp: wire::KeepAliveEnvelope =
-            self.call(op, &wire::LeaseIdRequest { id }).await?;
+        let resp: wire::KeepAliveEnvelope = self.call(op, &wire::LeaseIdRequest { id }).await?;
         if let Some(e) = resp.error {
             return Err(EtcdError::Status {
                 op,
                 code: e.code,
-                message: if e.message.is_empty() { e.error } else { e.message },
+                message: if e.message.is_empty() {
+                    e.error
+                } else {
+                    e.message
+                },
             });
         }
         match resp.result {
@@ -282,7 +289,11 @@ impl EtcdClient {
     /// # Errors
     /// Any [`EtcdError`] of a request. A `start_revision` already compacted shows as
     /// [`EtcdError::Compacted`] from the watch's first [`Watch::next`].
-    pub async fn watch_prefix(&self, prefix: &str, start_revision: i64) -> Result<Watch, EtcdError> {
+    pub async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: i64,
+    ) -> Result<Watch, EtcdError> {
         let op = "/v3/watch";
         let req = wire::WatchCreate {
             create_request: wire::WatchCreateRequest {
@@ -320,7 +331,11 @@ fn status_error(op: &'static str, status: hyper::StatusCode, body: &[u8]) -> Etc
         Ok(e) => EtcdError::Status {
             op,
             code: e.code,
-            message: if e.message.is_empty() { e.error } else { e.message },
+            message: if e.message.is_empty() {
+                e.error
+            } else {
+                e.message
+            },
         },
         Err(_) => EtcdError::Status {
             op,
@@ -337,14 +352,25 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         assert_eq!(
-            EtcdClient::new("http://127.0.0.1:2379").unwrap().authority(),
+            EtcdClient::new("http://127.0.0.1:2379")
+                .unwrap()
+                .authority(),
             "127.0.0.1:2379"
         );
         assert_eq!(
-            EtcdClient::new("http://etcd.default.svc:2379/").unwrap().authority(),
+            EtcdClient::new("http://etcd.default.svc:2379/")
+                .unwrap()
+                .authority(),
             "etcd.default.svc:2379"
         );
-        for bad in ["https://h:1", "127.0.0.1:2379", "http://h", "http://h:x", "http://:1", "http://h:1/v3"] {
+        for bad in [
+            "https://h:1",
+            "127.0.0.1:2379",
+            "http://h",
+            "http://h:x",
+            "http://:1",
+            "http://h:1/v3",
+        ] {
             assert!(
                 matches!(EtcdClient::new(bad), Err(EtcdError::Endpoint { .. })),
                 "{bad}"

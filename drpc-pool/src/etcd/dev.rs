@@ -101,7 +101,10 @@ impl EtcdProcess {
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))?;
         let child = Command::new(&self.binary)
             .arg("--name=drpc-test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))

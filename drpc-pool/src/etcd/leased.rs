@@ -17,8 +17,10 @@ use super::{EtcdClient, EtcdError};
 /// The default lease TTL: keys of a dead process are gone 10 s after it stopped renewing.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-/// A set of keys attached to one lease of this process, kept alive by a task (see the
-/// [module docs](self)). Dropping it stops renewing (the keys expire with the lease).
+/// A set of keys attached to one lease of this process, kept alive by a task. The lease is
+/// renewed every third of its TTL; if it is lost (it expired while etcd was unreachable, or
+/// was revoked), a new one is granted and every key written again. [`LeasedKeys::revoke`]
+/// deletes all of them at once; dropping it stops renewing (the keys expire with the lease).
 #[derive(Debug)]
 pub struct LeasedKeys {
     inner: Arc<Inner>,
@@ -156,7 +158,11 @@ async fn keep_alive(inner: Arc<Inner>) {
 async fn regrant(inner: &Inner) -> Result<(), EtcdError> {
     let mut lease = inner.lease.lock().await;
     let new = inner.client.grant(inner.ttl).await?;
-    tracing::info!(old = *lease, new = new.id, "etcd: lease lost; granted a new one");
+    tracing::info!(
+        old = *lease,
+        new = new.id,
+        "etcd: lease lost; granted a new one"
+    );
     *lease = new.id;
     let keys: Vec<(String, Vec<u8>)> = inner
         .keys

@@ -4,9 +4,9 @@ use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::EtcdError;
 use super::client::KeyValue;
 use super::wire::{self, WatchEnvelope};
-use super::EtcdError;
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,11 @@ impl Watch {
                     return Err(EtcdError::Status {
                         op: OP,
                         code: e.code,
-                        message: if e.message.is_empty() { e.error } else { e.message },
+                        message: if e.message.is_empty() {
+                            e.error
+                        } else {
+                            e.message
+                        },
                     });
                 }
                 let Some(resp) = env.result else {

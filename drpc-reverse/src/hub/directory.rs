@@ -148,7 +148,10 @@ async fn sync(keys: Arc<LeasedKeys>, prefix: String, front: String, registry: We
         drop(reg);
         let mut failed = false;
         for id in wanted.difference(&written).cloned().collect::<Vec<_>>() {
-            match keys.put(&key(&prefix, &id), front.clone().into_bytes()).await {
+            match keys
+                .put(&key(&prefix, &id), front.clone().into_bytes())
+                .await
+            {
                 Ok(()) => {
                     written.insert(id);
                 }

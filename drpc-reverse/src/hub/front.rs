@@ -65,8 +65,8 @@ async fn front_call(shared: Arc<Shared>, ctx: Context, stream: ServerStream) -> 
             {
                 return forward_to_owner(&dir, &id, &rpc, options, &ctx, stream).await;
             }
-            let entry =
-                local.ok_or_else(|| not_here(format!("agent {id:?} is not connected to this hub")))?;
+            let entry = local
+                .ok_or_else(|| not_here(format!("agent {id:?} is not connected to this hub")))?;
             let agent = SessionConn::new(entry)
                 .open_stream(&rpc, options)
                 .await
@@ -108,7 +108,9 @@ async fn forward_to_owner(
         .ok_or_else(|| not_here(format!("agent {id:?} is not connected to any hub")))?;
     if owner == dir.front {
         // The directory still names this hub (the agent just left): nowhere to forward.
-        return Err(not_here(format!("agent {id:?} is not connected to this hub")));
+        return Err(not_here(format!(
+            "agent {id:?} is not connected to this hub"
+        )));
     }
     options.metadata.insert(AGENT_KEY, id);
     options

@@ -427,10 +427,20 @@ impl Hub {
         self.shared.registry.subscribe()
     }
 
-    /// Records this hub's agents in etcd (`<prefix>/<agent id>` → `config.front`, under a
-    /// lease of this hub) and lets the front door forward calls for agents it does not hold
-    /// to the hub that does (see [`DirectoryConfig`] and the `directory` module docs in the
-    /// README). Feature `etcd`.
+    /// Starts the hub directory (feature `etcd`): records this hub's agents in etcd
+    /// (`<prefix>/<agent id>` → `config.front`, under a lease of this hub, TTL 10 s by
+    /// default) and lets the front door forward calls for agents it does not hold.
+    ///
+    /// - Agents that register are written (overwriting the entry of a hub they came from);
+    ///   agents that leave or drain are deleted only while the entry still names this hub
+    ///   (compare-and-delete), so a hub that lost an agent never deletes the new hub's entry.
+    ///   Failed writes are retried every second.
+    /// - A front-door call naming an agent this hub does not hold looks the owner up in one
+    ///   read and is forwarded to the owner's front door over plain drpc (pooled), once: it
+    ///   carries [`FORWARDED_KEY`] and is never forwarded again. No entry, an entry naming
+    ///   this hub, or an unreachable owner give [`drpc_core::error::NOT_HERE`] (unsent).
+    /// - [`Hub::shutdown`] revokes the lease first (the entries go at once); a hub that dies
+    ///   leaves entries that expire with its lease.
     ///
     /// # Errors
     /// [`ReverseError::Directory`] when etcd refuses or cannot be reached;

@@ -18,7 +18,16 @@ use crate::etcd::{
     DEFAULT_SERVICE_PREFIX, EndpointRecord, EtcdClient, EtcdError, EventKind, service_prefix,
 };
 
-/// A resolver of one service's instances in etcd (see the [module docs](self)).
+/// A resolver of one service's instances in etcd, registered under `<prefix>/<service>/`
+/// (see [`crate::etcd::Registration`]).
+///
+/// One range read of the prefix, then a watch from the read's revision + 1, so no change
+/// between the two is lost; every change is published at once. When the watch breaks (etcd
+/// stopped or restarted) or is cancelled because its revision was compacted, it reads the
+/// whole prefix again and watches from there. While etcd is unreachable the last known-good
+/// set stays published; reads are retried with a backoff. Values that are not an
+/// [`EndpointRecord`] are skipped (logged). Endpoints are published sorted by key, named by
+/// their instance, with the record's weight.
 #[derive(Debug, Clone)]
 pub struct EtcdResolver {
     client: EtcdClient,
