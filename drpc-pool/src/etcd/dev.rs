@@ -46,7 +46,7 @@ fn free_port() -> std::io::Result<u16> {
 
 fn find_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ETCD_BIN") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
