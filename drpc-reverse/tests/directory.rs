@@ -178,8 +178,25 @@ async fn an_agent_moving_between_hubs_is_followed() {
         assert_eq!(echo_via(front, "m", "2").await.unwrap(), "m:2");
     }
 
-    // Gone from every hub: the entry goes, and every front door says NOT_HERE.
+    // And back to hub A (a new session there): A writes its entry again over B's, and B's
+    // clean-up leaves it.
+    let (back_on_a, _) = agent("m", &[addr_a]);
+    back_on_a.wait_registered(1, WAIT).await.unwrap();
+    wait_entry(&client, "m", Some(front_a)).await;
     on_b.shutdown(WAIT).await;
+    let start = Instant::now();
+    while !hub_b.is_empty() {
+        assert!(start.elapsed() < WAIT, "hub B still holds m");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_entry(&client, "m", Some(front_a)).await;
+    for front in [front_b, front_c] {
+        assert_eq!(echo_via(front, "m", "4").await.unwrap(), "m:4");
+    }
+
+    // Gone from every hub: the entry goes, and every front door says NOT_HERE.
+    back_on_a.shutdown(WAIT).await;
     wait_entry(&client, "m", None).await;
     for front in [front_a, front_b, front_c] {
         let e = echo_via(front, "m", "3").await.unwrap_err();

@@ -15,7 +15,7 @@
 //! - Values are the front door's address as text (`127.0.0.1:7001`), so it must be an
 //!   address other hubs can dial ([`DirectoryConfig::front`]).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -133,12 +133,15 @@ impl Directory {
     }
 }
 
-/// Keeps the entries equal to the registry's agents that take calls.
+/// Keeps the entries equal to the registry's agents that take calls. An agent's entry is
+/// written again whenever its session changes (it may have been on another hub meanwhile,
+/// which overwrote the entry).
 async fn sync(keys: Arc<LeasedKeys>, prefix: String, front: String, registry: Weak<Registry>) {
     let Some(mut changes) = registry.upgrade().map(|r| r.watch()) else {
         return;
     };
-    let mut written: BTreeSet<String> = BTreeSet::new();
+    // Agent id → the session whose entry was written.
+    let mut written: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         changes.borrow_and_update();
         let Some(reg) = registry.upgrade() else {
@@ -147,13 +150,16 @@ async fn sync(keys: Arc<LeasedKeys>, prefix: String, front: String, registry: We
         let wanted = reg.taking_calls();
         drop(reg);
         let mut failed = false;
-        for id in wanted.difference(&written).cloned().collect::<Vec<_>>() {
+        for (id, session) in &wanted {
+            if written.get(id) == Some(session) {
+                continue;
+            }
             match keys
-                .put(&key(&prefix, &id), front.clone().into_bytes())
+                .put(&key(&prefix, id), front.clone().into_bytes())
                 .await
             {
                 Ok(()) => {
-                    written.insert(id);
+                    written.insert(id.clone(), *session);
                 }
                 Err(e) => {
                     tracing::warn!(%id, error = %e, "hub directory: write failed; retrying");
@@ -161,7 +167,12 @@ async fn sync(keys: Arc<LeasedKeys>, prefix: String, front: String, registry: We
                 }
             }
         }
-        for id in written.difference(&wanted).cloned().collect::<Vec<_>>() {
+        let gone: Vec<String> = written
+            .keys()
+            .filter(|id| !wanted.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
             match keys.remove(&key(&prefix, &id)).await {
                 Ok(_) => {
                     written.remove(&id);

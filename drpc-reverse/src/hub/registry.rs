@@ -222,13 +222,13 @@ impl Registry {
         keys
     }
 
-    /// Ids of the agents that take calls (registered, not draining, not closed).
+    /// The agents that take calls (registered, not draining, not closed): id → session.
     #[cfg(feature = "etcd")]
-    pub(crate) fn taking_calls(&self) -> std::collections::BTreeSet<String> {
+    pub(crate) fn taking_calls(&self) -> BTreeMap<String, u64> {
         self.lock()
             .values()
             .filter(|e| !e.is_draining() && !e.is_closed())
-            .map(|e| e.id.clone())
+            .map(|e| (e.id.clone(), e.session_id))
             .collect()
     }
 
