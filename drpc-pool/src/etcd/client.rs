@@ -183,7 +183,6 @@ impl EtcdClient {
             range_end: None,
         };
         let resp: wire::DeleteResponse = self.call("/v3/kv/deleterange", &req).await?;
-        let _ = resp.header;
         Ok(resp.deleted)
     }
 

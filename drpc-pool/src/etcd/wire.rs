@@ -105,8 +105,6 @@ pub(crate) struct DeleteRequest {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct DeleteResponse {
-    #[serde(default)]
-    pub(crate) header: Header,
     #[serde(default, deserialize_with = "i64_any")]
     pub(crate) deleted: i64,
 }
@@ -143,7 +141,6 @@ pub(crate) struct CompactRequest {
 }
 
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
 pub(crate) struct LeaseGrantRequest {
     #[serde(rename = "TTL")]
     pub(crate) ttl: i64,
