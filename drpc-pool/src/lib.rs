@@ -93,6 +93,11 @@
 //! and endpoints failing many calls are ejected for a while (gRPC A50). See the [`balance`]
 //! module.
 //!
+//! # etcd (feature `etcd`)
+//!
+//! `etcd` holds a small etcd v3 client (over etcd's JSON gateway), keys kept under a lease,
+//! and service registration; `balance::resolver::EtcdResolver` watches the registrations.
+//!
 //! # Why deadpool, one pool per key
 //!
 //! Neither deadpool, bb8 nor mobc has keyed pools, so each key gets a deadpool
@@ -108,6 +113,8 @@ pub mod balance;
 mod config;
 mod dial;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod idle;
 mod keyed;
 mod pool;
