@@ -243,7 +243,7 @@ async fn apply_updates<C: Conn + 'static>(
         let chosen = strong.select(&set);
         let route = match &strong.config.route {
             // A Maglev table takes milliseconds to fill: off the runtime's threads.
-            Some(config) if chosen.len() > config.rendezvous_max => {
+            Some(config) if config.builds_slowly(chosen.len()) => {
                 let config = config.clone();
                 let keys: Vec<(String, u32)> = chosen
                     .iter()

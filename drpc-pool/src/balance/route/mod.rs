@@ -2,27 +2,33 @@
 //! the call's metadata) to one endpoint, the same one on every client of the fleet, and moves
 //! as few keys as possible when an endpoint comes or goes.
 //!
-//! | Endpoints | Method | Balance (key share) | Keys moved on ±1 endpoint | Pick |
+//! | Endpoints | Method | Balance (key share, max/mean) | Keys moved on ±1 endpoint | Pick |
 //! |---|---|---|---|---|
 //! | every name carries a distinct ordinal (`web-3`), equal weights | [jump](RouteMethod::Jump) over the ordinals | exact in expectation | the minimum | O(log N) |
-//! | otherwise, up to [`RouteConfig::rendezvous_max`] (256) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | O(N) scores |
-//! | otherwise, more | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | above the minimum (about 1.6× at N=100, 6× at N=1000) | O(1) |
+//! | otherwise, up to [`RouteConfig::rendezvous_max`] (128) | [weighted rendezvous](RouteMethod::Rendezvous) (HRW) | exact in expectation, by weight | the minimum, 1/(N+1) | N one-multiply scores |
+//! | otherwise, more | [multi-probe](RouteMethod::MultiProbe) ring, 4 points per endpoint, 32 probes | about 1.035, at any N (computed exactly) | the minimum: only the changed endpoint's keys | 32 O(1) lookups |
+//! | more, opt-in ([`LargeSet::Maglev`]) | [Maglev](RouteMethod::Maglev), table ≥ 100·N slots (prime) | ⌊M/N⌋ or ⌈M/N⌉ slots each | several times the minimum (about 6.6× at N=1000) | one array read |
 //!
 //! Endpoints hash by their stable name (a pod name or StatefulSet ordinal, when discovery
 //! gives one; see [`ResolvedEndpoint`](super::resolver::ResolvedEndpoint)), else by address,
-//! so a pod that comes back with a new IP keeps its keys (gRPC A76's `hash_key`). Maglev
-//! fills its table from the endpoints sorted by name, so every client builds the same table
-//! whatever order discovery lists them in.
+//! so a pod that comes back with a new IP keeps its keys (gRPC A76's `hash_key`). Every
+//! method is independent of the order discovery lists the endpoints in.
 //!
 //! **Bounded load** ([`RouteConfig::bounded_load`], Mirrokni, Thorup and Zadimoghaddam, SODA
 //! 2018): with a factor c, an endpoint running more than ⌈c·(in flight + 1)/N⌉ calls takes no
-//! new key; the call goes to the key's next endpoint in rendezvous order (or the next slot
-//! of the Maglev table). Hot keys then spill over, at the cost of their locality.
+//! new key; the call goes to the key's next endpoint in its order (the next rendezvous
+//! score, the next closest probe, the next Maglev slot). Hot keys then spill over, at the
+//! cost of their locality.
 //!
-//! The table is built once per endpoint-set change, off the call path, and published in the
-//! balancer's snapshot: a pick reads it without a lock.
+//! The table is built once per endpoint-set change, off the call path (a Maglev fill on a
+//! blocking thread), and published in the balancer's snapshot: a pick reads it without a
+//! lock.
 
-use super::hash::{hash_str, mix64, node_mix, unit};
+mod maglev;
+mod multiprobe;
+
+use super::hash::{fold, hash_str, mix64, node_mix, unit};
+use multiprobe::MultiProbe;
 
 /// How a balanced connection routes calls by key. Set in
 /// [`BalanceConfig::route`](super::BalanceConfig::route); calls without the key go to the
@@ -31,9 +37,18 @@ use super::hash::{hash_str, mix64, node_mix, unit};
 pub struct RouteConfig {
     /// The metadata entry holding the key. Default `"drpc-route-key"`.
     pub metadata_key: String,
-    /// The largest endpoint set routed by rendezvous hashing; larger sets use a Maglev table.
-    /// Default 256.
+    /// The largest endpoint set routed by rendezvous hashing (a pick scores every
+    /// endpoint); larger sets use [`RouteConfig::large`]. Default 128.
     pub rendezvous_max: usize,
+    /// The method for sets larger than [`RouteConfig::rendezvous_max`]. Default
+    /// [`LargeSet::MultiProbe`].
+    pub large: LargeSet,
+    /// Multi-probe: the positions each key probes (1–64). More even shares, slower picks:
+    /// the largest share is about 1.05× the mean with 21, 1.035× with 32. Default 32.
+    pub probes: usize,
+    /// Multi-probe: ring points per endpoint (per mean weight). More points lift the
+    /// smallest share (about 0.1× the mean with 1 point, 0.55× with 4). Default 4.
+    pub points: usize,
     /// The bounded-load factor c (≥ 1): no endpoint takes a key while running more than
     /// ⌈c·(calls in flight + 1)/N⌉ calls. Default `None` (keys always go to their endpoint
     /// while it is ready).
@@ -42,7 +57,7 @@ pub struct RouteConfig {
     /// and whose weights are equal are routed by jump consistent hashing (the minimum of
     /// keys move, O(log N) picks) at any size. Default `true`.
     pub ordinals: bool,
-    /// The smallest Maglev table. The table is the first prime at or above this doubled
+    /// Maglev: the smallest table. The table is the first prime at or above this doubled
     /// until it reaches 100·N (65537, 131074, 262148…, each rounded up to a prime), so that
     /// its size changes only at those steps. Default 65537.
     pub min_table_size: usize,
@@ -52,7 +67,10 @@ impl Default for RouteConfig {
     fn default() -> Self {
         RouteConfig {
             metadata_key: "drpc-route-key".to_string(),
-            rendezvous_max: 256,
+            rendezvous_max: 128,
+            large: LargeSet::MultiProbe,
+            probes: 32,
+            points: 4,
             bounded_load: None,
             ordinals: true,
             min_table_size: 65_537,
@@ -74,6 +92,25 @@ impl RouteConfig {
         self.bounded_load = Some(c.max(1.0));
         self
     }
+
+    /// Whether a table over `n` endpoints takes long enough to build that it belongs on a
+    /// blocking thread (a Maglev fill: milliseconds at N=1000).
+    pub(crate) fn builds_slowly(&self, n: usize) -> bool {
+        self.large == LargeSet::Maglev && n > self.rendezvous_max
+    }
+}
+
+/// The routing method for endpoint sets larger than [`RouteConfig::rendezvous_max`] (when
+/// their names do not all carry ordinals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LargeSet {
+    /// Multi-probe consistent hashing: the minimum of keys move, shares within a few
+    /// percent of even, a pick costs [`RouteConfig::probes`] lookups.
+    #[default]
+    MultiProbe,
+    /// A Maglev table: exactly even slot counts and one array read per pick, but several
+    /// times the minimum of keys move on every change, and weights are ignored.
+    Maglev,
 }
 
 /// How a [`RouteTable`] maps keys.
@@ -86,24 +123,32 @@ pub enum RouteMethod {
     /// Weighted rendezvous (highest random weight) hashing: each endpoint scores each key,
     /// the highest score wins.
     Rendezvous,
+    /// Multi-probe consistent hashing (Appleton and O'Reilly, 2015).
+    MultiProbe,
     /// A Maglev lookup table (Eisenbud et al., NSDI 2016).
     Maglev,
+}
+
+/// The method-specific part of a [`RouteTable`].
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Ordinal → endpoint (`u32::MAX` for a hole).
+    Jump(Vec<u32>),
+    Rendezvous,
+    MultiProbe(MultiProbe),
+    /// Slot → endpoint.
+    Maglev(Vec<u32>),
 }
 
 /// An immutable key → endpoint map over one endpoint set. Endpoint `i` is the `i`-th of the
 /// list it was built from.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    /// Each endpoint's name hash.
-    ids: Vec<u64>,
-    /// Each endpoint's name hash, mixed once more: the node half of a rendezvous score.
-    nodes: Vec<u64>,
+    /// Each endpoint's name hash, mixed once more: its rendezvous seed.
+    seeds: Vec<u64>,
     /// Each endpoint's weight, when not all are equal.
     weights: Option<Vec<f64>>,
-    /// Maglev: slot → endpoint.
-    table: Vec<u32>,
-    /// Jump: ordinal → endpoint (`u32::MAX` for a hole).
-    ordinals: Vec<u32>,
+    kind: Kind,
 }
 
 impl RouteTable {
@@ -116,50 +161,71 @@ impl RouteTable {
         let (names, weights): (Vec<&str>, Vec<u32>) = endpoints.into_iter().unzip();
         let ids: Vec<u64> = names.iter().map(|n| hash_str(n)).collect();
         let equal = weights.windows(2).all(|w| w[0].max(1) == w[1].max(1));
-        let weights = (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
+        let weights: Option<Vec<f64>> =
+            (!equal).then(|| weights.iter().map(|&w| f64::from(w.max(1))).collect());
         let ordinals = if equal && config.ordinals {
             ordinal_slots(&names)
         } else {
             Vec::new()
         };
-        let table = if ordinals.is_empty() && ids.len() > config.rendezvous_max {
-            maglev(&names, &ids, table_size(config.min_table_size, ids.len()))
+        let kind = if !ordinals.is_empty() {
+            Kind::Jump(ordinals)
+        } else if ids.len() <= config.rendezvous_max {
+            Kind::Rendezvous
         } else {
-            Vec::new()
+            match config.large {
+                LargeSet::Maglev => Kind::Maglev(maglev::maglev(
+                    &names,
+                    &ids,
+                    maglev::table_size(config.min_table_size, ids.len()),
+                )),
+                LargeSet::MultiProbe => {
+                    let points: Vec<usize> = match &weights {
+                        None => vec![config.points.max(1); ids.len()],
+                        Some(w) => {
+                            let mean = w.iter().sum::<f64>() / w.len() as f64;
+                            w.iter()
+                                .map(|w| ((config.points.max(1) as f64 * w / mean).round() as usize).max(1))
+                                .collect()
+                        }
+                    };
+                    Kind::MultiProbe(MultiProbe::new(&ids, &points, config.probes))
+                }
+            }
         };
         RouteTable {
-            nodes: ids.iter().map(|&id| node_mix(id)).collect(),
-            ids,
+            seeds: ids.iter().map(|&id| node_mix(id)).collect(),
             weights,
-            table,
-            ordinals,
+            kind,
         }
     }
 
     /// The method in use.
     pub fn method(&self) -> RouteMethod {
-        if !self.ordinals.is_empty() {
-            RouteMethod::Jump
-        } else if self.table.is_empty() {
-            RouteMethod::Rendezvous
-        } else {
-            RouteMethod::Maglev
+        match self.kind {
+            Kind::Jump(_) => RouteMethod::Jump,
+            Kind::Rendezvous => RouteMethod::Rendezvous,
+            Kind::MultiProbe(_) => RouteMethod::MultiProbe,
+            Kind::Maglev(_) => RouteMethod::Maglev,
         }
     }
 
     /// Endpoints in the table.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.seeds.len()
     }
 
     /// Whether the table has no endpoint.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.seeds.is_empty()
     }
 
-    /// Maglev: the table size (0 for rendezvous).
+    /// Maglev: the table size (0 for the other methods).
     pub fn table_size(&self) -> usize {
-        self.table.len()
+        match &self.kind {
+            Kind::Maglev(t) => t.len(),
+            _ => 0,
+        }
     }
 
     /// The hash of a key, as [`RouteTable::route`] takes it.
@@ -173,38 +239,70 @@ impl RouteTable {
     }
 
     /// The key's endpoint among those for which `usable` holds: its own endpoint if usable,
-    /// else the next in the key's order (rendezvous: the next highest score; Maglev: the
-    /// next slots of the table). `None` when none is usable.
+    /// else the next in the key's order (rendezvous: the next highest score; multi-probe:
+    /// the next closest probe, then rendezvous; Maglev: the next slots of the table).
+    /// `None` when none is usable.
     pub fn route_where(&self, key: u64, mut usable: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.ids.is_empty() {
+        if self.seeds.is_empty() {
             return None;
         }
-        if !self.ordinals.is_empty() {
-            // Jump; a hole or an unusable endpoint makes the key jump again (the same
-            // sequence on every client). After many misses, rendezvous among the usable.
-            let mut h = key;
-            for _ in 0..64 {
-                let i = self.ordinals[jump(h, self.ordinals.len())];
-                if i != u32::MAX && usable(i as usize) {
-                    return Some(i as usize);
+        match &self.kind {
+            Kind::Jump(ordinals) => {
+                // A hole or an unusable endpoint makes the key jump again (the same
+                // sequence on every client). After many misses, rendezvous among the usable.
+                let mut h = key;
+                for _ in 0..64 {
+                    let i = ordinals[jump(h, ordinals.len())];
+                    if i != u32::MAX && usable(i as usize) {
+                        return Some(i as usize);
+                    }
+                    h = mix64(h ^ 0x6a75_6d70);
                 }
-                h = mix64(h ^ 0x6a75_6d70);
+                self.rendezvous(key, usable)
             }
-            return self.rendezvous(key, usable);
-        }
-        if !self.table.is_empty() {
-            let m = self.table.len();
-            let start = (key % m as u64) as usize;
-            // A first pass over a few slots usually finds one; then the whole table.
-            for step in 0..m {
-                let i = self.table[(start + step) % m] as usize;
-                if usable(i) {
-                    return Some(i);
+            Kind::Rendezvous => {
+                let first = match &self.weights {
+                    None => self.top_score(key),
+                    Some(_) => return self.rendezvous(key, usable),
+                };
+                if usable(first) {
+                    return Some(first);
                 }
+                self.rendezvous(key, usable)
             }
-            return None;
+            Kind::MultiProbe(ring) => {
+                let first = ring.route(key)?;
+                if usable(first) {
+                    return Some(first);
+                }
+                ring.order(key)
+                    .into_iter()
+                    .find(|&i| usable(i))
+                    .or_else(|| self.rendezvous(key, usable))
+            }
+            Kind::Maglev(table) => {
+                let m = table.len();
+                let start = (key % m as u64) as usize;
+                (0..m)
+                    .map(|step| table[(start + step) % m] as usize)
+                    .find(|&i| usable(i))
+            }
         }
-        self.rendezvous(key, usable)
+    }
+
+    /// The endpoint with the highest unweighted rendezvous score: the hot loop, one
+    /// multiply per endpoint and no call to `usable`.
+    #[inline]
+    fn top_score(&self, key: u64) -> usize {
+        let (mut best, mut best_score) = (0usize, 0u64);
+        for (i, &seed) in self.seeds.iter().enumerate() {
+            let s = fold(key ^ seed);
+            if s > best_score {
+                best_score = s;
+                best = i;
+            }
+        }
+        best
     }
 
     /// The highest rendezvous score among the usable endpoints.
@@ -213,8 +311,8 @@ impl RouteTable {
         match &self.weights {
             None => {
                 let mut best_raw = 0u64;
-                for (i, node) in self.nodes.iter().enumerate() {
-                    let s = mix64(key ^ node);
+                for (i, seed) in self.seeds.iter().enumerate() {
+                    let s = fold(key ^ seed);
                     if (best.is_none() || s > best_raw) && usable(i) {
                         best = Some((i, 0.0));
                         best_raw = s;
@@ -222,9 +320,9 @@ impl RouteTable {
                 }
             }
             Some(weights) => {
-                for (i, (node, w)) in self.nodes.iter().zip(weights).enumerate() {
+                for (i, (seed, w)) in self.seeds.iter().zip(weights).enumerate() {
                     // Weighted HRW: the largest -w / ln(u), u uniform in (0, 1).
-                    let s = -w / unit(mix64(key ^ node)).ln();
+                    let s = -w / unit(fold(key ^ seed)).ln();
                     if best.is_none_or(|(_, b)| s > b) && usable(i) {
                         best = Some((i, s));
                     }
@@ -235,24 +333,28 @@ impl RouteTable {
     }
 
     /// Each endpoint's share of the key space: exact slot counts for Maglev; for
-    /// rendezvous and jump, the weight share (its expectation; sample keys through
+    /// multi-probe, the exact share with the probes taken as independent uniform positions;
+    /// for rendezvous and jump, the weight share (its expectation; sample keys through
     /// [`RouteTable::route`] to measure it).
     pub fn shares(&self) -> Vec<f64> {
-        let n = self.ids.len();
-        if !self.table.is_empty() {
-            let mut counts = vec![0usize; n];
-            for &i in &self.table {
-                counts[i as usize] += 1;
+        let n = self.seeds.len();
+        match &self.kind {
+            Kind::Maglev(table) => {
+                let mut counts = vec![0usize; n];
+                for &i in table {
+                    counts[i as usize] += 1;
+                }
+                let m = table.len() as f64;
+                counts.into_iter().map(|c| c as f64 / m).collect()
             }
-            let m = self.table.len() as f64;
-            return counts.into_iter().map(|c| c as f64 / m).collect();
-        }
-        match &self.weights {
-            None => vec![1.0 / n as f64; n],
-            Some(w) => {
-                let total: f64 = w.iter().sum();
-                w.iter().map(|w| w / total).collect()
-            }
+            Kind::MultiProbe(ring) => ring.shares(n),
+            _ => match &self.weights {
+                None => vec![1.0 / n as f64; n],
+                Some(w) => {
+                    let total: f64 = w.iter().sum();
+                    w.iter().map(|w| w / total).collect()
+                }
+            },
         }
     }
 }
@@ -289,82 +391,6 @@ fn ordinal_slots(names: &[&str]) -> Vec<u32> {
         slots[o] = i as u32;
     }
     slots
-}
-
-/// The Maglev table of at least `min_size` slots (the next prime): each endpoint, in the
-/// canonical order (by name), takes turns claiming the next free slot of its own
-/// permutation `offset + j·skip mod M`.
-fn maglev(names: &[&str], ids: &[u64], min_size: usize) -> Vec<u32> {
-    let m = next_prime(min_size.max(ids.len()).max(3));
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by(|&a, &b| names[a].cmp(names[b]));
-    let perms: Vec<(u64, u64)> = order
-        .iter()
-        .map(|&i| {
-            let offset = mix64(ids[i] ^ 0x6f66_6673) % m as u64;
-            let skip = mix64(ids[i] ^ 0x736b_6970) % (m as u64 - 1) + 1;
-            (offset, skip)
-        })
-        .collect();
-    // Each endpoint's current place in its permutation, stepped by addition (no division
-    // in the loop).
-    let mut pos: Vec<usize> = perms.iter().map(|&(o, _)| o as usize).collect();
-    let skips: Vec<usize> = perms.iter().map(|&(_, s)| s as usize).collect();
-    let mut table = vec![u32::MAX; m];
-    let mut filled = 0;
-    'fill: loop {
-        for (turn, &i) in order.iter().enumerate() {
-            let (mut c, skip) = (pos[turn], skips[turn]);
-            while table[c] != u32::MAX {
-                c += skip;
-                if c >= m {
-                    c -= m;
-                }
-            }
-            table[c] = i as u32;
-            c += skip;
-            if c >= m {
-                c -= m;
-            }
-            pos[turn] = c;
-            filled += 1;
-            if filled == m {
-                break 'fill;
-            }
-        }
-    }
-    table
-}
-
-/// The Maglev table size for `n` endpoints: the first prime ≥ `min` on a fixed ladder
-/// (`min`, then doubling), stopping at the first ≥ 100·n. The size must not follow N
-/// exactly: a new size remaps every key, so it changes only when N crosses a step.
-fn table_size(min: usize, n: usize) -> usize {
-    let mut size = min.max(3);
-    while size < 100 * n {
-        size *= 2;
-    }
-    next_prime(size)
-}
-
-fn next_prime(mut n: usize) -> usize {
-    fn is_prime(n: usize) -> bool {
-        if n < 2 {
-            return false;
-        }
-        let mut d = 2;
-        while d * d <= n {
-            if n.is_multiple_of(d) {
-                return false;
-            }
-            d += 1;
-        }
-        true
-    }
-    while !is_prime(n) {
-        n += 1;
-    }
-    n
 }
 
 #[cfg(test)]
@@ -429,6 +455,7 @@ mod tests {
     fn maglev_is_balanced_and_independent_of_list_order() {
         let config = RouteConfig {
             rendezvous_max: 4,
+            large: LargeSet::Maglev,
             min_table_size: 1009,
             ..RouteConfig::default()
         };
@@ -484,14 +511,77 @@ mod tests {
             ordinals: false,
             ..RouteConfig::default()
         };
-        assert_eq!(table(&before, &off).method(), RouteMethod::Maglev); // 300 > 256
+        assert_eq!(table(&before, &off).method(), RouteMethod::MultiProbe); // 300 > 128
+    }
+
+    #[test]
+    fn multiprobe_moves_only_the_keys_of_the_changed_endpoint() {
+        let config = RouteConfig::default();
+        let before = names(400);
+        let a = table(&before, &config);
+        assert_eq!(a.method(), RouteMethod::MultiProbe);
+        let mut after = before.clone();
+        after.push("pod-new".into());
+        let fewer: Vec<String> = before.iter().filter(|n| *n != "pod-200x").cloned().collect();
+        let (b, c) = (table(&after, &config), table(&fewer, &config));
+        let keys = 100_000u64;
+        let (mut to_new, mut from_gone) = (0u64, 0u64);
+        for k in 0..keys {
+            let h = super::super::hash::mix64(k);
+            let x = &before[a.route(h).unwrap()];
+            let y = &after[b.route(h).unwrap()];
+            assert!(x == y || y == "pod-new", "key {k}: {x} → {y}");
+            to_new += u64::from(y == "pod-new");
+            let z = &fewer[c.route(h).unwrap()];
+            assert!(x == z || x == "pod-200x", "key {k}: {x} → {z}");
+            from_gone += u64::from(x == "pod-200x");
+        }
+        // The minimum is 1/401 and 1/400 of the keys (about 250); the shares are within a
+        // few percent of even, sampling adds about ±6 %.
+        for got in [to_new, from_gone] {
+            let ratio = got as f64 / (keys as f64 / 400.0);
+            assert!((0.55..=1.25).contains(&ratio), "moved {got}: {ratio}× the minimum");
+        }
+        // Exact shares: within 5 % of even at the largest.
+        let max = a.shares().iter().cloned().fold(0.0, f64::max) * 400.0;
+        assert!(max <= 1.05, "max/mean {max}");
+        // The order of the list does not matter.
+        let mut rev = before.clone();
+        rev.reverse();
+        assert_eq!(moved((&a, &before), (&table(&rev, &config), &rev), 5_000), 0.0);
+    }
+
+    #[test]
+    fn weighted_multiprobe_follows_the_weights_roughly() {
+        let config = RouteConfig {
+            rendezvous_max: 4,
+            ..RouteConfig::default()
+        };
+        let n = names(200);
+        // Every tenth endpoint weighs 3.
+        let t = RouteTable::new(
+            n.iter().enumerate().map(|(i, s)| (s.as_str(), if i % 10 == 0 { 3 } else { 1 })),
+            &config,
+        );
+        assert_eq!(t.method(), RouteMethod::MultiProbe);
+        let shares = t.shares();
+        let heavy: f64 = shares.iter().step_by(10).sum::<f64>() / 20.0;
+        let light: f64 = (shares.iter().sum::<f64>() - heavy * 20.0) / 180.0;
+        let ratio = heavy / light;
+        assert!((2.5..=3.5).contains(&ratio), "heavy/light {ratio}");
     }
 
     #[test]
     fn route_where_falls_back_in_key_order() {
-        for max in [256, 2, 100] {
+        for (max, large) in [
+            (256, LargeSet::MultiProbe),
+            (2, LargeSet::MultiProbe),
+            (2, LargeSet::Maglev),
+            (100, LargeSet::MultiProbe),
+        ] {
             let config = RouteConfig {
                 rendezvous_max: max,
+                large,
                 min_table_size: 101,
                 ..RouteConfig::default()
             };
