@@ -292,17 +292,35 @@ impl RouteTable {
 
     /// The endpoint with the highest unweighted rendezvous score: the hot loop, one
     /// multiply per endpoint and no call to `usable`.
+    /// Four independent running maxima, so that the compare of one endpoint does not wait
+    /// for the previous one's; ties go to the lower index, as in a single pass.
     #[inline]
     fn top_score(&self, key: u64) -> usize {
-        let (mut best, mut best_score) = (0usize, 0u64);
-        for (i, &seed) in self.seeds.iter().enumerate() {
-            let s = fold(key ^ seed);
-            if s > best_score {
-                best_score = s;
-                best = i;
+        let mut best = [(0u64, 0usize); 4];
+        let chunks = self.seeds.chunks_exact(4);
+        let rest = chunks.remainder();
+        for (c, seeds) in chunks.enumerate() {
+            for lane in 0..4 {
+                let s = fold(key ^ seeds[lane]);
+                if s > best[lane].0 {
+                    best[lane] = (s, c * 4 + lane);
+                }
             }
         }
-        best
+        let base = self.seeds.len() - rest.len();
+        for (j, &seed) in rest.iter().enumerate() {
+            let s = fold(key ^ seed);
+            if s > best[j].0 {
+                best[j] = (s, base + j);
+            }
+        }
+        let mut top = best[0];
+        for &(s, i) in &best[1..] {
+            if s > top.0 || (s == top.0 && i < top.1) {
+                top = (s, i);
+            }
+        }
+        top.1
     }
 
     /// The highest rendezvous score among the usable endpoints.

@@ -30,64 +30,99 @@ const fn seeds() -> [u64; MAX_PROBES] {
 /// A multi-probe ring over one endpoint set.
 #[derive(Debug, Clone)]
 pub(crate) struct MultiProbe {
-    /// Ring positions, ascending.
-    points: Vec<u64>,
+    /// Ring positions (32-bit), ascending.
+    points: Vec<u32>,
     /// The endpoint owning each point.
     owners: Vec<u32>,
-    /// Bucket `b` (the top `64 - shift` bits of a position) → the first point at or after
-    /// the bucket's start; one entry more at the end.
-    index: Vec<u32>,
+    /// Cell `c` (the top bits of a position) → the first two points at or after the cell's
+    /// start: one memory read answers almost every lookup.
+    cells: Vec<Cell>,
     shift: u32,
     probes: usize,
+}
+
+/// The first two points at or after a cell's start, with their owners (`u32::MAX` past
+/// the last point).
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    first: u32,
+    first_owner: u32,
+    second: u32,
+    second_owner: u32,
 }
 
 impl MultiProbe {
     /// The ring over endpoints with these name hashes, each with `points[i]` points.
     pub(crate) fn new(ids: &[u64], points: &[usize], probes: usize) -> MultiProbe {
-        let mut ring: Vec<(u64, u32)> = Vec::with_capacity(points.iter().sum());
+        let mut ring: Vec<(u32, u64, u32)> = Vec::with_capacity(points.iter().sum());
         for (i, (&id, &p)) in ids.iter().zip(points).enumerate() {
             for j in 0..p as u64 {
-                ring.push((mix64(id ^ j.wrapping_mul(0x9e37_79b9)), i as u32));
+                let pos = (mix64(id ^ j.wrapping_mul(0x9e37_79b9)) >> 32) as u32;
+                ring.push((pos, id, i as u32));
             }
         }
-        // Ties (equal positions) resolved by endpoint index would depend on list order:
-        // by the owner's id instead.
-        ring.sort_unstable_by_key(|&(p, i)| (p, ids[i as usize]));
-        // About two buckets per point: a lookup scans one point or two.
-        let bits = (usize::BITS - (ring.len() * 2).max(2).leading_zeros()).min(31);
-        let shift = 64 - bits;
-        let buckets = 1usize << bits;
-        let mut index = Vec::with_capacity(buckets + 1);
+        // Equal positions are ordered by the owner's id, not by list order, so that every
+        // client agrees; the second of two equal points never wins a key.
+        ring.sort_unstable();
+        // About two cells per point.
+        let bits = (usize::BITS - (ring.len() * 2).max(2).leading_zeros()).min(24);
+        let shift = 32 - bits;
+        let at = |i: usize| {
+            ring.get(i)
+                .map_or((u32::MAX, u32::MAX), |&(p, _, o)| (p, o))
+        };
+        let mut cells = Vec::with_capacity(1 << bits);
         let mut next = 0usize;
-        for b in 0..buckets as u64 {
-            let start = b << shift;
+        for c in 0..1u64 << bits {
+            let start = (c << shift) as u32;
             while next < ring.len() && ring[next].0 < start {
                 next += 1;
             }
-            index.push(next as u32);
+            let ((first, first_owner), (second, second_owner)) = (at(next), at(next + 1));
+            cells.push(Cell {
+                first,
+                first_owner,
+                second,
+                second_owner,
+            });
         }
-        index.push(ring.len() as u32);
         MultiProbe {
-            points: ring.iter().map(|&(p, _)| p).collect(),
-            owners: ring.iter().map(|&(_, i)| i).collect(),
-            index,
+            points: ring.iter().map(|&(p, _, _)| p).collect(),
+            owners: ring.iter().map(|&(_, _, o)| o).collect(),
+            cells,
             shift,
             probes: probes.clamp(1, MAX_PROBES),
         }
     }
 
-    /// The point following position `x` (the first at or after it, wrapping) and the
-    /// distance to it.
+    /// The probe positions of a key.
     #[inline(always)]
-    fn successor(&self, x: u64) -> (usize, u64) {
-        let mut i = self.index[(x >> self.shift) as usize] as usize;
-        while i < self.points.len() && self.points[i] < x {
-            i += 1;
+    fn probe(key: u64, seed: u64) -> u32 {
+        (fold(key ^ seed) >> 32) as u32
+    }
+
+    /// The owner of the point following position `x` (the first at or after it, wrapping)
+    /// and the distance to it. The ring is not empty.
+    #[inline(always)]
+    fn successor(&self, x: u32) -> (u32, u32) {
+        let cell = &self.cells[(x >> self.shift) as usize];
+        let (p, o) = if x <= cell.first {
+            (cell.first, cell.first_owner)
+        } else {
+            (cell.second, cell.second_owner)
+        };
+        if x <= p && p != u32::MAX {
+            return (o, p - x);
         }
-        if i == self.points.len() {
-            i = 0;
-        }
-        (i, self.points[i].wrapping_sub(x))
+        self.successor_slow(x)
+    }
+
+    /// [`MultiProbe::successor`] past the cell's two points or past the last point.
+    #[cold]
+    fn successor_slow(&self, x: u32) -> (u32, u32) {
+        let i = self.points.partition_point(|&p| p < x);
+        let i = if i == self.points.len() { 0 } else { i };
+        (self.owners[i], self.points[i].wrapping_sub(x))
     }
 
     /// The endpoint of the key whose hash is `key` (`None` for an empty ring).
@@ -96,31 +131,37 @@ impl MultiProbe {
         if self.points.is_empty() {
             return None;
         }
-        let (mut best, mut best_d) = (0usize, u64::MAX);
-        for seed in &SEEDS[..self.probes] {
-            let (i, d) = self.successor(fold(key ^ seed));
-            if d < best_d {
-                best_d = d;
-                best = i;
+        // Two independent running minima over the even and odd probes (so that one
+        // compare does not wait for the previous); ties go to the earlier probe, the same
+        // on every client.
+        let mut best = [(u32::MAX, usize::MAX, u32::MAX); 2];
+        for (n, &seed) in SEEDS[..self.probes].iter().enumerate() {
+            let (o, d) = self.successor(Self::probe(key, seed));
+            let lane = &mut best[n & 1];
+            if d < lane.0 || lane.1 == usize::MAX {
+                *lane = (d, n, o);
             }
         }
-        Some(self.owners[best] as usize)
+        let [a, b] = best;
+        let won = if b.1 != usize::MAX && (b.0, b.1) < (a.0, a.1) { b } else { a };
+        Some(won.2 as usize)
     }
 
     /// The key's endpoints in its order: by the distance from each probe to its point,
     /// closest first, each endpoint once.
     pub(crate) fn order(&self, key: u64) -> Vec<usize> {
-        let mut found: Vec<(u64, u32)> = SEEDS[..self.probes]
+        let mut found: Vec<(u32, usize, u32)> = SEEDS[..self.probes]
             .iter()
+            .enumerate()
             .filter(|_| !self.points.is_empty())
-            .map(|seed| {
-                let (i, d) = self.successor(fold(key ^ seed));
-                (d, self.owners[i])
+            .map(|(n, &seed)| {
+                let (o, d) = self.successor(Self::probe(key, seed));
+                (d, n, o)
             })
             .collect();
         found.sort_unstable();
         let mut out: Vec<usize> = Vec::with_capacity(found.len());
-        for (_, o) in found {
+        for (_, _, o) in found {
             if !out.contains(&(o as usize)) {
                 out.push(o as usize);
             }
@@ -139,13 +180,14 @@ impl MultiProbe {
         if n == 0 {
             return out;
         }
-        let scale = 2f64.powi(-64);
+        let scale = 2f64.powi(-32);
         let mut gaps: Vec<(f64, u32)> = (0..n)
             .map(|i| {
                 let prev = self.points[(i + n - 1) % n];
                 let g = self.points[i].wrapping_sub(prev);
+                // Wrapping: the gap before the first point runs from the last one.
                 // A single point owns the whole ring.
-                let g = if n == 1 { 1.0 } else { g as f64 * scale };
+                let g = if n == 1 { 1.0 } else { f64::from(g) * scale };
                 (g, self.owners[i])
             })
             .collect();
