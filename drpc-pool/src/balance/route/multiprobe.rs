@@ -28,48 +28,49 @@ const fn seeds() -> [u64; MAX_PROBES] {
 }
 
 /// A multi-probe ring over one endpoint set.
+///
+/// A candidate (a probe's successor) is packed as `distance << 32 | rank`, where `rank` is
+/// the owner's place among the endpoints sorted by name hash: the smallest packed value is
+/// the closest point, ties going to the same endpoint on every client whatever the order of
+/// its list.
 #[derive(Debug, Clone)]
 pub(crate) struct MultiProbe {
     /// Ring positions (32-bit), ascending.
     points: Vec<u32>,
-    /// The endpoint owning each point.
-    owners: Vec<u32>,
+    /// The rank of the endpoint owning each point.
+    ranks: Vec<u32>,
+    /// Rank → index in the list the ring was built from.
+    index_of: Vec<u32>,
     /// Cell `c` (the top bits of a position) → the first two points at or after the cell's
-    /// start: one memory read answers almost every lookup.
-    cells: Vec<Cell>,
+    /// start, each as `position << 32 | rank` (`u64::MAX` past the last point): one memory
+    /// read answers almost every lookup.
+    cells: Vec<[u64; 2]>,
     shift: u32,
     probes: usize,
-}
-
-/// The first two points at or after a cell's start, with their owners (`u32::MAX` past
-/// the last point).
-#[derive(Debug, Clone, Copy)]
-struct Cell {
-    first: u32,
-    first_owner: u32,
-    second: u32,
-    second_owner: u32,
 }
 
 impl MultiProbe {
     /// The ring over endpoints with these name hashes, each with `points[i]` points.
     pub(crate) fn new(ids: &[u64], points: &[usize], probes: usize) -> MultiProbe {
-        let mut ring: Vec<(u32, u64, u32)> = Vec::with_capacity(points.iter().sum());
-        for (i, (&id, &p)) in ids.iter().zip(points).enumerate() {
-            for j in 0..p as u64 {
+        let mut index_of: Vec<u32> = (0..ids.len() as u32).collect();
+        index_of.sort_unstable_by_key(|&i| (ids[i as usize], i));
+        let mut ring: Vec<(u32, u32)> = Vec::with_capacity(points.iter().sum());
+        for (rank, &i) in index_of.iter().enumerate() {
+            let id = ids[i as usize];
+            for j in 0..points[i as usize] as u64 {
                 let pos = (mix64(id ^ j.wrapping_mul(0x9e37_79b9)) >> 32) as u32;
-                ring.push((pos, id, i as u32));
+                ring.push((pos, rank as u32));
             }
         }
-        // Equal positions are ordered by the owner's id, not by list order, so that every
-        // client agrees; the second of two equal points never wins a key.
+        // Equal positions are ordered by rank, not by list order, so that every client
+        // agrees; the second of two equal points never wins a key.
         ring.sort_unstable();
         // About two cells per point.
         let bits = (usize::BITS - (ring.len() * 2).max(2).leading_zeros()).min(24);
         let shift = 32 - bits;
-        let at = |i: usize| {
+        let packed = |i: usize| {
             ring.get(i)
-                .map_or((u32::MAX, u32::MAX), |&(p, _, o)| (p, o))
+                .map_or(u64::MAX, |&(p, r)| u64::from(p) << 32 | u64::from(r))
         };
         let mut cells = Vec::with_capacity(1 << bits);
         let mut next = 0usize;
@@ -78,17 +79,12 @@ impl MultiProbe {
             while next < ring.len() && ring[next].0 < start {
                 next += 1;
             }
-            let ((first, first_owner), (second, second_owner)) = (at(next), at(next + 1));
-            cells.push(Cell {
-                first,
-                first_owner,
-                second,
-                second_owner,
-            });
+            cells.push([packed(next), packed(next + 1)]);
         }
         MultiProbe {
-            points: ring.iter().map(|&(p, _, _)| p).collect(),
-            owners: ring.iter().map(|&(_, _, o)| o).collect(),
+            points: ring.iter().map(|&(p, _)| p).collect(),
+            ranks: ring.iter().map(|&(_, r)| r).collect(),
+            index_of,
             cells,
             shift,
             probes: probes.clamp(1, MAX_PROBES),
@@ -101,28 +97,26 @@ impl MultiProbe {
         (fold(key ^ seed) >> 32) as u32
     }
 
-    /// The owner of the point following position `x` (the first at or after it, wrapping)
-    /// and the distance to it. The ring is not empty.
+    /// The point following position `x` (the first at or after it, wrapping), packed as
+    /// `distance << 32 | rank`. The ring is not empty.
     #[inline(always)]
-    fn successor(&self, x: u32) -> (u32, u32) {
-        let cell = &self.cells[(x >> self.shift) as usize];
-        let (p, o) = if x <= cell.first {
-            (cell.first, cell.first_owner)
-        } else {
-            (cell.second, cell.second_owner)
-        };
-        if x <= p && p != u32::MAX {
-            return (o, p - x);
+    fn successor(&self, x: u32) -> u64 {
+        let [first, second] = self.cells[(x >> self.shift) as usize];
+        let at = u64::from(x) << 32;
+        // `first >= at` exactly when the first point's position is at or after x.
+        let p = if first >= at { first } else { second };
+        if p >= at && p >> 32 != u64::from(u32::MAX) {
+            return p - at;
         }
         self.successor_slow(x)
     }
 
     /// [`MultiProbe::successor`] past the cell's two points or past the last point.
     #[cold]
-    fn successor_slow(&self, x: u32) -> (u32, u32) {
+    fn successor_slow(&self, x: u32) -> u64 {
         let i = self.points.partition_point(|&p| p < x);
         let i = if i == self.points.len() { 0 } else { i };
-        (self.owners[i], self.points[i].wrapping_sub(x))
+        u64::from(self.points[i].wrapping_sub(x)) << 32 | u64::from(self.ranks[i])
     }
 
     /// The endpoint of the key whose hash is `key` (`None` for an empty ring).
@@ -131,39 +125,32 @@ impl MultiProbe {
         if self.points.is_empty() {
             return None;
         }
-        // Two independent running minima over the even and odd probes (so that one
-        // compare does not wait for the previous); ties go to the earlier probe, the same
-        // on every client.
-        let mut best = [(u32::MAX, usize::MAX, u32::MAX); 2];
+        // Two independent running minima, so that one compare does not wait for the
+        // previous one.
+        let mut best = [u64::MAX; 2];
         for (n, &seed) in SEEDS[..self.probes].iter().enumerate() {
-            let (o, d) = self.successor(Self::probe(key, seed));
-            let lane = &mut best[n & 1];
-            if d < lane.0 || lane.1 == usize::MAX {
-                *lane = (d, n, o);
-            }
+            let c = self.successor(Self::probe(key, seed));
+            best[n & 1] = best[n & 1].min(c);
         }
-        let [a, b] = best;
-        let won = if b.1 != usize::MAX && (b.0, b.1) < (a.0, a.1) { b } else { a };
-        Some(won.2 as usize)
+        Some(self.index_of[(best[0].min(best[1]) & 0xffff_ffff) as usize] as usize)
     }
 
     /// The key's endpoints in its order: by the distance from each probe to its point,
     /// closest first, each endpoint once.
     pub(crate) fn order(&self, key: u64) -> Vec<usize> {
-        let mut found: Vec<(u32, usize, u32)> = SEEDS[..self.probes]
+        if self.points.is_empty() {
+            return Vec::new();
+        }
+        let mut found: Vec<u64> = SEEDS[..self.probes]
             .iter()
-            .enumerate()
-            .filter(|_| !self.points.is_empty())
-            .map(|(n, &seed)| {
-                let (o, d) = self.successor(Self::probe(key, seed));
-                (d, n, o)
-            })
+            .map(|&seed| self.successor(Self::probe(key, seed)))
             .collect();
         found.sort_unstable();
         let mut out: Vec<usize> = Vec::with_capacity(found.len());
-        for (_, _, o) in found {
-            if !out.contains(&(o as usize)) {
-                out.push(o as usize);
+        for c in found {
+            let i = self.index_of[(c & 0xffff_ffff) as usize] as usize;
+            if !out.contains(&i) {
+                out.push(i);
             }
         }
         out
@@ -188,7 +175,7 @@ impl MultiProbe {
                 // Wrapping: the gap before the first point runs from the last one.
                 // A single point owns the whole ring.
                 let g = if n == 1 { 1.0 } else { f64::from(g) * scale };
-                (g, self.owners[i])
+                (g, self.index_of[self.ranks[i] as usize])
             })
             .collect();
         gaps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
