@@ -287,7 +287,8 @@ fn routing(quick: bool) {
         // About 2000 keys per endpoint (a sampling deviation near 2 %), fewer where a pick
         // scores all N endpoints.
         let sample: u64 = match (quick, method, n) {
-            (true, _, _) | (false, "rendezvous", 1000) => 200_000,
+            (true, _, _) => 200_000,
+            (false, "rendezvous", 1000) => 1_000_000,
             _ => (2000 * n as u64).clamp(200_000, 4_000_000),
         };
         let keys: Vec<u64> = (0..sample).map(|k| mix(k ^ 0x5eed_0000)).collect();
