@@ -185,7 +185,10 @@ impl RouteTable {
                         Some(w) => {
                             let mean = w.iter().sum::<f64>() / w.len() as f64;
                             w.iter()
-                                .map(|w| ((config.points.max(1) as f64 * w / mean).round() as usize).max(1))
+                                .map(|w| {
+                                    ((config.points.max(1) as f64 * w / mean).round() as usize)
+                                        .max(1)
+                                })
                                 .collect()
                         }
                     };
@@ -459,6 +462,23 @@ mod tests {
     }
 
     #[test]
+    fn rendezvous_fast_path_agrees_with_the_full_scan() {
+        // Sizes around the four-lane chunks, so that the remainder is exercised.
+        for n in 1..=13 {
+            let t = table(&names(n), &RouteConfig::default());
+            assert_eq!(t.method(), RouteMethod::Rendezvous);
+            for k in 0..2_000u64 {
+                let h = super::super::hash::mix64(k);
+                assert_eq!(
+                    Some(t.top_score(h)),
+                    t.rendezvous(h, |_| true),
+                    "n={n} key {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn weighted_rendezvous_follows_the_weights() {
         let t = RouteTable::new([("a", 1), ("b", 3)], &RouteConfig::default());
         let on_b = (0..40_000u64)
@@ -540,7 +560,11 @@ mod tests {
         assert_eq!(a.method(), RouteMethod::MultiProbe);
         let mut after = before.clone();
         after.push("pod-new".into());
-        let fewer: Vec<String> = before.iter().filter(|n| *n != "pod-200x").cloned().collect();
+        let fewer: Vec<String> = before
+            .iter()
+            .filter(|n| *n != "pod-200x")
+            .cloned()
+            .collect();
         let (b, c) = (table(&after, &config), table(&fewer, &config));
         let keys = 100_000u64;
         let (mut to_new, mut from_gone) = (0u64, 0u64);
@@ -558,7 +582,10 @@ mod tests {
         // few percent of even, sampling adds about ±6 %.
         for got in [to_new, from_gone] {
             let ratio = got as f64 / (keys as f64 / 400.0);
-            assert!((0.55..=1.25).contains(&ratio), "moved {got}: {ratio}× the minimum");
+            assert!(
+                (0.55..=1.25).contains(&ratio),
+                "moved {got}: {ratio}× the minimum"
+            );
         }
         // Exact shares: within 5 % of even at the largest.
         let max = a.shares().iter().cloned().fold(0.0, f64::max) * 400.0;
@@ -566,7 +593,10 @@ mod tests {
         // The order of the list does not matter.
         let mut rev = before.clone();
         rev.reverse();
-        assert_eq!(moved((&a, &before), (&table(&rev, &config), &rev), 5_000), 0.0);
+        assert_eq!(
+            moved((&a, &before), (&table(&rev, &config), &rev), 5_000),
+            0.0
+        );
     }
 
     #[test]
@@ -578,7 +608,9 @@ mod tests {
         let n = names(200);
         // Every tenth endpoint weighs 3.
         let t = RouteTable::new(
-            n.iter().enumerate().map(|(i, s)| (s.as_str(), if i % 10 == 0 { 3 } else { 1 })),
+            n.iter()
+                .enumerate()
+                .map(|(i, s)| (s.as_str(), if i % 10 == 0 { 3 } else { 1 })),
             &config,
         );
         assert_eq!(t.method(), RouteMethod::MultiProbe);

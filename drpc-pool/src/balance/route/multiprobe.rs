@@ -216,7 +216,10 @@ mod tests {
         for (e, c) in exact.iter().zip(counts) {
             let sampled = c as f64 / keys as f64;
             // 8000 keys per endpoint: a standard deviation of about 1.1 % of the share.
-            assert!((sampled - e).abs() < 0.06 * e, "sampled {sampled}, exact {e}");
+            assert!(
+                (sampled - e).abs() < 0.06 * e,
+                "sampled {sampled}, exact {e}"
+            );
         }
     }
 
