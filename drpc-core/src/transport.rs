@@ -196,6 +196,12 @@ impl WriteHalf {
         );
     }
 
+    /// Drops everything not written yet.
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+        self.buf.clear();
+    }
+
     /// Whether nothing waits to be written.
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.buf.is_empty()

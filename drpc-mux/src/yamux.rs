@@ -156,11 +156,20 @@ enum Request {
 type Ready = Arc<std::sync::Mutex<std::collections::VecDeque<::yamux::Stream>>>;
 
 /// What handles and streams hold: dropping the last one closes the session.
-#[derive(Debug)]
 struct Handle {
     open_tx: mpsc::UnboundedSender<Request>,
     ready: Ready,
     state: Arc<SessionState>,
+    /// The driver's work, for a stream that just wrote to run it in its own task.
+    driver: Arc<dyn Drive>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock_ready(
@@ -274,15 +283,19 @@ impl YamuxSession {
         let state = SessionState::new(config.max_concurrent_streams);
         let (open_tx, open_rx) = mpsc::unbounded_channel();
         let ready = Ready::default();
+        let cell = Arc::new(DriverCell {
+            driver: std::sync::Mutex::new(None),
+        });
         let handle = Arc::new(Handle {
             open_tx,
             ready: Arc::clone(&ready),
             state: Arc::clone(&state),
+            driver: Arc::clone(&cell) as Arc<dyn Drive>,
         });
         let socket = Socket::new(io);
         let flusher = socket.handle();
         let conn = ::yamux::Connection::new(socket, config.yamux_config(), mode);
-        let driver = Driver {
+        *cell.lock() = Some(Driver {
             conn,
             flusher,
             opens: open_rx,
@@ -290,8 +303,10 @@ impl YamuxSession {
             ready,
             preopen: false,
             inbound: inbound(Arc::downgrade(&handle)),
-        };
-        tokio::spawn(driver.run(state, config));
+            waker: None,
+            failure: None,
+        });
+        tokio::spawn(cell.run(state, config));
         YamuxSession { handle }
     }
 
@@ -403,6 +418,119 @@ struct Driver<T> {
     /// Keep [`PREOPENED`] streams ready (once this side has opened one).
     preopen: bool,
     inbound: Inbound,
+    /// The driver task's waker: whoever polls the connection registers it, so that the
+    /// driver task is always the one woken for the socket and the streams.
+    waker: Option<Waker>,
+    /// A failure met while a stream's task ran the driver's work, for the driver task.
+    failure: Option<MuxError>,
+}
+
+/// Runs the driver's work from a stream's task ([`DriverCell::drive`]).
+trait Drive: Send + Sync {
+    /// Polls the connection now, if no other task is polling it.
+    fn drive(&self);
+}
+
+/// The driver, shared between its task and the session's streams: a stream that has just
+/// queued a frame polls the connection itself (with the driver task's waker), so the frame
+/// reaches the socket without waiting for the driver task to be scheduled, which saves one
+/// task hop per message on each side. The driver task still runs whenever it is woken.
+struct DriverCell<T> {
+    /// `None` before the start and once the driver task has taken it to close the session.
+    driver: std::sync::Mutex<Option<Driver<T>>>,
+}
+
+impl<T> DriverCell<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Driver<T>>> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Transport> Drive for DriverCell<T> {
+    fn drive(&self) {
+        let mut guard = match self.driver.try_lock() {
+            Ok(g) => g,
+            // The driver task (or another stream) is polling it right now.
+            Err(_) => return,
+        };
+        let Some(driver) = guard.as_mut() else { return };
+        if driver.failure.is_some() {
+            return;
+        }
+        let Some(waker) = driver.waker.clone() else {
+            return;
+        };
+        if let Poll::Ready(e) = driver.poll_io(&mut Context::from_waker(&waker)) {
+            driver.failure = Some(e);
+            drop(guard);
+            waker.wake();
+        }
+    }
+}
+
+impl<T: Transport> DriverCell<T> {
+    /// The driver task's poll: a failure found by a stream's task first, then the I/O.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<MuxError> {
+        let mut guard = self.lock();
+        let Some(driver) = guard.as_mut() else {
+            return Poll::Ready(MuxError::Closed);
+        };
+        if let Some(e) = driver.failure.take() {
+            return Poll::Ready(e);
+        }
+        if !driver.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            driver.waker = Some(cx.waker().clone());
+        }
+        driver.poll_io(cx)
+    }
+
+    async fn run(self: Arc<Self>, state: Arc<SessionState>, config: YamuxConfig) {
+        let ping = match config.heartbeat {
+            Some(hb) => {
+                let opened = poll_fn(|cx| match self.lock().as_mut() {
+                    Some(d) => d.conn.poll_new_outbound(cx).map_err(MuxError::from),
+                    None => Poll::Ready(Err(MuxError::Closed)),
+                })
+                .await;
+                match opened {
+                    Ok(stream) => Some((stream, hb)),
+                    Err(e) => {
+                        self.finish(&state, e, &config).await;
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let reason = {
+            let close = state.close_requested().clone();
+            let heartbeat = async {
+                if let Some((stream, hb)) = ping
+                    && let Some(failure) = heartbeat::ping(stream.compat(), hb).await
+                {
+                    return failure;
+                }
+                std::future::pending().await
+            };
+            let io = poll_fn(|cx| self.poll(cx));
+            tokio::select! {
+                biased;
+                () = close.cancelled() => state.reason_or_closed(),
+                r = io => r,
+                r = heartbeat => r,
+            }
+        };
+        self.finish(&state, reason, &config).await;
+    }
+
+    async fn finish(&self, state: &SessionState, reason: MuxError, config: &YamuxConfig) {
+        let driver = self.lock().take();
+        if let Some(driver) = driver {
+            driver.finish(state, reason, config).await;
+        } else {
+            state.set_closed(reason);
+        }
+    }
 }
 
 /// Where the driver puts the streams the peer opens.
@@ -417,38 +545,6 @@ enum Inbound {
 }
 
 impl<T: Transport> Driver<T> {
-    async fn run(mut self, state: Arc<SessionState>, config: YamuxConfig) {
-        let ping = match config.heartbeat {
-            Some(hb) => match poll_fn(|cx| self.conn.poll_new_outbound(cx)).await {
-                Ok(stream) => Some((stream, hb)),
-                Err(e) => {
-                    self.finish(&state, e.into(), &config).await;
-                    return;
-                }
-            },
-            None => None,
-        };
-        let reason = {
-            let close = state.close_requested().clone();
-            let heartbeat = async {
-                if let Some((stream, hb)) = ping
-                    && let Some(failure) = heartbeat::ping(stream.compat(), hb).await
-                {
-                    return failure;
-                }
-                std::future::pending().await
-            };
-            let io = poll_fn(|cx| self.poll_io(cx));
-            tokio::select! {
-                biased;
-                () = close.cancelled() => state.reason_or_closed(),
-                r = io => r,
-                r = heartbeat => r,
-            }
-        };
-        self.finish(&state, reason, &config).await;
-    }
-
     /// Marks the session closed, fails waiting opens, and closes the connection gracefully.
     async fn finish(mut self, state: &SessionState, reason: MuxError, config: &YamuxConfig) {
         match &reason {
@@ -804,6 +900,8 @@ impl AsyncWrite for YamuxStream {
         }
     }
 
+    /// Flushes the stream's frames to the session, then runs the driver's work in this task
+    /// when no other task is at it, so they reach the socket now ([`DriverCell`]).
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_flush(cx) {
@@ -811,6 +909,10 @@ impl AsyncWrite for YamuxStream {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             },
+            Poll::Ready(Ok(())) => {
+                this.handle.driver.drive();
+                Poll::Ready(Ok(()))
+            }
             ready => ready,
         }
     }
