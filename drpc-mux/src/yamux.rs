@@ -639,6 +639,10 @@ impl<T: Transport> Driver<T> {
 /// everything that is ready, then written at once (or as soon as this many are waiting).
 const WRITE_COALESCE: usize = 64 * KIB;
 
+/// How much the session's socket reads at once when yamux asks for less (a frame header, a
+/// small body): the rest waits in [`SocketIo::read`] for yamux's next read.
+const READ_AHEAD: usize = 16 * KIB;
+
 /// The session's transport as yamux sees it (futures I/O), shared with the driver.
 ///
 /// Writes are coalesced: yamux's per-frame flushes only reach the transport past
@@ -654,6 +658,10 @@ struct Socket<T> {
 struct SocketIo<T> {
     io: T,
     pending: bytes::BytesMut,
+    /// Bytes read from the transport that yamux has not taken yet: yamux reads a frame's
+    /// 12-byte header and then its body, one read each, so without this every frame cost
+    /// two `recv` calls (and a third that finds nothing).
+    read: bytes::BytesMut,
     write_closed: bool,
 }
 
@@ -663,6 +671,7 @@ impl<T> Socket<T> {
             shared: Arc::new(std::sync::Mutex::new(SocketIo {
                 io,
                 pending: bytes::BytesMut::with_capacity(WRITE_COALESCE),
+                read: bytes::BytesMut::new(),
                 write_closed: false,
             })),
         }
@@ -706,10 +715,29 @@ impl<T: Transport> futures_util::io::AsyncRead for Socket<T> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let mut io = self.lock();
-        let mut rb = ReadBuf::new(buf);
-        std::task::ready!(Pin::new(&mut io.io).poll_read(cx, &mut rb))?;
-        Poll::Ready(Ok(rb.filled().len()))
+        let mut guard = self.lock();
+        let io = &mut *guard;
+        if io.read.is_empty() {
+            if buf.len() >= READ_AHEAD {
+                // A large body: straight into yamux's buffer, no copy.
+                let mut rb = ReadBuf::new(buf);
+                std::task::ready!(Pin::new(&mut io.io).poll_read(cx, &mut rb))?;
+                return Poll::Ready(Ok(rb.filled().len()));
+            }
+            io.read.reserve(READ_AHEAD);
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut io.io),
+                cx,
+                &mut io.read
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+        }
+        let n = buf.len().min(io.read.len());
+        buf[..n].copy_from_slice(&io.read[..n]);
+        bytes::Buf::advance(&mut io.read, n);
+        Poll::Ready(Ok(n))
     }
 }
 
