@@ -11,8 +11,12 @@
 //! streams leave the driver over another channel ([`YamuxIncoming`]), or, under
 //! [`crate::MuxServer`], are spawned as serving tasks straight from the driver. Stream reads and
 //! writes run in the callers' tasks; the frames yamux writes are collected and written out
-//! together once the driver has handled everything ready. The driver also runs the
-//! [`Heartbeat`] pinger when the config has one.
+//! together once the driver has handled everything ready. A stream that has just flushed its
+//! frames runs that driver pass itself when no other task is polling the connection (with the
+//! driver task's waker, so the driver task is still the one woken by the socket): its frames
+//! reach the socket without waiting for the driver task to be scheduled. The socket reads
+//! ahead (16 KiB) so that a frame's header and body, which yamux reads separately, cost one
+//! `recv` instead of two. The driver also runs the [`Heartbeat`] pinger when the config has one.
 //!
 //! The session closes when [`NewStream::close`] is called, when every handle (sessions,
 //! [`YamuxIncoming`], streams) is gone, when the peer closes it or the transport fails, or when

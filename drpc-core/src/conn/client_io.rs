@@ -50,6 +50,10 @@ pub struct ClientIo<T> {
     /// A flush is under way; a stream abandoned now must close the transport.
     writing: bool,
     max_packet_size: usize,
+    /// The time the running stream started, given to the core as "now": the client core uses
+    /// time only for deadlines, which this glue enforces with tokio timers, so one clock
+    /// reading per stream is enough.
+    clock: std::time::Instant,
 }
 
 impl<T: Transport> std::fmt::Debug for ClientIo<T> {
@@ -70,6 +74,7 @@ fn now() -> std::time::Instant {
 impl<T: Transport> ClientIo<T> {
     /// A client core over `transport` with `config` (`watch_idle` is the owner's business).
     pub fn new(transport: T, config: &ConnConfig) -> ClientIo<T> {
+        let clock = now();
         let core = Connection::new(
             Side::Client,
             CoreConfig {
@@ -77,7 +82,7 @@ impl<T: Transport> ClientIo<T> {
                 max_packet_size: config.max_packet_size,
                 idle_timeout: None,
             },
-            now(),
+            clock,
         );
         ClientIo {
             transport,
@@ -89,6 +94,7 @@ impl<T: Transport> ClientIo<T> {
             ended: None,
             writing: false,
             max_packet_size: config.max_packet_size,
+            clock,
         }
     }
 
@@ -158,6 +164,7 @@ impl<T: Transport> ClientIo<T> {
         self.stream = opened.stream;
         self.recv_closed = false;
         self.ended = None;
+        self.clock = now();
         Ok(opened.stream)
     }
 
@@ -171,7 +178,7 @@ impl<T: Transport> ClientIo<T> {
 
     /// Buffers CloseSend on the running stream.
     fn push_close_send(&mut self) -> Result<(), Error> {
-        let id = self.core.begin_close_send(now(), self.stream)?;
+        let id = self.core.begin_close_send(self.clock, self.stream)?;
         self.write.push(id, Kind::CloseSend, false, &[]);
         if !self.is_running() && self.ended.is_none() {
             self.ended = Some(None); // both sides closed
@@ -242,7 +249,7 @@ impl<T: Transport> ClientIo<T> {
                     return Err(e);
                 }
             };
-            if let Err(e) = self.core.handle_packet(now(), packet) {
+            if let Err(e) = self.core.handle_packet(self.clock, packet) {
                 self.ended = Some(Some(e.clone()));
                 while self.core.poll_event().is_some() {}
                 return Err(e);
@@ -271,7 +278,7 @@ impl<T: Transport> ClientIo<T> {
         loop {
             match self.next_event().await? {
                 StreamEvent::Message(reply) => {
-                    self.core.end_stream(now(), self.stream);
+                    self.core.end_stream(self.clock, self.stream);
                     self.ended = Some(None);
                     return Ok(reply);
                 }
@@ -375,7 +382,7 @@ impl<T: Transport> ClientIo<T> {
             match self.read.poll_packet(&mut self.transport, cx) {
                 Poll::Ready(Ok(p)) => {
                     let (stream, kind) = (p.id.stream, p.kind);
-                    if self.core.handle_packet(now(), p).is_err() {
+                    if self.core.handle_packet(self.clock, p).is_err() {
                         tracing::debug!(stream, ?kind, "packet for no stream");
                         return Poll::Ready(());
                     }
