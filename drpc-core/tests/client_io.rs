@@ -79,8 +79,13 @@ async fn unary_calls_take_stream_ids_one_two_three() {
 async fn a_soft_cancel_keeps_the_transport_and_late_packets_are_dropped() {
     let (mut io, obs, _server) = pair(CancelMode::Soft).await;
     // The caller gives up on a slow call: the future is dropped mid-read.
-    let slow = io.unary(rpc::SLOW, enc(&Msg::new("slow", 10_000)), &Metadata::new());
-    assert!(timeout(std::time::Duration::from_millis(50), slow).await.is_err());
+    let none = Metadata::new();
+    let slow = io.unary(rpc::SLOW, enc(&Msg::new("slow", 10_000)), &none);
+    assert!(
+        timeout(std::time::Duration::from_millis(50), slow)
+            .await
+            .is_err()
+    );
     assert!(io.is_running());
     slow_running(&obs, 1).await;
     assert!(io.cancel_now(), "a soft cancel keeps the transport");
@@ -106,8 +111,13 @@ async fn a_soft_cancel_keeps_the_transport_and_late_packets_are_dropped() {
 #[tokio::test]
 async fn a_hard_cancel_closes_the_core() {
     let (mut io, obs, _server) = pair(CancelMode::Hard).await;
-    let slow = io.unary(rpc::SLOW, enc(&Msg::new("slow", 10_000)), &Metadata::new());
-    assert!(timeout(std::time::Duration::from_millis(50), slow).await.is_err());
+    let none = Metadata::new();
+    let slow = io.unary(rpc::SLOW, enc(&Msg::new("slow", 10_000)), &none);
+    assert!(
+        timeout(std::time::Duration::from_millis(50), slow)
+            .await
+            .is_err()
+    );
     slow_running(&obs, 1).await;
     assert!(!io.cancel_now(), "a hard cancel gives the transport up");
     assert!(io.is_closed());

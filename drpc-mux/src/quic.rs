@@ -282,7 +282,11 @@ impl NewStream for QuicSession {
     fn close_reason(&self) -> Option<MuxError> {
         let reason = self.conn.close_reason()?;
         // The watchdog's verdict, when it closed the connection.
-        Some(self.state.reason().unwrap_or_else(|| MuxError::from(reason)))
+        Some(
+            self.state
+                .reason()
+                .unwrap_or_else(|| MuxError::from(reason)),
+        )
     }
 
     fn close(&self) {
@@ -320,7 +324,10 @@ async fn watch_peer(conn: quinn::Connection, state: Arc<SessionState>, limit: Du
         }
         let silent = now - heard;
         if silent >= limit {
-            tracing::info!(?silent, "QUIC peer silent under calls in flight; closing the session");
+            tracing::info!(
+                ?silent,
+                "QUIC peer silent under calls in flight; closing the session"
+            );
             state.set_closed(MuxError::HeartbeatTimeout(silent));
             conn.close(CLOSE_DEAD_PEER, b"peer not answering");
             return;

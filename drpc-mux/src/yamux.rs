@@ -482,7 +482,11 @@ impl<T: Transport> DriverCell<T> {
         if let Some(e) = driver.failure.take() {
             return Poll::Ready(e);
         }
-        if !driver.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !driver
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             driver.waker = Some(cx.waker().clone());
         }
         driver.poll_io(cx)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::task::{Context, Poll};
 
 use super::transport::{ConnConfig, check_size};
-use crate::connection::{CoreConfig, Connection, Event, Side};
+use crate::connection::{Connection, CoreConfig, Event, Side};
 use crate::error::Error;
 use crate::metadata::Metadata;
 use crate::transport::{ReadHalf, Transport, WriteHalf};
@@ -141,9 +141,7 @@ impl<T: Transport> ClientIo<T> {
 
     /// The error a send on the ended (or send-closed) stream reports.
     pub fn send_error(&self) -> Error {
-        self.ended()
-            .flatten()
-            .unwrap_or(Error::SendClosed)
+        self.ended().flatten().unwrap_or(Error::SendClosed)
     }
 
     /// Starts a stream: a new id, then InvokeMetadata (if any) and Invoke, buffered until
@@ -160,7 +158,8 @@ impl<T: Transport> ClientIo<T> {
                     metadata.encode(b)
                 });
         }
-        self.write.push(opened.invoke, Kind::Invoke, false, rpc.as_bytes());
+        self.write
+            .push(opened.invoke, Kind::Invoke, false, rpc.as_bytes());
         self.stream = opened.stream;
         self.recv_closed = false;
         self.ended = None;

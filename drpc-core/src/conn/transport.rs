@@ -161,7 +161,6 @@ impl<T> Shared<T> {
             w.wake();
         }
     }
-
 }
 
 impl<T: Transport> Shared<T> {
@@ -313,7 +312,9 @@ impl<T: Transport> Conn for TransportConn<T> {
         let options = options.started();
         let deadline = options.deadline();
         let mut call = self.begin(deadline).await?;
-        let id = call.io_mut().and_then(|io| io.start(rpc, &options.metadata));
+        let id = call
+            .io_mut()
+            .and_then(|io| io.start(rpc, &options.metadata));
         call.settle();
         Ok(TransportStream {
             call,
@@ -435,7 +436,12 @@ impl<T: Transport> TransportStream<T> {
 impl<T: Transport> RawStream for TransportStream<T> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         let Some(io) = self.call.io.as_deref_mut() else {
-            return Err(self.call.ended.clone().flatten().unwrap_or(Error::SendClosed));
+            return Err(self
+                .call
+                .ended
+                .clone()
+                .flatten()
+                .unwrap_or(Error::SendClosed));
         };
         let r = until(self.deadline, io.send(message)).await;
         self.on_deadline(r)

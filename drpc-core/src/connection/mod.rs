@@ -491,7 +491,11 @@ impl Connection {
     ///
     /// # Errors
     /// As [`Connection::open`].
-    pub fn begin_open(&mut self, metadata: bool, deadline: Option<Instant>) -> Result<Opened, Error> {
+    pub fn begin_open(
+        &mut self,
+        metadata: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Opened, Error> {
         if self.closed.is_some() {
             return Err(Error::Closed);
         }

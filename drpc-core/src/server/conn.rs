@@ -385,7 +385,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             }
             None => {
                 self.timer_at = deadline;
-                self.timer.insert(Box::pin(tokio::time::sleep_until(deadline)))
+                self.timer
+                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
             }
         };
         if timer.as_mut().poll(cx).is_ready() {
