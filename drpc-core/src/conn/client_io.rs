@@ -329,13 +329,10 @@ impl<T: Transport> ClientIo<T> {
         if !self.write.is_empty() {
             self.flush().await?;
         }
-        loop {
-            match self.next_event().await? {
-                StreamEvent::Message(m) => return Ok(Some(m)),
-                StreamEvent::RecvClosed => return Ok(None),
-                StreamEvent::Finished(None) => return Ok(None),
-                StreamEvent::Finished(Some(e)) => return Err(e),
-            }
+        match self.next_event().await? {
+            StreamEvent::Message(m) => Ok(Some(m)),
+            StreamEvent::RecvClosed | StreamEvent::Finished(None) => Ok(None),
+            StreamEvent::Finished(Some(e)) => Err(e),
         }
     }
 
