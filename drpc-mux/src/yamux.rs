@@ -937,7 +937,7 @@ impl AsyncWrite for YamuxStream {
     }
 
     /// Flushes the stream's frames to the session, then runs the driver's work in this task
-    /// when no other task is at it, so they reach the socket now ([`DriverCell`]).
+    /// when no other task is at it, so they reach the socket now (see the module docs).
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_flush(cx) {

@@ -32,7 +32,10 @@ pub enum StreamEvent {
 }
 
 /// A client connection core and its I/O over one transport: one stream at a time, driven by
-/// whoever calls it (no task of its own). See the [module docs](self).
+/// whoever calls it (no task of its own). The core owns stream ids, the running stream, late
+/// packets and cancels; this glue writes the caller's packets straight into its write buffer
+/// and turns the core's events into what the caller waits for. [`crate::TransportConn`] keeps
+/// one for the life of its transport; drpc-mux makes one per stream of a session.
 ///
 /// Dropping it does not cancel a running stream: its owner does ([`ClientIo::cancel_now`]),
 /// or the transport's end tells the peer.
