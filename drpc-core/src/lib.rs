@@ -14,8 +14,7 @@
 //!
 //! The module graph has no cycles (`tests/module_graph.rs` checks it): `context` and the
 //! server stream sit below both `router` and `server`, and `server` imports neither `router`
-//! nor `conn`. The client (`conn`) does not use the sans-IO [`connection`] core yet; the
-//! server does.
+//! nor `conn`. Both the client (`conn`) and the server run on the sans-IO [`connection`] core.
 //!
 //! # Example: a server and a client on loopback
 //!

@@ -20,6 +20,7 @@
 //!
 //! Any of them wrapped in tower layers ([`LayeredConn`]) is still a [`Conn`].
 
+mod client_io;
 mod dynconn;
 mod layer;
 mod transport;
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::metadata::Metadata;
 
+pub use client_io::{ClientIo, StreamEvent};
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
 pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with};
