@@ -369,6 +369,20 @@ impl ServerStream {
             .map_err(|e| self.send_error(e))
     }
 
+    /// Queues already encoded bytes without flushing (what [`crate::encoding::Codec::buffer`]
+    /// does for codecs that encode to bytes first).
+    pub(crate) fn buffer_bytes(&mut self, message: Bytes) -> Result<(), Error> {
+        self.shared.check_send(message.len())?;
+        self.writer
+            .send_bytes(self.shared.id, message)
+            .map_err(|e| self.send_error(e))
+    }
+
+    /// Flushes what was queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        Ok(self.writer.flush().await?)
+    }
+
     /// A send refused by the core: `Canceled` once the call was canceled (as Go reports a
     /// send after the stream's context ended), the core's reason otherwise.
     fn send_error(&self, e: Error) -> Error {
