@@ -55,6 +55,8 @@ pub mod error;
 pub mod layers;
 pub mod metadata;
 pub mod middleware;
+#[cfg(feature = "migrate")]
+pub mod migrate;
 pub mod router;
 pub mod server;
 pub mod stream;
