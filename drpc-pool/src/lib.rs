@@ -106,6 +106,7 @@
 mod backoff;
 pub mod balance;
 mod config;
+pub mod cutover;
 mod dial;
 mod error;
 mod idle;
