@@ -7,8 +7,11 @@
 pub mod balance;
 pub mod cli;
 pub mod echo;
+pub mod grpc;
 pub mod load;
 pub mod metrics;
+pub mod migrate;
+pub mod msgpack;
 pub mod mux;
 pub mod reverse;
 pub mod scenarios;
