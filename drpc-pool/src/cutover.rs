@@ -1,7 +1,7 @@
 //! Gradual cut-over from an old target to a new one: [`Cutover`] is a [`Conn`] over two
 //! connections (each may be a balanced set, a pool, a plain connection) that sends each call
 //! by its routing key, taken from the call's metadata as key routing does
-//! ([`RouteConfig::metadata_key`](crate::balance::RouteConfig::metadata_key)): keys in the
+//! ([`RouteConfig::metadata_key`](crate::balance::route::RouteConfig::metadata_key)): keys in the
 //! plan's set, and keys whose hash falls below the plan's fraction, go to the new target; the
 //! rest, and calls without the key, to the old one.
 //!
