@@ -30,7 +30,8 @@
 //! `DRPC!!!1` preface (for `echo-server --grpc`); `--grpc --scenario unary` makes the unary
 //! call over gRPC instead. `--replay FILE --addr ADDR [--rate N]` replays a recording made by
 //! `echo-server --record` and prints `replay: calls=N matched=M mismatched=X errors=E` (after
-//! a `mismatch ...` line for each of the first mismatches; exit 0 whenever the replay ran).
+//! a `mismatch ...` line for each of the first mismatches and a `replay rpc=NAME ...` line per
+//! RPC; exit 0 whenever the replay ran).
 //! Load mode with `--shadow ADDR2 [--shadow-fraction F]` mirrors that fraction of the calls
 //! to ADDR2 and prints, after the result line, `shadow: mirrored=N matched=M mismatched=X
 //! errors=E dropped=D`. `--encoding msgpack` runs the unary, streaming and fail scenarios with
@@ -130,6 +131,12 @@ async fn replay(args: &Args, file: &str) -> ExitCode {
         Ok(report) => {
             for m in &report.first_mismatches {
                 println!("{m}");
+            }
+            for (rpc, c) in &report.per_rpc {
+                println!(
+                    "replay rpc={rpc} calls={} matched={} mismatched={} errors={}",
+                    c.calls, c.matched, c.mismatched, c.errors
+                );
             }
             println!("{}", drpc_examples::migrate::replay_line(&report));
             ExitCode::SUCCESS
