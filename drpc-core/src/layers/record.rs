@@ -74,7 +74,8 @@ struct Counters {
 }
 
 enum Job {
-    Record(Vec<u8>),
+    /// Encoded by the writer task, off the call's path.
+    Record(Box<Record>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -176,7 +177,7 @@ impl Recorder {
                 .fetch_add(1, Ordering::Relaxed);
         }
         if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
-            self.inner.tx.try_send(Job::Record(record.to_frame()))
+            self.inner.tx.try_send(Job::Record(Box::new(record)))
         {
             self.inner
                 .counters
@@ -197,7 +198,8 @@ async fn write_loop(
     let mut failed = false;
     while let Some(job) = rx.recv().await {
         match job {
-            Job::Record(frame) => {
+            Job::Record(record) => {
+                let frame = record.to_frame();
                 if failed || size + frame.len() as u64 > max_file_bytes {
                     counters.dropped_file_full.fetch_add(1, Ordering::Relaxed);
                 } else if let Err(e) = out.write_all(&frame).await {
