@@ -37,7 +37,8 @@ use crate::metadata::Metadata;
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
 pub use transport::{
-    CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with_preface, send_preface,
+    CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with, dial_with_preface,
+    send_preface,
 };
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 

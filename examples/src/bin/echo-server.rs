@@ -13,6 +13,11 @@
 //! `--http HOST:PORT` serves the HTTP/JSON gateway (Connect's unary rules) and a web demo at
 //! `http://HOST:PORT/` (printing `http on http://HOST:PORT/`).
 //!
+//! `--etcd http://HOST:PORT --register SERVICE` registers the server in etcd under
+//! `/drpc/services/SERVICE/ADDR` with a lease (TTL 10 s, kept alive), printing
+//! `registered KEY`; on SIGTERM it deletes the key first (printing `deregistered KEY`), then
+//! exits. `echo-client --resolve etcd://HOST:PORT/SERVICE` finds it.
+//!
 //! Migration (README "Migrating to drpc-rs"): `--grpc` also serves the echo service over gRPC
 //! (tonic) on the same port (drpc clients then send the `DRPC!!!1` preface, `echo-client
 //! --preface`); `--record FILE [--record-fraction F]` records calls for `echo-client
@@ -58,6 +63,25 @@ struct Args {
     /// The message encoding of the echo RPCs.
     #[arg(long, value_enum, default_value_t = drpc_examples::cli::Encoding::Protobuf)]
     encoding: drpc_examples::cli::Encoding,
+    /// The etcd to register in (`http://HOST:PORT`), with --register.
+    #[arg(long, value_name = "URL", requires = "register")]
+    etcd: Option<String>,
+    /// Register this server in etcd as an instance of SERVICE (needs --etcd).
+    #[arg(long, value_name = "SERVICE", requires = "etcd")]
+    register: Option<String>,
+}
+
+/// With `--etcd` and `--register`: registers `addr`, prints `registered KEY`, and
+/// deregisters on SIGTERM.
+async fn register(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if let (Some(url), Some(service)) = (&args.etcd, &args.register) {
+        let registration = drpc_examples::etcd::register(url, service, addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "registered {}", registration.key())?;
+        out.flush()?;
+        drpc_examples::etcd::deregister_on_sigterm(registration);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -108,6 +132,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
         // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+        if args.register.is_some() {
+            let addr: std::net::SocketAddr = args.addr.parse()?;
+            anyhow::ensure!(addr.port() != 0, "--register with QUIC needs a fixed port");
+            register(&args, addr).await?;
+        }
         return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
     }
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
@@ -117,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
+    register(&args, addr).await?;
     if args.grpc {
         let prefix = args
             .prefix
