@@ -38,7 +38,10 @@ use crate::metadata::Metadata;
 pub use client_io::{ClientIo, StreamEvent};
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
-pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with};
+pub use transport::{
+    CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with, dial_with_preface,
+    send_preface,
+};
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 
 /// Options for one call: metadata to send, and when to give up.

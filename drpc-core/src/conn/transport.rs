@@ -77,6 +77,33 @@ pub async fn dial_with(
     Ok(TransportConn::with_config(tcp, config))
 }
 
+/// [`dial`] for a server that shares its port with another protocol
+/// ([`crate::server::preface`], Go's `drpcmigrate.ListenMux`): the connection starts with
+/// the `DRPC!!!1` preface.
+///
+/// # Errors
+/// The connect error, or the failed write of the preface.
+pub async fn dial_with_preface(
+    addr: impl ToSocketAddrs,
+) -> std::io::Result<TransportConn<TcpStream>> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    send_preface(&mut tcp).await?;
+    Ok(TransportConn::new(tcp))
+}
+
+/// Writes the `DRPC!!!1` preface on a fresh transport, before it becomes a connection (for
+/// transports other than [`dial_with_preface`]'s TCP). Only for servers that expect it: a
+/// plain Go `drpcserver` hangs on it (`docs/wire.md` §13).
+///
+/// # Errors
+/// The write error.
+pub async fn send_preface<T: tokio::io::AsyncWrite + Unpin>(io: &mut T) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    io.write_all(crate::wire::PREFACE).await?;
+    io.flush().await
+}
+
 /// A client connection over one transport (TCP, TLS, a unix socket, a mux stream…).
 ///
 /// Share it with `Arc` or by reference: every method takes `&self`. Dropping it closes the

@@ -19,6 +19,7 @@
 mod accept;
 mod conn;
 mod handler;
+pub mod preface;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -17,6 +17,12 @@
 //! `/drpc/services/SERVICE/ADDR` with a lease (TTL 10 s, kept alive), printing
 //! `registered KEY`; on SIGTERM it deletes the key first (printing `deregistered KEY`), then
 //! exits. `echo-client --resolve etcd://HOST:PORT/SERVICE` finds it.
+//!
+//! Migration (README "Migrating to drpc-rs"): `--grpc` also serves the echo service over gRPC
+//! (tonic) on the same port (drpc clients then send the `DRPC!!!1` preface, `echo-client
+//! --preface`); `--record FILE [--record-fraction F]` records calls for `echo-client
+//! --replay`; `--prefix P` answers `Unary` and `Bidi` with `P` instead of `echo:`;
+//! `--encoding msgpack` serves the echo RPCs with MessagePack instead of protobuf.
 
 use std::io::Write;
 
@@ -41,6 +47,22 @@ struct Args {
     /// Serve the HTTP/JSON gateway and the web demo at http://HOST:PORT/.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// Also serve the echo service over gRPC (tonic) on the same port; drpc clients must
+    /// send the `DRPC!!!1` preface (plain TCP only).
+    #[arg(long)]
+    grpc: bool,
+    /// Record calls to FILE (the format of docs/recording.md).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+    /// The fraction of calls recorded (0 to 1).
+    #[arg(long, default_value_t = 1.0, requires = "record")]
+    record_fraction: f64,
+    /// Answer Unary and Bidi with this prefix instead of `echo:`.
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// The message encoding of the echo RPCs.
+    #[arg(long, value_enum, default_value_t = drpc_examples::cli::Encoding::Protobuf)]
+    encoding: drpc_examples::cli::Encoding,
     /// The etcd to register in (`http://HOST:PORT`), with --register.
     #[arg(long, value_name = "URL", requires = "register")]
     etcd: Option<String>,
@@ -75,8 +97,31 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
         tokio::spawn(drpc_examples::metrics::serve(listener, handle));
     }
-    let handler =
-        drpc_examples::echo::handler(args.auth_token.as_deref(), args.metrics_addr.is_some());
+    if args.grpc && !matches!(transport, drpc_examples::cli::ServerTransport::Tcp) {
+        anyhow::bail!(
+            "--grpc shares a plain TCP port: it does not combine with --tls or --transport"
+        );
+    }
+    let recorder = match &args.record {
+        Some(path) => Some(
+            drpc_core::layers::record::Recorder::create(
+                path,
+                drpc_core::layers::record::RecordConfig {
+                    fraction: args.record_fraction,
+                    ..Default::default()
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let handler = drpc_examples::echo::handler_with(&drpc_examples::echo::HandlerOptions {
+        auth_token: args.auth_token.clone(),
+        metrics: args.metrics_addr.is_some(),
+        prefix: args.prefix.clone(),
+        msgpack: args.encoding == drpc_examples::cli::Encoding::Msgpack,
+        recorder,
+    });
     let server = Server::from_arc(handler, ServerConfig::default());
     if let Some(addr) = &args.http {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -102,6 +147,13 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
     register(&args, addr).await?;
+    if args.grpc {
+        let prefix = args
+            .prefix
+            .as_deref()
+            .unwrap_or(drpc_examples::echo::PREFIX);
+        return drpc_examples::grpc::serve_shared(&server, listener, prefix).await;
+    }
     transport.serve(&server, listener).await?;
     Ok(())
 }
