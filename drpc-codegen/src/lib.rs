@@ -97,6 +97,7 @@
 //! ```
 
 mod generator;
+mod include;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -116,6 +117,8 @@ pub fn configure() -> Builder {
         build_server: true,
         require_all_methods: false,
         emit_rerun_if_changed: None,
+        out_dir: None,
+        include_file: None,
     }
     .include_file(DEFAULT_INCLUDE_FILE)
 }
@@ -132,6 +135,10 @@ pub struct Builder {
     build_server: bool,
     require_all_methods: bool,
     emit_rerun_if_changed: Option<bool>,
+    /// What `out_dir` set (`None`: `$OUT_DIR`), to find the include file.
+    out_dir: Option<PathBuf>,
+    /// The include file's name, documented after generation.
+    include_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Builder {
@@ -169,7 +176,9 @@ impl Builder {
 
     /// Where to write the generated files (default: `$OUT_DIR`).
     pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.out_dir(dir.into());
+        let dir = dir.into();
+        self.config.out_dir(&dir);
+        self.out_dir = Some(dir);
         self
     }
 
@@ -204,9 +213,11 @@ impl Builder {
     /// Names the file, in the output directory, that includes every generated file in nested
     /// modules matching the packages (see [`prost_build::Config::include_file`]). Default:
     /// [`DEFAULT_INCLUDE_FILE`]; set another name for each `compile` call of one build script
-    /// that writes to the same directory.
+    /// that writes to the same directory. Its modules get doc comments naming their packages.
     pub fn include_file(mut self, name: impl Into<PathBuf>) -> Self {
-        self.config.include_file(name);
+        let name = name.into();
+        self.config.include_file(&name);
+        self.include_file = Some(name);
         self
     }
 
@@ -272,7 +283,17 @@ impl Builder {
             require_all: self.require_all_methods,
             descriptors,
         }));
-        self.config.compile_fds(fds).map_err(Error::Io)
+        self.config.compile_fds(fds).map_err(Error::Io)?;
+        let dir = self
+            .out_dir
+            .or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from));
+        if let (Some(dir), Some(name)) = (dir, &self.include_file) {
+            let path = dir.join(name);
+            if path.is_file() {
+                include::document(&path).map_err(Error::Io)?;
+            }
+        }
+        Ok(())
     }
 }
 
