@@ -57,6 +57,10 @@ mod tests {
         ] {
             assert!(documented.contains(doc), "{doc:?} missing in\n{documented}");
         }
-        assert_eq!(with_docs(&documented), documented, "documenting twice changes nothing");
+        assert_eq!(
+            with_docs(&documented),
+            documented,
+            "documenting twice changes nothing"
+        );
     }
 }

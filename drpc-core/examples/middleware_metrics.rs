@@ -23,9 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let client_metrics = client_rec.handle();
 
     // Server: metrics outermost (refused calls count too), then the token check.
-    let router = Router::new().unary("/demo.Demo/Hello", |_ctx: Context, name: String| async move {
-        Ok::<_, Error>(format!("hello {name}"))
-    });
+    let router = Router::new().unary(
+        "/demo.Demo/Hello",
+        |_ctx: Context, name: String| async move { Ok::<_, Error>(format!("hello {name}")) },
+    );
     let layers = ServiceBuilder::new()
         .layer(MetricsLayer::with_recorder(Arc::new(server_rec)))
         .layer(AuthLayer::bearer("s3cret"));
@@ -40,15 +41,22 @@ async fn main() -> anyhow::Result<()> {
 
     // Without the token: code 16, `unauthenticated`; the handler never runs.
     let plain = drpc_core::dial(addr).await?;
-    let err = plain.call::<String, String>("/demo.Demo/Hello", &"x".into(), opts()).await.unwrap_err();
+    let err = plain
+        .call::<String, String>("/demo.Demo/Hello", &"x".into(), opts())
+        .await
+        .unwrap_err();
     println!("no token: code={} {err}", err.code());
     assert_eq!(err.code(), 16);
 
     // With client layers: the token on every call, and client-side metrics.
-    let conn = ClientMetricsLayer::with_recorder(Arc::new(client_rec))
-        .layer(LayeredConn::new(drpc_core::dial(addr).await?, BearerLayer::new("s3cret")));
+    let conn = ClientMetricsLayer::with_recorder(Arc::new(client_rec)).layer(LayeredConn::new(
+        drpc_core::dial(addr).await?,
+        BearerLayer::new("s3cret"),
+    ));
     for name in ["ann", "bob", "cy"] {
-        let reply: String = conn.call("/demo.Demo/Hello", &name.to_string(), opts()).await?;
+        let reply: String = conn
+            .call("/demo.Demo/Hello", &name.to_string(), opts())
+            .await?;
         println!("with token: {reply}");
     }
 

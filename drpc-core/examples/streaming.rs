@@ -12,28 +12,37 @@ async fn main() -> anyhow::Result<()> {
     // Messages are plain strings here (prost encodes a `String` as a protobuf string).
     let router = Router::new()
         // Server streaming: `n` replies to one request.
-        .streaming("/demo.Demo/Count", |_ctx: Context, mut s: TypedStream<String, String>| async move {
-            let n: u32 = s.recv().await?.ok_or(Error::Eof)?.parse().unwrap_or(0);
-            for i in 1..=n {
-                s.send(&format!("tick {i}")).await?;
-            }
-            Ok(())
-        })
+        .streaming(
+            "/demo.Demo/Count",
+            |_ctx: Context, mut s: TypedStream<String, String>| async move {
+                let n: u32 = s.recv().await?.ok_or(Error::Eof)?.parse().unwrap_or(0);
+                for i in 1..=n {
+                    s.send(&format!("tick {i}")).await?;
+                }
+                Ok(())
+            },
+        )
         // Client streaming: joins every request into one reply.
-        .streaming("/demo.Demo/Join", |_ctx: Context, mut s: TypedStream<String, String>| async move {
-            let mut parts = Vec::new();
-            while let Some(p) = s.recv().await? {
-                parts.push(p);
-            }
-            s.send(&parts.join("+")).await
-        })
+        .streaming(
+            "/demo.Demo/Join",
+            |_ctx: Context, mut s: TypedStream<String, String>| async move {
+                let mut parts = Vec::new();
+                while let Some(p) = s.recv().await? {
+                    parts.push(p);
+                }
+                s.send(&parts.join("+")).await
+            },
+        )
         // Bidirectional: one reply per request, as they come.
-        .streaming("/demo.Demo/Shout", |_ctx: Context, mut s: TypedStream<String, String>| async move {
-            while let Some(p) = s.recv().await? {
-                s.send(&p.to_uppercase()).await?;
-            }
-            Ok(())
-        });
+        .streaming(
+            "/demo.Demo/Shout",
+            |_ctx: Context, mut s: TypedStream<String, String>| async move {
+                while let Some(p) = s.recv().await? {
+                    s.send(&p.to_uppercase()).await?;
+                }
+                Ok(())
+            },
+        );
     let server = Server::new(router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -54,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
     println!("server streaming: {got:?}");
     assert_eq!(got, ["tick 1", "tick 2", "tick 3"]);
 
-    let mut join = conn.client_streaming::<String, String>("/demo.Demo/Join", opts()).await?;
+    let mut join = conn
+        .client_streaming::<String, String>("/demo.Demo/Join", opts())
+        .await?;
     for part in ["a", "b", "c"] {
         join.send(&part.to_string()).await?;
     }
@@ -62,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
     println!("client streaming: {joined:?}");
     assert_eq!(joined, "a+b+c");
 
-    let mut shout = conn.bidi::<String, String>("/demo.Demo/Shout", opts()).await?;
+    let mut shout = conn
+        .bidi::<String, String>("/demo.Demo/Shout", opts())
+        .await?;
     for word in ["hello", "drpc"] {
         shout.send(&word.to_string()).await?;
         let reply = shout.recv().await?.ok_or(Error::Eof)?;
@@ -70,7 +83,11 @@ async fn main() -> anyhow::Result<()> {
         assert_eq!(reply, word.to_uppercase());
     }
     shout.close_send().await?;
-    assert_eq!(shout.recv().await?, None, "the server ends after our CloseSend");
+    assert_eq!(
+        shout.recv().await?,
+        None,
+        "the server ends after our CloseSend"
+    );
 
     server.shutdown(Duration::from_secs(1)).await;
     println!("streaming: ok");

@@ -15,7 +15,10 @@ async fn serve(
 ) -> anyhow::Result<(std::net::SocketAddr, Server)> {
     let router = Router::new().unary("/demo.Demo/Whoami", |ctx: Context, _: String| async move {
         // Under mTLS the verified client certificate is in the call's extensions.
-        let who = ctx.extensions().get::<PeerIdentity>().map(|id| id.subject.clone());
+        let who = ctx
+            .extensions()
+            .get::<PeerIdentity>()
+            .map(|id| id.subject.clone());
         Ok::<_, Error>(who.unwrap_or_else(|| "anonymous".into()))
     });
     let server = Server::new(router);
@@ -57,7 +60,11 @@ async fn main() -> anyhow::Result<()> {
     let anonymous = tls::client_config(ca.roots(), None)?;
     let refused = match tls::dial(addr, "localhost", anonymous).await {
         Err(e) => e.to_string(),
-        Ok(conn) => conn.call::<String, String>("/demo.Demo/Whoami", &none, opts()).await.unwrap_err().to_string(),
+        Ok(conn) => conn
+            .call::<String, String>("/demo.Demo/Whoami", &none, opts())
+            .await
+            .unwrap_err()
+            .to_string(),
     };
     println!("mtls without a certificate: {refused}");
 

@@ -14,7 +14,10 @@ use drpc_mux::{MuxConn, MuxServer};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let ca = DevCa::new("example CA")?;
-    let server_tls = tls::server_config(ca.issue_server(&["localhost"])?.identity(), ClientAuth::None)?;
+    let server_tls = tls::server_config(
+        ca.issue_server(&["localhost"])?.identity(),
+        ClientAuth::None,
+    )?;
     let client_tls = tls::client_config(ca.roots(), None)?;
 
     let router = Router::new().unary("/demo.Demo/Work", |_ctx: Context, job: String| async move {
@@ -32,19 +35,24 @@ async fn main() -> anyhow::Result<()> {
     });
 
     // One QUIC connection; the server's certificate is checked for `localhost`.
-    let session = QuicSession::connect(addr, "localhost", client_tls, QuicConfig::default()).await?;
+    let session =
+        QuicSession::connect(addr, "localhost", client_tls, QuicConfig::default()).await?;
     let conn = MuxConn::new(session);
     let start = Instant::now();
     let calls = (0..50).map(|i| {
         let conn = &conn;
         async move {
             let opts = CallOptions::new().with_timeout(Duration::from_secs(5));
-            conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts).await
+            conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts)
+                .await
         }
     });
     let replies = futures_util::future::join_all(calls).await;
     let ok = replies.iter().filter(|r| r.is_ok()).count();
-    println!("quic: {ok}/50 concurrent calls on one QUIC connection in {:?}", start.elapsed());
+    println!(
+        "quic: {ok}/50 concurrent calls on one QUIC connection in {:?}",
+        start.elapsed()
+    );
     assert_eq!(ok, 50);
     println!("quic: {}", replies[7].as_deref().unwrap_or("failed"));
 

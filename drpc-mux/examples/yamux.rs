@@ -17,12 +17,15 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok::<_, Error>(format!("done {job}"))
         })
-        .streaming("/demo.Demo/Watch", |_ctx: Context, mut s: TypedStream<String, String>| async move {
-            while let Some(m) = s.recv().await? {
-                s.send(&format!("changed: {m}")).await?;
-            }
-            Ok(())
-        });
+        .streaming(
+            "/demo.Demo/Watch",
+            |_ctx: Context, mut s: TypedStream<String, String>| async move {
+                while let Some(m) = s.recv().await? {
+                    s.send(&format!("changed: {m}")).await?;
+                }
+                Ok(())
+            },
+        );
     // The mux server serves every stream of every yamux session with the drpc server.
     let server = MuxServer::new(Server::new(router));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -40,18 +43,28 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let calls = (0..50).map(|i| {
         let conn = &conn;
-        async move { conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts()).await }
+        async move {
+            conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts())
+                .await
+        }
     });
     let replies = futures_util::future::join_all(calls).await;
     let ok = replies.iter().filter(|r| r.is_ok()).count();
-    println!("yamux: {ok}/50 concurrent calls on one connection in {:?}", start.elapsed());
+    println!(
+        "yamux: {ok}/50 concurrent calls on one connection in {:?}",
+        start.elapsed()
+    );
     assert_eq!(ok, 50);
 
     // A watch stays open while unary calls go through beside it.
-    let mut watch = conn.bidi::<String, String>("/demo.Demo/Watch", opts()).await?;
+    let mut watch = conn
+        .bidi::<String, String>("/demo.Demo/Watch", opts())
+        .await?;
     watch.send(&"a".to_string()).await?;
     println!("watch: {:?}", watch.recv().await?);
-    let beside: String = conn.call("/demo.Demo/Work", &"beside".to_string(), opts()).await?;
+    let beside: String = conn
+        .call("/demo.Demo/Work", &"beside".to_string(), opts())
+        .await?;
     println!("unary beside the open watch: {beside}");
     watch.close_send().await?;
     while watch.recv().await?.is_some() {}

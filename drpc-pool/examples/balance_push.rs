@@ -20,9 +20,10 @@ async fn serve(router: Router) -> anyhow::Result<String> {
 
 /// A backend answering with its own name.
 async fn backend(name: &'static str) -> anyhow::Result<String> {
-    serve(Router::new().unary("/demo.Demo/Who", move |_ctx: Context, _: String| async move {
-        Ok::<_, Error>(name.to_string())
-    }))
+    serve(Router::new().unary(
+        "/demo.Demo/Who",
+        move |_ctx: Context, _: String| async move { Ok::<_, Error>(name.to_string()) },
+    ))
     .await
 }
 
@@ -31,11 +32,17 @@ async fn dial(addr: String) -> std::io::Result<TransportConn<TcpStream>> {
 }
 
 /// Who answers `n` calls on `conn`, sorted and deduplicated.
-async fn who_answers(conn: &Balanced<TransportConn<TcpStream>>, n: usize) -> anyhow::Result<Vec<String>> {
+async fn who_answers(
+    conn: &Balanced<TransportConn<TcpStream>>,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for _ in 0..n {
         let opts = CallOptions::new().with_timeout(Duration::from_secs(5));
-        names.push(conn.call::<String, String>("/demo.Demo/Who", &String::new(), opts).await?);
+        names.push(
+            conn.call::<String, String>("/demo.Demo/Who", &String::new(), opts)
+                .await?,
+        );
     }
     names.sort();
     names.dedup();
@@ -53,7 +60,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The client watches `echo` over its own connection to the discovery server.
     let watch = drpc_core::dial(&discovery_addr).await?;
-    let conn = Balanced::new(PushResolver::new(watch, "echo"), dial, BalanceConfig::default());
+    let conn = Balanced::new(
+        PushResolver::new(watch, "echo"),
+        dial,
+        BalanceConfig::default(),
+    );
     let first = who_answers(&conn, 10).await?;
     println!("set [a]: answered by {first:?}");
     assert_eq!(first, ["a"]);

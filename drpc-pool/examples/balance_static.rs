@@ -14,9 +14,10 @@ use tokio::net::TcpStream;
 
 /// A server answering with its own name; returns its address.
 async fn backend(name: &'static str) -> anyhow::Result<String> {
-    let router = Router::new().unary("/demo.Demo/Who", move |_ctx: Context, _: String| async move {
-        Ok::<_, Error>(name.to_string())
-    });
+    let router = Router::new().unary(
+        "/demo.Demo/Who",
+        move |_ctx: Context, _: String| async move { Ok::<_, Error>(name.to_string()) },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     tokio::spawn(async move { Server::new(router).serve(listener).await });
@@ -29,7 +30,11 @@ async fn dial(addr: String) -> std::io::Result<TransportConn<TcpStream>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addrs = vec![backend("a").await?, backend("b").await?, backend("c").await?];
+    let addrs = vec![
+        backend("a").await?,
+        backend("b").await?,
+        backend("c").await?,
+    ];
     let pickers: [(&str, Arc<dyn Picker>); 2] = [
         ("round robin", Arc::new(RoundRobin::default())),
         ("p2c", Arc::new(PowerOfTwoChoices::default())),

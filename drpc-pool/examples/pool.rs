@@ -31,7 +31,10 @@ async fn main() -> anyhow::Result<()> {
         ..PoolConfig::default()
     });
     // A `Conn` for one key: generated clients take it like any connection.
-    let conn = pool.keyed(addr, |addr: String| async move { drpc_core::dial(addr).await });
+    let conn = pool.keyed(
+        addr,
+        |addr: String| async move { drpc_core::dial(addr).await },
+    );
 
     // 16 calls at once: 4 run at a time (one per connection), the rest wait their turn.
     let start = Instant::now();
@@ -39,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
         let conn = &conn;
         async move {
             let opts = CallOptions::new().with_timeout(Duration::from_secs(5));
-            conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts).await
+            conn.call::<String, String>("/demo.Demo/Work", &i.to_string(), opts)
+                .await
         }
     });
     let replies = futures_util::future::join_all(calls).await;
@@ -54,7 +58,9 @@ async fn main() -> anyhow::Result<()> {
     assert!(stats.dials <= 4, "never more than 4 connections");
 
     // The pooled connections are reused: more calls, no new dial.
-    let again: String = conn.call("/demo.Demo/Work", &"again".to_string(), CallOptions::new()).await?;
+    let again: String = conn
+        .call("/demo.Demo/Work", &"again".to_string(), CallOptions::new())
+        .await?;
     println!("reused: {again}; dials={}", pool.stats().dials);
     assert_eq!(pool.stats().dials, stats.dials);
 

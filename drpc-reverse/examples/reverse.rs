@@ -13,18 +13,24 @@ use drpc_reverse::hub::{Credentials, Hub};
 
 /// What an agent serves: `Hello`, answered with the agent's id.
 fn agent_router(id: &'static str) -> Router {
-    Router::new().unary("/demo.Demo/Hello", move |_ctx: Context, name: String| async move {
-        Ok::<_, Error>(format!("{id} says hello to {name}"))
-    })
+    Router::new().unary(
+        "/demo.Demo/Hello",
+        move |_ctx: Context, name: String| async move {
+            Ok::<_, Error>(format!("{id} says hello to {name}"))
+        },
+    )
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The hub: its own service, per-agent tokens, a listener for agents, a front door.
-    let hub_services = Router::new().unary("/hub.Hub/Time", |_ctx: Context, _: String| async move {
-        Ok::<_, Error>("it is late".to_string())
-    });
-    let tokens = Credentials::new().with_token("tok-1", ["edge-1"]).with_token("tok-2", ["edge-2"]);
+    let hub_services = Router::new()
+        .unary("/hub.Hub/Time", |_ctx: Context, _: String| async move {
+            Ok::<_, Error>("it is late".to_string())
+        });
+    let tokens = Credentials::new()
+        .with_token("tok-1", ["edge-1"])
+        .with_token("tok-2", ["edge-2"]);
     let hub = Hub::new(hub_services, tokens);
     let agents_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hub_addr = agents_listener.local_addr()?.to_string();
@@ -43,15 +49,25 @@ async fn main() -> anyhow::Result<()> {
     let mut agents = Vec::new();
     for (id, token) in [("edge-1", "tok-1"), ("edge-2", "tok-2")] {
         let config = AgentConfig::new(id, token, ["demo.Demo"]);
-        agents.push(Agent::start(agent_router(id), config, [HubTarget::tcp(hub_addr.clone())]));
+        agents.push(Agent::start(
+            agent_router(id),
+            config,
+            [HubTarget::tcp(hub_addr.clone())],
+        ));
         hub.wait_for(id, Duration::from_secs(10)).await?;
     }
-    println!("hub: agents {:?}", hub.list().iter().map(|a| a.id.clone()).collect::<Vec<_>>());
+    println!(
+        "hub: agents {:?}",
+        hub.list().iter().map(|a| a.id.clone()).collect::<Vec<_>>()
+    );
     let opts = || CallOptions::new().with_timeout(Duration::from_secs(5));
     let hub_name = "hub".to_string();
 
     // The hub calls one agent by id, then any agent serving demo.Demo.
-    let reply: String = hub.conn("edge-2").call("/demo.Demo/Hello", &hub_name, opts()).await?;
+    let reply: String = hub
+        .conn("edge-2")
+        .call("/demo.Demo/Hello", &hub_name, opts())
+        .await?;
     println!("hub -> edge-2: {reply}");
     assert_eq!(reply, "edge-2 says hello to hub");
     let any = hub.service_conn("demo.Demo", [("", ""); 0]);
@@ -66,7 +82,9 @@ async fn main() -> anyhow::Result<()> {
     // An ordinary client reaches edge-1 through the front door.
     let client = drpc_core::dial(front_addr).await?;
     let routed = opts().with_metadata("agent", "edge-1");
-    let reply: String = client.call("/demo.Demo/Hello", &"client".to_string(), routed).await?;
+    let reply: String = client
+        .call("/demo.Demo/Hello", &"client".to_string(), routed)
+        .await?;
     println!("client -> front door -> edge-1: {reply}");
     assert_eq!(reply, "edge-1 says hello to client");
 

@@ -89,9 +89,21 @@ async fn packages_that_import_each_other_work_end_to_end() {
         assert_eq!(store.put(&item(id, name)).await.unwrap().value, id);
     }
     let found = store.get(&Id { value: "a".into() }).await.unwrap();
-    assert_eq!(found, Lookup { item: Some(item("a", "anvil")), found: true });
+    assert_eq!(
+        found,
+        Lookup {
+            item: Some(item("a", "anvil")),
+            found: true
+        }
+    );
     let missing = store.get(&Id { value: "zz".into() }).await.unwrap();
-    assert_eq!(missing, Lookup { item: None, found: false });
+    assert_eq!(
+        missing,
+        Lookup {
+            item: None,
+            found: false
+        }
+    );
 
     let mut listed = store.list(&Id::default()).await.unwrap();
     let mut names = Vec::new();
