@@ -12,7 +12,7 @@ use drpc_core::layers::auth::{AuthLayer, BearerLayer};
 use drpc_core::layers::metrics::{ClientMetricsLayer, MetricsLayer};
 use drpc_core::{CallOptions, ConnExt, Context, Error, HandlerExt, Router, Server};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tower::ServiceBuilder;
+use tower::{Layer as _, ServiceBuilder};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
