@@ -12,6 +12,11 @@
 //! The server also serves reflection (`drpc list ADDR` works without `.proto` files).
 //! `--http HOST:PORT` serves the HTTP/JSON gateway (Connect's unary rules) and a web demo at
 //! `http://HOST:PORT/` (printing `http on http://HOST:PORT/`).
+//!
+//! `--etcd http://HOST:PORT --register SERVICE` registers the server in etcd under
+//! `/drpc/services/SERVICE/ADDR` with a lease (TTL 10 s, kept alive), printing
+//! `registered KEY`; on SIGTERM it deletes the key first (printing `deregistered KEY`), then
+//! exits. `echo-client --resolve etcd://HOST:PORT/SERVICE` finds it.
 
 use std::io::Write;
 
@@ -36,6 +41,25 @@ struct Args {
     /// Serve the HTTP/JSON gateway and the web demo at http://HOST:PORT/.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// The etcd to register in (`http://HOST:PORT`), with --register.
+    #[arg(long, value_name = "URL", requires = "register")]
+    etcd: Option<String>,
+    /// Register this server in etcd as an instance of SERVICE (needs --etcd).
+    #[arg(long, value_name = "SERVICE", requires = "etcd")]
+    register: Option<String>,
+}
+
+/// With `--etcd` and `--register`: registers `addr`, prints `registered KEY`, and
+/// deregisters on SIGTERM.
+async fn register(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if let (Some(url), Some(service)) = (&args.etcd, &args.register) {
+        let registration = drpc_examples::etcd::register(url, service, addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "registered {}", registration.key())?;
+        out.flush()?;
+        drpc_examples::etcd::deregister_on_sigterm(registration);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -63,6 +87,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
         // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+        if args.register.is_some() {
+            let addr: std::net::SocketAddr = args.addr.parse()?;
+            anyhow::ensure!(addr.port() != 0, "--register with QUIC needs a fixed port");
+            register(&args, addr).await?;
+        }
         return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
     }
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
@@ -72,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
+    register(&args, addr).await?;
     transport.serve(&server, listener).await?;
     Ok(())
 }
