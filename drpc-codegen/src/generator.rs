@@ -31,6 +31,8 @@ const CLIENT_RESERVED: &[&str] = &[
 pub(crate) struct DrpcGenerator {
     pub(crate) client: bool,
     pub(crate) server: bool,
+    /// Server trait methods without default bodies (`Builder::require_all_methods`).
+    pub(crate) require_all: bool,
     /// Per service full name, the encoded `FileDescriptorSet` of its file and every file that
     /// file imports (dependencies first).
     pub(crate) descriptors: HashMap<String, Vec<u8>>,
@@ -40,7 +42,10 @@ impl ServiceGenerator for DrpcGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
         let full_name = full_name(&service);
         let descriptor = self.descriptors.get(&full_name).map(Vec::as_slice);
-        generate_service(&service, self.client, self.server, descriptor, buf);
+        let server = self.server.then_some(Server {
+            require_all: self.require_all,
+        });
+        generate_service(&service, self.client, server, descriptor, buf);
     }
 }
 
@@ -177,11 +182,18 @@ fn docs(buf: &mut String, comments: &Comments, fallback: &str, extra: &[&str]) {
     }
 }
 
+/// How to generate the server side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Server {
+    /// No default bodies: every method must be implemented.
+    pub(crate) require_all: bool,
+}
+
 /// Generates the `<service>_drpc` module for one service.
 pub(crate) fn generate_service(
     service: &Service,
     client: bool,
-    server: bool,
+    server: Option<Server>,
     descriptor: Option<&[u8]>,
     buf: &mut String,
 ) {
@@ -220,8 +232,8 @@ pub(crate) fn generate_service(
     if client {
         generate_client(buf, service, &full_name, &client_name, &trait_name, &rpcs);
     }
-    if server {
-        generate_server(buf, service, &full_name, &trait_name, &rpcs);
+    if let Some(server) = server {
+        generate_server(buf, service, &full_name, &trait_name, &rpcs, server);
     }
     if let Some(set) = descriptor {
         write_descriptor_const(buf, &full_name, set);
@@ -245,6 +257,12 @@ fn generate_client(
             "One method per RPC, on any `drpc_core::Conn` (a single connection, a pool, a mux \
                  or an `Arc<dyn DynConn>`). Each method uses the client's default call options \
                  (see `with_options` and `with_timeout`); its `_with` twin takes them per call.",
+            "On a plain connection (`drpc_core::TransportConn`, what `drpc_core::dial` \
+                 returns) one RPC runs at a time, as in storj/drpc: while a stream is open on it \
+                 (a server-streaming watch, say), other calls on that connection wait for it and \
+                 fail at their deadline with `drpc_core::Error::Busy` (\"busy with another \
+                 stream\"). For concurrent calls use a pool (`drpc-pool`) or a mux connection \
+                 (`drpc-mux`).",
             &format!("The server side is the [`{trait_name}`] trait."),
         ],
     );
@@ -420,19 +438,25 @@ fn generate_server(
     full_name: &str,
     trait_name: &str,
     rpcs: &[Rpc<'_>],
+    options: Server,
 ) {
     const CTX: &str = "::drpc_core::Context";
     const ERROR: &str = "::drpc_core::Error";
+    let about = if options.require_all {
+        "One method per RPC, each without a default body: a service that leaves one out does \
+         not compile. Implement them (plain `async fn` works) and add the service to a router \
+         with [`register`]."
+    } else {
+        "One method per RPC. Each has a default body that answers like Go's generated \
+         `Unimplemented` server: error code 12, text `Unimplemented`. Implement the methods \
+         you serve (plain `async fn` works) and add the service to a router with \
+         [`register`]."
+    };
     docs(
         buf,
         &service.comments,
         &format!("The server side of the `{full_name}` service."),
-        &[
-            "One method per RPC. Each has a default body that answers like Go's generated \
-             `Unimplemented` server: error code 12, text `Unimplemented`. Implement the methods \
-             you serve (plain `async fn` works) and add the service to a router with \
-             [`register`].",
-        ],
+        &[about],
     );
     let _ = writeln!(
         buf,
@@ -484,16 +508,24 @@ fn generate_server(
             &[&format!("RPC `{wire}`.")],
         );
         let allow = allow_self_convention(ident);
-        let _ = write!(
-            buf,
-            r#"{allow}fn {ident}(&self, ctx: {CTX}, {params})
-    -> impl ::core::future::Future<Output = ::core::result::Result<{output}, {ERROR}>> + ::core::marker::Send {{
+        let signature = format!(
+            "{allow}fn {ident}(&self, ctx: {CTX}, {params})\n    -> impl \
+             ::core::future::Future<Output = ::core::result::Result<{output}, {ERROR}>> + \
+             ::core::marker::Send"
+        );
+        if options.require_all {
+            let _ = write!(buf, "{signature};\n\n");
+        } else {
+            let _ = write!(
+                buf,
+                r#"{signature} {{
     let _ = (ctx, {unused});
     ::core::future::ready(::core::result::Result::Err({UNIMPLEMENTED}))
 }}
 
 "#
-        );
+            );
+        }
     }
     buf.push_str("}\n\n");
 

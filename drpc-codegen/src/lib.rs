@@ -19,20 +19,27 @@
 //! [dependencies]
 //! drpc-core = "0.1"
 //! prost = "0.14"
+//! # serving and dialing run on tokio
+//! tokio = { version = "1", features = ["rt-multi-thread", "macros", "net"] }
 //! # prost-types = "0.14"   # when the protos use google.protobuf types (Timestamp, ...)
 //!
 //! [build-dependencies]
 //! drpc-codegen = "0.1"
 //! ```
 //!
-//! and in the crate, one module per protobuf package (prost-build names the file after the
-//! package, `_.rs` for files without one):
+//! and in the crate, the generated module tree: one module per protobuf package, nested like
+//! the package names (`echo`, or `acme::store::v1` for `package acme.store.v1;`):
 //!
 //! ```text
-//! pub mod echo {
-//!     include!(concat!(env!("OUT_DIR"), "/echo.rs"));
-//! }
+//! include!(concat!(env!("OUT_DIR"), "/_include.rs"));
 //! ```
+//!
+//! That one line is the way that always works, also for packages that import each other
+//! (prost's generated code refers to other packages by relative paths, `super::super::...`,
+//! which only resolve in this tree). The file is [`DEFAULT_INCLUDE_FILE`]; with several
+//! `compile` calls into one directory, give each its own [`Builder::include_file`]. Each
+//! package is also written to a file of its own (`echo.rs`, `acme.store.v1.rs`, `_.rs` for
+//! files without a package), to `include!` by hand inside modules that mirror the packages.
 //!
 //! A broken `.proto` fails the build with `file:line:col: message`.
 //!
@@ -46,7 +53,7 @@
 //! | `SERVICE_NAME` | `"echo.Echo"` |
 //! | `rpc::UNARY`, ... | the RPC names on the wire, `"/echo.Echo/Unary"`, exactly as Go's protoc-gen-go-drpc (`"/Echo/Unary"` for a file without a package) |
 //! | `EchoClient<C: Conn>` | `new(conn)`, `inner()`, `with_options(CallOptions)`, `with_timeout(Duration)`, and two methods per RPC: `unary(&req)` with the client's default options and `unary_with(&req, options)` |
-//! | `trait Echo` | the server: `Send + Sync + 'static`, one method per RPC returning `impl Future + Send` (implement with `async fn`), each defaulting to Go's `Unimplemented` answer (code 12, text `Unimplemented`) |
+//! | `trait Echo` | the server: `Send + Sync + 'static`, one method per RPC returning `impl Future + Send` (implement with `async fn`), each defaulting to Go's `Unimplemented` answer (code 12, text `Unimplemented`); with [`Builder::require_all_methods`] no defaults, so a missing method is a compile error |
 //! | `register(router, service)` | adds every method to a `drpc_core::Router` (`register_arc` for an `Arc<S>`) |
 //! | `FILE_DESCRIPTOR_SET` | the encoded `google.protobuf.FileDescriptorSet` of the service's file and its imports, for server reflection (`drpc-reflection`) and JSON transcoding (the `drpc` CLI, `drpc-gateway`) |
 //!
@@ -60,6 +67,11 @@
 //! | bidi | `BidiStreaming<C::Stream, Req, Resp>` (`send`, `close_send`, `recv`) | `fn m(&self, ctx, stream: TypedStream<Req, Resp>) -> Result<(), Error>` |
 //!
 //! (`Context`, `Error`, `TypedStream` and the client stream types are `drpc_core`'s.)
+//!
+//! On a plain connection (`drpc_core::dial`'s `TransportConn`) one RPC runs at a time, as in
+//! storj/drpc: a unary call while a server stream is open on the same connection waits for it
+//! and fails at its deadline with `drpc_core::Error::Busy`. Use a pool (`drpc-pool`) or a mux
+//! connection (`drpc-mux`) for concurrent calls.
 //!
 //! Method names follow prost-build: snake case, raw identifiers for keywords (`r#type`,
 //! `r#match`). An RPC whose name clashes with a client helper (`New`, `Inner`, `Options`, ...)
@@ -85,6 +97,7 @@
 //! ```
 
 mod generator;
+mod include;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -102,16 +115,30 @@ pub fn configure() -> Builder {
         config: prost_build::Config::new(),
         build_client: true,
         build_server: true,
+        require_all_methods: false,
         emit_rerun_if_changed: None,
+        out_dir: None,
+        include_file: None,
     }
+    .include_file(DEFAULT_INCLUDE_FILE)
 }
+
+/// The file [`configure`] writes by default next to the generated code: every package in a
+/// module tree (`pub mod demo { pub mod echo { pub mod v1 { include!(..) } } }`), so that
+/// packages that refer to each other resolve. Change it with [`Builder::include_file`].
+pub const DEFAULT_INCLUDE_FILE: &str = "_include.rs";
 
 /// Configures and runs the code generation. Made by [`configure`].
 pub struct Builder {
     config: prost_build::Config,
     build_client: bool,
     build_server: bool,
+    require_all_methods: bool,
     emit_rerun_if_changed: Option<bool>,
+    /// What `out_dir` set (`None`: `$OUT_DIR`), to find the include file.
+    out_dir: Option<PathBuf>,
+    /// The include file's name, documented after generation.
+    include_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for Builder {
@@ -119,6 +146,7 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("build_client", &self.build_client)
             .field("build_server", &self.build_server)
+            .field("require_all_methods", &self.require_all_methods)
             .field("emit_rerun_if_changed", &self.emit_rerun_if_changed)
             .finish_non_exhaustive()
     }
@@ -137,9 +165,20 @@ impl Builder {
         self
     }
 
+    /// Whether every method of a server trait must be implemented (off by default). Off, each
+    /// method has a default body answering like Go's generated `Unimplemented` server (code
+    /// 12); on, the methods have no default bodies, so a service that leaves one out fails to
+    /// compile instead of answering code 12 at run time.
+    pub fn require_all_methods(mut self, enable: bool) -> Self {
+        self.require_all_methods = enable;
+        self
+    }
+
     /// Where to write the generated files (default: `$OUT_DIR`).
     pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.out_dir(dir.into());
+        let dir = dir.into();
+        self.config.out_dir(&dir);
+        self.out_dir = Some(dir);
         self
     }
 
@@ -171,11 +210,14 @@ impl Builder {
         self
     }
 
-    /// Also writes `name` in the output directory: one file that includes every generated
-    /// file in nested modules matching the packages (see
-    /// [`prost_build::Config::include_file`]).
+    /// Names the file, in the output directory, that includes every generated file in nested
+    /// modules matching the packages (see [`prost_build::Config::include_file`]). Default:
+    /// [`DEFAULT_INCLUDE_FILE`]; set another name for each `compile` call of one build script
+    /// that writes to the same directory. Its modules get doc comments naming their packages.
     pub fn include_file(mut self, name: impl Into<PathBuf>) -> Self {
-        self.config.include_file(name);
+        let name = name.into();
+        self.config.include_file(&name);
+        self.include_file = Some(name);
         self
     }
 
@@ -238,9 +280,20 @@ impl Builder {
         self.config.service_generator(Box::new(DrpcGenerator {
             client: self.build_client,
             server: self.build_server,
+            require_all: self.require_all_methods,
             descriptors,
         }));
-        self.config.compile_fds(fds).map_err(Error::Io)
+        self.config.compile_fds(fds).map_err(Error::Io)?;
+        let dir = self
+            .out_dir
+            .or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from));
+        if let (Some(dir), Some(name)) = (dir, &self.include_file) {
+            let path = dir.join(name);
+            if path.is_file() {
+                include::document(&path).map_err(Error::Io)?;
+            }
+        }
+        Ok(())
     }
 }
 

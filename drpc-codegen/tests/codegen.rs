@@ -309,3 +309,57 @@ fn a_service_without_methods_still_generates_valid_code() {
     assert!(e.contains("pub mod other_drpc"), "{e}");
     assert!(e.contains("pub const GET: &str = \"/e.Other/Get\";"), "{e}");
 }
+
+#[test]
+fn the_default_include_file_is_a_documented_module_tree() {
+    let files = generate(
+        &[
+            (
+                "a/v1/a.proto",
+                "syntax = \"proto3\";\npackage a.v1;\nmessage Id { string v = 1; }\n",
+            ),
+            (
+                "b/b.proto",
+                "syntax = \"proto3\";\npackage b;\nimport \"a/v1/a.proto\";\n\
+                 service Store { rpc Get(a.v1.Id) returns (a.v1.Id); }\n",
+            ),
+        ],
+        &["b/b.proto"],
+        |b| b,
+    )
+    .unwrap();
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [drpc_codegen::DEFAULT_INCLUDE_FILE, "a.v1.rs", "b.rs"]
+    );
+    let tree = &files[0].1;
+    for needle in [
+        "/// The `a` protobuf package",
+        "pub mod a {",
+        "/// The `a.v1` protobuf package",
+        "pub mod v1 {",
+        "/// The `b` protobuf package",
+        "pub mod b {",
+    ] {
+        assert!(tree.contains(needle), "{needle:?} missing in\n{tree}");
+    }
+}
+
+#[test]
+fn require_all_methods_leaves_out_the_default_bodies() {
+    let with_defaults = only(
+        generate(&[("echo.proto", ECHO)], &["echo.proto"], |b| b).unwrap(),
+        "echo.rs",
+    );
+    let strict = only(
+        generate(&[("echo.proto", ECHO)], &["echo.proto"], |b| {
+            b.require_all_methods(true)
+        })
+        .unwrap(),
+        "echo.rs",
+    );
+    assert_eq!(with_defaults.matches("\"Unimplemented\"").count(), 4);
+    assert_eq!(strict.matches("\"Unimplemented\"").count(), 0, "{strict}");
+    assert!(strict.contains("::core::marker::Send;"), "{strict}");
+}

@@ -80,6 +80,17 @@ pub enum Error {
     /// The call's deadline passed.
     #[error("context deadline exceeded")]
     DeadlineExceeded,
+    /// The call's deadline passed before it could start: a plain connection
+    /// ([`TransportConn`](crate::TransportConn)) runs one stream at a time, as storj/drpc does,
+    /// and another stream (an open server stream, say) held it the whole time. Nothing was sent.
+    /// For concurrent calls use a pool (`drpc-pool`) or a mux connection (`drpc-mux`).
+    /// [`Error::is_deadline_exceeded`] holds for it too.
+    #[error(
+        "context deadline exceeded waiting for the connection: it is busy with another stream \
+         (a plain drpc connection runs one stream at a time; use a pool or a mux connection \
+         for concurrent calls)"
+    )]
+    Busy,
     /// A received message could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -200,8 +211,14 @@ impl Error {
     pub fn is_unsent(&self) -> bool {
         matches!(
             self,
-            Error::Closed | Error::Dial(_) | Error::Remote { code: NOT_HERE, .. }
+            Error::Closed | Error::Dial(_) | Error::Busy | Error::Remote { code: NOT_HERE, .. }
         )
+    }
+
+    /// Whether the call's deadline passed: [`Error::DeadlineExceeded`], or [`Error::Busy`] (it
+    /// passed while the call waited for a connection busy with another stream).
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded | Error::Busy)
     }
 
     /// Whether the transport under the call can no longer be used.

@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(clippy::await_holding_lock)]
 
 /// A boxed, `Send` future (what object-safe traits such as [`Handler`] and [`DynConn`]

@@ -185,10 +185,8 @@ async fn waiting_caller_gets_deadline_exceeded() {
         )
         .await;
     let waited = start.elapsed();
-    assert!(
-        matches!(r, Err(Error::DeadlineExceeded)),
-        "expected DeadlineExceeded, got {r:?}"
-    );
+    assert!(matches!(r, Err(Error::Busy)), "expected Busy, got {r:?}");
+    assert!(r.as_ref().unwrap_err().is_deadline_exceeded());
     assert!(
         waited < Duration::from_millis(450),
         "the deadline must end the wait, not the running call (waited {waited:?})"
@@ -197,6 +195,43 @@ async fn waiting_caller_gets_deadline_exceeded() {
     assert!(!conn.is_closed());
     assert_eq!(
         unary(&*conn, "after", 1).await.unwrap(),
+        Msg::new("echo:after", 2)
+    );
+}
+
+/// A unary call on a plain connection with a stream open (a Watch-like bidi stream) cannot
+/// start: its deadline passes with [`Error::Busy`], whose text says why and what to use
+/// instead. Once the stream ends, the connection serves calls again.
+#[tokio::test]
+#[serial]
+async fn unary_beside_an_open_stream_says_the_connection_is_busy() {
+    let s = echo_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut watch = conn.bidi::<Msg, Msg>(rpc::BIDI, opts()).await.unwrap();
+    watch.send(&Msg::new("w", 1)).await.unwrap();
+    let first = watch.recv().await.unwrap().expect("a bidi reply");
+    assert_eq!(first, Msg::new("echo:w", 2));
+
+    let r: Result<Msg, Error> = conn
+        .call(
+            rpc::UNARY,
+            &Msg::new("beside", 1),
+            CallOptions::new().with_timeout(Duration::from_millis(100)),
+        )
+        .await;
+    let e = r.expect_err("the connection is busy with the open stream");
+    assert!(matches!(e, Error::Busy), "expected Busy, got {e:?}");
+    assert!(e.is_deadline_exceeded() && e.is_unsent());
+    let text = e.to_string();
+    for needle in ["busy with another stream", "use a pool or a mux connection"] {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+    }
+
+    watch.close_send().await.unwrap();
+    while watch.recv().await.unwrap().is_some() {}
+    drop(watch);
+    assert_eq!(
+        unary(&conn, "after", 1).await.unwrap(),
         Msg::new("echo:after", 2)
     );
 }

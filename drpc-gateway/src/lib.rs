@@ -425,7 +425,7 @@ fn error_line(code: &str, message: &str) -> Vec<u8> {
 pub fn connect_code(e: &Error) -> (StatusCode, &'static str) {
     match e {
         Error::Remote { code, .. } => code_name(*code),
-        Error::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+        Error::DeadlineExceeded | Error::Busy => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
         Error::Canceled => (status(499), "canceled"),
         Error::ResourceExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
         Error::Closed | Error::Dial(_) | Error::Io(_) => {

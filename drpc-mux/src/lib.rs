@@ -57,6 +57,8 @@
 //! their own flow-control windows (yamux, QUIC), so a stream whose reader stalls holds back
 //! only itself.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod conn;
 mod error;
 mod heartbeat;

@@ -10,6 +10,8 @@
 //!
 //! `cargo run --release -p drpc-pool --example balance-sim [-- --quick]`: `--quick` (for CI)
 //! runs a smaller grid and skips the slow real-time rows.
+//!
+//! ci-skip: .ci/run runs it in a step of its own (`--quick`), which checks its output lines.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

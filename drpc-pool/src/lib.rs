@@ -108,6 +108,8 @@
 //! idle limits across keys, expiry by a reaper, and an open limit of "none" (sub-pools start
 //! at 8 and double on demand, as deadpool allocates its slot queue up front).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backoff;
 pub mod balance;
 mod config;

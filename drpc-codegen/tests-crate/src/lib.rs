@@ -30,3 +30,50 @@ pub const ECHO_SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/demo.echo.
 
 /// The generated source of `demo.common.v1`.
 pub const COMMON_SOURCE: &str = include_str!(concat!(env!("OUT_DIR"), "/demo.common.v1.rs"));
+
+/// The multi-package set of `proto-multi/` (`acme.types.v1` and `acme.store.v1` import each
+/// other; `acme.admin` uses both), included the documented way: the one generated module
+/// tree.
+pub mod multi {
+    include!(concat!(env!("OUT_DIR"), "/_include.rs"));
+}
+
+/// The same set generated with `require_all_methods(true)` (and no clients): the server
+/// traits have no default bodies, so a service must implement every method.
+///
+/// Leaving one out does not compile:
+///
+/// ```compile_fail
+/// use drpc_codegen_tests::strict::acme::{admin::admin_drpc::Admin, store::v1::Item, types::v1::Lookup};
+/// use drpc_core::{Context, Error};
+///
+/// struct Half;
+/// impl Admin for Half {
+///     async fn remove(&self, _ctx: Context, _item: Item) -> Result<Lookup, Error> {
+///         Ok(Lookup::default())
+///     }
+///     // `count` is missing: error[E0046]: not all trait items implemented
+/// }
+/// ```
+///
+/// while the complete service does, and registers:
+///
+/// ```
+/// use drpc_codegen_tests::strict::acme::{admin::admin_drpc::{self, Admin}, store::v1::Item, types::v1::Lookup};
+/// use drpc_core::{Context, Error, Router};
+///
+/// struct Full;
+/// impl Admin for Full {
+///     async fn remove(&self, _ctx: Context, _item: Item) -> Result<Lookup, Error> {
+///         Ok(Lookup::default())
+///     }
+///     async fn count(&self, _ctx: Context, item: Item) -> Result<Item, Error> {
+///         Ok(item)
+///     }
+/// }
+/// let router = admin_drpc::register(Router::new(), Full);
+/// assert!(router.contains(admin_drpc::rpc::COUNT) && router.contains(admin_drpc::rpc::REMOVE));
+/// ```
+pub mod strict {
+    include!(concat!(env!("OUT_DIR"), "/strict/_include.rs"));
+}

@@ -7,7 +7,7 @@
 //!
 //! | Kind | Crate | How it implements [`Conn`] |
 //! |---|---|---|
-//! | single transport | this crate, [`TransportConn`] | one RPC at a time on the transport, as storj/drpc does; callers wait their turn (bounded by their deadline) |
+//! | single transport | this crate, [`TransportConn`] | one RPC at a time on the transport, as storj/drpc does; callers wait their turn, bounded by their deadline ([`Error::Busy`] says the connection was busy with another stream) |
 //! | pool | `drpc-pool` | checks a connection out per RPC (exclusive) or per stream open (shared mux sessions), and gives it back when the RPC ends cleanly |
 //! | mux | `drpc-mux` | opens a fresh yamux or QUIC stream per RPC and runs the plain drpc wire on it, so RPCs run concurrently |
 //! | balanced | `drpc-pool` (`balance::Balanced`) | picks a ready endpoint per call (power of two choices by default, or round robin or a routing key) over discovered endpoints, each a keyed pool, and retries a call that was not sent once elsewhere |
@@ -147,6 +147,8 @@ pub trait Conn: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Remote`] for an Error packet from the server, [`Error::DeadlineExceeded`],
+    /// [`Error::Busy`] when the deadline passed while a plain connection was busy with another
+    /// stream (use a pool or a mux connection for concurrent calls),
     /// [`Error::Closed`] when the connection was closed before anything was sent, and
     /// transport or protocol errors.
     fn unary(

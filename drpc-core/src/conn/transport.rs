@@ -265,7 +265,8 @@ impl<T: Transport> TransportConn<T> {
         self.shared.close(None);
     }
 
-    /// Waits for this connection's turn and takes the transport.
+    /// Waits for this connection's turn and takes the transport; [`Error::Busy`] when the
+    /// deadline passes first (another stream held the connection the whole time).
     async fn begin(&self, deadline: Option<Instant>) -> Result<Call<T>, Error> {
         match self.shared.turn.try_acquire() {
             Ok(permit) => permit.forget(),
@@ -274,9 +275,12 @@ impl<T: Transport> TransportConn<T> {
                 let acquire = self.shared.turn.acquire();
                 let permit = match deadline {
                     None => acquire.await,
-                    Some(d) => timeout_at(d, acquire)
-                        .await
-                        .map_err(|_| Error::DeadlineExceeded)?,
+                    Some(d) => timeout_at(d, acquire).await.map_err(|_| {
+                        tracing::debug!(
+                            "deadline passed waiting for the connection: busy with another stream"
+                        );
+                        Error::Busy
+                    })?,
                 };
                 permit.map_err(|_| Error::Closed)?.forget();
             }
