@@ -8,6 +8,7 @@ use drpc_core::{
     CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream, TransportConn, TransportStream,
 };
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::NewStream;
 use crate::error::MuxError;
@@ -56,6 +57,10 @@ impl Default for MuxConnConfig {
 pub struct MuxConn<N: NewStream> {
     session: Arc<N>,
     config: MuxConnConfig,
+    /// The server said it is going away (a call came back [`Error::GoingAway`]): no new call
+    /// starts here, and the connection reports closed so that a pool or balancer moves on
+    /// while the server finishes the calls under way and closes the session.
+    going_away: CancellationToken,
 }
 
 impl<N: NewStream> MuxConn<N> {
@@ -69,6 +74,7 @@ impl<N: NewStream> MuxConn<N> {
         MuxConn {
             session: Arc::new(session),
             config,
+            going_away: CancellationToken::new(),
         }
     }
 
@@ -94,7 +100,7 @@ impl<N: NewStream> MuxConn<N> {
 
     /// Opens a stream and wraps it in a one-stream connection.
     async fn begin(&self, deadline: Option<Instant>) -> Result<TransportConn<N::Stream>, Error> {
-        if self.session.is_closed() {
+        if self.session.is_closed() || self.going_away.is_cancelled() {
             return Err(Error::Closed);
         }
         let open = self.session.new_stream();
@@ -119,6 +125,16 @@ impl<N: NewStream> MuxConn<N> {
             watch_idle: false,
         };
         Ok(TransportConn::with_config(stream, config))
+    }
+}
+
+/// The error a unary call reports: [`settle`]'s, except that a call without a reply on a
+/// session the peer closed after draining was not started ([`Error::GoingAway`]).
+async fn settle_unary<N: NewStream>(session: &N, e: Error) -> Error {
+    let e = settle(session, e).await;
+    match crate::mux_error(&e) {
+        Some(MuxError::PeerDrained) => Error::GoingAway,
+        _ => e,
     }
 }
 
@@ -174,8 +190,11 @@ impl<N: NewStream> Conn for MuxConn<N> {
         drop(conn);
         let result = match result {
             Ok(reply) => Ok(reply),
-            Err(e) => Err(settle(&*self.session, e).await),
+            Err(e) => Err(settle_unary(&*self.session, e).await),
         };
+        if matches!(result, Err(Error::GoingAway)) {
+            self.going_away.cancel();
+        }
         if !matches!(result, Err(Error::DeadlineExceeded)) {
             guard.session = None;
         }
@@ -185,7 +204,14 @@ impl<N: NewStream> Conn for MuxConn<N> {
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<MuxStream<N>, Error> {
         let options = options.started();
         let conn = self.begin(options.deadline()).await?;
-        let inner = conn.open_stream(rpc, options).await?;
+        let inner = match conn.open_stream(rpc, options).await {
+            Ok(inner) => inner,
+            Err(Error::GoingAway) => {
+                self.going_away.cancel();
+                return Err(Error::GoingAway);
+            }
+            Err(e) => return Err(e),
+        };
         Ok(MuxStream {
             inner,
             session: Arc::clone(&self.session),
@@ -195,11 +221,14 @@ impl<N: NewStream> Conn for MuxConn<N> {
     }
 
     fn is_closed(&self) -> bool {
-        self.session.is_closed()
+        self.session.is_closed() || self.going_away.is_cancelled()
     }
 
     async fn closed(&self) {
-        self.session.closed().await
+        tokio::select! {
+            () = self.session.closed() => {}
+            () = self.going_away.cancelled() => {}
+        }
     }
 
     /// Every RPC runs on its own stream: a pool shares the session.

@@ -263,7 +263,7 @@ impl MuxServer {
         session.close();
         session.closed().await;
         match session.close_reason() {
-            None | Some(MuxError::Closed | MuxError::PeerClosed) => Ok(()),
+            None | Some(MuxError::Closed | MuxError::PeerClosed | MuxError::PeerDrained) => Ok(()),
             Some(e) => Err(e),
         }
     }
@@ -345,16 +345,26 @@ impl MuxServer {
         let streams = TaskTracker::new();
         let grace = self.inner.config.yamux.close_timeout;
         let ended = loop {
+            // Draining: streams are still accepted (the drpc server answers each with a
+            // go-away at once, so the client learns and retries elsewhere) until the calls
+            // under way have finished.
+            let drained = async {
+                self.server.shutdown_started().await;
+                while !streams.is_empty() {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+            };
             let accepted = tokio::select! {
                 biased;
-                _ = self.server.shutdown_started() => break Ok(()),
+                () = self.server.stopped() => break Ok(()),
+                () = drained => break Ok(()),
                 a = conn.accept_bi() => a,
             };
             let (send, recv) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     break match MuxError::from(e) {
-                        MuxError::Closed | MuxError::PeerClosed => Ok(()),
+                        MuxError::Closed | MuxError::PeerClosed | MuxError::PeerDrained => Ok(()),
                         other => Err(other),
                     };
                 }
@@ -374,13 +384,18 @@ impl MuxServer {
         // Calls under way finish (until the drain deadline), and replies already written reach
         // the client before the connection closes.
         streams.close();
-        tokio::select! {
-            () = streams.wait() => {}
+        let code = tokio::select! {
+            () = streams.wait() => crate::quic::CLOSE_SHUTDOWN,
             () = self.server.stopped() => {
                 let _ = tokio::time::timeout(grace, streams.wait()).await;
+                if streams.is_empty() {
+                    crate::quic::CLOSE_SHUTDOWN
+                } else {
+                    crate::quic::CLOSE_STOPPED
+                }
             }
-        }
-        conn.close(crate::quic::CLOSE_SHUTDOWN, b"server shutdown");
+        };
+        conn.close(code, b"server shutdown");
         ended
     }
 
@@ -395,6 +410,10 @@ impl MuxServer {
 }
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
+
+/// How often a draining QUIC connection checks whether its calls have finished.
+#[cfg(feature = "quic")]
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
 struct Live {

@@ -6,7 +6,9 @@
 
 pub mod balance;
 pub mod cli;
+pub mod drain;
 pub mod echo;
+pub mod health;
 pub mod load;
 pub mod metrics;
 pub mod mux;

@@ -23,7 +23,7 @@ use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
 use crate::stream::{Event, StreamState};
 use crate::transport::{ReadHalf, Transport, WriteHalf};
-use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec};
+use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec, go_away};
 
 pub use crate::connection::CancelMode;
 
@@ -93,6 +93,9 @@ struct Shared<T> {
     turn: Semaphore,
     slot: Mutex<Slot<T>>,
     closed: AtomicBool,
+    /// The server sent a go-away while a call it started was running: the connection closes
+    /// when that call is done.
+    going_away: AtomicBool,
     closed_tx: watch::Sender<bool>,
     config: ConnConfig,
 }
@@ -183,6 +186,10 @@ impl<T: Transport> Shared<T> {
             IoState::Busy => false,
             IoState::Idle(io) => loop {
                 match io.read.poll_packet(&mut io.transport, cx) {
+                    Poll::Ready(Ok(p)) if go_away::parse(&p).is_some() => {
+                        tracing::debug!("server going away; closing the idle connection");
+                        break true;
+                    }
                     Poll::Ready(Ok(p)) if p.id.stream < io.next_stream => continue,
                     Poll::Ready(Ok(p)) => {
                         tracing::debug!(stream = p.id.stream, kind = ?p.kind, "packet for no stream");
@@ -237,6 +244,7 @@ impl<T: Transport> TransportConn<T> {
                 watcher: None,
             }),
             closed: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
             closed_tx: watch::Sender::new(false),
             config,
         });
@@ -442,6 +450,17 @@ impl<T: Transport> Call<T> {
                     return Err(e);
                 }
             };
+            if let Some(last_started) = go_away::parse(&packet) {
+                if stream > last_started {
+                    // Not started, and the server closes: unsent (docs/wire.md §15).
+                    self.fail();
+                    return Err(Error::GoingAway);
+                }
+                // Ours was started: its reply came before the go-away; the connection
+                // closes once this call is done.
+                self.shared.going_away.store(true, Ordering::Release);
+                continue;
+            }
             if packet.id.stream < stream {
                 continue; // late packets of an earlier stream
             }
@@ -467,7 +486,11 @@ impl<T: Transport> Call<T> {
     /// The stream ended cleanly: give the transport back and pass the turn on.
     fn finish(&mut self) {
         if let Some(io) = self.io.take() {
-            self.shared.put_io(io);
+            if self.shared.going_away.load(Ordering::Acquire) {
+                self.shared.close(Some(io));
+            } else {
+                self.shared.put_io(io);
+            }
         }
     }
 

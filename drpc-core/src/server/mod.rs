@@ -14,7 +14,8 @@
 //! | [`ServerConfig::idle_timeout`] | 5 min | a connection with no stream running for that long is closed |
 //! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
 //! | TLS handshake timeout (feature `tls`: `tls::TlsAcceptor::with_handshake_timeout`) | 10 s | a TLS connection whose handshake is not complete by then is closed before any handler runs; its connection slot is freed |
-//! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
+//! | drain deadline of [`Server::drain`] / [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed (the client sees the connection end without a reply: a real failure) |
+//! | close linger (`CLOSE_LINGER`) | 2 s | a connection closing at a call boundary (drained, or idle past the idle timeout) sends a go-away packet and FIN, then reads and drops what the client still sends until it closes too, for at most this long (`docs/wire.md` §15) |
 
 mod accept;
 mod conn;
@@ -89,6 +90,25 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     tracker: TaskTracker,
     connections: Arc<Semaphore>,
+    /// Calls started and not yet finished, on every connection.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// How a drain ([`Server::drain`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Calls still running when the grace period ended; they were dropped (their clients see
+    /// the connection end without a reply: a real failure). 0 when every call finished.
+    pub cut: usize,
+    /// How long the drain took.
+    pub took: Duration,
+}
+
+impl DrainReport {
+    /// Whether every call in flight finished within the grace period.
+    pub fn finished(&self) -> bool {
+        self.cut == 0
+    }
 }
 
 /// A drpc server: a [`Handler`] (usually a [`crate::Router`], possibly wrapped in tower
@@ -141,6 +161,7 @@ impl Server {
                 stop: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 connections,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -327,20 +348,54 @@ impl Server {
     }
 
     /// Stops accepting, lets running calls finish for up to `drain`, then drops what is
-    /// left and waits for every connection task to end.
+    /// left and waits for every connection task to end: [`Server::drain`] without its report.
     pub async fn shutdown(&self, drain: Duration) {
+        self.drain(drain).await;
+    }
+
+    /// Drains the server (zero-downtime deploys, `docs/wire.md` §15): stops accepting, starts
+    /// no new call, tells every client it is going away (plain drpc: a go-away packet at the
+    /// next call boundary, then FIN; mux sessions: the same per stream, then the session's
+    /// own close), lets calls in flight finish for up to `grace`, then drops what is left
+    /// and waits for every connection task to end. Reports how many calls were cut.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the server draining (it accepts nothing new) but stops
+    /// enforcing `grace`.
+    pub async fn drain(&self, grace: Duration) -> DrainReport {
+        let start = tokio::time::Instant::now();
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(drain, self.inner.tracker.wait())
+        let mut cut = 0;
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
             .await
             .is_err()
         {
+            cut = self.calls_in_flight();
             tracing::info!(
-                left = self.inner.tracker.len(),
+                connections = self.inner.tracker.len(),
+                calls = cut,
                 "drain deadline passed; stopping"
             );
             self.inner.stop.cancel();
             self.inner.tracker.wait().await;
         }
+        DrainReport {
+            cut,
+            took: start.elapsed(),
+        }
+    }
+
+    /// Whether a drain ([`Server::drain`], [`Server::shutdown`]) has begun: for a readiness
+    /// probe, which turns not-ready then.
+    pub fn is_draining(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Calls started and not finished yet, on every connection of this server.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner
+            .in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -12,8 +12,18 @@
 //! The server also serves reflection (`drpc list ADDR` works without `.proto` files).
 //! `--http HOST:PORT` serves the HTTP/JSON gateway (Connect's unary rules) and a web demo at
 //! `http://HOST:PORT/` (printing `http on http://HOST:PORT/`).
+//!
+//! **Drain** (zero-downtime deploys): on SIGTERM or SIGINT it prints `draining`, turns
+//! `--health-addr`'s `/readyz` to 503, waits `--drain-delay SECS` (default 0; the DNS TTL
+//! when clients find it through DNS) still serving, then stops accepting, tells every client
+//! it is going away and lets calls in flight finish: it exits 0 once they all finished, or 1
+//! when `--drain-timeout SECS` (default 30) passed first (the calls still running are cut).
+//! `--health-addr HOST:PORT` serves `GET /readyz` and `GET /livez` (printing
+//! `health on http://HOST:PORT/readyz`).
 
 use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use drpc_core::{Server, ServerConfig};
@@ -36,12 +46,34 @@ struct Args {
     /// Serve the HTTP/JSON gateway and the web demo at http://HOST:PORT/.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// On SIGTERM/SIGINT, let calls in flight finish for this long (then exit 1).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// On SIGTERM/SIGINT, keep serving this long after turning not-ready, before closing
+    /// anything (the DNS TTL clients resolve with).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    drain_delay: f64,
+    /// Serve the readiness probe at http://HOST:PORT/readyz (503 once draining).
+    #[arg(long, value_name = "HOST:PORT")]
+    health_addr: Option<String>,
+}
+
+/// Seconds from the command line as a duration (finite, not negative).
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|e| anyhow::anyhow!("--{flag} {secs}: {e}"))
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     drpc_examples::cli::init_tracing();
-    let args = Args::parse();
+    let args = match drpc_examples::cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    let drain_timeout = seconds("drain-timeout", args.drain_timeout)?;
+    let drain_delay = seconds("drain-delay", args.drain_delay)?;
+    // Installed before `listening on`: a SIGTERM from then on drains.
+    let signal = tokio::spawn(drpc_examples::drain::signal());
     let transport = drpc_examples::cli::server_transport(&args.transport)?;
     if let Some(addr) = &args.metrics_addr {
         let handle = drpc_examples::metrics::install()?;
@@ -50,6 +82,14 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
         out.flush()?;
         tokio::spawn(drpc_examples::metrics::serve(listener, handle));
+    }
+    let readiness = drpc_examples::health::Readiness::new();
+    if let Some(addr) = &args.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "health on http://{}/readyz", listener.local_addr()?)?;
+        out.flush()?;
+        tokio::spawn(drpc_examples::health::serve(listener, readiness.clone()));
     }
     let handler =
         drpc_examples::echo::handler(args.auth_token.as_deref(), args.metrics_addr.is_some());
@@ -61,17 +101,48 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
         tokio::spawn(drpc_examples::echo::gateway(server.clone()).serve(listener));
     }
-    if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
-        // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
-        return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
+    let serving = {
+        let server = server.clone();
+        let addr = args.addr.clone();
+        tokio::spawn(async move {
+            if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
+                // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+                return drpc_examples::mux::serve_quic(&server, &addr, tls).await;
+            }
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            let local = listener.local_addr()?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "listening on {local}")?;
+                out.flush()?;
+            }
+            transport.serve(&server, listener).await
+        })
+    };
+    tokio::pin!(serving);
+    tokio::select! {
+        ended = &mut serving => {
+            // Serving ended before any signal: a bind or serve error.
+            ended??;
+            return Ok(ExitCode::SUCCESS);
+        }
+        sig = signal => {
+            let sig = sig??;
+            tracing::info!(signal = sig, "draining");
+        }
     }
-    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
+    // The place for deregistration steps (push discovery, a registry such as etcd):
+    // `.deregister("etcd", async { ... })` before the delay and the drain.
+    let report = drpc_examples::drain::DrainSequence::new(server, readiness, drain_timeout)
+        .delay(drain_delay)
+        .run()
+        .await?;
+    if let Ok(Err(e)) = serving.await {
+        tracing::debug!(error = %e, "serve loop ended with an error");
     }
-    transport.serve(&server, listener).await?;
-    Ok(())
+    Ok(if report.finished() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
