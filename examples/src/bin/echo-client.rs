@@ -60,6 +60,9 @@ struct Args {
     /// Load mode: calls in flight at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
+    /// Load mode: each call is `Slow` sleeping this many milliseconds instead of `Unary`.
+    #[arg(long, value_name = "MS", requires = "calls")]
+    slow_ms: Option<u32>,
     /// Load mode: use a pool of at most this many connections (default: one connection).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pool: Option<u32>,
@@ -191,6 +194,7 @@ async fn load_balanced(
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
+        slow_ms: args.slow_ms,
     };
     let mut report = drpc_examples::load::run_on(conn.clone(), &load).await;
     report.backends = Some(drpc_examples::balance::backends(&conn.stats()));
@@ -219,6 +223,7 @@ async fn load(args: &Args, calls: u64) -> ExitCode {
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
+        slow_ms: args.slow_ms,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("{report}");
