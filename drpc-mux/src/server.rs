@@ -226,9 +226,12 @@ impl MuxServer {
         let server = self.server.clone();
         let first_byte = self.inner.config.first_byte_timeout;
         let calls = TaskTracker::new();
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let session = YamuxSession::server_with(io, self.inner.config.yamux.clone(), {
             let calls = calls.clone();
+            let opened = Arc::clone(&opened);
             move |stream| {
+                opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let serving = serve_yamux_stream(
                     server.clone(),
                     stream,
@@ -239,7 +242,7 @@ impl MuxServer {
                 tokio::spawn(serving);
             }
         });
-        self.wait_session(session, calls).await
+        self.wait_session(session, calls, opened).await
     }
 
     /// Waits until `session` ends, or until shutdown has begun and its calls are done (or the
@@ -248,10 +251,25 @@ impl MuxServer {
         &self,
         session: YamuxSession,
         calls: TaskTracker,
+        opened: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<(), MuxError> {
         use crate::NewStream as _;
         let drained = async {
             self.server.shutdown_started().await;
+            // Streams opened while draining are still served: each gets a go-away at once,
+            // which tells the client to open no more here. The session closes (GoAway, which
+            // a client cannot tell from a crash) once calls are done and no stream came for
+            // a quiet period, so that no call the client already sent meets the close.
+            loop {
+                let seen = opened.load(std::sync::atomic::Ordering::Relaxed);
+                while !calls.is_empty() {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+                tokio::time::sleep(YAMUX_DRAIN_QUIET).await;
+                if calls.is_empty() && opened.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                    break;
+                }
+            }
             calls.close();
             calls.wait().await;
         };
@@ -293,7 +311,8 @@ impl MuxServer {
             ));
         }
         drop(incoming);
-        self.wait_session(session, calls).await
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.wait_session(session, calls, opened).await
     }
 
     /// Accepts QUIC connections on `endpoint` and serves every bidirectional stream of each,
@@ -384,16 +403,17 @@ impl MuxServer {
         // Calls under way finish (until the drain deadline), and replies already written reach
         // the client before the connection closes.
         streams.close();
-        let code = tokio::select! {
-            () = streams.wait() => crate::quic::CLOSE_SHUTDOWN,
+        tokio::select! {
+            () = streams.wait() => {}
             () = self.server.stopped() => {
                 let _ = tokio::time::timeout(grace, streams.wait()).await;
-                if streams.is_empty() {
-                    crate::quic::CLOSE_SHUTDOWN
-                } else {
-                    crate::quic::CLOSE_STOPPED
-                }
             }
+        }
+        // "Drained" only when no call was cut: then a stream without a reply was not started.
+        let code = if self.server.is_stopped() {
+            crate::quic::CLOSE_STOPPED
+        } else {
+            crate::quic::CLOSE_SHUTDOWN
         };
         conn.close(code, b"server shutdown");
         ended
@@ -411,9 +431,12 @@ impl MuxServer {
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
 
-/// How often a draining QUIC connection checks whether its calls have finished.
-#[cfg(feature = "quic")]
+/// How often a draining session checks whether its calls have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long a draining yamux session waits with no call running and no new stream before it
+/// closes: the client's streams sent before it read a go-away arrive within it.
+const YAMUX_DRAIN_QUIET: Duration = Duration::from_millis(50);
 
 /// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
 struct Live {

@@ -238,7 +238,18 @@ impl Server {
         let on_conn = Arc::new(on_conn);
         loop {
             let accepted = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = self.inner.shutdown.cancelled() => {
+                    // Connections already in the listen backlog have completed their TCP
+                    // handshake: their clients may be writing a call. Closing the listener
+                    // would reset them mid-call; served, they get a go-away at once.
+                    for _ in 0..limit {
+                        match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                            Ok(Ok((io, peer))) => self.spawn_conn(io, peer, &acceptor, &on_conn),
+                            _ => break,
+                        }
+                    }
+                    return Ok(());
+                }
                 a = listener.accept() => a,
             };
             let (io, peer) = match accepted {
@@ -249,39 +260,60 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-                tracing::warn!(
-                    ?peer,
-                    limit,
-                    "connection limit reached; closing new connection"
-                );
-                drop(io);
-                continue;
-            };
-            let server = self.clone();
-            let acceptor = Arc::clone(&acceptor);
-            let on_conn = Arc::clone(&on_conn);
-            self.inner.tracker.spawn(async move {
-                let mut info = ConnInfo {
-                    peer,
-                    ..ConnInfo::default()
-                };
-                let accepted = tokio::select! {
-                    _ = server.inner.shutdown.cancelled() => None,
-                    r = acceptor.accept(io, &mut info) => match r {
-                        Ok(io) => Some(io),
-                        Err(e) => {
-                            tracing::debug!(?peer, error = %e, "connection not accepted");
-                            None
-                        }
-                    },
-                };
-                if let Some(io) = accepted {
-                    on_conn(server, io, info).await;
-                }
-                drop(permit);
-            });
+            self.spawn_conn(io, peer, &acceptor, &on_conn);
         }
+    }
+
+    /// Runs `acceptor` and then `on_conn` on an accepted connection, on its own tracked task,
+    /// within the connection limit (past it the connection is closed at once).
+    fn spawn_conn<I, A, F, Fut>(
+        &self,
+        io: I,
+        peer: Option<SocketAddr>,
+        acceptor: &Arc<A>,
+        on_conn: &Arc<F>,
+    ) where
+        I: Send + 'static,
+        A: Acceptor<I>,
+        F: Fn(Server, A::Io, ConnInfo) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
+            tracing::warn!(
+                ?peer,
+                limit = self.inner.config.max_connections,
+                "connection limit reached; closing new connection"
+            );
+            drop(io);
+            return;
+        };
+        let server = self.clone();
+        let acceptor = Arc::clone(acceptor);
+        let on_conn = Arc::clone(on_conn);
+        self.inner.tracker.spawn(async move {
+            let mut info = ConnInfo {
+                peer,
+                ..ConnInfo::default()
+            };
+            // A handshake under way when a drain begins is finished (bounded by the
+            // acceptor's own timeout): its client may count the connection as open and write a
+            // call, which the drained connection then refuses with a go-away instead of a
+            // reset. Only the drain deadline abandons it.
+            let accepted = tokio::select! {
+                _ = server.inner.stop.cancelled() => None,
+                r = acceptor.accept(io, &mut info) => match r {
+                    Ok(io) => Some(io),
+                    Err(e) => {
+                        tracing::debug!(?peer, error = %e, "connection not accepted");
+                        None
+                    }
+                },
+            };
+            if let Some(io) = accepted {
+                on_conn(server, io, info).await;
+            }
+            drop(permit);
+        });
     }
 
     /// Completes once [`Server::shutdown`] has begun (accept loops stop, connections drain).
@@ -390,6 +422,12 @@ impl Server {
     /// probe, which turns not-ready then.
     pub fn is_draining(&self) -> bool {
         self.inner.shutdown.is_cancelled()
+    }
+
+    /// Whether the drain deadline passed ([`Server::stopped`] has completed): calls still
+    /// running were dropped.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stop.is_cancelled()
     }
 
     /// Calls started and not finished yet, on every connection of this server.
