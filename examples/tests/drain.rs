@@ -142,7 +142,11 @@ async fn drain_lets_calls_in_flight_finish_on_every_transport() {
                 .unwrap_or_else(|e| panic!("{}: {e}", label(&t)));
             assert_eq!((reply.text.as_str(), reply.n), ("slept", 400));
         }
-        // After the drain nothing new runs there: a call is refused as unsent.
+        // After the drain the client sees the connection closed, and a call is refused as
+        // unsent.
+        tokio::time::timeout(Duration::from_secs(3), conns[0].closed())
+            .await
+            .unwrap_or_else(|_| panic!("{}: the client did not see the close", label(&t)));
         let e = unary(&conns[0], "late").await.unwrap_err();
         assert!(e.is_unsent(), "{}: {e:?}", label(&t));
     }
