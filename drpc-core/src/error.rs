@@ -96,7 +96,7 @@ pub enum Error {
     SendClosed,
     /// The server is going away (draining, or closing an idle connection) and did not start
     /// this call: its go-away packet named an earlier stream as the last it started
-    /// (`docs/wire.md` §15), or its mux session closed after draining. Nothing was done with
+    /// (`docs/wire.md` appendix B), or its mux session closed after draining. Nothing was done with
     /// the call, so a retry on another server is safe ([`Error::is_unsent`]).
     #[error("server going away: the call was not started")]
     GoingAway,

@@ -23,7 +23,7 @@ pub enum MuxError {
     PeerClosed,
     /// The peer closed the session after draining (a QUIC close with
     /// [`crate::quic::CLOSE_SHUTDOWN`]): every stream it accepted had finished, so a call
-    /// that got no reply was not started (`docs/wire.md` §15); such a unary call fails with
+    /// that got no reply was not started (`docs/wire.md` appendix B); such a unary call fails with
     /// [`drpc_core::Error::GoingAway`] instead of this.
     #[error("mux session closed by the peer after draining")]
     PeerDrained,

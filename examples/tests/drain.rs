@@ -1,4 +1,4 @@
-//! Draining servers (zero-downtime deploys, `docs/wire.md` §15) on loopback, for each
+//! Draining servers (zero-downtime deploys, `docs/wire.md` appendix B) on loopback, for each
 //! transport (plain TCP, TLS, yamux, QUIC): calls in flight finish; idle connections see a
 //! clean close and clients move on; a call racing the drain is unsent, not reset; a rolling
 //! update of three servers under load fails no call; calls longer than the drain timeout

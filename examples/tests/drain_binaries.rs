@@ -80,6 +80,8 @@ struct EchoServer {
     child: Child,
     stdout: BufReader<ChildStdout>,
     port: u16,
+    /// The readiness endpoint's address, with `--health-addr`.
+    health: Option<String>,
 }
 
 impl EchoServer {
@@ -92,16 +94,21 @@ impl EchoServer {
             .spawn()
             .unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut health = None;
         let port = loop {
             let line = next_line(&mut stdout).await;
             if let Some(addr) = line.strip_prefix("listening on ") {
                 break addr.parse::<SocketAddr>().unwrap().port();
+            }
+            if let Some(url) = line.strip_prefix("health on http://") {
+                health = Some(url.trim_end_matches("/readyz").to_string());
             }
         };
         EchoServer {
             child,
             stdout,
             port,
+            health,
         }
     }
 
@@ -127,6 +134,22 @@ impl EchoServer {
             .unwrap();
         status.code().expect("an exit code, not a signal")
     }
+}
+
+/// The status code of `GET path` at `addr` (HTTP/1.0 over a plain socket).
+async fn http_status(addr: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"))
 }
 
 async fn next_line(r: &mut BufReader<ChildStdout>) -> String {
@@ -237,4 +260,38 @@ async fn rolling_update_behind_dns_under_load_reports_every_call_ok() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with(&format!("calls={CALLS} ok={CALLS} ")), "{line}");
     assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn readyz_turns_503_at_the_start_of_a_drain_while_the_server_still_serves() {
+    let mut server =
+        EchoServer::start(&["--health-addr", "127.0.0.1:0", "--drain-delay", "1.5"]).await;
+    let health = server.health.clone().expect("health on line");
+    assert_eq!(http_status(&health, "/readyz").await, 200);
+    assert_eq!(http_status(&health, "/livez").await, 200);
+    assert_eq!(http_status(&health, "/nope").await, 404);
+    server.sigterm();
+    let line = tokio::time::timeout(Duration::from_secs(5), next_line(&mut server.stdout))
+        .await
+        .unwrap();
+    assert_eq!(line, "draining");
+    assert_eq!(http_status(&health, "/readyz").await, 503);
+    // During the delay (the DNS TTL) it still serves calls.
+    let out = echo_client(&[
+        "--addr".into(),
+        format!("127.0.0.1:{}", server.port),
+        "--calls".into(),
+        "10".into(),
+    ])
+    .wait_with_output()
+    .await
+    .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("calls=10 ok=10 "), "{line}");
+    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -452,7 +452,7 @@ impl<T: Transport> Call<T> {
             };
             if let Some(last_started) = go_away::parse(&packet) {
                 if stream > last_started {
-                    // Not started, and the server closes: unsent (docs/wire.md §15).
+                    // Not started, and the server closes: unsent (docs/wire.md appendix B).
                     self.fail();
                     return Err(Error::GoingAway);
                 }

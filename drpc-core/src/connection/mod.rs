@@ -597,7 +597,7 @@ impl Connection {
     }
 
     /// Server: stop starting streams; the connection closes ([`CloseReason::Drained`]) once
-    /// no stream is running, after a go-away packet (`docs/wire.md` §15) that names the last
+    /// no stream is running, after a go-away packet (`docs/wire.md` appendix B) that names the last
     /// stream started, so that the client knows a later Invoke was not.
     pub fn drain(&mut self) {
         self.draining = true;

@@ -54,7 +54,7 @@ impl Drop for InFlight {
 
 /// How long a closing connection (drained or idle) keeps reading after its go-away and FIN,
 /// waiting for the client to close its side: bytes the client sent meanwhile are read and
-/// dropped rather than left unread, which would make the close a reset (`docs/wire.md` §15).
+/// dropped rather than left unread, which would make the close a reset (`docs/wire.md` appendix B).
 pub(crate) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The graceful close under way: go-away flushed, write side shut, reading until EOF.
@@ -196,7 +196,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     }
 
     /// Starts the graceful close of an idle connection (draining, or past its idle
-    /// timeout): the core has queued the go-away packet (`docs/wire.md` §15).
+    /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
     fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         let until = Instant::now() + CLOSE_LINGER;
         self.timer.as_mut().reset(until);

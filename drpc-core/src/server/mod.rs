@@ -15,7 +15,7 @@
 //! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
 //! | TLS handshake timeout (feature `tls`: `tls::TlsAcceptor::with_handshake_timeout`) | 10 s | a TLS connection whose handshake is not complete by then is closed before any handler runs; its connection slot is freed |
 //! | drain deadline of [`Server::drain`] / [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed (the client sees the connection end without a reply: a real failure) |
-//! | close linger (`CLOSE_LINGER`) | 2 s | a connection closing at a call boundary (drained, or idle past the idle timeout) sends a go-away packet and FIN, then reads and drops what the client still sends until it closes too, for at most this long (`docs/wire.md` §15) |
+//! | close linger (`CLOSE_LINGER`) | 2 s | a connection closing at a call boundary (drained, or idle past the idle timeout) sends a go-away packet and FIN, then reads and drops what the client still sends until it closes too, for at most this long (`docs/wire.md` appendix B) |
 
 mod accept;
 mod conn;
@@ -385,7 +385,7 @@ impl Server {
         self.drain(drain).await;
     }
 
-    /// Drains the server (zero-downtime deploys, `docs/wire.md` §15): stops accepting, starts
+    /// Drains the server (zero-downtime deploys, `docs/wire.md` appendix B): stops accepting, starts
     /// no new call, tells every client it is going away (plain drpc: a go-away packet at the
     /// next call boundary, then FIN; mux sessions: the same per stream, then the session's
     /// own close), lets calls in flight finish for up to `grace`, then drops what is left

@@ -1,4 +1,4 @@
-//! The go-away packet (a drpc-rs extension, `docs/wire.md` §15): a server that is draining or
+//! The go-away packet (a drpc-rs extension, `docs/wire.md` appendix B): a server that is draining or
 //! closing an idle connection tells the client which streams it started before it closes its
 //! side. It is a control packet of a kind storj/drpc does not assign, so a Go peer ignores it
 //! (§9).
