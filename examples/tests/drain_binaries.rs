@@ -258,6 +258,7 @@ async fn rolling_update_behind_dns_under_load_reports_every_call_ok() {
         .expect("the client finishes")
         .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
+    eprintln!("rolling update behind DNS: {line}");
     assert!(line.starts_with(&format!("calls={CALLS} ok={CALLS} ")), "{line}");
     assert!(out.status.success());
 }

@@ -94,6 +94,10 @@ pub(crate) struct Inner {
     in_flight: std::sync::atomic::AtomicUsize,
 }
 
+/// At most this many connections waiting in the listen backlog are served (with a go-away)
+/// when a drain begins, rather than reset by closing the listener.
+const BACKLOG_DRAIN: usize = 128;
+
 /// How a drain ([`Server::drain`]) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -241,8 +245,12 @@ impl Server {
                 _ = self.inner.shutdown.cancelled() => {
                     // Connections already in the listen backlog have completed their TCP
                     // handshake: their clients may be writing a call. Closing the listener
-                    // would reset them mid-call; served, they get a go-away at once.
-                    for _ in 0..limit {
+                    // would reset them mid-call; served, they get a go-away at once. Only
+                    // what is queued now (bounded), and not once the deadline has passed.
+                    for _ in 0..BACKLOG_DRAIN.min(limit) {
+                        if self.inner.stop.is_cancelled() {
+                            break;
+                        }
                         match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
                             Ok(Ok((io, peer))) => self.spawn_conn(io, peer, &acceptor, &on_conn),
                             _ => break,
