@@ -293,7 +293,10 @@ async fn rolling_update_of_three_servers_under_load_fails_no_call_on_every_trans
             w.await.unwrap();
         }
         let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        eprintln!("{}: rolling update of 3 servers: ok={ok} failed={failed}", label(&t));
+        eprintln!(
+            "{}: rolling update of 3 servers: ok={ok} failed={failed}",
+            label(&t)
+        );
         assert_eq!(failed, 0, "{}: {ok} ok, {failed} failed", label(&t));
         assert!(ok > 100, "{}: only {ok} calls", label(&t));
         for b in backends {

@@ -252,14 +252,20 @@ async fn rolling_update_behind_dns_under_load_reports_every_call_ok() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // The whole update happened under load.
-    assert!(client.try_wait().unwrap().is_none(), "the load ended too early");
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the load ended too early"
+    );
     let out = tokio::time::timeout(Duration::from_secs(60), client.wait_with_output())
         .await
         .expect("the client finishes")
         .unwrap();
     let line = String::from_utf8(out.stdout).unwrap();
     eprintln!("rolling update behind DNS: {line}");
-    assert!(line.starts_with(&format!("calls={CALLS} ok={CALLS} ")), "{line}");
+    assert!(
+        line.starts_with(&format!("calls={CALLS} ok={CALLS} ")),
+        "{line}"
+    );
     assert!(out.status.success());
 }
 

@@ -58,7 +58,10 @@ fn the_server_manifest_is_a_headless_service_with_a_named_port_and_its_deploymen
         .map(|a| a.as_str().unwrap())
         .collect();
     let flag = |name: &str| -> &str {
-        let i = args.iter().position(|a| *a == name).unwrap_or_else(|| panic!("no {name}"));
+        let i = args
+            .iter()
+            .position(|a| *a == name)
+            .unwrap_or_else(|| panic!("no {name}"));
         args[i + 1]
     };
     assert!(
@@ -67,8 +70,13 @@ fn the_server_manifest_is_a_headless_service_with_a_named_port_and_its_deploymen
     );
     let delay: f64 = flag("--drain-delay").parse().unwrap();
     let timeout: f64 = flag("--drain-timeout").parse().unwrap();
-    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_f64().unwrap();
-    assert!(grace > delay + timeout, "grace {grace} <= {delay} + {timeout}");
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        grace > delay + timeout,
+        "grace {grace} <= {delay} + {timeout}"
+    );
     assert!(
         container["image"].as_str().unwrap().contains("REGISTRY/"),
         "placeholder image"

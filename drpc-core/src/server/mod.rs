@@ -21,6 +21,7 @@ mod accept;
 mod conn;
 mod handler;
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,12 +248,17 @@ impl Server {
                     // handshake: their clients may be writing a call. Closing the listener
                     // would reset them mid-call; served, they get a go-away at once. Only
                     // what is queued now (bounded), and not once the deadline has passed.
+                    // Polled without yielding, so that the listener closes right after.
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                     for _ in 0..BACKLOG_DRAIN.min(limit) {
                         if self.inner.stop.is_cancelled() {
                             break;
                         }
-                        match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-                            Ok(Ok((io, peer))) => self.spawn_conn(io, peer, &acceptor, &on_conn),
+                        let accept = std::pin::pin!(listener.accept());
+                        match accept.poll(&mut cx) {
+                            std::task::Poll::Ready(Ok((io, peer))) => {
+                                self.spawn_conn(io, peer, &acceptor, &on_conn)
+                            }
                             _ => break,
                         }
                     }
