@@ -318,7 +318,8 @@ impl MuxServer {
     /// Accepts QUIC connections on `endpoint` and serves every bidirectional stream of each,
     /// until shutdown, through the server's one accept loop: each connection counts against
     /// the server's connection limit (one past it is refused) and its handshake runs on its
-    /// own task (bounded by QUIC's idle timeout).
+    /// own task (bounded by QUIC's idle timeout). Once a drain has begun, new connections
+    /// are refused at once until the drained ones have closed (`docs/wire.md` appendix B).
     ///
     /// # Errors
     /// None so far: failed handshakes are logged at debug level.
@@ -328,7 +329,9 @@ impl MuxServer {
     #[cfg(feature = "quic")]
     pub async fn serve_quic(&self, endpoint: quinn::Endpoint) -> io::Result<()> {
         let this = self.clone();
-        self.server
+        let refusing = endpoint.clone();
+        let served = self
+            .server
             .serve_connections(
                 crate::quic::QuicListener::new(endpoint),
                 crate::quic::QuicAcceptor,
@@ -342,7 +345,21 @@ impl MuxServer {
                     }
                 },
             )
-            .await
+            .await;
+        // Draining: the UDP socket stays open for the connections being drained, so a new
+        // connection would wait out its handshake timeout; refuse it at once instead (the
+        // client's dial fails, unsent) until those connections are closed.
+        loop {
+            tokio::select! {
+                incoming = refusing.accept() => match incoming {
+                    Some(incoming) => incoming.refuse(),
+                    None => break,
+                },
+                () = refusing.wait_idle() => break,
+                () = self.server.stopped() => break,
+            }
+        }
+        served
     }
 
     /// Serves every bidirectional stream of one QUIC connection until it ends.

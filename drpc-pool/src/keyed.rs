@@ -110,11 +110,10 @@ impl<K: Key, C: Conn + 'static> KeyedConn<K, C> {
 
     /// Whether `result` calls for the one retry; counts it.
     fn retry(&self, result: &Result<impl Sized, Error>, retried: bool) -> bool {
-        // A remote "not here" or a go-away is unsent too, but this key's server gave it:
-        // another connection to the same server would get it again (it is draining), so only
-        // the balancer retries it.
+        // A remote "not here" is unsent too, but this key's server gave it: another
+        // connection to the same server would get it again, so only the balancer retries it.
         let again = !retried
-            && matches!(result, Err(e) if e.is_unsent() && !matches!(e, Error::Remote { .. } | Error::GoingAway));
+            && matches!(result, Err(e) if e.is_unsent() && !matches!(e, Error::Remote { .. }));
         if again {
             Counters::bump(&self.shared.counters.retries, 1);
             tracing::debug!(

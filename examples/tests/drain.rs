@@ -339,3 +339,62 @@ async fn calls_longer_than_the_drain_timeout_fail_typed_and_are_counted() {
         assert_eq!(failed, report.cut);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn a_draining_server_leaves_the_picker_at_once_even_while_discovery_still_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in transports(dir.path()) {
+        let (a, b) = (start(&t).await, start(&t).await);
+        // Discovery never changes: only the go-away moves the client.
+        let (_handle, resolver) = manual(vec![a.addr.clone(), b.addr.clone()]);
+        let mux = t.transport != TransportKind::Tcp;
+        let config = BalanceConfig {
+            pool: PoolConfig {
+                max_open_per_key: mux.then_some(1),
+                ..PoolConfig::default()
+            },
+            ..BalanceConfig::default()
+        };
+        let dial_t = t.clone();
+        let conn: Balanced<SharedConn> = Balanced::new(
+            resolver,
+            move |addr: String| {
+                let t = dial_t.clone();
+                async move { drpc_examples::cli::dialer(&addr, &t)?(CancelMode::Soft).await }
+            },
+            config,
+        );
+        let ready = Instant::now() + Duration::from_secs(5);
+        while conn.count(drpc_pool::balance::EndpointState::Ready) < 2 {
+            assert!(Instant::now() < ready, "{}: not ready", label(&t));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 0..20 {
+            unary(&conn, &format!("warm{i}")).await.unwrap();
+        }
+        let report = a.server.drain(Duration::from_secs(5)).await;
+        assert!(report.finished());
+        let gone = Instant::now();
+        while conn.try_pick().as_deref() == Some(a.addr.as_str())
+            || conn.count(drpc_pool::balance::EndpointState::Ready) > 1
+        {
+            assert!(
+                gone.elapsed() < Duration::from_secs(3),
+                "{}: the drained server is still picked",
+                label(&t)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "{}: out of the picker {:?} after the drain",
+            label(&t),
+            gone.elapsed()
+        );
+        for i in 0..50 {
+            let reply = unary(&conn, &format!("after{i}")).await;
+            assert!(reply.is_ok(), "{}: {reply:?}", label(&t));
+        }
+        b.server.drain(Duration::from_secs(5)).await;
+    }
+}
