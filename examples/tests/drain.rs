@@ -398,3 +398,84 @@ async fn a_draining_server_leaves_the_picker_at_once_even_while_discovery_still_
         b.server.drain(Duration::from_secs(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn the_drain_sequence_deregisters_from_push_discovery_before_it_closes_anything() {
+    use drpc_pool::balance::resolver::{PushServer, push_service};
+    let t = transports(std::path::Path::new("unused"))[0].clone();
+    let (a, b) = (start(&t).await, start(&t).await);
+    // Push discovery on loopback: the discovery server the clients watch.
+    let push = PushServer::new();
+    push.set("echo", vec![a.addr.clone(), b.addr.clone()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_addr = listener.local_addr().unwrap();
+    let discovery = Server::new(push_service(drpc_core::Router::new(), push.clone()));
+    tokio::spawn({
+        let discovery = discovery.clone();
+        async move { discovery.serve(listener).await }
+    });
+    let spec = drpc_examples::balance::parse(&format!("push://{push_addr}/echo")).unwrap();
+    let conn = drpc_examples::balance::connect(&spec, drpc_examples::balance::Lb::P2c, &t, None)
+        .await
+        .unwrap();
+    drpc_examples::balance::settle(&conn, Duration::from_secs(5)).await;
+    assert_eq!(conn.endpoints().len(), 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (conn, stop, failed) = (conn.clone(), Arc::clone(&stop), Arc::clone(&failed));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r: Result<Msg, Error> = conn
+                        .call(
+                            rpc::UNARY,
+                            &Msg {
+                                text: "hi".into(),
+                                n: 7,
+                            },
+                            CallOptions::new().with_timeout(Duration::from_secs(10)),
+                        )
+                        .await;
+                    if r.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let readiness = drpc_examples::health::Readiness::new();
+    let (remaining, watcher) = (b.addr.clone(), conn.clone());
+    let drained_addr = a.addr.clone();
+    let report = drpc_examples::drain::DrainSequence::new(
+        a.server.clone(),
+        readiness.clone(),
+        Duration::from_secs(5),
+    )
+    .deregister("push discovery", async move {
+        push.set("echo", vec![remaining]);
+        // The clients drop it from their set before anything closes (stand-in for the
+        // propagation delay a real deregistration waits).
+        let end = Instant::now() + Duration::from_secs(3);
+        while watcher.endpoints().contains(&drained_addr) {
+            anyhow::ensure!(Instant::now() < end, "the clients kept the endpoint");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    })
+    .run()
+    .await
+    .unwrap();
+    assert!(report.finished());
+    assert!(!readiness.is_ready());
+    assert!(!conn.endpoints().contains(&a.addr));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    b.server.drain(Duration::from_secs(5)).await;
+}
