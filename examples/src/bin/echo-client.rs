@@ -10,7 +10,8 @@
 //! Load mode, `echo-client --addr A --calls M [--concurrency C] [--pool N]`: M unary calls,
 //! C in flight, over a pool of at most N connections (or over one connection without
 //! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
-//! call succeeded.
+//! call succeeded. `--slow-ms MS` makes each call `Slow` for MS milliseconds instead (calls
+//! that stay in flight, as when a server drains).
 //!
 //! `--metadata K=V` (repeatable) adds metadata to every call, such as `agent=NAME` to reach
 //! one agent through a reverse-connection hub's front door (`hub`).
