@@ -107,8 +107,8 @@ impl Dialer {
         let name = self.server_name.as_str();
         match (self.transport, &self.tls) {
             (TransportKind::Tcp, None) => {
-                let mut tcp = tokio::net::TcpStream::connect(&addr).await?;
-                tcp.set_nodelay(true)?;
+                let mut tcp =
+                    drpc_core::tcp::connect(&addr, &drpc_core::TcpOptions::DEFAULT).await?;
                 if self.preface {
                     tcp.write_all(PREFACE).await?;
                 }

@@ -58,6 +58,7 @@ pub mod middleware;
 pub mod router;
 pub mod server;
 pub mod stream;
+pub mod tcp;
 #[cfg(feature = "tls")]
 pub mod tls;
 // A leaf module (no `crate::` paths), so that `error` can name `TlsError` without a module
@@ -69,13 +70,14 @@ pub mod wire;
 
 pub use conn::{
     BidiStreaming, CallOptions, CancelMode, ClientStreaming, Conn, ConnConfig, ConnExt, DynConn,
-    RawStream, ServerStreaming, TransportConn, TransportStream, dial,
+    RawStream, ServerStreaming, TransportConn, TransportStream, dial, dial_with,
 };
 pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError, TransportKind};
 pub use metadata::{Metadata, MetadataError};
 pub use router::{Router, SendStream, TypedStream};
 pub use server::{ConnInfo, DrainReport, Handler, HandlerExt, Server, ServerConfig, ServerStream};
+pub use tcp::TcpOptions;
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};
 pub use transport::Transport;

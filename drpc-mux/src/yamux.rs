@@ -42,12 +42,12 @@ use std::time::Duration;
 use futures_util::Stream as _;
 use futures_util::io::AsyncWrite as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::ToSocketAddrs;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use drpc_core::Transport;
+use drpc_core::{TcpOptions, Transport};
 
 pub use ::yamux::Mode;
 
@@ -79,6 +79,10 @@ pub struct YamuxConfig {
     pub heartbeat: Option<Heartbeat>,
     /// How long a close from this side may take to flush and send its FIN. Default: 2 s.
     pub close_timeout: Duration,
+    /// Socket options of the TCP connections [`YamuxSession::connect`] dials (keepalive and
+    /// `TCP_USER_TIMEOUT` notice a silent peer even with the heartbeat off). Default:
+    /// [`TcpOptions::DEFAULT`].
+    pub tcp: TcpOptions,
 }
 
 impl Default for YamuxConfig {
@@ -90,6 +94,7 @@ impl Default for YamuxConfig {
             split_send_size: 64 * KIB,
             heartbeat: Some(Heartbeat::default()),
             close_timeout: Duration::from_secs(2),
+            tcp: TcpOptions::DEFAULT,
         }
     }
 }
@@ -209,7 +214,8 @@ impl YamuxIncoming {
 }
 
 impl YamuxSession {
-    /// Connects to `addr` over TCP (with `TCP_NODELAY`) and starts a client session.
+    /// Connects to `addr` over TCP (with the config's [`TcpOptions`]) and starts a client
+    /// session.
     ///
     /// # Errors
     /// [`MuxError::Io`] for the connect.
@@ -217,8 +223,7 @@ impl YamuxSession {
         addr: impl ToSocketAddrs,
         config: YamuxConfig,
     ) -> Result<YamuxSession, MuxError> {
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = drpc_core::tcp::connect(addr, &config.tcp).await?;
         Ok(YamuxSession::client(tcp, config))
     }
 

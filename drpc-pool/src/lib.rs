@@ -88,10 +88,15 @@
 //! (static list, DNS behind the `dns` feature, or push over drpc) maintains the endpoint
 //! set, each endpoint is one key of a pool with its own health state and [`Backoff`], and a
 //! picker (power of two choices by default, or round robin) sends each call to a ready
-//! endpoint. Calls can be routed by a key in their metadata (jump, rendezvous or Maglev
-//! hashing, with an optional bounded load), clients can connect to a subset of the backends,
-//! and endpoints failing many calls are ejected for a while (gRPC A50). See the [`balance`]
-//! module.
+//! endpoint. Calls can be routed by a key in their metadata (jump, rendezvous, multi-probe
+//! or Maglev hashing, with an optional bounded load), clients can connect to a subset of the
+//! backends, and endpoints failing many calls are ejected for a while (gRPC A50). See the
+//! [`balance`] module.
+//!
+//! # etcd (feature `etcd`)
+//!
+//! `etcd` holds a small etcd v3 client (over etcd's JSON gateway), keys kept under a lease,
+//! and service registration; `balance::resolver::EtcdResolver` watches the registrations.
 //!
 //! # Why deadpool, one pool per key
 //!
@@ -108,6 +113,8 @@ pub mod balance;
 mod config;
 mod dial;
 mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod idle;
 mod keyed;
 mod pool;

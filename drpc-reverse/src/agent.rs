@@ -29,7 +29,6 @@ use drpc_mux::yamux::{Mode, YamuxConfig, YamuxIncoming, YamuxSession};
 use drpc_mux::{MuxConn, MuxServer, MuxServerConfig, NewStream};
 use drpc_pool::{Backoff, BackoffConfig, Jitter};
 use prost::Message;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -80,14 +79,12 @@ impl HubTarget {
     ) -> Result<(YamuxSession, YamuxIncoming), ReverseError> {
         match &self.tls {
             None => {
-                let tcp =
-                    TcpStream::connect(&self.addr)
-                        .await
-                        .map_err(|e| ReverseError::Connect {
-                            addr: self.addr.clone(),
-                            source: Arc::new(e),
-                        })?;
-                let _ = tcp.set_nodelay(true);
+                let tcp = drpc_core::tcp::connect(&self.addr, &yamux.tcp)
+                    .await
+                    .map_err(|e| ReverseError::Connect {
+                        addr: self.addr.clone(),
+                        source: Arc::new(e),
+                    })?;
                 Ok(YamuxSession::new(tcp, Mode::Client, yamux))
             }
             Some((connector, name)) => {

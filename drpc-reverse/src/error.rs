@@ -72,6 +72,14 @@ pub enum ReverseError {
         /// The line number (from 1).
         line: usize,
     },
+    /// The hub directory in etcd failed (feature `etcd`).
+    #[cfg(feature = "etcd")]
+    #[error("hub directory: {0}")]
+    Directory(#[source] Arc<drpc_pool::etcd::EtcdError>),
+    /// [`crate::hub::Hub::start_directory`] was called twice.
+    #[cfg(feature = "etcd")]
+    #[error("the hub directory is already running")]
+    DirectoryRunning,
 }
 
 impl ReverseError {

@@ -9,6 +9,9 @@
 //! - `push://HOST:PORT/TARGET`: the endpoint sets a push discovery server
 //!   (`discovery-server`, or any [`PushServer`](drpc_pool::balance::resolver::PushServer))
 //!   streams for TARGET, over plain TCP.
+//! - `etcd://HOST:PORT/SERVICE`: the instances registered under `/drpc/services/SERVICE/`
+//!   in the etcd at HOST:PORT (`echo-server --etcd http://HOST:PORT --register SERVICE`),
+//!   watched for changes.
 //!
 //! `--lb rr|p2c` picks the policy (default p2c). Load mode runs on one [`Balanced`]
 //! connection and reports the calls each backend served; scenarios run each on a fresh
@@ -26,7 +29,8 @@ use drpc_core::CancelMode;
 use drpc_core::TransportConn;
 use drpc_pool::balance::picker::{Picker, PowerOfTwoChoices, RoundRobin};
 use drpc_pool::balance::resolver::{
-    DnsConfig, DnsResolver, DnsTarget, PushResolver, Resolver, StaticResolver, Updates,
+    DnsConfig, DnsResolver, DnsTarget, EtcdResolver, PushResolver, Resolver, StaticResolver,
+    Updates,
 };
 use drpc_pool::balance::{BalanceConfig, BalanceStats, Balanced, EndpointState};
 use drpc_pool::{BoxError, Dial, KeyedConn, Pool, PoolConfig};
@@ -75,6 +79,13 @@ pub enum Discovery {
         name: String,
         /// The port for A/AAAA answers; `None` for SRV.
         port: Option<u16>,
+    },
+    /// `etcd://HOST:PORT/SERVICE`.
+    Etcd {
+        /// The etcd endpoint, `http://host:port`.
+        endpoint: String,
+        /// The registered service.
+        service: String,
     },
 }
 
@@ -136,8 +147,20 @@ pub fn parse(spec: &str) -> anyhow::Result<Discovery> {
             target: target.to_string(),
         });
     }
+    if let Some(rest) = spec.strip_prefix("etcd://") {
+        let (server, service) = rest
+            .split_once('/')
+            .context("etcd:// needs HOST:PORT/SERVICE")?;
+        if server.is_empty() || service.is_empty() || service.contains('/') {
+            bail!("etcd:// needs HOST:PORT/SERVICE");
+        }
+        return Ok(Discovery::Etcd {
+            endpoint: format!("http://{server}"),
+            service: service.to_string(),
+        });
+    }
     bail!(
-        "--resolve takes static://H1:P1,..., dns://DNS_HOST:DNS_PORT/NAME[?port=P] or push://HOST:PORT/TARGET"
+        "--resolve takes static://H1:P1,..., dns://DNS_HOST:DNS_PORT/NAME[?port=P], push://HOST:PORT/TARGET or etcd://HOST:PORT/SERVICE"
     )
 }
 
@@ -150,6 +173,8 @@ pub enum AnyResolver {
     Dns(Box<DnsResolver>),
     /// Push discovery over one plain TCP connection (redialled when it breaks).
     Push(PushResolver<DiscoveryConn>),
+    /// Registrations in etcd.
+    Etcd(EtcdResolver),
 }
 
 /// The connection to a push discovery server: a pool key, so that it redials by itself.
@@ -169,6 +194,7 @@ impl Resolver for AnyResolver {
             AnyResolver::Static(r) => r.run(updates).await,
             AnyResolver::Dns(r) => r.run(updates).await,
             AnyResolver::Push(r) => r.run(updates).await,
+            AnyResolver::Etcd(r) => r.run(updates).await,
         }
     }
 }
@@ -187,6 +213,10 @@ impl Discovery {
                 let pool = Pool::new(PoolConfig::default());
                 let conn = pool.keyed(server.clone(), dial_discovery as fn(String) -> DialFuture);
                 Ok(AnyResolver::Push(PushResolver::new(conn, target.clone())))
+            }
+            Discovery::Etcd { endpoint, service } => {
+                let client = drpc_pool::etcd::EtcdClient::new(endpoint)?;
+                Ok(AnyResolver::Etcd(EtcdResolver::new(client, service)))
             }
             Discovery::Dns { server, name, port } => {
                 let server: SocketAddr = match server.parse() {
@@ -344,6 +374,15 @@ mod tests {
             }
         );
         assert!(parse("push://127.0.0.1:9000").is_err());
+        assert_eq!(
+            parse("etcd://127.0.0.1:2379/echo").unwrap(),
+            Discovery::Etcd {
+                endpoint: "http://127.0.0.1:2379".into(),
+                service: "echo".into()
+            }
+        );
+        assert!(parse("etcd://127.0.0.1:2379").is_err());
+        assert!(parse("etcd://127.0.0.1:2379/").is_err());
         assert!(parse("http://x").is_err());
     }
 }

@@ -104,10 +104,10 @@ pub fn tcp_dialer(addr: String) -> Dial {
     Arc::new(move |cancel| {
         let addr = addr.clone();
         Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr)
+            // The library's socket options: keepalive and TCP_USER_TIMEOUT notice a silent peer.
+            let tcp = drpc_core::tcp::connect(&addr, &drpc_core::TcpOptions::DEFAULT)
                 .await
                 .with_context(|| format!("connect to {addr}"))?;
-            tcp.set_nodelay(true)?;
             let config = ConnConfig {
                 cancel,
                 ..ConnConfig::default()

@@ -36,7 +36,7 @@ use crate::metadata::Metadata;
 
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
-pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial};
+pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with};
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 
 /// Options for one call: metadata to send, and when to give up.

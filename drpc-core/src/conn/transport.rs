@@ -22,6 +22,7 @@ use super::{CallOptions, Conn, RawStream};
 use crate::error::{Error, ProtocolError};
 use crate::metadata::Metadata;
 use crate::stream::{Event, StreamState};
+use crate::tcp::TcpOptions;
 use crate::transport::{ReadHalf, Transport, WriteHalf};
 use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec, go_away};
 
@@ -53,15 +54,26 @@ impl Default for ConnConfig {
     }
 }
 
-/// Connects to `addr` over TCP (with `TCP_NODELAY`) and returns a connection with the default
-/// config.
+/// Connects to `addr` over TCP with the default [`TcpOptions`] (`TCP_NODELAY`, keepalive and
+/// a user timeout that notice a silent peer) and returns a connection with the default config.
 ///
 /// # Errors
 /// The connect error.
 pub async fn dial(addr: impl ToSocketAddrs) -> std::io::Result<TransportConn<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    Ok(TransportConn::new(tcp))
+    dial_with(addr, &TcpOptions::DEFAULT, ConnConfig::default()).await
+}
+
+/// [`dial`] with socket options and a connection config.
+///
+/// # Errors
+/// The connect or `setsockopt` error.
+pub async fn dial_with(
+    addr: impl ToSocketAddrs,
+    options: &TcpOptions,
+    config: ConnConfig,
+) -> std::io::Result<TransportConn<TcpStream>> {
+    let tcp = crate::tcp::connect(addr, options).await?;
+    Ok(TransportConn::with_config(tcp, config))
 }
 
 /// A client connection over one transport (TCP, TLS, a unix socket, a mux stream…).

@@ -65,6 +65,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 
 use crate::conn::{ConnConfig, TransportConn};
 use crate::server::{Acceptor, ConnInfo, Server};
+use crate::tcp::TcpOptions;
 use crate::transport::Transport;
 
 pub use crate::tls_error::TlsError;
@@ -165,6 +166,7 @@ pub struct TlsConnector {
     inner: tokio_rustls::TlsConnector,
     config: Arc<rustls::ClientConfig>,
     handshake_timeout: Duration,
+    tcp: TcpOptions,
 }
 
 impl std::fmt::Debug for TlsConnector {
@@ -183,7 +185,20 @@ impl TlsConnector {
             inner: tokio_rustls::TlsConnector::from(Arc::clone(&config)),
             config,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tcp: TcpOptions::DEFAULT,
         }
+    }
+
+    /// Sets the socket options of [`TlsConnector::connect_tcp`] (default:
+    /// [`TcpOptions::DEFAULT`], which notices a silent peer).
+    pub fn with_tcp_options(mut self, options: TcpOptions) -> TlsConnector {
+        self.tcp = options;
+        self
+    }
+
+    /// The socket options of [`TlsConnector::connect_tcp`].
+    pub fn tcp_options(&self) -> &TcpOptions {
+        &self.tcp
     }
 
     /// Sets how long the handshake may take (the TCP connect is not included).
@@ -223,7 +238,7 @@ impl TlsConnector {
             .map_err(TlsError::from_io)
     }
 
-    /// Connects to `addr` over TCP (with `TCP_NODELAY`) and runs the handshake.
+    /// Connects to `addr` over TCP with the connector's [`TcpOptions`] and runs the handshake.
     ///
     /// # Errors
     /// [`TlsError::Connect`], then as [`TlsConnector::connect`].
@@ -232,8 +247,9 @@ impl TlsConnector {
         addr: impl ToSocketAddrs,
         server_name: &str,
     ) -> Result<ClientTlsStream, TlsError> {
-        let tcp = TcpStream::connect(addr).await.map_err(TlsError::Connect)?;
-        tcp.set_nodelay(true).map_err(TlsError::Connect)?;
+        let tcp = crate::tcp::connect(addr, &self.tcp)
+            .await
+            .map_err(TlsError::Connect)?;
         self.connect(tcp, server_name).await
     }
 }

@@ -1,8 +1,8 @@
 //! `drpc-mux-peer`: a small echo peer for drpc-mux's process-level tests (a stopped process
 //! noticed by the heartbeat, a killed peer). Not meant for anything else.
 //!
-//! `drpc-mux-peer` serves yamux on `127.0.0.1:0`; `drpc-mux-peer --quic CERT_DIR` (feature
-//! `quic`) serves QUIC with `server.pem`/`server.key` from `CERT_DIR`. Either way it prints one
+//! `drpc-mux-peer` serves yamux on `127.0.0.1:0`; `drpc-mux-peer --plain` serves plain
+//! storj/drpc over TCP there; `drpc-mux-peer --quic CERT_DIR` (feature `quic`) serves QUIC with `server.pem`/`server.key` from `CERT_DIR`. Either way it prints one
 //! line `port N` and serves until killed. RPCs: `/t/Echo` (a string, answered as
 //! `echo:<string>`) and `/t/Slow` (a number of milliseconds to sleep, answered with the same
 //! number).
@@ -37,6 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 announce(listener.local_addr()?.port())?;
                 server.serve_yamux(listener).await?;
             }
+            [flag] if flag == "--plain" => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                announce(listener.local_addr()?.port())?;
+                server.server().serve(listener).await?;
+            }
             #[cfg(feature = "quic")]
             [flag, dir] if flag == "--quic" => {
                 let dir = std::path::Path::new(dir);
@@ -54,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 announce(endpoint.local_addr()?.port())?;
                 server.serve_quic(endpoint).await?;
             }
-            _ => return Err("usage: drpc-mux-peer [--quic CERT_DIR]".into()),
+            _ => return Err("usage: drpc-mux-peer [--plain | --quic CERT_DIR]".into()),
         }
         Ok(())
     })

@@ -7,7 +7,7 @@
 
 /// The SplitMix64 finalizer: a bijection on `u64` with full avalanche.
 #[inline]
-pub(crate) fn mix64(mut z: u64) -> u64 {
+pub(crate) const fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -35,6 +35,16 @@ pub(crate) fn pair(a: u64, b: u64) -> u64 {
 #[inline]
 pub(crate) fn node_mix(b: u64) -> u64 {
     mix64(b.rotate_left(17))
+}
+
+/// A one-multiply mixer for values that are already hashes (a key hash xored with a
+/// per-endpoint seed): the high and low halves of the 128-bit product with an odd constant,
+/// folded together (wyhash's "mum"). Every input bit reaches the high half through the
+/// product's carries, which a plain 64-bit multiply would not give the low output bits.
+#[inline(always)]
+pub(crate) fn fold(x: u64) -> u64 {
+    let p = u128::from(x) * 0x9e37_79b9_7f4a_7c15_u128;
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// A hash as a number in the open interval (0, 1).

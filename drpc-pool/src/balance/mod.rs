@@ -20,9 +20,9 @@
 //!   is skipped while another is free.
 //! - **Routing by key** ([`route`], [`BalanceConfig::route`]): a call carrying the
 //!   configured metadata entry goes to the key's endpoint (jump hashing over StatefulSet
-//!   ordinals, weighted rendezvous hashing, or a Maglev table for large sets without
-//!   ordinals; optionally with a bounded-load cap), the same on every client; calls without
-//!   it go to the picker.
+//!   ordinals, weighted rendezvous hashing, multi-probe consistent hashing for large sets
+//!   without ordinals, or an opt-in Maglev table; optionally with a bounded-load cap), the
+//!   same on every client; calls without it go to the picker.
 //! - **Subsetting** ([`subset`], [`BalanceConfig::subset`]): connect to k of the resolved
 //!   endpoints only, chosen on a ring by client ordinal or by rendezvous top-k.
 //! - **Outlier ejection** ([`outlier`], [`BalanceConfig::outlier`]; gRPC A50): an endpoint
@@ -248,7 +248,7 @@ async fn apply_updates<C: Conn + 'static>(
         let chosen = strong.select(&set);
         let route = match &strong.config.route {
             // A Maglev table takes milliseconds to fill: off the runtime's threads.
-            Some(config) if chosen.len() > config.rendezvous_max => {
+            Some(config) if config.builds_slowly(chosen.len()) => {
                 let config = config.clone();
                 let keys: Vec<(String, u32)> = chosen
                     .iter()

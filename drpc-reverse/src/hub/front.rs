@@ -3,6 +3,9 @@
 //! `agent=ID`, or one of the agents serving the RPC's service (balanced) without it. A hub
 //! that has no such agent answers [`NOT_HERE`], which a balanced client over several hubs
 //! treats as unsent and retries on another hub.
+//!
+//! With the hub directory (feature `etcd`), a call naming an agent this hub does not hold
+//! is forwarded to the hub the directory names, once (see the `directory` module).
 
 use std::sync::Arc;
 
@@ -43,13 +46,26 @@ async fn front_call(shared: Arc<Shared>, ctx: Context, stream: ServerStream) -> 
     let mut options = CallOptions::new();
     options.metadata = ctx.metadata().clone();
     let target = options.metadata.remove(AGENT_KEY);
+    #[cfg(feature = "etcd")]
+    let forwarded = options
+        .metadata
+        .remove(crate::hub::directory::FORWARDED_KEY)
+        .is_some();
     let rpc = ctx.rpc().to_string();
     match target {
         Some(id) => {
-            let entry = shared
+            let local = shared
                 .registry
                 .get(&id)
-                .filter(|e| !e.is_draining() && !e.is_closed())
+                .filter(|e| !e.is_draining() && !e.is_closed());
+            #[cfg(feature = "etcd")]
+            if local.is_none()
+                && !forwarded
+                && let Some(dir) = shared.directory()
+            {
+                return forward_to_owner(&dir, &id, &rpc, options, &ctx, stream).await;
+            }
+            let entry = local
                 .ok_or_else(|| not_here(format!("agent {id:?} is not connected to this hub")))?;
             let agent = SessionConn::new(entry)
                 .open_stream(&rpc, options)
@@ -73,6 +89,40 @@ async fn front_call(shared: Arc<Shared>, ctx: Context, stream: ServerStream) -> 
             forward(&ctx, stream, agent).await
         }
     }
+}
+
+/// Looks agent `id` up in the directory and forwards the call to its hub's front door.
+#[cfg(feature = "etcd")]
+async fn forward_to_owner(
+    dir: &crate::hub::directory::Directory,
+    id: &str,
+    rpc: &str,
+    mut options: CallOptions,
+    ctx: &Context,
+    stream: ServerStream,
+) -> Result<(), Error> {
+    let owner = dir
+        .lookup(id)
+        .await
+        .map_err(|e| not_here(format!("agent {id:?}: hub directory unavailable: {e}")))?
+        .ok_or_else(|| not_here(format!("agent {id:?} is not connected to any hub")))?;
+    if owner == dir.front {
+        // The directory still names this hub (the agent just left): nowhere to forward.
+        return Err(not_here(format!(
+            "agent {id:?} is not connected to this hub"
+        )));
+    }
+    options.metadata.insert(AGENT_KEY, id);
+    options
+        .metadata
+        .insert(crate::hub::directory::FORWARDED_KEY, dir.front.clone());
+    tracing::debug!(%id, %owner, rpc, "front door: forwarding to the owning hub");
+    let remote = dir
+        .peer(&owner)
+        .open_stream(rpc, options)
+        .await
+        .map_err(|e| unsent_to_not_here(e, || format!("agent {id:?}: hub {owner} unreachable")))?;
+    forward(ctx, stream, remote).await
 }
 
 fn unsent_to_not_here(e: Error, what: impl FnOnce() -> String) -> Error {

@@ -27,6 +27,8 @@
 
 mod conn;
 mod credentials;
+#[cfg(feature = "etcd")]
+mod directory;
 mod front;
 mod registry;
 
@@ -55,6 +57,8 @@ use crate::proto::{
 
 pub use conn::{AgentConn, AgentStream, SessionConn};
 pub use credentials::Credentials;
+#[cfg(feature = "etcd")]
+pub use directory::{DEFAULT_AGENT_PREFIX, DirectoryConfig, FORWARDED_KEY};
 pub use front::AGENT_KEY;
 pub use registry::{AgentEvent, AgentInfo};
 
@@ -112,6 +116,9 @@ pub(crate) struct Shared {
     next_session: AtomicU64,
     /// The front door's balanced connection per service.
     balanced: Mutex<HashMap<String, Balanced<SessionConn>>>,
+    /// The hub directory in etcd, once started.
+    #[cfg(feature = "etcd")]
+    pub(crate) directory: Mutex<Option<Arc<directory::Directory>>>,
 }
 
 impl Shared {
@@ -136,6 +143,14 @@ impl Shared {
             }
         };
         Balanced::new(resolver, dial, self.config.balance.clone())
+    }
+
+    #[cfg(feature = "etcd")]
+    pub(crate) fn directory(&self) -> Option<Arc<directory::Directory>> {
+        self.directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn balanced(&self, service: &str) -> Balanced<SessionConn> {
@@ -220,6 +235,8 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             balanced: Mutex::new(HashMap::new()),
+            #[cfg(feature = "etcd")]
+            directory: Mutex::new(None),
             config: config.clone(),
         });
         let handler = HubHandler {
@@ -410,10 +427,67 @@ impl Hub {
         self.shared.registry.subscribe()
     }
 
+    /// Starts the hub directory (feature `etcd`): records this hub's agents in etcd
+    /// (`<prefix>/<agent id>` → `config.front`, under a lease of this hub, TTL 10 s by
+    /// default) and lets the front door forward calls for agents it does not hold.
+    ///
+    /// - Agents that register are written (overwriting the entry of a hub they came from);
+    ///   agents that leave or drain are deleted only while the entry still names this hub
+    ///   (compare-and-delete), so a hub that lost an agent never deletes the new hub's entry.
+    ///   Failed writes are retried every second.
+    /// - A front-door call naming an agent this hub does not hold looks the owner up in one
+    ///   read and is forwarded to the owner's front door over plain drpc (pooled), once: it
+    ///   carries [`FORWARDED_KEY`] and is never forwarded again. No entry, an entry naming
+    ///   this hub, or an unreachable owner give [`drpc_core::error::NOT_HERE`] (unsent).
+    /// - [`Hub::shutdown`] revokes the lease first (the entries go at once); a hub that dies
+    ///   leaves entries that expire with its lease.
+    ///
+    /// # Errors
+    /// [`ReverseError::Directory`] when etcd refuses or cannot be reached;
+    /// [`ReverseError::DirectoryRunning`] when it already runs.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    #[cfg(feature = "etcd")]
+    pub async fn start_directory(&self, config: DirectoryConfig) -> Result<(), ReverseError> {
+        if self.shared.directory().is_some() {
+            return Err(ReverseError::DirectoryRunning);
+        }
+        let dir = directory::Directory::start(config, Arc::downgrade(&self.shared.registry))
+            .await
+            .map_err(|e| ReverseError::Directory(Arc::new(e)))?;
+        let mut slot = self
+            .shared
+            .directory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Err(ReverseError::DirectoryRunning);
+        }
+        *slot = Some(Arc::new(dir));
+        Ok(())
+    }
+
     /// Stops accepting sessions and front-door clients, lets calls the agents and clients
-    /// make finish for up to `drain`, then closes every agent session.
+    /// make finish for up to `drain`, then closes every agent session. With a directory
+    /// (feature `etcd`), this hub's entries are deleted first, so that other front doors
+    /// stop sending it calls.
     pub async fn shutdown(&self, drain: Duration) {
         self.shared.shutting_down.store(true, Ordering::Release);
+        #[cfg(feature = "etcd")]
+        {
+            let dir = self
+                .shared
+                .directory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(dir) = dir
+                && let Err(e) = dir.shutdown().await
+            {
+                tracing::warn!(error = %e, "hub directory: revoke failed; entries expire with the lease");
+            }
+        }
         tokio::join!(self.front.shutdown(drain), async {
             self.mux.shutdown(drain).await;
         });
@@ -481,12 +555,20 @@ impl Hub {
             let _ = serving.await;
             return;
         };
-        let result = serving.await;
-        let reason = result.err();
+        // The agent leaves the registry as soon as the session is dead (a heartbeat timeout,
+        // a transport error), not after the close handshake, which a silent peer never
+        // answers (it would add `YamuxConfig::close_timeout`).
+        let (reason, served) = tokio::select! {
+            r = &mut serving => (r.err(), true),
+            () = NewStream::closed(&session) => (NewStream::close_reason(&session), false),
+        };
         tracing::debug!(id = %entry.id, session = entry.session_id, ?reason, "agent session ended");
         self.shared
             .registry
             .remove(&entry.id, entry.session_id, reason);
+        if !served {
+            let _ = serving.await;
+        }
     }
 }
 

@@ -222,6 +222,16 @@ impl Registry {
         keys
     }
 
+    /// The agents that take calls (registered, not draining, not closed): id → session.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn taking_calls(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .values()
+            .filter(|e| !e.is_draining() && !e.is_closed())
+            .map(|e| (e.id.clone(), e.session_id))
+            .collect()
+    }
+
     pub(crate) fn any_serving(&self, service: &str) -> bool {
         self.lock()
             .values()

@@ -22,7 +22,8 @@
 //!
 //! Balanced, `--resolve static://H1:P1,H2:P2,...` or
 //! `--resolve dns://DNS_HOST:DNS_PORT/NAME[?port=P]` (SRV records when `port` is absent) or
-//! `--resolve push://HOST:PORT/TARGET` (a `discovery-server`) instead of `--addr`, with `--lb rr|p2c` (default p2c): load mode spreads the calls over
+//! `--resolve push://HOST:PORT/TARGET` (a `discovery-server`) or
+//! `--resolve etcd://HOST:PORT/SERVICE` (servers registered with `echo-server --etcd`) instead of `--addr`, with `--lb rr|p2c` (default p2c): load mode spreads the calls over
 //! the backends and ends its line with ` backends=ADDR:CALLS,...` (calls each backend
 //! served, in the resolved order); scenarios each run on a fresh connection to a backend
 //! the balancer picks.
@@ -41,8 +42,8 @@ struct Args {
     #[arg(long, required_unless_present = "resolve", conflicts_with = "resolve")]
     addr: Option<String>,
     /// Balance over discovered backends: `static://H1:P1,H2:P2,...`,
-    /// `dns://DNS_HOST:DNS_PORT/NAME[?port=P]` (SRV when `port` is absent) or
-    /// `push://HOST:PORT/TARGET`.
+    /// `dns://DNS_HOST:DNS_PORT/NAME[?port=P]` (SRV when `port` is absent),
+    /// `push://HOST:PORT/TARGET` or `etcd://HOST:PORT/SERVICE`.
     #[arg(long)]
     resolve: Option<String>,
     /// The balancing policy with `--resolve`.

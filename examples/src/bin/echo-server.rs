@@ -20,6 +20,12 @@
 //! when `--drain-timeout SECS` (default 30) passed first (the calls still running are cut).
 //! `--health-addr HOST:PORT` serves `GET /readyz` and `GET /livez` (printing
 //! `health on http://HOST:PORT/readyz`).
+//!
+//! `--etcd http://HOST:PORT --register SERVICE` registers the server in etcd under
+//! `/drpc/services/SERVICE/ADDR` with a lease (TTL 10 s, kept alive), printing
+//! `registered KEY`; on SIGTERM the drain deletes the key first (printing
+//! `deregistered KEY`), before it closes anything. `echo-client --resolve
+//! etcd://HOST:PORT/SERVICE` finds it.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,6 +62,28 @@ struct Args {
     /// Serve the readiness probe at http://HOST:PORT/readyz (503 once draining).
     #[arg(long, value_name = "HOST:PORT")]
     health_addr: Option<String>,
+    /// The etcd to register in (`http://HOST:PORT`), with --register.
+    #[arg(long, value_name = "URL", requires = "register")]
+    etcd: Option<String>,
+    /// Register this server in etcd as an instance of SERVICE (needs --etcd).
+    #[arg(long, value_name = "SERVICE", requires = "etcd")]
+    register: Option<String>,
+}
+
+/// With `--etcd` and `--register`: registers `addr` and prints `registered KEY`; the drain
+/// deregisters it first.
+async fn register(
+    args: &Args,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<drpc_pool::etcd::Registration>> {
+    let (Some(url), Some(service)) = (&args.etcd, &args.register) else {
+        return Ok(None);
+    };
+    let registration = drpc_examples::etcd::register(url, service, addr).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "registered {}", registration.key())?;
+    out.flush()?;
+    Ok(Some(registration))
 }
 
 /// Seconds from the command line as a duration (finite, not negative).
@@ -101,23 +129,35 @@ async fn main() -> anyhow::Result<ExitCode> {
         out.flush()?;
         tokio::spawn(drpc_examples::echo::gateway(server.clone()).serve(listener));
     }
-    let serving = {
-        let server = server.clone();
-        let addr = args.addr.clone();
-        tokio::spawn(async move {
-            if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
-                // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
-                return drpc_examples::mux::serve_quic(&server, &addr, tls).await;
+    let (serving, registration) = match transport {
+        drpc_examples::cli::ServerTransport::Quic(tls) => {
+            // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+            let mut registration = None;
+            if args.register.is_some() {
+                let addr: std::net::SocketAddr = args.addr.parse()?;
+                anyhow::ensure!(addr.port() != 0, "--register with QUIC needs a fixed port");
+                registration = register(&args, addr).await?;
             }
-            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            let (server, addr) = (server.clone(), args.addr.clone());
+            let serving =
+                tokio::spawn(
+                    async move { drpc_examples::mux::serve_quic(&server, &addr, tls).await },
+                );
+            (serving, registration)
+        }
+        transport => {
+            let listener = tokio::net::TcpListener::bind(&args.addr).await?;
             let local = listener.local_addr()?;
             {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "listening on {local}")?;
                 out.flush()?;
             }
-            transport.serve(&server, listener).await
-        })
+            let registration = register(&args, local).await?;
+            let server = server.clone();
+            let serving = tokio::spawn(async move { transport.serve(&server, listener).await });
+            (serving, registration)
+        }
     };
     tokio::pin!(serving);
     tokio::select! {
@@ -131,12 +171,21 @@ async fn main() -> anyhow::Result<ExitCode> {
             tracing::info!(signal = sig, "draining");
         }
     }
-    // The place for deregistration steps (push discovery, a registry such as etcd):
-    // `.deregister("etcd", async { ... })` before the delay and the drain.
-    let report = drpc_examples::drain::DrainSequence::new(server, readiness, drain_timeout)
-        .delay(drain_delay)
-        .run()
-        .await?;
+    // Deregistration first (etcd; the place for other registries), then the delay and the
+    // drain.
+    let mut drain = drpc_examples::drain::DrainSequence::new(server, readiness, drain_timeout)
+        .delay(drain_delay);
+    if let Some(registration) = registration {
+        drain = drain.deregister("etcd", async move {
+            let key = registration.key().to_string();
+            registration.deregister().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "deregistered {key}")?;
+            out.flush()?;
+            Ok(())
+        });
+    }
+    let report = drain.run().await?;
     if let Ok(Err(e)) = serving.await {
         tracing::debug!(error = %e, "serve loop ended with an error");
     }

@@ -4,6 +4,11 @@
 //! `--front` and reach an agent with metadata `agent=ID`, or any agent serving the RPC's
 //! service without it. Prints `hub listening on ADDR front on ADDR` when ready; stops on
 //! Ctrl-C or SIGTERM (draining for 5 s).
+//!
+//! `--etcd http://HOST:PORT` records the hub's agents in etcd (`/drpc/agents/ID` → the
+//! front door's address, under the hub's lease) and lets the front door forward calls for
+//! agents connected to another hub there; the front address must be one the other hubs can
+//! dial.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +35,9 @@ struct Args {
     /// Directory holding ca.pem, server.pem, server.key.
     #[arg(long, default_value = "certs")]
     cert_dir: PathBuf,
+    /// Record agents in this etcd (`http://HOST:PORT`); forward calls for agents on other hubs.
+    #[arg(long, value_name = "URL")]
+    etcd: Option<String>,
 }
 
 #[tokio::main]
@@ -54,6 +62,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(url) = &args.etcd
+        && let Err(e) = drpc_examples::etcd::start_directory(&hub.hub, url, hub.front).await
+    {
+        eprintln!("{e:#}");
+        return ExitCode::FAILURE;
+    }
     println!("hub listening on {} front on {}", hub.listen, hub.front);
     let mut events = hub.hub.events();
     tokio::spawn(async move {

@@ -8,9 +8,12 @@
 //! | [`manual`] | the application, through a [`ManualHandle`] | at once |
 //! | `DnsResolver` (feature `dns`) | A/AAAA with a port, or SRV | polls on the TTL, re-resolves after connect failures |
 //! | [`PushResolver`] | a [`PushServer`] over drpc | streamed by the server on every change |
+//! | `EtcdResolver` (feature `etcd`) | registrations under `<prefix>/<service>/` in etcd | a watch from the read's revision; re-read after a break or compaction |
 
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod push;
 
 use std::future::Future;
@@ -20,6 +23,8 @@ use tokio::sync::{Notify, watch};
 
 #[cfg(feature = "dns")]
 pub use dns::{DnsConfig, DnsError, DnsResolver, DnsTarget, Resolved};
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdResolver;
 pub use push::{EndpointSet, PushResolver, PushServer, WATCH_RPC, WatchRequest, push_service};
 
 /// One discovered endpoint: its address and, when discovery knows it, a stable name that
