@@ -253,6 +253,20 @@ pub(crate) fn targets(rows: &[Row]) -> String {
             |v| v <= 10.0,
         );
     }
+    // The migration layers' cost on unary p50 (issue 18's goal: at most 10 % over drpc-tcp).
+    for (imp, name) in [(Impl::DrpcRecord, "record"), (Impl::DrpcShadow, "shadow")] {
+        for size in [64, 4096] {
+            check(
+                &format!("{name}_unary_{size}B_conc1_p50_vs_drpc_tcp"),
+                ratio_of(
+                    get(imp, "unary", size, 1, "p50_us"),
+                    get(d, "unary", size, 1, "p50_us"),
+                ),
+                "<=1.1x",
+                |v| v <= 1.1,
+            );
+        }
+    }
     // How far ahead of tonic (informational: no goal).
     let mut ahead = |name: &str, v: Option<f64>| {
         if let Some(v) = v {

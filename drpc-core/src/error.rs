@@ -83,6 +83,15 @@ pub enum Error {
     /// A received message could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// A message could not be encoded or decoded by a codec other than protobuf (such as
+    /// MessagePack, `encoding::MsgPack`).
+    #[error("{codec} codec: {message}")]
+    Codec {
+        /// The codec's name (`encoding::Codec::NAME`).
+        codec: &'static str,
+        /// What the codec said.
+        message: String,
+    },
     /// A limit was reached (connections, message size, waiting callers).
     #[error("resource exhausted: {what} (limit {limit})")]
     ResourceExhausted {
@@ -180,6 +189,14 @@ impl Error {
         match self {
             Error::Remote { code, .. } => *code,
             _ => 0,
+        }
+    }
+
+    /// A codec's failure: see [`Error::Codec`].
+    pub fn codec(codec: &'static str, e: impl std::fmt::Display) -> Error {
+        Error::Codec {
+            codec,
+            message: e.to_string(),
         }
     }
 

@@ -8,14 +8,14 @@
 //! | frames → packets | [`wire::packet`] | reassembly with Go's id, kind and size rules |
 //! | packets → streams | [`stream`] | one RPC's state machine (sans-IO) |
 //! | streams → calls | [`conn`] (client), [`server`] ([`Handler`]) + [`router`] (a handler) | one stream at a time per transport |
-//! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost |
+//! | calls → typed messages | [`ConnExt`], [`router::TypedStream`], [`encoding`] | prost by default; MessagePack (feature `msgpack`) through [`encoding::Codec`] |
 //! | around calls | [`server::HandlerExt::layer`], [`conn::LayeredConn`], [`layers`], [`middleware`] | tower middleware on both sides: auth, metrics, timeouts, limits |
-//! | connections → server | [`server::Listener`], [`server::Acceptor`], [`Server::serve_with`] | the one accept loop: TCP, unix, TLS; one limit, one shutdown |
+//! | connections → server | [`server::Listener`], [`server::Acceptor`], [`Server::serve_with`] | the one accept loop: TCP, unix, TLS, one port shared with gRPC ([`server::preface`]); one limit, one shutdown |
+//! | migration | `migrate` (feature `migrate`), `layers::record`, `layers::shadow` | record and replay calls, shadow traffic, compare replies |
 //!
 //! The module graph has no cycles (`tests/module_graph.rs` checks it): `context` and the
 //! server stream sit below both `router` and `server`, and `server` imports neither `router`
-//! nor `conn`. The client (`conn`) does not use the sans-IO [`connection`] core yet; the
-//! server does.
+//! nor `conn`. Both the client (`conn`) and the server run on the sans-IO [`connection`] core.
 //!
 //! # Example: a server and a client on loopback
 //!
@@ -55,6 +55,8 @@ pub mod error;
 pub mod layers;
 pub mod metadata;
 pub mod middleware;
+#[cfg(feature = "migrate")]
+pub mod migrate;
 pub mod router;
 pub mod server;
 pub mod stream;

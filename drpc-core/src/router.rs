@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::BoxFuture;
 use crate::context::Context;
-use crate::encoding::decode;
+use crate::encoding::{Codec, Prost, decode};
 use crate::error::Error;
 use crate::server::Handler;
 use crate::stream::ServerStream;
@@ -84,11 +84,50 @@ impl Router {
     pub fn streaming<Req, Resp, F, Fut>(self, rpc: impl AsRef<str>, f: F) -> Router
     where
         Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
         F: Fn(Context, TypedStream<Req, Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Error>> + Send + 'static,
     {
         self.route(rpc, move |ctx, stream| f(ctx, TypedStream::new(stream)))
+    }
+
+    /// Registers a unary handler whose messages use `codec` (such as
+    /// `drpc_core::encoding::MsgPack`; [`Router::unary`] is this with [`Prost`]).
+    pub fn unary_with<C, Req, Resp, F, Fut>(self, codec: C, rpc: impl AsRef<str>, f: F) -> Router
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+    {
+        self.route(
+            rpc,
+            UnaryWith {
+                codec,
+                f: Arc::new(f),
+                _types: PhantomData,
+            },
+        )
+    }
+
+    /// Registers a streaming handler whose messages use `codec`.
+    pub fn streaming_with<C, Req, Resp, F, Fut>(
+        self,
+        codec: C,
+        rpc: impl AsRef<str>,
+        f: F,
+    ) -> Router
+    where
+        C: Codec<Req> + Codec<Resp>,
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: Fn(Context, TypedStream<Req, Resp, C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.route(rpc, move |ctx, stream| {
+            f(ctx, TypedStream::with_codec(stream, codec))
+        })
     }
 
     /// Whether a handler is registered for `rpc`.
@@ -152,18 +191,60 @@ where
     }
 }
 
-/// A server stream with prost messages in and out.
-#[derive(Debug)]
-pub struct TypedStream<Req, Resp> {
-    stream: ServerStream,
+/// The unary adapter for another codec than prost.
+struct UnaryWith<C, F, Req, Resp> {
+    codec: C,
+    f: Arc<F>,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp> {
-    /// Wraps a raw stream.
+impl<C, Req, Resp, F, Fut> Handler for UnaryWith<C, F, Req, Resp>
+where
+    C: Codec<Req> + Codec<Resp>,
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, Error>> + Send + 'static,
+{
+    fn call(
+        &self,
+        ctx: Context,
+        mut stream: ServerStream,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        let (f, codec) = (Arc::clone(&self.f), self.codec);
+        Box::pin(async move {
+            let request = stream.recv().await?.ok_or(Error::Eof)?;
+            let request: Req = codec.decode(request)?;
+            let reply = f(ctx, request).await?;
+            codec.buffer(&mut stream, &reply)
+        })
+    }
+}
+
+/// A server stream with typed messages in and out: prost by default, or those of another
+/// [`Codec`] ([`Router::streaming_with`]).
+#[derive(Debug)]
+pub struct TypedStream<Req, Resp, C = Prost> {
+    stream: ServerStream,
+    codec: C,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req: prost::Message + Default + 'static, Resp: prost::Message + Default + 'static>
+    TypedStream<Req, Resp, Prost>
+{
+    /// Wraps a raw stream (prost messages).
     pub fn new(stream: ServerStream) -> Self {
+        TypedStream::with_codec(stream, Prost)
+    }
+}
+
+impl<Req, Resp, C: Codec<Req> + Codec<Resp>> TypedStream<Req, Resp, C> {
+    /// Wraps a raw stream whose messages use `codec`.
+    pub fn with_codec(stream: ServerStream, codec: C) -> Self {
         TypedStream {
             stream,
+            codec,
             _types: PhantomData,
         }
     }
@@ -171,10 +252,11 @@ impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp>
     /// The next request; `Ok(None)` once the client closed its side.
     ///
     /// # Errors
-    /// [`Error::Canceled`] when the call was canceled, [`Error::Decode`] for a bad message.
+    /// [`Error::Canceled`] when the call was canceled, [`Error::Decode`] (or
+    /// [`Error::Codec`]) for a bad message.
     pub async fn recv(&mut self) -> Result<Option<Req>, Error> {
         match self.stream.recv().await? {
-            Some(bytes) => Ok(Some(decode(bytes)?)),
+            Some(bytes) => Ok(Some(self.codec.decode(bytes)?)),
             None => Ok(None),
         }
     }
@@ -184,7 +266,8 @@ impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp>
     /// # Errors
     /// [`Error::Canceled`] when the call was canceled, transport errors.
     pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
-        self.stream.send_message(reply).await
+        self.codec.buffer(&mut self.stream, reply)?;
+        self.stream.flush().await
     }
 
     /// The raw stream underneath.
@@ -194,23 +277,25 @@ impl<Req: prost::Message + Default, Resp: prost::Message> TypedStream<Req, Resp>
 
     /// The send-only half, for a handler that has read everything it will read (generated
     /// server-streaming handlers get this after the one request).
-    pub fn into_send(self) -> SendStream<Resp> {
+    pub fn into_send(self) -> SendStream<Resp, C> {
         SendStream {
             stream: self.stream,
+            codec: self.codec,
             _types: PhantomData,
         }
     }
 }
 
-/// The send-only side of a server stream, with prost replies: what a server-streaming handler
-/// gets after its one request was read.
+/// The send-only side of a server stream, with typed replies (prost by default): what a
+/// server-streaming handler gets after its one request was read.
 #[derive(Debug)]
-pub struct SendStream<Resp> {
+pub struct SendStream<Resp, C = Prost> {
     stream: ServerStream,
+    codec: C,
     _types: PhantomData<fn(Resp)>,
 }
 
-impl<Resp: prost::Message> SendStream<Resp> {
+impl<Resp, C: Codec<Resp>> SendStream<Resp, C> {
     /// The stream id on the wire.
     pub fn id(&self) -> u64 {
         self.stream.id()
@@ -225,6 +310,7 @@ impl<Resp: prost::Message> SendStream<Resp> {
     /// Dropping the future after the reply was queued leaves it queued: the connection sends
     /// it before anything newer.
     pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
-        self.stream.send_message(reply).await
+        self.codec.buffer(&mut self.stream, reply)?;
+        self.stream.flush().await
     }
 }

@@ -103,7 +103,9 @@ impl ReadHalf {
 
 /// The error for a transport that ended while a reply was expected.
 pub(crate) fn eof() -> Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by peer").into()
+    // The bare kind, not a message: no allocation, and every stream of a mux session ends
+    // this way on the serving side.
+    io::Error::from(io::ErrorKind::UnexpectedEof).into()
 }
 
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
@@ -194,6 +196,12 @@ impl WriteHalf {
             len,
             "fill wrote a different length"
         );
+    }
+
+    /// Drops everything not written yet.
+    pub(crate) fn clear(&mut self) {
+        self.queue.clear();
+        self.buf.clear();
     }
 
     /// Whether nothing waits to be written.

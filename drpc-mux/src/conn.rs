@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use drpc_core::{
-    CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream, TransportConn, TransportStream,
-};
+use drpc_core::conn::ClientIo;
+use drpc_core::{CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -49,8 +48,9 @@ impl Default for MuxConnConfig {
 /// RPCs run concurrently, each speaking the plain storj/drpc wire on its stream.
 ///
 /// Per call: wait for a stream slot (the session's stream limit; bounded by the call's
-/// deadline, then [`Error::ResourceExhausted`]), open a stream, run the call on a
-/// [`TransportConn`] over it, close the stream. When the session fails under a call, the call
+/// deadline, then [`Error::ResourceExhausted`]), open a stream, run the call in the caller's
+/// task on a [`ClientIo`] over it (drpc-core's sans-IO connection core with its I/O: no
+/// task, lock or shared state per call), close the stream. When the session fails under a call, the call
 /// fails with [`Error::Transport`] carrying the [`MuxError`] (see [`crate::mux_error`]); a call that
 /// begins on a closed session gets [`Error::Closed`] (nothing was sent).
 #[derive(Debug)]
@@ -61,6 +61,8 @@ pub struct MuxConn<N: NewStream> {
     /// starts here, and the connection reports closed so that a pool or balancer moves on
     /// while the server finishes the calls under way and closes the session.
     going_away: CancellationToken,
+    /// What every stream's core runs with.
+    core: ConnConfig,
 }
 
 impl<N: NewStream> MuxConn<N> {
@@ -71,10 +73,17 @@ impl<N: NewStream> MuxConn<N> {
 
     /// A connection over `session` with `config`.
     pub fn with_config(session: N, config: MuxConnConfig) -> MuxConn<N> {
+        let core = ConnConfig {
+            cancel: config.cancel,
+            max_packet_size: config.max_packet_size,
+            split_size: config.split_size,
+            watch_idle: false,
+        };
         MuxConn {
             session: Arc::new(session),
             config,
             going_away: CancellationToken::new(),
+            core,
         }
     }
 
@@ -98,8 +107,8 @@ impl<N: NewStream> MuxConn<N> {
         self.session.close_reason()
     }
 
-    /// Opens a stream and wraps it in a one-stream connection.
-    async fn begin(&self, deadline: Option<Instant>) -> Result<TransportConn<N::Stream>, Error> {
+    /// Opens a stream and puts a client core on it.
+    async fn begin(&self, deadline: Option<Instant>) -> Result<Call<N::Stream>, Error> {
         if self.session.is_closed() || self.going_away.is_cancelled() {
             return Err(Error::Closed);
         }
@@ -118,13 +127,32 @@ impl<N: NewStream> MuxConn<N> {
             _ if self.session.is_closed() => Error::Closed,
             other => other.into_call_error(),
         })?;
-        let config = ConnConfig {
-            cancel: self.config.cancel,
-            max_packet_size: self.config.max_packet_size,
-            split_size: self.config.split_size,
-            watch_idle: false,
-        };
-        Ok(TransportConn::with_config(stream, config))
+        Ok(Call(ClientIo::new(stream, &self.core)))
+    }
+}
+
+/// One RPC's client core on its own stream; dropped while the RPC runs (the caller gave up),
+/// it cancels the RPC (soft: a Cancel packet, then the stream's end).
+struct Call<S: drpc_core::Transport>(ClientIo<S>);
+
+impl<S: drpc_core::Transport> Drop for Call<S> {
+    fn drop(&mut self) {
+        if self.0.is_running() {
+            self.0.cancel_now();
+        }
+    }
+}
+
+/// Runs `fut` until `deadline`, mapping the timeout to [`Error::DeadlineExceeded`].
+async fn until<F, R>(deadline: Option<Instant>, fut: F) -> Result<R, Error>
+where
+    F: Future<Output = Result<R, Error>>,
+{
+    match deadline {
+        None => fut.await,
+        Some(d) => timeout_at(d, fut)
+            .await
+            .unwrap_or(Err(Error::DeadlineExceeded)),
     }
 }
 
@@ -175,7 +203,8 @@ impl<N: NewStream> Conn for MuxConn<N> {
 
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
         let options = options.started();
-        let conn = self.begin(options.deadline()).await?;
+        let deadline = options.deadline();
+        let mut io = self.begin(deadline).await?;
         let mut guard = CancelGuard {
             session: self
                 .config
@@ -184,10 +213,11 @@ impl<N: NewStream> Conn for MuxConn<N> {
         };
         let result = tokio::select! {
             biased;
-            r = conn.unary(rpc, request, options) => r,
+            r = until(deadline, io.0.unary(rpc, request, &options.metadata)) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
-        drop(conn);
+        // A call cut short (its deadline) cancels its stream; a finished one just ends.
+        drop(io);
         let result = match result {
             Ok(reply) => Ok(reply),
             Err(e) => Err(settle_unary(&*self.session, e).await),
@@ -203,17 +233,12 @@ impl<N: NewStream> Conn for MuxConn<N> {
 
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<MuxStream<N>, Error> {
         let options = options.started();
-        let conn = self.begin(options.deadline()).await?;
-        let inner = match conn.open_stream(rpc, options).await {
-            Ok(inner) => inner,
-            Err(Error::GoingAway) => {
-                self.going_away.cancel();
-                return Err(Error::GoingAway);
-            }
-            Err(e) => return Err(e),
-        };
+        let deadline = options.deadline();
+        let mut io = self.begin(deadline).await?;
+        io.0.start(rpc, &options.metadata)?;
         Ok(MuxStream {
-            inner,
+            io,
+            deadline,
             session: Arc::clone(&self.session),
             close_session_on_cancel: self.config.close_session_on_cancel,
             ended: false,
@@ -237,13 +262,14 @@ impl<N: NewStream> Conn for MuxConn<N> {
     }
 }
 
-/// The client side of one streaming RPC on a [`MuxConn`]: a [`TransportStream`] on the RPC's
-/// own stream, whose errors become the session's when the session fails under it.
+/// The client side of one streaming RPC on a [`MuxConn`]: a [`ClientIo`] on the RPC's own
+/// stream, whose errors become the session's when the session fails under it.
 ///
 /// Dropping it before the RPC ended cancels the RPC (and only it, unless
 /// [`MuxConnConfig::close_session_on_cancel`]).
 pub struct MuxStream<N: NewStream> {
-    inner: TransportStream<N::Stream>,
+    io: Call<N::Stream>,
+    deadline: Option<Instant>,
     session: Arc<N>,
     close_session_on_cancel: bool,
     ended: bool,
@@ -259,6 +285,9 @@ impl<N: NewStream> std::fmt::Debug for MuxStream<N> {
 
 impl<N: NewStream> MuxStream<N> {
     async fn after<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
+        if matches!(result, Err(Error::DeadlineExceeded)) {
+            self.io.0.cancel_now();
+        }
         match result {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -276,7 +305,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         let r = tokio::select! {
             biased;
-            r = self.inner.send(message) => r,
+            r = until(self.deadline, self.io.0.send(message)) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -285,7 +314,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn close_send(&mut self) -> Result<(), Error> {
         let r = tokio::select! {
             biased;
-            r = self.inner.close_send() => r,
+            r = until(self.deadline, self.io.0.close_send()) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -294,7 +323,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
         let r = tokio::select! {
             biased;
-            r = self.inner.recv() => r,
+            r = until(self.deadline, self.io.0.recv()) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         if matches!(r, Ok(None)) {

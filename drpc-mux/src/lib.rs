@@ -9,8 +9,8 @@
 //! | [`NewStream`] | "open a fresh bidirectional byte stream that is a drpc transport" |
 //! | [`yamux::YamuxSession`] | a [`NewStream`] over a yamux session on any [`drpc_core::Transport`] (TCP, TLS) |
 //! | `quic::QuicSession` (feature `quic`) | a [`NewStream`] over a quinn QUIC connection |
-//! | [`MuxConn`] | a [`drpc_core::Conn`] that runs each RPC on its own stream of a [`NewStream`] |
-//! | [`MuxServer`] | serves every stream of yamux sessions and QUIC connections with a [`drpc_core::Server`] |
+//! | [`MuxConn`] | a [`drpc_core::Conn`] that runs each RPC on its own stream of a [`NewStream`], in the caller's task, with drpc-core's sans-IO connection core ([`drpc_core::conn::ClientIo`]) on the stream |
+//! | [`MuxServer`] | serves every stream of yamux sessions and QUIC connections with a [`drpc_core::Server`] (its connection core, one per stream) |
 //! | [`Heartbeat`] | yamux liveness: a frozen peer is noticed within 12 s by default |
 //! | [`MuxError`] | why a session closed; calls under way get it as [`drpc_core::Error::Transport`] (`is_session()`) |
 //!
@@ -46,8 +46,9 @@
 //! stopped while its kernel still acknowledges. So the dialing side of a yamux session pings on
 //! a stream of its own ([`Heartbeat`], default every 5 s, dead after 12 s without an answer);
 //! the serving side answers (and drops sessions whose pings stop). QUIC uses its own
-//! keep-alive and idle timeout (5 s and 15 s by default). Either way the session is closed and
-//! the calls under way fail with the [`MuxError`] at once.
+//! keep-alive and idle timeout (500 ms and 15 s by default), and a QUIC client with calls in
+//! flight takes a peer it has heard nothing from for 1.5 s for dead (`dead_peer_timeout`).
+//! Either way the session is closed and the calls under way fail with the [`MuxError`] at once.
 //!
 //! # Back-pressure
 //!

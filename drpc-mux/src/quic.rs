@@ -14,8 +14,9 @@
 //! | [`QuicConfig::stream_receive_window`] | 1 MiB | per-stream flow control; a stream whose reader stalls holds at most this much |
 //! | [`QuicConfig::receive_window`] | unlimited | connection-wide flow control; left unlimited so that stalled streams can never use up the credit of the others (memory stays bounded by streams × stream window) |
 //! | [`QuicConfig::send_window`] | 8 MiB | bytes in flight without acknowledgment, all streams together |
-//! | [`QuicConfig::keep_alive_interval`] | 5 s | keeps idle connections alive and probes the peer |
+//! | [`QuicConfig::keep_alive_interval`] | 500 ms | keeps idle connections alive and probes the peer: a PING (a few dozen bytes, answered by an ACK) whenever nothing else was sent for this long, so a live peer is always heard from within about this interval |
 //! | [`QuicConfig::max_idle_timeout`] | 15 s | a peer that acknowledges nothing for this long (stopped, gone) closes the connection with `TimedOut` |
+//! | [`QuicConfig::dead_peer_timeout`] | 1.5 s | while this side has calls in flight, a peer heard nothing from for this long is taken for dead: the session closes with [`MuxError::HeartbeatTimeout`] and the calls fail at once (instead of after the idle timeout). Needs `keep_alive_interval` well below it (at most a third) |
 
 use std::any::Any;
 use std::io;
@@ -63,6 +64,11 @@ pub struct QuicConfig {
     /// Close the connection when the peer acknowledged nothing for this long (the smaller of
     /// the two sides' values applies). Default: 15 s.
     pub max_idle_timeout: Duration,
+    /// While streams this side opened are open, close the session when no datagram came from
+    /// the peer for this long (`None`: only the idle timeout notices a dead peer). Keep
+    /// [`QuicConfig::keep_alive_interval`] at most a third of it, so that a live peer that is
+    /// just slow to answer is always heard from. Default: 1.5 s.
+    pub dead_peer_timeout: Option<Duration>,
 }
 
 impl Default for QuicConfig {
@@ -73,8 +79,9 @@ impl Default for QuicConfig {
             stream_receive_window: 1 << 20,
             receive_window: None,
             send_window: 8 << 20,
-            keep_alive_interval: Duration::from_secs(5),
+            keep_alive_interval: Duration::from_millis(500),
             max_idle_timeout: Duration::from_secs(15),
+            dead_peer_timeout: Some(Duration::from_millis(1500)),
         }
     }
 }
@@ -198,10 +205,18 @@ pub struct QuicSession {
 impl QuicSession {
     /// A session over an established connection (from either side), opening at most
     /// `config.max_concurrent_streams` streams at once.
+    ///
+    /// With [`QuicConfig::dead_peer_timeout`] set, spawns the watchdog that closes the session
+    /// when the peer goes silent under calls in flight (so it must be called inside a tokio
+    /// runtime then).
     pub fn new(conn: quinn::Connection, config: &QuicConfig) -> QuicSession {
+        let state = SessionState::new(config.max_concurrent_streams);
+        if let Some(limit) = config.dead_peer_timeout {
+            tokio::spawn(watch_peer(conn.clone(), Arc::clone(&state), limit));
+        }
         QuicSession {
             conn,
-            state: SessionState::new(config.max_concurrent_streams),
+            state,
             _endpoint: None,
         }
     }
@@ -270,7 +285,13 @@ impl NewStream for QuicSession {
     }
 
     fn close_reason(&self) -> Option<MuxError> {
-        self.conn.close_reason().map(MuxError::from)
+        let reason = self.conn.close_reason()?;
+        // The watchdog's verdict, when it closed the connection.
+        Some(
+            self.state
+                .reason()
+                .unwrap_or_else(|| MuxError::from(reason)),
+        )
     }
 
     fn close(&self) {
@@ -279,6 +300,43 @@ impl NewStream for QuicSession {
 
     fn max_streams(&self) -> usize {
         self.state.max_streams()
+    }
+}
+
+/// The application error code the dead-peer watchdog closes with.
+pub const CLOSE_DEAD_PEER: VarInt = VarInt::from_u32(2);
+
+/// The dead-peer watchdog of a session: while streams this side opened are open, a peer from
+/// which no datagram arrived for `limit` is taken for dead and the connection is closed with
+/// [`MuxError::HeartbeatTimeout`] (QUIC's keep-alive PINGs make a live peer answer at least
+/// every keep-alive interval). Checks four times per `limit`; it reads quinn's counters only.
+async fn watch_peer(conn: quinn::Connection, state: Arc<SessionState>, limit: Duration) {
+    let tick = (limit / 4).max(Duration::from_millis(10));
+    let mut seen = conn.stats().udp_rx.datagrams;
+    let mut heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let rx = conn.stats().udp_rx.datagrams;
+        let in_flight = state.available_streams() < state.max_streams();
+        if rx != seen || !in_flight {
+            seen = rx;
+            heard = now;
+            continue;
+        }
+        let silent = now - heard;
+        if silent >= limit {
+            tracing::info!(
+                ?silent,
+                "QUIC peer silent under calls in flight; closing the session"
+            );
+            state.set_closed(MuxError::HeartbeatTimeout(silent));
+            conn.close(CLOSE_DEAD_PEER, b"peer not answering");
+            return;
+        }
     }
 }
 

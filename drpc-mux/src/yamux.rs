@@ -11,8 +11,12 @@
 //! streams leave the driver over another channel ([`YamuxIncoming`]), or, under
 //! [`crate::MuxServer`], are spawned as serving tasks straight from the driver. Stream reads and
 //! writes run in the callers' tasks; the frames yamux writes are collected and written out
-//! together once the driver has handled everything ready. The driver also runs the
-//! [`Heartbeat`] pinger when the config has one.
+//! together once the driver has handled everything ready. A stream that has just flushed its
+//! frames runs that driver pass itself when no other task is polling the connection (with the
+//! driver task's waker, so the driver task is still the one woken by the socket): its frames
+//! reach the socket without waiting for the driver task to be scheduled. The socket reads
+//! ahead (16 KiB) so that a frame's header and body, which yamux reads separately, cost one
+//! `recv` instead of two. The driver also runs the [`Heartbeat`] pinger when the config has one.
 //!
 //! The session closes when [`NewStream::close`] is called, when every handle (sessions,
 //! [`YamuxIncoming`], streams) is gone, when the peer closes it or the transport fails, or when
@@ -161,11 +165,20 @@ enum Request {
 type Ready = Arc<std::sync::Mutex<std::collections::VecDeque<::yamux::Stream>>>;
 
 /// What handles and streams hold: dropping the last one closes the session.
-#[derive(Debug)]
 struct Handle {
     open_tx: mpsc::UnboundedSender<Request>,
     ready: Ready,
     state: Arc<SessionState>,
+    /// The driver's work, for a stream that just wrote to run it in its own task.
+    driver: Arc<dyn Drive>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock_ready(
@@ -279,15 +292,19 @@ impl YamuxSession {
         let state = SessionState::new(config.max_concurrent_streams);
         let (open_tx, open_rx) = mpsc::unbounded_channel();
         let ready = Ready::default();
+        let cell = Arc::new(DriverCell {
+            driver: std::sync::Mutex::new(None),
+        });
         let handle = Arc::new(Handle {
             open_tx,
             ready: Arc::clone(&ready),
             state: Arc::clone(&state),
+            driver: Arc::clone(&cell) as Arc<dyn Drive>,
         });
         let socket = Socket::new(io);
         let flusher = socket.handle();
         let conn = ::yamux::Connection::new(socket, config.yamux_config(), mode);
-        let driver = Driver {
+        *cell.lock() = Some(Driver {
             conn,
             flusher,
             opens: open_rx,
@@ -295,8 +312,10 @@ impl YamuxSession {
             ready,
             preopen: false,
             inbound: inbound(Arc::downgrade(&handle)),
-        };
-        tokio::spawn(driver.run(state, config));
+            waker: None,
+            failure: None,
+        });
+        tokio::spawn(cell.run(state, config));
         YamuxSession { handle }
     }
 
@@ -408,6 +427,123 @@ struct Driver<T> {
     /// Keep [`PREOPENED`] streams ready (once this side has opened one).
     preopen: bool,
     inbound: Inbound,
+    /// The driver task's waker: whoever polls the connection registers it, so that the
+    /// driver task is always the one woken for the socket and the streams.
+    waker: Option<Waker>,
+    /// A failure met while a stream's task ran the driver's work, for the driver task.
+    failure: Option<MuxError>,
+}
+
+/// Runs the driver's work from a stream's task ([`DriverCell::drive`]).
+trait Drive: Send + Sync {
+    /// Polls the connection now, if no other task is polling it.
+    fn drive(&self);
+}
+
+/// The driver, shared between its task and the session's streams: a stream that has just
+/// queued a frame polls the connection itself (with the driver task's waker), so the frame
+/// reaches the socket without waiting for the driver task to be scheduled, which saves one
+/// task hop per message on each side. The driver task still runs whenever it is woken.
+struct DriverCell<T> {
+    /// `None` before the start and once the driver task has taken it to close the session.
+    driver: std::sync::Mutex<Option<Driver<T>>>,
+}
+
+impl<T> DriverCell<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Driver<T>>> {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<T: Transport> Drive for DriverCell<T> {
+    fn drive(&self) {
+        let mut guard = match self.driver.try_lock() {
+            Ok(g) => g,
+            // The driver task (or another stream) is polling it right now.
+            Err(_) => return,
+        };
+        let Some(driver) = guard.as_mut() else { return };
+        if driver.failure.is_some() {
+            return;
+        }
+        let Some(waker) = driver.waker.clone() else {
+            return;
+        };
+        if let Poll::Ready(e) = driver.poll_io(&mut Context::from_waker(&waker)) {
+            driver.failure = Some(e);
+            drop(guard);
+            waker.wake();
+        }
+    }
+}
+
+impl<T: Transport> DriverCell<T> {
+    /// The driver task's poll: a failure found by a stream's task first, then the I/O.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<MuxError> {
+        let mut guard = self.lock();
+        let Some(driver) = guard.as_mut() else {
+            return Poll::Ready(MuxError::Closed);
+        };
+        if let Some(e) = driver.failure.take() {
+            return Poll::Ready(e);
+        }
+        if !driver
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            driver.waker = Some(cx.waker().clone());
+        }
+        driver.poll_io(cx)
+    }
+
+    async fn run(self: Arc<Self>, state: Arc<SessionState>, config: YamuxConfig) {
+        let ping = match config.heartbeat {
+            Some(hb) => {
+                let opened = poll_fn(|cx| match self.lock().as_mut() {
+                    Some(d) => d.conn.poll_new_outbound(cx).map_err(MuxError::from),
+                    None => Poll::Ready(Err(MuxError::Closed)),
+                })
+                .await;
+                match opened {
+                    Ok(stream) => Some((stream, hb)),
+                    Err(e) => {
+                        self.finish(&state, e, &config).await;
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let reason = {
+            let close = state.close_requested().clone();
+            let heartbeat = async {
+                if let Some((stream, hb)) = ping
+                    && let Some(failure) = heartbeat::ping(stream.compat(), hb).await
+                {
+                    return failure;
+                }
+                std::future::pending().await
+            };
+            let io = poll_fn(|cx| self.poll(cx));
+            tokio::select! {
+                biased;
+                () = close.cancelled() => state.reason_or_closed(),
+                r = io => r,
+                r = heartbeat => r,
+            }
+        };
+        self.finish(&state, reason, &config).await;
+    }
+
+    async fn finish(&self, state: &SessionState, reason: MuxError, config: &YamuxConfig) {
+        let driver = self.lock().take();
+        if let Some(driver) = driver {
+            driver.finish(state, reason, config).await;
+        } else {
+            state.set_closed(reason);
+        }
+    }
 }
 
 /// Where the driver puts the streams the peer opens.
@@ -422,38 +558,6 @@ enum Inbound {
 }
 
 impl<T: Transport> Driver<T> {
-    async fn run(mut self, state: Arc<SessionState>, config: YamuxConfig) {
-        let ping = match config.heartbeat {
-            Some(hb) => match poll_fn(|cx| self.conn.poll_new_outbound(cx)).await {
-                Ok(stream) => Some((stream, hb)),
-                Err(e) => {
-                    self.finish(&state, e.into(), &config).await;
-                    return;
-                }
-            },
-            None => None,
-        };
-        let reason = {
-            let close = state.close_requested().clone();
-            let heartbeat = async {
-                if let Some((stream, hb)) = ping
-                    && let Some(failure) = heartbeat::ping(stream.compat(), hb).await
-                {
-                    return failure;
-                }
-                std::future::pending().await
-            };
-            let io = poll_fn(|cx| self.poll_io(cx));
-            tokio::select! {
-                biased;
-                () = close.cancelled() => state.reason_or_closed(),
-                r = io => r,
-                r = heartbeat => r,
-            }
-        };
-        self.finish(&state, reason, &config).await;
-    }
-
     /// Marks the session closed, fails waiting opens, and closes the connection gracefully.
     async fn finish(mut self, state: &SessionState, reason: MuxError, config: &YamuxConfig) {
         match &reason {
@@ -548,6 +652,10 @@ impl<T: Transport> Driver<T> {
 /// everything that is ready, then written at once (or as soon as this many are waiting).
 const WRITE_COALESCE: usize = 64 * KIB;
 
+/// How much the session's socket reads at once when yamux asks for less (a frame header, a
+/// small body): the rest waits in [`SocketIo::read`] for yamux's next read.
+const READ_AHEAD: usize = 16 * KIB;
+
 /// The session's transport as yamux sees it (futures I/O), shared with the driver.
 ///
 /// Writes are coalesced: yamux's per-frame flushes only reach the transport past
@@ -563,6 +671,10 @@ struct Socket<T> {
 struct SocketIo<T> {
     io: T,
     pending: bytes::BytesMut,
+    /// Bytes read from the transport that yamux has not taken yet: yamux reads a frame's
+    /// 12-byte header and then its body, one read each, so without this every frame cost
+    /// two `recv` calls (and a third that finds nothing).
+    read: bytes::BytesMut,
     write_closed: bool,
 }
 
@@ -572,6 +684,7 @@ impl<T> Socket<T> {
             shared: Arc::new(std::sync::Mutex::new(SocketIo {
                 io,
                 pending: bytes::BytesMut::with_capacity(WRITE_COALESCE),
+                read: bytes::BytesMut::new(),
                 write_closed: false,
             })),
         }
@@ -615,10 +728,29 @@ impl<T: Transport> futures_util::io::AsyncRead for Socket<T> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let mut io = self.lock();
-        let mut rb = ReadBuf::new(buf);
-        std::task::ready!(Pin::new(&mut io.io).poll_read(cx, &mut rb))?;
-        Poll::Ready(Ok(rb.filled().len()))
+        let mut guard = self.lock();
+        let io = &mut *guard;
+        if io.read.is_empty() {
+            if buf.len() >= READ_AHEAD {
+                // A large body: straight into yamux's buffer, no copy.
+                let mut rb = ReadBuf::new(buf);
+                std::task::ready!(Pin::new(&mut io.io).poll_read(cx, &mut rb))?;
+                return Poll::Ready(Ok(rb.filled().len()));
+            }
+            io.read.reserve(READ_AHEAD);
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut io.io),
+                cx,
+                &mut io.read
+            ))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+        }
+        let n = buf.len().min(io.read.len());
+        buf[..n].copy_from_slice(&io.read[..n]);
+        bytes::Buf::advance(&mut io.read, n);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -809,6 +941,8 @@ impl AsyncWrite for YamuxStream {
         }
     }
 
+    /// Flushes the stream's frames to the session, then runs the driver's work in this task
+    /// when no other task is at it, so they reach the socket now (see the module docs).
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_flush(cx) {
@@ -816,6 +950,10 @@ impl AsyncWrite for YamuxStream {
                 Some(e) => Poll::Ready(Err(e)),
                 None => Poll::Pending,
             },
+            Poll::Ready(Ok(())) => {
+                this.handle.driver.drive();
+                Poll::Ready(Ok(()))
+            }
             ready => ready,
         }
     }

@@ -164,6 +164,60 @@ async fn idle_timeout_notices_a_stopped_quic_peer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 17's liveness goal: with the default config, a QUIC peer killed while calls are in
+/// flight is noticed within 2 s (the dead-peer watchdog's 1.5 s plus at most one check tick).
+/// The assertion leaves a 3x margin for a loaded machine; the measured time is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn a_killed_quic_peer_fails_calls_in_flight_within_two_seconds() {
+    let dir = std::env::temp_dir().join(format!("drpc-mux-quic-kill-{}", std::process::id()));
+    let certs = DevCerts::generate().unwrap();
+    certs.write(&dir).unwrap();
+    let peer = Peer::spawn(&["--quic", dir.to_str().unwrap()]);
+    let session = QuicSession::connect(
+        peer.addr(),
+        "localhost",
+        certs.client_config(false).unwrap(),
+        QuicConfig::default(),
+    )
+    .await
+    .unwrap();
+    let conn = Arc::new(MuxConn::new(session));
+    assert_eq!(echo(&*conn, "alive").await.unwrap(), "echo:alive");
+    // A slow call that the peer answers (only keep-alive ACKs while it runs) must survive the
+    // watchdog: 2.5 s of handler time is longer than the 1.5 s dead-peer timeout.
+    let slow = conn.call::<u64, u64>(SLOW, &2_500, secs(30)).await;
+    assert_eq!(slow.unwrap(), 2_500);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let conn = Arc::clone(&conn);
+            tokio::spawn(async move {
+                let r = conn
+                    .call::<u64, u64>(SLOW, &30_000, CallOptions::new())
+                    .await;
+                (r, Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    peer.signal("KILL");
+    for call in calls {
+        let (r, at) = tokio::time::timeout(Duration::from_secs(6), call)
+            .await
+            .expect("a killed peer is noticed within 6 s (goal: 2 s)")
+            .unwrap();
+        let e = r.expect_err("the call under way fails");
+        let why = mux_error(&e).unwrap_or_else(|| panic!("not a session error: {e:?}"));
+        assert!(why.is_unresponsive_peer(), "{why:?}");
+        eprintln!("call failed {:?} after the kill", at - killed);
+    }
+    assert!(conn.is_closed());
+    assert!(matches!(echo(&*conn, "late").await, Err(Error::Closed)));
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_server_shutdown_drains_then_closes() {
     let (server, conn, _stats) = quic_pair(false, QuicConfig::default()).await;

@@ -111,6 +111,7 @@
 mod backoff;
 pub mod balance;
 mod config;
+pub mod cutover;
 mod dial;
 mod error;
 #[cfg(feature = "etcd")]

@@ -24,6 +24,16 @@ pub enum TransportKind {
     Quic,
 }
 
+/// The message encoding of the echo RPCs (agreed out of band: nothing on the wire says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Encoding {
+    /// Protocol buffers (what Go's generated drpc code speaks).
+    #[default]
+    Protobuf,
+    /// MessagePack through serde (`drpc_core::encoding::MsgPack`).
+    Msgpack,
+}
+
 /// Transport options common to both binaries.
 #[derive(Debug, Clone, Args)]
 pub struct TransportArgs {

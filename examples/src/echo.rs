@@ -77,6 +77,93 @@ pub fn handler(auth_token: Option<&str>, metrics: bool) -> Arc<dyn Handler> {
     Arc::new(router().layer(layers))
 }
 
+/// What `echo-server` serves beyond the plain echo service.
+#[derive(Debug, Clone, Default)]
+pub struct HandlerOptions {
+    /// Refuse calls without metadata `authorization: Bearer TOKEN`.
+    pub auth_token: Option<String>,
+    /// The metrics layer (outermost).
+    pub metrics: bool,
+    /// Answer `Unary` and `Bidi` with this prefix instead of `echo:` (`None`: `echo:`).
+    pub prefix: Option<String>,
+    /// Serve the echo RPCs with MessagePack instead of protobuf.
+    pub msgpack: bool,
+    /// Record calls (innermost: what the handler sees, after the auth layer removed the
+    /// credential).
+    pub recorder: Option<drpc_core::layers::record::Recorder>,
+}
+
+/// The echo service as `echo-server` serves it with these options: [`handler`]'s layers,
+/// then the record layer, around the protobuf or MessagePack router with the prefix.
+pub fn handler_with(options: &HandlerOptions) -> Arc<dyn Handler> {
+    let prefix = options.prefix.as_deref().unwrap_or(PREFIX);
+    let router = if options.msgpack {
+        crate::msgpack::router(prefix)
+    } else if prefix == PREFIX {
+        router()
+    } else {
+        let router = generated::echo_drpc::register(Router::new(), Prefixed(prefix.into()));
+        drpc_reflection::Reflection::new()
+            .with_descriptors(generated::echo_drpc::FILE_DESCRIPTOR_SET)
+            .expect("the generated descriptor set is valid")
+            .register(router)
+    };
+    let layers = ServiceBuilder::new()
+        .option_layer(options.metrics.then(MetricsLayer::new))
+        .option_layer(options.auth_token.as_deref().map(AuthLayer::bearer))
+        .option_layer(options.recorder.as_ref().map(|r| r.layer()));
+    Arc::new(router.layer(layers))
+}
+
+/// The prefix of `Unary` and `Bidi` replies.
+pub const PREFIX: &str = "echo:";
+
+/// The echo service answering with another prefix than `echo:` (`echo-server --prefix P`, a
+/// "new version" for migration examples).
+#[derive(Debug, Clone)]
+pub struct Prefixed(pub Arc<str>);
+
+impl Echo for Prefixed {
+    async fn unary(&self, ctx: Context, m: Msg) -> Result<Msg, Error> {
+        let mut r = EchoService.unary(ctx, m).await?;
+        if let Some(rest) = r.text.strip_prefix(PREFIX) {
+            r.text = format!("{}{rest}", self.0);
+        }
+        Ok(r)
+    }
+
+    async fn server_stream(&self, ctx: Context, m: Msg, s: SendStream<Msg>) -> Result<(), Error> {
+        EchoService.server_stream(ctx, m, s).await
+    }
+
+    async fn client_stream(
+        &self,
+        ctx: Context,
+        s: &mut TypedStream<Msg, Msg>,
+    ) -> Result<Msg, Error> {
+        EchoService.client_stream(ctx, s).await
+    }
+
+    async fn bidi(&self, _ctx: Context, mut s: TypedStream<Msg, Msg>) -> Result<(), Error> {
+        while let Some(m) = s.recv().await? {
+            s.send(&Msg::new(
+                format!("{}{}", self.0, m.text),
+                m.n.wrapping_mul(2),
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, ctx: Context, m: Msg) -> Result<Msg, Error> {
+        EchoService.fail(ctx, m).await
+    }
+
+    async fn slow(&self, ctx: Context, m: Msg) -> Result<Msg, Error> {
+        EchoService.slow(ctx, m).await
+    }
+}
+
 impl Echo for EchoService {
     async fn unary(&self, ctx: Context, m: Msg) -> Result<Msg, Error> {
         if m.text.len() > 1000 {

@@ -1,6 +1,7 @@
 //! The implementations under test, one module each, and [`Impl`], their names.
 
 pub(crate) mod certs;
+pub(crate) mod drpc_migrate;
 pub(crate) mod drpc_pool;
 pub(crate) mod drpc_quic;
 pub(crate) mod drpc_tcp;
@@ -34,10 +35,14 @@ pub(crate) enum Impl {
     DrpcYamux,
     /// drpc-mux: every caller on one QUIC connection (UDP).
     DrpcQuic,
+    /// drpc-core over TCP with the server's record layer recording every call.
+    DrpcRecord,
+    /// drpc-core over TCP with every unary call mirrored by the client's shadow layer.
+    DrpcShadow,
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 7] = [
+    pub(crate) const ALL: [Impl; 9] = [
         Impl::Raw,
         Impl::Tonic,
         Impl::DrpcTcp,
@@ -45,6 +50,8 @@ impl Impl {
         Impl::DrpcTls,
         Impl::DrpcYamux,
         Impl::DrpcQuic,
+        Impl::DrpcRecord,
+        Impl::DrpcShadow,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -56,6 +63,8 @@ impl Impl {
             Impl::DrpcTls => "drpc-tls",
             Impl::DrpcYamux => "drpc-yamux",
             Impl::DrpcQuic => "drpc-quic",
+            Impl::DrpcRecord => "drpc-record",
+            Impl::DrpcShadow => "drpc-shadow",
         }
     }
 
@@ -79,6 +88,8 @@ impl Impl {
             Impl::DrpcTls => drpc_tls::DrpcTls::serve(listener).await,
             Impl::DrpcYamux => drpc_yamux::DrpcYamux::serve(listener).await,
             Impl::DrpcQuic => drpc_quic::DrpcQuic::serve(listener).await,
+            Impl::DrpcRecord => drpc_migrate::DrpcRecord::serve(listener).await,
+            Impl::DrpcShadow => drpc_migrate::DrpcShadow::serve(listener).await,
         }
     }
 
@@ -117,6 +128,26 @@ impl Impl {
                 harness::run_unary::<drpc_quic::DrpcQuic>(addr, size, conc, timing, count_allocs)
                     .await
             }
+            Impl::DrpcRecord => {
+                harness::run_unary::<drpc_migrate::DrpcRecord>(
+                    addr,
+                    size,
+                    conc,
+                    timing,
+                    count_allocs,
+                )
+                .await
+            }
+            Impl::DrpcShadow => {
+                harness::run_unary::<drpc_migrate::DrpcShadow>(
+                    addr,
+                    size,
+                    conc,
+                    timing,
+                    count_allocs,
+                )
+                .await
+            }
         }
     }
 
@@ -144,6 +175,12 @@ impl Impl {
             }
             Impl::DrpcQuic => {
                 harness::run_stream::<drpc_quic::DrpcQuic>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcRecord => {
+                harness::run_stream::<drpc_migrate::DrpcRecord>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcShadow => {
+                harness::run_stream::<drpc_migrate::DrpcShadow>(addr, chunk, total, runs).await
             }
         }
     }

@@ -20,6 +20,7 @@
 //!
 //! Any of them wrapped in tower layers ([`LayeredConn`]) is still a [`Conn`].
 
+mod client_io;
 mod dynconn;
 mod layer;
 mod transport;
@@ -34,9 +35,13 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::metadata::Metadata;
 
+pub use client_io::{ClientIo, StreamEvent};
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
-pub use transport::{CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with};
+pub use transport::{
+    CancelMode, ConnConfig, TransportConn, TransportStream, dial, dial_with, dial_with_preface,
+    send_preface,
+};
 pub use typed::{BidiStreaming, ClientStreaming, ConnExt, ServerStreaming};
 
 /// Options for one call: metadata to send, and when to give up.

@@ -1,8 +1,9 @@
 //! [`TransportConn`]: the storj/drpc client connection over one transport.
 //!
 //! One stream at a time (`docs/wire.md` §8.5): a call takes the connection's turn (a fair
-//! semaphore of one), takes the transport out of its slot, runs in the caller's task (encode,
-//! one write of Invoke + Message + CloseSend, flush, read the reply) and puts it back. No task
+//! semaphore of one), takes the transport with its sans-IO core ([`ClientIo`]) out of its
+//! slot, runs in the caller's task (encode, one write of Invoke + Message + CloseSend, flush,
+//! read the reply) and puts it back. No task
 //! hop per call. While the connection is idle a small watcher task keeps reading, so that a
 //! peer's close is noticed ([`Conn::is_closed`]) and late packets of canceled streams are
 //! dropped; it hands the transport over through the same slot, never packets.
@@ -18,13 +19,13 @@ use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
+use super::client_io::ClientIo;
 use super::{CallOptions, Conn, RawStream};
-use crate::error::{Error, ProtocolError};
+use crate::error::Error;
 use crate::metadata::Metadata;
-use crate::stream::{Event, StreamState};
 use crate::tcp::TcpOptions;
-use crate::transport::{ReadHalf, Transport, WriteHalf};
-use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE, Kind, PacketCodec, go_away};
+use crate::transport::Transport;
+use crate::wire::{DEFAULT_MAX_PACKET_SIZE, DEFAULT_SPLIT_SIZE};
 
 pub use crate::connection::CancelMode;
 
@@ -76,6 +77,33 @@ pub async fn dial_with(
     Ok(TransportConn::with_config(tcp, config))
 }
 
+/// [`dial`] for a server that shares its port with another protocol
+/// ([`crate::server::preface`], Go's `drpcmigrate.ListenMux`): the connection starts with
+/// the `DRPC!!!1` preface.
+///
+/// # Errors
+/// The connect error, or the failed write of the preface.
+pub async fn dial_with_preface(
+    addr: impl ToSocketAddrs,
+) -> std::io::Result<TransportConn<TcpStream>> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    send_preface(&mut tcp).await?;
+    Ok(TransportConn::new(tcp))
+}
+
+/// Writes the `DRPC!!!1` preface on a fresh transport, before it becomes a connection (for
+/// transports other than [`dial_with_preface`]'s TCP). Only for servers that expect it: a
+/// plain Go `drpcserver` hangs on it (`docs/wire.md` §13).
+///
+/// # Errors
+/// The write error.
+pub async fn send_preface<T: tokio::io::AsyncWrite + Unpin>(io: &mut T) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    io.write_all(crate::wire::PREFACE).await?;
+    io.flush().await
+}
+
 /// A client connection over one transport (TCP, TLS, a unix socket, a mux stream…).
 ///
 /// Share it with `Arc` or by reference: every method takes `&self`. Dropping it closes the
@@ -120,19 +148,9 @@ struct Slot<T> {
 
 enum IoState<T> {
     /// Boxed: it moves between the slot and the running call on every RPC.
-    Idle(Box<Io<T>>),
+    Idle(Box<ClientIo<T>>),
     Busy,
     Closed,
-}
-
-struct Io<T> {
-    transport: T,
-    read: ReadHalf,
-    write: WriteHalf,
-    /// The id the next stream gets (1, 2, 3… per connection).
-    next_stream: u64,
-    /// A flush is under way; a call abandoned now must close the transport.
-    writing: bool,
 }
 
 impl<T> Shared<T> {
@@ -140,7 +158,7 @@ impl<T> Shared<T> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_io(&self) -> Result<Box<Io<T>>, Error> {
+    fn take_io(&self) -> Result<Box<ClientIo<T>>, Error> {
         let mut slot = self.lock();
         match std::mem::replace(&mut slot.io, IoState::Busy) {
             IoState::Idle(io) => Ok(io),
@@ -154,7 +172,7 @@ impl<T> Shared<T> {
     }
 
     /// Gives the transport back after a finished stream and passes the turn on.
-    fn put_io(&self, io: Box<Io<T>>) {
+    fn put_io(&self, io: Box<ClientIo<T>>) {
         let mut slot = self.lock();
         let waker = slot.watcher.take();
         if matches!(slot.io, IoState::Busy) {
@@ -171,7 +189,7 @@ impl<T> Shared<T> {
     }
 
     /// Closes the connection for good, dropping (and so closing) the transport.
-    fn close(&self, io: Option<Box<Io<T>>>) {
+    fn close(&self, io: Option<Box<ClientIo<T>>>) {
         let mut slot = self.lock();
         let old = std::mem::replace(&mut slot.io, IoState::Closed);
         let waker = slot.watcher.take();
@@ -188,32 +206,16 @@ impl<T> Shared<T> {
 }
 
 impl<T: Transport> Shared<T> {
-    /// The idle watcher: reads while nobody else does, drops late packets of old streams, and
-    /// closes the connection on EOF, a read error or a packet no stream can take.
+    /// The idle watcher: reads while nobody else does (the core drops late packets of old
+    /// streams), and closes the connection on EOF, a read error or a packet no stream can
+    /// take.
     fn poll_watch(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut slot = self.lock();
         let Slot { io, watcher } = &mut *slot;
         let failed = match io {
             IoState::Closed => return Poll::Ready(()),
             IoState::Busy => false,
-            IoState::Idle(io) => loop {
-                match io.read.poll_packet(&mut io.transport, cx) {
-                    Poll::Ready(Ok(p)) if go_away::parse(&p).is_some() => {
-                        tracing::debug!("server going away; closing the idle connection");
-                        break true;
-                    }
-                    Poll::Ready(Ok(p)) if p.id.stream < io.next_stream => continue,
-                    Poll::Ready(Ok(p)) => {
-                        tracing::debug!(stream = p.id.stream, kind = ?p.kind, "packet for no stream");
-                        break true;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "idle connection closed");
-                        break true;
-                    }
-                    Poll::Pending => break false,
-                }
-            },
+            IoState::Idle(io) => io.poll_idle(cx).is_ready(),
         };
         if failed {
             drop(slot);
@@ -241,13 +243,7 @@ impl<T: Transport> TransportConn<T> {
 
     /// A connection over `transport` with `config`.
     pub fn with_config(transport: T, config: ConnConfig) -> TransportConn<T> {
-        let io = Io {
-            transport,
-            read: ReadHalf::new(PacketCodec::new(config.max_packet_size, config.split_size)),
-            write: WriteHalf::new(config.split_size),
-            next_stream: 1,
-            writing: false,
-        };
+        let io = ClientIo::new(transport, &config);
         let watch_idle = config.watch_idle;
         let shared = Arc::new(Shared {
             turn: Semaphore::new(1),
@@ -293,7 +289,7 @@ impl<T: Transport> TransportConn<T> {
         Ok(Call {
             shared: Arc::clone(&self.shared),
             io: Some(io),
-            state: StreamState::new(0),
+            ended: None,
         })
     }
 }
@@ -316,7 +312,7 @@ pub(crate) const MESSAGE_SIZE_WHAT: &str = "message size";
 
 /// Refuses, before anything is sent, a message the peer would take for a protocol violation
 /// (a packet over the limit closes the connection on both Go and Rust peers).
-fn check_size(len: usize, limit: usize) -> Result<(), Error> {
+pub(crate) fn check_size(len: usize, limit: usize) -> Result<(), Error> {
     if len > limit {
         return Err(Error::ResourceExhausted {
             what: MESSAGE_SIZE_WHAT,
@@ -341,11 +337,10 @@ impl<T: Transport> Conn for TransportConn<T> {
             let mut call = self.begin(deadline).await?;
             let result = until(deadline, call.unary(rpc, request, &options.metadata)).await;
             if let Err(e) = &result {
-                if matches!(e, Error::DeadlineExceeded) {
-                    call.cancel_now();
-                }
                 tracing::debug!(error = %e, "rpc failed");
             }
+            // A finished call gives the transport back; one cut short by its deadline
+            // cancels (in `Drop`).
             result
         }
         .instrument(span)
@@ -360,8 +355,15 @@ impl<T: Transport> Conn for TransportConn<T> {
         let options = options.started();
         let deadline = options.deadline();
         let mut call = self.begin(deadline).await?;
-        call.start(rpc, &options.metadata);
-        Ok(TransportStream { call, deadline })
+        let id = call
+            .io_mut()
+            .and_then(|io| io.start(rpc, &options.metadata));
+        call.settle();
+        Ok(TransportStream {
+            call,
+            id: id?,
+            deadline,
+        })
     }
 
     fn is_closed(&self) -> bool {
@@ -374,33 +376,34 @@ impl<T: Transport> Conn for TransportConn<T> {
     }
 }
 
-/// One stream's hold on the connection: the transport, the turn, and the stream state.
-/// Dropped before the stream finished, it cancels.
+/// One stream's hold on the connection: the transport (with the core) and the turn, until the
+/// stream ends. Dropped before the stream finished, it cancels.
 struct Call<T: Transport> {
     shared: Arc<Shared<T>>,
-    io: Option<Box<Io<T>>>,
-    state: StreamState,
+    io: Option<Box<ClientIo<T>>>,
+    /// How the stream ended, kept once the transport was given back.
+    ended: Option<Option<Error>>,
 }
 
 impl<T: Transport> Call<T> {
-    fn io(&mut self) -> Result<&mut Io<T>, Error> {
+    fn io_mut(&mut self) -> Result<&mut ClientIo<T>, Error> {
         self.io.as_deref_mut().ok_or(Error::Closed)
     }
 
-    /// Starts a stream: a new id, then InvokeMetadata (if any) and Invoke, buffered.
-    fn start(&mut self, rpc: &str, metadata: &Metadata) {
-        let io = self.io.as_mut().expect("a new call holds the transport");
-        self.state = StreamState::new(io.next_stream);
-        io.next_stream += 1;
-        if !metadata.is_empty() {
-            let id = self.state.next_id();
-            io.write
-                .push_with(id, Kind::InvokeMetadata, metadata.encoded_len(), |b| {
-                    metadata.encode(b)
-                });
+    /// After each step: a closed core closes the connection; an ended stream gives the
+    /// transport back and passes the turn on.
+    fn settle(&mut self) {
+        let Some(io) = &self.io else { return };
+        if io.is_closed() {
+            self.ended = io.ended();
+            let io = self.io.take();
+            self.shared.close(io);
+        } else if !io.is_running() {
+            self.ended = io.ended();
+            if let Some(io) = self.io.take() {
+                self.shared.put_io(io);
+            }
         }
-        let id = self.state.next_id();
-        io.write.push(id, Kind::Invoke, false, rpc.as_bytes());
     }
 
     async fn unary(
@@ -409,135 +412,27 @@ impl<T: Transport> Call<T> {
         request: Bytes,
         metadata: &Metadata,
     ) -> Result<Bytes, Error> {
-        self.start(rpc, metadata);
-        tracing::Span::current().record("stream", self.state.id());
-        let io = self.io.as_mut().expect("a new call holds the transport");
-        let id = self.state.next_id();
-        io.write.push_bytes(id, Kind::Message, request);
-        let id = self.state.next_id();
-        io.write.push(id, Kind::CloseSend, false, &[]);
-        self.state.on_send_close();
-        self.flush().await?;
-        loop {
-            match self.next_event().await? {
-                Event::Message(reply) => {
-                    // The server's CloseSend follows; it is dropped as a late packet.
-                    self.state.on_local_terminate();
-                    self.finish();
-                    return Ok(reply);
-                }
-                Event::Terminated(t) => {
-                    self.finish();
-                    return Err(t.to_error().unwrap_or(Error::Eof));
-                }
-                Event::RecvClosed | Event::Ignored => {}
-            }
-        }
+        let r = self.io_mut()?.unary(rpc, request, metadata).await;
+        self.settle();
+        r
     }
 
-    async fn flush(&mut self) -> Result<(), Error> {
-        let io = self.io()?;
-        io.writing = true;
-        match io.write.flush(&mut io.transport).await {
-            Ok(()) => {
-                io.writing = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.fail();
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Reads until something happens on this stream.
-    async fn next_event(&mut self) -> Result<Event, Error> {
-        loop {
-            let stream = self.state.id();
-            let io = self.io()?;
-            let packet = match io.read.read_packet(&mut io.transport).await {
-                Ok(p) => p,
-                Err(e) => {
-                    self.fail();
-                    return Err(e);
-                }
-            };
-            if let Some(last_started) = go_away::parse(&packet) {
-                if stream > last_started {
-                    // Not started, and the server closes: unsent (docs/wire.md appendix B).
-                    self.fail();
-                    return Err(Error::GoingAway);
-                }
-                // Ours was started: its reply came before the go-away; the connection
-                // closes once this call is done.
-                self.shared.going_away.store(true, Ordering::Release);
-                continue;
-            }
-            if packet.id.stream < stream {
-                continue; // late packets of an earlier stream
-            }
-            if packet.id.stream > stream {
-                self.fail();
-                return Err(ProtocolError::Unexpected {
-                    kind: packet.kind,
-                    stream: packet.id.stream,
-                }
-                .into());
-            }
-            match self.state.handle_packet(&packet) {
-                Ok(Event::Ignored) => {}
-                Ok(event) => return Ok(event),
-                Err(e) => {
-                    self.fail();
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-
-    /// The stream ended cleanly: give the transport back and pass the turn on.
-    fn finish(&mut self) {
-        if let Some(io) = self.io.take() {
-            if self.shared.going_away.load(Ordering::Acquire) {
-                self.shared.close(Some(io));
-            } else {
-                self.shared.put_io(io);
-            }
-        }
-    }
-
-    /// The transport is unusable: close the connection.
-    fn fail(&mut self) {
-        let io = self.io.take();
-        self.shared.close(io);
-    }
-
-    /// Cancels the stream now, without waiting: soft (a Cancel packet) if the config says so
-    /// and no write is in flight, hard (close) otherwise.
+    /// Cancels the stream now, without waiting (see [`ClientIo::cancel_now`]).
     fn cancel_now(&mut self) {
         let Some(io) = self.io.as_mut() else { return };
-        if self.state.is_terminated() {
-            self.finish();
-            return;
-        }
-        if self.shared.config.cancel == CancelMode::Hard || io.writing {
-            self.fail();
-            return;
-        }
-        if !io.write.is_empty() {
-            // Only this stream's unflushed Invoke: the server never saw the stream.
-            io.write = WriteHalf::new(self.shared.config.split_size);
-            self.state.on_local_terminate();
-            self.finish();
-            return;
-        }
-        let id = self.state.next_id();
-        io.write.push(id, Kind::Cancel, true, &[]);
-        if io.write.flush_now(&mut io.transport) {
-            self.state.on_local_terminate();
-            self.finish();
+        if io.cancel_now() {
+            self.settle();
         } else {
-            self.fail();
+            let io = self.io.take();
+            self.shared.close(io);
+        }
+    }
+
+    /// The stream's end, whether the transport is still held or not.
+    fn ended(&self) -> Option<Option<Error>> {
+        match &self.io {
+            Some(io) => io.ended(),
+            None => Some(self.ended.clone().flatten()),
         }
     }
 }
@@ -553,13 +448,15 @@ impl<T: Transport> Drop for Call<T> {
 /// Dropping it before the stream ended cancels the RPC.
 pub struct TransportStream<T: Transport> {
     call: Call<T>,
+    id: u64,
     deadline: Option<Instant>,
 }
 
 impl<T: Transport> std::fmt::Debug for TransportStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportStream")
-            .field("stream", &self.call.state.id())
+            .field("stream", &self.id)
+            .field("ended", &self.call.ended().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -567,90 +464,48 @@ impl<T: Transport> std::fmt::Debug for TransportStream<T> {
 impl<T: Transport> TransportStream<T> {
     /// The stream id on the wire.
     pub fn id(&self) -> u64 {
-        self.call.state.id()
+        self.id
     }
 
     fn on_deadline<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
         if matches!(result, Err(Error::DeadlineExceeded)) {
             self.call.cancel_now();
         }
+        self.call.settle();
         result
-    }
-
-    fn ended_error(&self) -> Error {
-        self.call
-            .state
-            .termination()
-            .and_then(|t| t.to_error())
-            .unwrap_or(Error::SendClosed)
-    }
-}
-
-impl<T: Transport> Call<T> {
-    async fn send_message(&mut self, message: Bytes) -> Result<(), Error> {
-        check_size(message.len(), self.shared.config.max_packet_size)?;
-        let id = self.state.next_id();
-        self.io()?.write.push_bytes(id, Kind::Message, message);
-        self.flush().await
-    }
-
-    async fn send_close(&mut self) -> Result<(), Error> {
-        let id = self.state.next_id();
-        self.io()?.write.push(id, Kind::CloseSend, false, &[]);
-        self.state.on_send_close();
-        self.flush().await?;
-        if self.state.is_terminated() {
-            self.finish();
-        }
-        Ok(())
-    }
-
-    async fn recv_message(&mut self) -> Result<Option<Bytes>, Error> {
-        if !self.io()?.write.is_empty() {
-            self.flush().await?;
-        }
-        loop {
-            match self.next_event().await? {
-                Event::Message(m) => return Ok(Some(m)),
-                Event::RecvClosed => return Ok(None),
-                Event::Terminated(t) => {
-                    self.finish();
-                    return match t.to_error() {
-                        None => Ok(None),
-                        Some(e) => Err(e),
-                    };
-                }
-                Event::Ignored => {}
-            }
-        }
     }
 }
 
 impl<T: Transport> RawStream for TransportStream<T> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        if !self.call.state.can_send() || self.call.io.is_none() {
-            return Err(self.ended_error());
-        }
-        let r = until(self.deadline, self.call.send_message(message)).await;
+        let Some(io) = self.call.io.as_deref_mut() else {
+            return Err(self
+                .call
+                .ended
+                .clone()
+                .flatten()
+                .unwrap_or(Error::SendClosed));
+        };
+        let r = until(self.deadline, io.send(message)).await;
         self.on_deadline(r)
     }
 
     async fn close_send(&mut self) -> Result<(), Error> {
-        if !self.call.state.can_send() || self.call.io.is_none() {
+        let Some(io) = self.call.io.as_deref_mut() else {
             return Ok(());
-        }
-        let r = until(self.deadline, self.call.send_close()).await;
+        };
+        let r = until(self.deadline, io.close_send()).await;
         self.on_deadline(r)
     }
 
     async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
-        if self.call.io.is_none() || self.call.state.is_recv_closed() {
-            return match self.call.state.termination().and_then(|t| t.to_error()) {
+        let Some(io) = self.call.io.as_deref_mut() else {
+            return match self.call.ended.clone().flatten() {
                 Some(e) => Err(e),
                 None => Ok(None),
             };
-        }
-        let r = until(self.deadline, self.call.recv_message()).await;
+        };
+        let r = until(self.deadline, io.recv()).await;
         self.on_deadline(r)
     }
 }

@@ -1,4 +1,5 @@
-//! Typed calls on any [`Conn`]: prost messages in, prost messages out.
+//! Typed calls on any [`Conn`]: prost messages in and out by default, or those of another
+//! [`Codec`] (the `*_with` calls).
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -6,7 +7,7 @@ use std::marker::PhantomData;
 use futures_core::Stream;
 
 use super::{CallOptions, Conn, RawStream};
-use crate::encoding::{decode, encode};
+use crate::encoding::{Codec, Prost, decode, encode};
 use crate::error::Error;
 
 /// Typed calls for every [`Conn`]; generated clients are built on these.
@@ -50,6 +51,7 @@ pub trait ConnExt: Conn {
             stream.close_send().await?;
             Ok(ServerStreaming {
                 stream,
+                codec: Prost,
                 _types: PhantomData,
             })
         }
@@ -72,6 +74,7 @@ pub trait ConnExt: Conn {
             let stream = self.open_stream(rpc, options).await?;
             Ok(ClientStreaming {
                 stream,
+                codec: Prost,
                 _types: PhantomData,
             })
         }
@@ -94,6 +97,99 @@ pub trait ConnExt: Conn {
             let stream = self.open_stream(rpc, options).await?;
             Ok(BidiStreaming {
                 stream,
+                codec: Prost,
+                _types: PhantomData,
+            })
+        }
+    }
+
+    /// [`ConnExt::call`] with messages of `codec` (such as `encoding::MsgPack`).
+    ///
+    /// # Errors
+    /// As [`Conn::unary`], plus the codec's errors.
+    fn call_with<C, Req, Resp>(
+        &self,
+        codec: C,
+        rpc: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<Resp, Error>> + Send
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        let request = codec.encode(request);
+        async move { codec.decode(self.unary(rpc, request?, options).await?) }
+    }
+
+    /// [`ConnExt::server_streaming`] with messages of `codec`.
+    ///
+    /// # Errors
+    /// As [`ConnExt::server_streaming`], plus the codec's errors.
+    fn server_streaming_with<C, Req, Resp>(
+        &self,
+        codec: C,
+        rpc: &str,
+        request: &Req,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ServerStreaming<Self::Stream, Resp, C>, Error>> + Send
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        let request = codec.encode(request);
+        async move {
+            let request = request?;
+            let mut stream = self.open_stream(rpc, options).await?;
+            stream.send(request).await?;
+            stream.close_send().await?;
+            Ok(ServerStreaming {
+                stream,
+                codec,
+                _types: PhantomData,
+            })
+        }
+    }
+
+    /// [`ConnExt::client_streaming`] with messages of `codec`.
+    ///
+    /// # Errors
+    /// As [`Conn::open_stream`].
+    fn client_streaming_with<C, Req, Resp>(
+        &self,
+        codec: C,
+        rpc: &str,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<ClientStreaming<Self::Stream, Req, Resp, C>, Error>> + Send
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        async move {
+            let stream = self.open_stream(rpc, options).await?;
+            Ok(ClientStreaming {
+                stream,
+                codec,
+                _types: PhantomData,
+            })
+        }
+    }
+
+    /// [`ConnExt::bidi`] with messages of `codec`.
+    ///
+    /// # Errors
+    /// As [`Conn::open_stream`].
+    fn bidi_with<C, Req, Resp>(
+        &self,
+        codec: C,
+        rpc: &str,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<BidiStreaming<Self::Stream, Req, Resp, C>, Error>> + Send
+    where
+        C: Codec<Req> + Codec<Resp>,
+    {
+        async move {
+            let stream = self.open_stream(rpc, options).await?;
+            Ok(BidiStreaming {
+                stream,
+                codec,
                 _types: PhantomData,
             })
         }
@@ -104,19 +200,20 @@ impl<C: Conn + ?Sized> ConnExt for C {}
 
 /// The replies of a server-streaming call.
 #[derive(Debug)]
-pub struct ServerStreaming<S, Resp> {
+pub struct ServerStreaming<S, Resp, C = Prost> {
     stream: S,
+    codec: C,
     _types: PhantomData<fn() -> Resp>,
 }
 
-impl<S: RawStream, Resp: prost::Message + Default> ServerStreaming<S, Resp> {
+impl<S: RawStream, Resp, C: Codec<Resp>> ServerStreaming<S, Resp, C> {
     /// The next reply; `Ok(None)` at the end of the stream.
     ///
     /// # Errors
     /// The server's error, transport errors, or a reply that does not decode.
     pub async fn recv(&mut self) -> Result<Option<Resp>, Error> {
         match self.stream.recv().await? {
-            Some(bytes) => Ok(Some(decode(bytes)?)),
+            Some(bytes) => Ok(Some(self.codec.decode(bytes)?)),
             None => Ok(None),
         }
     }
@@ -144,20 +241,19 @@ impl<S: RawStream, Resp: prost::Message + Default> ServerStreaming<S, Resp> {
 
 /// The sending side of a client-streaming call.
 #[derive(Debug)]
-pub struct ClientStreaming<S, Req, Resp> {
+pub struct ClientStreaming<S, Req, Resp, C = Prost> {
     stream: S,
+    codec: C,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
-    ClientStreaming<S, Req, Resp>
-{
+impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> ClientStreaming<S, Req, Resp, C> {
     /// Sends one request.
     ///
     /// # Errors
     /// As [`RawStream::send`].
     pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
-        self.stream.send(encode(request)).await
+        self.stream.send(self.codec.encode(request)?).await
     }
 
     /// Closes the sending side and receives the one reply.
@@ -169,26 +265,25 @@ impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
         let reply = self.stream.recv().await?.ok_or(Error::Eof)?;
         // Read up to the server's CloseSend so the stream ends cleanly instead of canceling.
         while self.stream.recv().await?.is_some() {}
-        decode(reply)
+        self.codec.decode(reply)
     }
 }
 
 /// Both sides of a bidirectional-streaming call.
 #[derive(Debug)]
-pub struct BidiStreaming<S, Req, Resp> {
+pub struct BidiStreaming<S, Req, Resp, C = Prost> {
     stream: S,
+    codec: C,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
-    BidiStreaming<S, Req, Resp>
-{
+impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> BidiStreaming<S, Req, Resp, C> {
     /// Sends one request.
     ///
     /// # Errors
     /// As [`RawStream::send`].
     pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
-        self.stream.send(encode(request)).await
+        self.stream.send(self.codec.encode(request)?).await
     }
 
     /// Closes the sending side; replies can still be received.
@@ -205,7 +300,7 @@ impl<S: RawStream, Req: prost::Message, Resp: prost::Message + Default>
     /// The server's error, transport errors, or a reply that does not decode.
     pub async fn recv(&mut self) -> Result<Option<Resp>, Error> {
         match self.stream.recv().await? {
-            Some(bytes) => Ok(Some(decode(bytes)?)),
+            Some(bytes) => Ok(Some(self.codec.decode(bytes)?)),
             None => Ok(None),
         }
     }

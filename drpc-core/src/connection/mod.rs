@@ -5,13 +5,14 @@
 //! stream and its state (§8.6, through [`StreamState`]), the dropping of late packets,
 //! soft and hard cancel (§11), the stream-at-a-time limit, the client's call deadline and the
 //! server's idle timeout. The I/O glue around it reads packets from the transport, writes the
-//! packets it asks for, and arms one timer. The server's connection ([`crate::Server`]) runs
-//! on it; the client's `TransportConn` and drpc-mux's per-stream serving do not yet.
+//! packets it asks for, and arms one timer. The server's connection ([`crate::Server`]) and
+//! the client's ([`crate::conn::ClientIo`], under [`crate::TransportConn`] and drpc-mux's
+//! per-stream calls) run on it.
 //!
 //! | Direction | Calls |
 //! |---|---|
 //! | inputs from the peer and the clock | [`Connection::handle_packet`], [`Connection::handle_eof`], [`Connection::handle_transport_error`], [`Connection::handle_timeout`] (the time is an argument) |
-//! | local actions | [`Connection::open`] (client), [`Connection::send`] / [`Connection::begin_send`], [`Connection::close_send`], [`Connection::finish`] (server), [`Connection::close_stream`], [`Connection::cancel`], [`Connection::drain`], [`Connection::close`] |
+//! | local actions | [`Connection::open`] / [`Connection::begin_open`] (client), [`Connection::send`] / [`Connection::begin_send`], [`Connection::close_send`] / [`Connection::begin_close_send`], [`Connection::end_stream`] (client), [`Connection::finish`] (server), [`Connection::close_stream`], [`Connection::cancel`], [`Connection::drain`], [`Connection::close`] |
 //! | outputs | [`Connection::poll_transmit`] (packets to write, in order), [`Connection::poll_event`] (what the application sees), [`Connection::poll_timeout`] (the next timer), [`Connection::close_reason`] |
 //!
 //! The connection's states (one stream at a time, as in Go):
@@ -165,6 +166,17 @@ pub struct Stats {
     pub late_packets: u64,
     /// Cancel packets queued (soft cancels).
     pub soft_cancels: u64,
+}
+
+/// The ids of a stream opened with [`Connection::begin_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// The stream id.
+    pub stream: u64,
+    /// The id of the InvokeMetadata packet, when metadata is sent.
+    pub metadata: Option<Id>,
+    /// The id of the Invoke packet.
+    pub invoke: Id,
 }
 
 /// The running (or last) stream.
@@ -475,14 +487,41 @@ impl Connection {
     /// [`Connection::handle_timeout`].
     ///
     /// # Errors
-    /// [`Error::Closed`] when the connection is closed, so that nothing was sent; [`Error::ResourceExhausted`] when a stream is still running (one at a
-    /// time, `docs/wire.md` §8.5); [`Error::Protocol`] when called on a server.
+    /// [`Error::Closed`] when the connection is closed, so that nothing was sent;
+    /// [`Error::ResourceExhausted`] when a stream is still running (one at a time,
+    /// `docs/wire.md` §8.5); [`Error::Protocol`] when called on a server.
     pub fn open(
         &mut self,
         rpc: &[u8],
         metadata: &Metadata,
         deadline: Option<Instant>,
     ) -> Result<u64, Error> {
+        let opened = self.begin_open(!metadata.is_empty(), deadline)?;
+        if let Some(id) = opened.metadata {
+            let data = Bytes::from(metadata.encode_to_vec());
+            self.push(id, Kind::InvokeMetadata, false, data);
+        }
+        self.push(
+            opened.invoke,
+            Kind::Invoke,
+            false,
+            Bytes::copy_from_slice(rpc),
+        );
+        Ok(opened.stream)
+    }
+
+    /// Client: opens the next stream as [`Connection::open`] does, for glue that writes the
+    /// InvokeMetadata (when `metadata`) and Invoke packets itself, straight into its write
+    /// buffer (no copy of the RPC name per call): it must write them with the returned ids,
+    /// in that order, before anything [`Connection::poll_transmit`] returns later.
+    ///
+    /// # Errors
+    /// As [`Connection::open`].
+    pub fn begin_open(
+        &mut self,
+        metadata: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Opened, Error> {
         if self.closed.is_some() {
             return Err(Error::Closed);
         }
@@ -502,18 +541,14 @@ impl Connection {
         self.last_stream += 1;
         self.stats.streams += 1;
         let mut state = StreamState::new(self.last_stream);
-        if !metadata.is_empty() {
-            let data = Bytes::from(metadata.encode_to_vec());
-            self.push(state.next_id(), Kind::InvokeMetadata, false, data);
-        }
-        self.push(
-            state.next_id(),
-            Kind::Invoke,
-            false,
-            Bytes::copy_from_slice(rpc),
-        );
+        let metadata = metadata.then(|| state.next_id());
+        let invoke = state.next_id();
         self.current = Some(Current { state, deadline });
-        Ok(self.last_stream)
+        Ok(Opened {
+            stream: self.last_stream,
+            metadata,
+            invoke,
+        })
     }
 
     /// Queues a Message on `stream`.
@@ -542,14 +577,45 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn close_send(&mut self, now: Instant, stream: u64) -> Result<(), Error> {
-        let id = self.send_id(stream)?;
+        let id = self.begin_close_send(now, stream)?;
         self.push(id, Kind::CloseSend, false, Bytes::new());
+        Ok(())
+    }
+
+    /// [`Connection::close_send`] for glue that writes the CloseSend packet itself: returns
+    /// its id, which the caller must write before anything [`Connection::poll_transmit`]
+    /// returns later.
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub fn begin_close_send(&mut self, now: Instant, stream: u64) -> Result<Id, Error> {
+        let id = self.send_id(stream)?;
         let current = self.current.as_mut().expect("send_id checked it");
         current.state.on_send_close();
         if current.state.is_terminated() {
             self.stream_done(now, stream);
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// Client: `stream` has what it needs (a unary call's reply arrived), so it ends here at
+    /// `now` with nothing sent; what the peer still sends on it (its CloseSend) is dropped as
+    /// a late packet. Nothing happens when the stream has already ended.
+    pub fn end_stream(&mut self, now: Instant, stream: u64) {
+        let Some(current) = self.running_mut(stream) else {
+            return;
+        };
+        current.state.on_local_terminate();
+        self.stream_done(now, stream);
+    }
+
+    /// Whether `stream` is running and this side may still send on it.
+    pub fn can_send(&self, stream: u64) -> bool {
+        self.closed.is_none()
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.state.id() == stream && c.state.can_send())
     }
 
     /// Server: ends `stream` at `now` with the handler's result: CloseSend for `Ok`, an Error packet

@@ -80,7 +80,9 @@ pub(crate) struct ServerConn<R> {
     /// Whether the shutdown and stop futures were polled once (their wakers registered).
     armed: bool,
     frame_started: Option<(Instant, u64)>,
-    timer: Pin<Box<Sleep>>,
+    /// Made on first need: a connection that never waits on a deadline (a mux stream with no
+    /// idle timeout) never allocates one.
+    timer: Option<Pin<Box<Sleep>>>,
     timer_at: Instant,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -111,8 +113,6 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         if cfg.accept_preface {
             codec = codec.accept_preface();
         }
-        let now = Instant::now();
-        let far = now + std::time::Duration::from_secs(86_400 * 365);
         ServerConn {
             io,
             read: ReadHalf::new(codec),
@@ -129,8 +129,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             read_first: true,
             armed: false,
             frame_started: None,
-            timer: Box::pin(tokio::time::sleep_until(far)),
-            timer_at: far,
+            timer: None,
+            timer_at: Instant::now(),
         }
     }
 
@@ -463,15 +463,25 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 return Poll::Ready(Timeout::Idle);
             }
         }
-        if deadline < self.timer_at || self.timer.is_elapsed() {
-            self.timer.as_mut().reset(deadline);
-            self.timer_at = deadline;
-        }
-        if self.timer.as_mut().poll(cx).is_ready() {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if deadline < self.timer_at || timer.is_elapsed() {
+                    timer.as_mut().reset(deadline);
+                    self.timer_at = deadline;
+                }
+                timer
+            }
+            None => {
+                self.timer_at = deadline;
+                self.timer
+                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
+            }
+        };
+        if timer.as_mut().poll(cx).is_ready() {
             // Fired for an older deadline: move it to the current one and wait again.
-            self.timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
             self.timer_at = deadline;
-            let _ = self.timer.as_mut().poll(cx);
+            let _ = timer.as_mut().poll(cx);
         }
         Poll::Pending
     }

@@ -101,6 +101,12 @@ impl Request {
         CallStats(Arc::clone(&self.ctx.stream))
     }
 
+    /// Copies the call's messages into `tap` from now on (a recording layer's view of the
+    /// call; see [`crate::stream::MessageTap`]).
+    pub fn set_tap(&mut self, tap: Arc<crate::stream::MessageTap>) {
+        self.stream.set_tap(tap);
+    }
+
     /// The context and the stream.
     pub fn into_parts(self) -> (Context, ServerStream) {
         (self.ctx, self.stream)

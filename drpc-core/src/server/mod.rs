@@ -20,6 +20,7 @@
 mod accept;
 mod conn;
 mod handler;
+pub mod preface;
 
 use std::future::Future as _;
 use std::net::SocketAddr;

@@ -3,9 +3,11 @@
 //! both the server and the router, so that neither depends on the other.
 
 mod server;
+mod tap;
 /// The per-stream state machine, which lives in [`crate::connection`] (re-exported here).
 pub use crate::connection::state;
 
 pub(crate) use server::Writer;
 pub use server::{ServerStream, StreamShared};
 pub use state::{Event, StreamState, Termination};
+pub use tap::{MessageTap, Tapped};

@@ -21,6 +21,8 @@ use crate::error::Error;
 use crate::transport::WriteHalf;
 use crate::wire::Kind;
 
+use super::tap::MessageTap;
+
 /// The connection's write side and its sans-IO core, shared by the connection task and the
 /// running handler under one uncontended lock. Frames are collected in one buffer, so a
 /// handler dropped mid-write never leaves half a frame behind: the rest goes out before
@@ -295,6 +297,7 @@ fn wake_other(waker: Option<Waker>, me: &Waker) {
 pub struct ServerStream {
     shared: Arc<StreamShared>,
     writer: Arc<Writer>,
+    tap: Option<Arc<MessageTap>>,
 }
 
 impl std::fmt::Debug for ServerStream {
@@ -307,7 +310,17 @@ impl std::fmt::Debug for ServerStream {
 
 impl ServerStream {
     pub(crate) fn new(shared: Arc<StreamShared>, writer: Arc<Writer>) -> ServerStream {
-        ServerStream { shared, writer }
+        ServerStream {
+            shared,
+            writer,
+            tap: None,
+        }
+    }
+
+    /// Copies every message of this call, in and out, into `tap` from now on (what
+    /// `layers::record` uses; see [`MessageTap`]).
+    pub fn set_tap(&mut self, tap: Arc<MessageTap>) {
+        self.tap = Some(tap);
     }
 
     /// The stream id on the wire.
@@ -336,6 +349,9 @@ impl ServerStream {
                 self.shared
                     .bytes_in
                     .fetch_add(m.len() as u64, Ordering::Relaxed);
+                if let Some(tap) = &self.tap {
+                    tap.request(&m);
+                }
                 return Poll::Ready(Ok(Some(m)));
             }
             if let Some(end) = &inbox.recv_end {
@@ -353,6 +369,9 @@ impl ServerStream {
     /// [`Error::Canceled`] when the call was canceled, transport errors.
     pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         self.shared.check_send(message.len())?;
+        if let Some(tap) = &self.tap {
+            tap.reply(&message);
+        }
         self.writer
             .send_bytes(self.shared.id, message)
             .map_err(|e| self.send_error(e))?;
@@ -371,11 +390,33 @@ impl ServerStream {
     /// Queues a message without flushing: the connection flushes it together with the
     /// CloseSend that follows when the handler returns (one write per unary reply).
     pub(crate) fn buffer_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
+        if self.tap.is_some() {
+            let mut buf = BytesMut::with_capacity(message.encoded_len());
+            message.encode_raw(&mut buf);
+            return self.buffer_bytes(buf.freeze());
+        }
         let len = message.encoded_len();
         self.shared.check_send(len)?;
         self.writer
             .send_with(self.shared.id, len, |b| message.encode_raw(b))
             .map_err(|e| self.send_error(e))
+    }
+
+    /// Queues already encoded bytes without flushing (what [`crate::encoding::Codec::buffer`]
+    /// does for codecs that encode to bytes first).
+    pub(crate) fn buffer_bytes(&mut self, message: Bytes) -> Result<(), Error> {
+        self.shared.check_send(message.len())?;
+        if let Some(tap) = &self.tap {
+            tap.reply(&message);
+        }
+        self.writer
+            .send_bytes(self.shared.id, message)
+            .map_err(|e| self.send_error(e))
+    }
+
+    /// Flushes what was queued.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        Ok(self.writer.flush().await?)
     }
 
     /// A send refused by the core: `Canceled` once the call was canceled (as Go reports a

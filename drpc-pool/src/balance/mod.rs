@@ -46,7 +46,7 @@
 
 mod config;
 mod endpoint;
-mod hash;
+pub(crate) mod hash;
 pub mod outlier;
 pub mod picker;
 pub mod resolver;

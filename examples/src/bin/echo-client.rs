@@ -27,6 +27,17 @@
 //! the backends and ends its line with ` backends=ADDR:CALLS,...` (calls each backend
 //! served, in the resolved order); scenarios each run on a fresh connection to a backend
 //! the balancer picks.
+//!
+//! Migration (README "Migrating to drpc-rs"): `--preface` starts each connection with the
+//! `DRPC!!!1` preface (for `echo-server --grpc`); `--grpc --scenario unary` makes the unary
+//! call over gRPC instead. `--replay FILE --addr ADDR [--rate N]` replays a recording made by
+//! `echo-server --record` and prints `replay: calls=N matched=M mismatched=X errors=E` (after
+//! a `mismatch ...` line for each of the first mismatches and a `replay rpc=NAME ...` line per
+//! RPC; exit 0 whenever the replay ran).
+//! Load mode with `--shadow ADDR2 [--shadow-fraction F]` mirrors that fraction of the calls
+//! to ADDR2 and prints, after the result line, `shadow: mirrored=N matched=M mismatched=X
+//! errors=E dropped=D`. `--encoding msgpack` runs the unary, streaming and fail scenarios with
+//! MessagePack (against `echo-server --encoding msgpack`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -50,7 +61,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = drpc_examples::balance::Lb::P2c, requires = "resolve")]
     lb: drpc_examples::balance::Lb,
     /// A scenario name, or `all`.
-    #[arg(long, required_unless_present = "calls")]
+    #[arg(long, required_unless_present_any = ["calls", "replay"])]
     scenario: Option<String>,
     /// The text length, in bytes, the `large` scenario sends (up to 4194297, the most that
     /// fits the 4 MiB packet limit).
@@ -76,6 +87,89 @@ struct Args {
     /// Add metadata `K=V` to every call (repeatable).
     #[arg(long, value_name = "K=V", value_parser = drpc_examples::cli::parse_metadata)]
     metadata: Vec<(String, String)>,
+    /// Start each connection with the `DRPC!!!1` preface (a port shared with gRPC).
+    #[arg(long)]
+    preface: bool,
+    /// Make the call over gRPC (tonic) instead of drpc (`--scenario unary` only).
+    #[arg(long, conflicts_with_all = ["preface", "calls", "resolve", "replay"])]
+    grpc: bool,
+    /// Replay the recording FILE against --addr and compare every reply.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["scenario", "calls", "resolve"])]
+    replay: Option<String>,
+    /// Replay: at most N calls a second (default: as fast as the server answers).
+    #[arg(long, value_name = "N", requires = "replay")]
+    rate: Option<f64>,
+    /// Load mode: mirror calls to this second server and compare the replies.
+    #[arg(long, value_name = "ADDR2", requires = "calls")]
+    shadow: Option<String>,
+    /// The fraction of calls mirrored with --shadow (0 to 1).
+    #[arg(long, default_value_t = 1.0, requires = "shadow")]
+    shadow_fraction: f64,
+    /// The message encoding of the echo RPCs.
+    #[arg(long, value_enum, default_value_t = drpc_examples::cli::Encoding::Protobuf)]
+    encoding: drpc_examples::cli::Encoding,
+}
+
+/// The dialer for `addr`: the transport options, with the preface when `--preface` is set.
+fn base_dialer(addr: &str, args: &Args) -> anyhow::Result<drpc_examples::scenarios::Dial> {
+    if !args.preface {
+        return drpc_examples::cli::dialer(addr, &args.transport);
+    }
+    let t = &args.transport;
+    if t.transport != drpc_examples::cli::TransportKind::Tcp || t.tls || t.mtls {
+        anyhow::bail!("--preface is for plain TCP (a port shared with gRPC)");
+    }
+    Ok(drpc_examples::migrate::preface_dialer(addr.to_string()))
+}
+
+/// `--replay FILE`: the mismatch lines, then the report line.
+async fn replay(args: &Args, file: &str) -> ExitCode {
+    let Some(addr) = &args.addr else {
+        eprintln!("--replay needs --addr");
+        return ExitCode::from(2);
+    };
+    let report = match base_dialer(addr, args) {
+        Ok(dial) => drpc_examples::migrate::replay(file, &dial, args.rate).await,
+        Err(e) => Err(e),
+    };
+    match report {
+        Ok(report) => {
+            for m in &report.first_mismatches {
+                println!("{m}");
+            }
+            for (rpc, c) in &report.per_rpc {
+                println!(
+                    "replay rpc={rpc} calls={} matched={} mismatched={} errors={}",
+                    c.calls, c.matched, c.mismatched, c.errors
+                );
+            }
+            println!("{}", drpc_examples::migrate::replay_line(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--grpc --scenario unary`.
+async fn grpc(args: &Args) -> ExitCode {
+    if args.scenario.as_deref() != Some("unary") {
+        eprintln!("--grpc runs --scenario unary only");
+        return ExitCode::from(2);
+    }
+    let addr = args.addr.as_deref().unwrap_or_default();
+    match drpc_examples::grpc::unary_line(addr).await {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("FAIL unary: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[tokio::main]
@@ -84,6 +178,12 @@ async fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if let Some(file) = &args.replay {
+        return replay(&args, file).await;
+    }
+    if args.grpc {
+        return grpc(&args).await;
+    }
     let balanced = match &args.resolve {
         None => None,
         Some(spec) => match balanced(spec, &args).await {
@@ -105,8 +205,17 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let scenario = args.scenario.as_deref().unwrap_or("all");
-    let names: Vec<&str> = if scenario == "all" {
+    let msgpack = args.encoding == drpc_examples::cli::Encoding::Msgpack;
+    let names: Vec<&str> = if scenario == "all" && msgpack {
+        drpc_examples::msgpack::SCENARIOS.to_vec()
+    } else if scenario == "all" {
         ALL.to_vec()
+    } else if msgpack && !drpc_examples::msgpack::SCENARIOS.contains(&scenario) {
+        eprintln!(
+            "scenario {scenario:?} is not available with --encoding msgpack; expected one of: all, {}",
+            drpc_examples::msgpack::SCENARIOS.join(", ")
+        );
+        return ExitCode::from(2);
     } else if ALL.contains(&scenario) {
         vec![scenario]
     } else {
@@ -121,7 +230,7 @@ async fn main() -> ExitCode {
         (Some(conn), _) => {
             drpc_examples::balance::scenario_dialer(conn.clone(), args.transport.clone())
         }
-        (None, Some(addr)) => match drpc_examples::cli::dialer(addr, &args.transport) {
+        (None, Some(addr)) => match base_dialer(addr, &args) {
             Ok(d) => drpc_examples::cli::with_metadata(
                 drpc_examples::cli::with_auth(d, args.auth_token.clone()),
                 args.metadata.clone(),
@@ -144,7 +253,12 @@ async fn main() -> ExitCode {
     };
     let mut failed = false;
     for name in names {
-        let outcome = match scenarios::run(name, &dial, &settings).await {
+        let run = if msgpack {
+            drpc_examples::msgpack::run(name, &dial).await
+        } else {
+            scenarios::run(name, &dial, &settings).await
+        };
+        let outcome = match run {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("FAIL {name}: {e:#}");
@@ -211,7 +325,7 @@ async fn load_balanced(
 /// Load mode: runs the calls and prints the one report line.
 async fn load(args: &Args, calls: u64) -> ExitCode {
     let addr = args.addr.as_deref().unwrap_or_default();
-    let dial = match drpc_examples::cli::dialer(addr, &args.transport) {
+    let dial = match base_dialer(addr, args) {
         Ok(d) => drpc_examples::cli::with_metadata(
             drpc_examples::cli::with_auth(d, args.auth_token.clone()),
             args.metadata.clone(),
@@ -221,6 +335,26 @@ async fn load(args: &Args, calls: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let shadow = match &args.shadow {
+        None => None,
+        Some(addr2) => {
+            let layer = match base_dialer(addr2, args) {
+                Ok(d) => drpc_examples::migrate::shadow_layer(&d, args.shadow_fraction).await,
+                Err(e) => Err(e),
+            };
+            match layer {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let dial = match &shadow {
+        Some(layer) => drpc_examples::migrate::with_shadow(dial, layer.clone()),
+        None => dial,
+    };
     let load = drpc_examples::load::Load {
         calls,
         concurrency: args.concurrency as usize,
@@ -229,6 +363,13 @@ async fn load(args: &Args, calls: u64) -> ExitCode {
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("{report}");
+    if let Some(layer) = &shadow {
+        let r = drpc_examples::migrate::shadow_report(layer).await;
+        println!("{}", drpc_examples::migrate::shadow_line(&r));
+        for m in &r.diff.first_mismatches {
+            eprintln!("{m}");
+        }
+    }
     if report.all_ok() {
         ExitCode::SUCCESS
     } else {

@@ -26,6 +26,12 @@
 //! `registered KEY`; on SIGTERM the drain deletes the key first (printing
 //! `deregistered KEY`), before it closes anything. `echo-client --resolve
 //! etcd://HOST:PORT/SERVICE` finds it.
+//!
+//! Migration (README "Migrating to drpc-rs"): `--grpc` also serves the echo service over gRPC
+//! (tonic) on the same port (drpc clients then send the `DRPC!!!1` preface, `echo-client
+//! --preface`); `--record FILE [--record-fraction F]` records calls for `echo-client
+//! --replay`; `--prefix P` answers `Unary` and `Bidi` with `P` instead of `echo:`;
+//! `--encoding msgpack` serves the echo RPCs with MessagePack instead of protobuf.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,6 +68,22 @@ struct Args {
     /// Serve the readiness probe at http://HOST:PORT/readyz (503 once draining).
     #[arg(long, value_name = "HOST:PORT")]
     health_addr: Option<String>,
+    /// Also serve the echo service over gRPC (tonic) on the same port; drpc clients must
+    /// send the `DRPC!!!1` preface (plain TCP only).
+    #[arg(long)]
+    grpc: bool,
+    /// Record calls to FILE (the format of docs/recording.md).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+    /// The fraction of calls recorded (0 to 1).
+    #[arg(long, default_value_t = 1.0, requires = "record")]
+    record_fraction: f64,
+    /// Answer Unary and Bidi with this prefix instead of `echo:`.
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// The message encoding of the echo RPCs.
+    #[arg(long, value_enum, default_value_t = drpc_examples::cli::Encoding::Protobuf)]
+    encoding: drpc_examples::cli::Encoding,
     /// The etcd to register in (`http://HOST:PORT`), with --register.
     #[arg(long, value_name = "URL", requires = "register")]
     etcd: Option<String>,
@@ -119,8 +141,31 @@ async fn main() -> anyhow::Result<ExitCode> {
         out.flush()?;
         tokio::spawn(drpc_examples::health::serve(listener, readiness.clone()));
     }
-    let handler =
-        drpc_examples::echo::handler(args.auth_token.as_deref(), args.metrics_addr.is_some());
+    if args.grpc && !matches!(transport, drpc_examples::cli::ServerTransport::Tcp) {
+        anyhow::bail!(
+            "--grpc shares a plain TCP port: it does not combine with --tls or --transport"
+        );
+    }
+    let recorder = match &args.record {
+        Some(path) => Some(
+            drpc_core::layers::record::Recorder::create(
+                path,
+                drpc_core::layers::record::RecordConfig {
+                    fraction: args.record_fraction,
+                    ..Default::default()
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let handler = drpc_examples::echo::handler_with(&drpc_examples::echo::HandlerOptions {
+        auth_token: args.auth_token.clone(),
+        metrics: args.metrics_addr.is_some(),
+        prefix: args.prefix.clone(),
+        msgpack: args.encoding == drpc_examples::cli::Encoding::Msgpack,
+        recorder,
+    });
     let server = Server::from_arc(handler, ServerConfig::default());
     if let Some(addr) = &args.http {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -155,7 +200,19 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             let registration = register(&args, local).await?;
             let server = server.clone();
-            let serving = tokio::spawn(async move { transport.serve(&server, listener).await });
+            let grpc_prefix = args.grpc.then(|| {
+                args.prefix
+                    .clone()
+                    .unwrap_or_else(|| drpc_examples::echo::PREFIX.to_string())
+            });
+            let serving = tokio::spawn(async move {
+                match grpc_prefix {
+                    Some(prefix) => {
+                        drpc_examples::grpc::serve_shared(&server, listener, &prefix).await
+                    }
+                    None => transport.serve(&server, listener).await,
+                }
+            });
             (serving, registration)
         }
     };
@@ -186,7 +243,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         });
     }
     let report = drain.run().await?;
-    if let Ok(Err(e)) = serving.await {
+    // The accept loop has ended (QUIC: it refuses new connections until the drained ones
+    // closed); do not wait on a serve loop that outlives the drain.
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), &mut serving).await {
         tracing::debug!(error = %e, "serve loop ended with an error");
     }
     Ok(if report.finished() {

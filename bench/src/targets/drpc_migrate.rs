@@ -1,0 +1,76 @@
+//! The cost of the migration layers on drpc over TCP: `drpc-record` is `drpc-tcp` with the
+//! server recording every call (`layers::record`, fraction 1, to a file that is unlinked at
+//! once and capped at 64 MiB, past which records are dropped and counted); `drpc-shadow` is
+//! `drpc-tcp` with every caller's unary calls mirrored (`layers::shadow`, fraction 1) to a
+//! second in-process drpc server over a connection of its own.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use drpc_core::conn::{ConnService, LayeredConn};
+use drpc_core::layers::record::{RecordConfig, Recorder};
+use drpc_core::layers::shadow::{Shadow, ShadowConfig, ShadowLayer};
+use drpc_core::{DynConn, HandlerExt, Server, TransportConn};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::drpc_tcp::{DrpcClient, router};
+use crate::harness::Target;
+
+/// drpc over TCP, the server recording every call.
+#[derive(Debug)]
+pub(crate) struct DrpcRecord;
+
+impl Target for DrpcRecord {
+    type Client = DrpcClient;
+
+    async fn serve(listener: TcpListener) -> Result<()> {
+        let path = std::env::temp_dir().join(format!("drpc-bench-{}.drpcrec", std::process::id()));
+        let recorder = Recorder::create(&path, RecordConfig::default()).await?;
+        // Unlinked at once: the writer keeps its handle, nothing stays behind.
+        std::fs::remove_file(&path)?;
+        let server = Server::new(router().layer(recorder.layer()));
+        tokio::spawn(async move { server.serve(listener).await });
+        Ok(())
+    }
+
+    async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<DrpcClient>> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(DrpcClient::new(drpc_core::dial(addr).await?));
+        }
+        Ok(clients)
+    }
+}
+
+/// drpc over TCP, every unary call mirrored to a shadow server.
+#[derive(Debug)]
+pub(crate) struct DrpcShadow;
+
+type Tcp = TransportConn<TcpStream>;
+type ShadowConn = LayeredConn<Tcp, Shadow<ConnService<Tcp>>>;
+
+impl Target for DrpcShadow {
+    type Client = DrpcClient<ShadowConn>;
+
+    async fn serve(listener: TcpListener) -> Result<()> {
+        let server = Server::new(router());
+        tokio::spawn(async move { server.serve(listener).await });
+        Ok(())
+    }
+
+    async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Self::Client>> {
+        let shadow_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let shadow_addr = shadow_listener.local_addr()?;
+        let shadow_server = Server::new(router());
+        tokio::spawn(async move { shadow_server.serve(shadow_listener).await });
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            let shadow: Arc<dyn DynConn> = Arc::new(drpc_core::dial(shadow_addr).await?);
+            let layer = ShadowLayer::new(shadow, ShadowConfig::default());
+            let conn = LayeredConn::new(drpc_core::dial(addr).await?, layer);
+            clients.push(DrpcClient::new(conn));
+        }
+        Ok(clients)
+    }
+}

@@ -1,0 +1,404 @@
+//! [`ClientIo`]: the client's I/O glue around the sans-IO core ([`Connection`], client side)
+//! over one transport, run in the caller's task.
+//!
+//! The core owns stream ids, the one running stream, late packets and soft/hard cancel; this
+//! glue encodes the caller's packets straight into the write buffer (ids from
+//! [`Connection::begin_open`], [`Connection::begin_send`] and
+//! [`Connection::begin_close_send`], so nothing is copied into a `Bytes` per call), writes
+//! them, reads packets and hands them to the core, and turns the core's events into what the
+//! caller waits for. [`crate::TransportConn`] keeps one for the life of its transport;
+//! drpc-mux makes one per stream of a session (no shared state, no task, no lock).
+
+use bytes::Bytes;
+use std::task::{Context, Poll};
+
+use super::transport::{ConnConfig, check_size};
+use crate::connection::{Connection, CoreConfig, Event, Side};
+use crate::error::Error;
+use crate::metadata::Metadata;
+use crate::transport::{ReadHalf, Transport, WriteHalf};
+use crate::wire::{Kind, PacketCodec};
+
+/// What happened on the running stream ([`ClientIo::next_event`]).
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A message arrived.
+    Message(Bytes),
+    /// The peer sent CloseSend: no more messages will come.
+    RecvClosed,
+    /// The stream ended: `None` when both sides closed cleanly, else the error a receive
+    /// reports.
+    Finished(Option<Error>),
+}
+
+/// A client connection core and its I/O over one transport: one stream at a time, driven by
+/// whoever calls it (no task of its own). The core owns stream ids, the running stream, late
+/// packets and cancels; this glue writes the caller's packets straight into its write buffer
+/// and turns the core's events into what the caller waits for. [`crate::TransportConn`] keeps
+/// one for the life of its transport; drpc-mux makes one per stream of a session.
+///
+/// Dropping it does not cancel a running stream: its owner does ([`ClientIo::cancel_now`]),
+/// or the transport's end tells the peer.
+pub struct ClientIo<T> {
+    transport: T,
+    read: ReadHalf,
+    write: WriteHalf,
+    core: Connection,
+    /// The running (or last) stream; 0 before the first.
+    stream: u64,
+    /// The peer closed its sending side of the running stream.
+    recv_closed: bool,
+    /// How the last stream ended, once it has: the error a receive on it reports.
+    ended: Option<Option<Error>>,
+    /// A flush is under way; a stream abandoned now must close the transport.
+    writing: bool,
+    max_packet_size: usize,
+    /// The time the running stream started, given to the core as "now": the client core uses
+    /// time only for deadlines, which this glue enforces with tokio timers, so one clock
+    /// reading per stream is enough.
+    clock: std::time::Instant,
+}
+
+impl<T: Transport> std::fmt::Debug for ClientIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIo")
+            .field("stream", &self.stream)
+            .field("running", &self.is_running())
+            .field("closed", &self.core.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The core's clock: tokio's, so that paused-time tests move it too.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<T: Transport> ClientIo<T> {
+    /// A client core over `transport` with `config` (`watch_idle` is the owner's business).
+    pub fn new(transport: T, config: &ConnConfig) -> ClientIo<T> {
+        let clock = now();
+        let core = Connection::new(
+            Side::Client,
+            CoreConfig {
+                cancel: config.cancel,
+                max_packet_size: config.max_packet_size,
+                idle_timeout: None,
+            },
+            clock,
+        );
+        ClientIo {
+            transport,
+            read: ReadHalf::new(PacketCodec::new(config.max_packet_size, config.split_size)),
+            write: WriteHalf::new(config.split_size),
+            core,
+            stream: 0,
+            recv_closed: false,
+            ended: None,
+            writing: false,
+            max_packet_size: config.max_packet_size,
+            clock,
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The core (read-only: its state and counters).
+    pub fn core(&self) -> &Connection {
+        &self.core
+    }
+
+    /// The id of the running (or last) stream; 0 before the first.
+    pub fn stream_id(&self) -> u64 {
+        self.stream
+    }
+
+    /// Whether a stream is running.
+    pub fn is_running(&self) -> bool {
+        self.stream != 0 && self.core.current_stream() == Some(self.stream)
+    }
+
+    /// Whether the connection is closed (the transport is unusable).
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// Whether this side may still send on the running stream.
+    pub fn can_send(&self) -> bool {
+        self.core.can_send(self.stream)
+    }
+
+    /// How the last stream ended, once it has (`Some(None)`: cleanly).
+    pub fn ended(&self) -> Option<Option<Error>> {
+        if self.is_running() {
+            return None;
+        }
+        match &self.ended {
+            Some(e) => Some(e.clone()),
+            None => Some(self.core.close_reason().map(|r| r.to_error())),
+        }
+    }
+
+    /// The error a send on the ended (or send-closed) stream reports.
+    pub fn send_error(&self) -> Error {
+        self.ended().flatten().unwrap_or(Error::SendClosed)
+    }
+
+    /// Starts a stream: a new id, then InvokeMetadata (if any) and Invoke, buffered until
+    /// the next flush.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] on a closed connection; [`Error::ResourceExhausted`] while a stream
+    /// runs.
+    pub fn start(&mut self, rpc: &str, metadata: &Metadata) -> Result<u64, Error> {
+        let opened = self.core.begin_open(!metadata.is_empty(), None)?;
+        if let Some(id) = opened.metadata {
+            self.write
+                .push_with(id, Kind::InvokeMetadata, metadata.encoded_len(), |b| {
+                    metadata.encode(b)
+                });
+        }
+        self.write
+            .push(opened.invoke, Kind::Invoke, false, rpc.as_bytes());
+        self.stream = opened.stream;
+        self.recv_closed = false;
+        self.ended = None;
+        self.clock = now();
+        Ok(opened.stream)
+    }
+
+    /// Buffers a Message on the running stream.
+    fn push_message(&mut self, message: Bytes) -> Result<(), Error> {
+        check_size(message.len(), self.max_packet_size)?;
+        let id = self.core.begin_send(self.stream)?;
+        self.write.push_bytes(id, Kind::Message, message);
+        Ok(())
+    }
+
+    /// Buffers CloseSend on the running stream.
+    fn push_close_send(&mut self) -> Result<(), Error> {
+        let id = self.core.begin_close_send(self.clock, self.stream)?;
+        self.write.push(id, Kind::CloseSend, false, &[]);
+        if !self.is_running() && self.ended.is_none() {
+            self.ended = Some(None); // both sides closed
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and flushes the transport.
+    ///
+    /// # Errors
+    /// The write error; the connection is then closed.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        while let Some(p) = self.core.poll_transmit() {
+            self.write.push_packet(p);
+        }
+        self.writing = true;
+        match self.write.flush(&mut self.transport).await {
+            Ok(()) => {
+                self.writing = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.writing = false;
+                let e = Error::from(e);
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.is_running() {
+            self.ended = Some(Some(e.clone()));
+        }
+        self.core.handle_transport_error(e);
+        while self.core.poll_event().is_some() {}
+    }
+
+    /// Reads until something happens on the running stream.
+    ///
+    /// # Errors
+    /// A read error or a protocol error; the connection is then closed.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, Error> {
+        loop {
+            while let Some(event) = self.core.poll_event() {
+                match event {
+                    Event::Message { stream, data } if stream == self.stream => {
+                        return Ok(StreamEvent::Message(data));
+                    }
+                    Event::RecvClosed { stream } if stream == self.stream => {
+                        self.recv_closed = true;
+                        return Ok(StreamEvent::RecvClosed);
+                    }
+                    Event::Finished { stream, error } if stream == self.stream => {
+                        self.ended = Some(error.clone());
+                        return Ok(StreamEvent::Finished(error));
+                    }
+                    _ => {}
+                }
+            }
+            if !self.is_running() {
+                return Ok(StreamEvent::Finished(self.ended().flatten()));
+            }
+            let packet = match self.read.read_packet(&mut self.transport).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fail(e.clone());
+                    return Err(e);
+                }
+            };
+            if let Err(e) = self.core.handle_packet(self.clock, packet) {
+                self.ended = Some(Some(e.clone()));
+                while self.core.poll_event().is_some() {}
+                return Err(e);
+            }
+        }
+    }
+
+    /// One unary call: start, the request and CloseSend in one write, then the reply. The
+    /// stream ends at the reply (the peer's CloseSend after it is dropped as late).
+    ///
+    /// # Errors
+    /// The peer's error, a transport or protocol error (the connection is then closed), or
+    /// [`Error::Eof`] for a stream that ended without a reply.
+    pub async fn unary(
+        &mut self,
+        rpc: &str,
+        request: Bytes,
+        metadata: &Metadata,
+    ) -> Result<Bytes, Error> {
+        check_size(request.len(), self.max_packet_size)?;
+        self.start(rpc, metadata)?;
+        tracing::Span::current().record("stream", self.stream);
+        self.push_message(request)?;
+        self.push_close_send()?;
+        self.flush().await?;
+        loop {
+            match self.next_event().await? {
+                StreamEvent::Message(reply) => {
+                    self.core.end_stream(self.clock, self.stream);
+                    self.ended = Some(None);
+                    return Ok(reply);
+                }
+                StreamEvent::Finished(e) => return Err(e.unwrap_or(Error::Eof)),
+                StreamEvent::RecvClosed => {}
+            }
+        }
+    }
+
+    /// Sends a Message on the running stream and flushes it.
+    ///
+    /// # Errors
+    /// The stream's end ([`Error::SendClosed`] after CloseSend), a message over the packet
+    /// limit ([`Error::ResourceExhausted`], nothing sent), or a write error.
+    pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        self.push_message(message)?;
+        self.flush().await
+    }
+
+    /// Sends CloseSend on the running stream (nothing when it cannot send any more).
+    ///
+    /// # Errors
+    /// A write error.
+    pub async fn close_send(&mut self) -> Result<(), Error> {
+        if !self.can_send() {
+            return Ok(());
+        }
+        self.push_close_send()?;
+        self.flush().await
+    }
+
+    /// The next message of the running stream; `None` once the peer closed its side cleanly.
+    ///
+    /// # Errors
+    /// The stream's error (the peer's, a cancel), or a transport or protocol error.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
+        if !self.is_running() {
+            return match self.ended().flatten() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
+        if self.recv_closed {
+            return Ok(None);
+        }
+        if !self.write.is_empty() {
+            self.flush().await?;
+        }
+        match self.next_event().await? {
+            StreamEvent::Message(m) => Ok(Some(m)),
+            StreamEvent::RecvClosed | StreamEvent::Finished(None) => Ok(None),
+            StreamEvent::Finished(Some(e)) => Err(e),
+        }
+    }
+
+    /// Cancels the running stream now, without waiting (`docs/wire.md` §11): soft (a Cancel
+    /// packet) when the config says so and no write is in flight, hard (the connection
+    /// closes) otherwise. A stream whose Invoke was never written just ends. Returns whether
+    /// the transport is still usable.
+    pub fn cancel_now(&mut self) -> bool {
+        if self.core.is_closed() {
+            return false;
+        }
+        if !self.is_running() {
+            return true;
+        }
+        let now = now();
+        self.ended = Some(Some(Error::Canceled));
+        if !self.writing && !self.write.is_empty() {
+            // Only this stream's unwritten packets: the peer never saw the stream.
+            self.write.clear();
+            self.core.end_stream(now, self.stream);
+            return true;
+        }
+        self.core.cancel(now, self.stream, self.writing);
+        if self.core.is_closed() {
+            return false;
+        }
+        while let Some(p) = self.core.poll_transmit() {
+            self.write.push_packet(p);
+        }
+        if self.write.flush_now(&mut self.transport) {
+            true
+        } else {
+            self.core.close(now);
+            false
+        }
+    }
+
+    /// Reads while no stream runs: late packets of earlier streams are dropped. `Ready` when
+    /// the connection closed (the peer ended it, a read failed, or a packet came for no
+    /// stream).
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.read.poll_packet(&mut self.transport, cx) {
+                Poll::Ready(Ok(p)) => {
+                    let (stream, kind) = (p.id.stream, p.kind);
+                    if self.core.handle_packet(self.clock, p).is_err() {
+                        tracing::debug!(stream, ?kind, "packet for no stream");
+                        return Poll::Ready(());
+                    }
+                    while self.core.poll_event().is_some() {}
+                    if self.core.is_closed() {
+                        // A go-away (docs/wire.md appendix B): the server closes next.
+                        tracing::debug!("server going away; closing the idle connection");
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "idle connection closed");
+                    self.fail(e);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

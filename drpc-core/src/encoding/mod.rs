@@ -1,0 +1,55 @@
+//! Message encoding: messages to and from `Bytes`, through a [`Codec`].
+//!
+//! The [`crate::Conn`] trait and the server's streams carry encoded messages; typed wrappers
+//! ([`crate::ConnExt`], [`crate::router`], generated code) encode with a codec:
+//!
+//! | Codec | Messages | Feature |
+//! |---|---|---|
+//! | [`Prost`] (the default everywhere) | `prost::Message` | always |
+//! | `MsgPack` | `serde::Serialize + serde::de::DeserializeOwned` (rmp-serde) | `msgpack` |
+//!
+//! The wire does not say which encoding a call uses (a drpc Message packet is opaque bytes
+//! and Go peers accept no extra field, `docs/wire.md`): client and server agree on it out of
+//! band, per RPC. The free functions [`encode`] and [`decode`] are the protobuf path.
+
+#[cfg(feature = "msgpack")]
+mod msgpack;
+mod prost_codec;
+
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::stream::ServerStream;
+
+#[cfg(feature = "msgpack")]
+pub use msgpack::MsgPack;
+pub use prost_codec::{Prost, decode, encode};
+
+/// Encodes and decodes messages of type `M`. A codec is a small `Copy` value (the unit
+/// structs [`Prost`] and `MsgPack`) passed to the typed calls and router adapters.
+pub trait Codec<M>: Copy + Send + Sync + 'static {
+    /// The codec's name, for errors and docs (`"protobuf"`, `"msgpack"`).
+    const NAME: &'static str;
+
+    /// Encodes `message`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when the message cannot be encoded.
+    fn encode(&self, message: &M) -> Result<Bytes, Error>;
+
+    /// Decodes a message from `bytes`.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] or [`Error::Codec`] when the bytes are not a valid `M`.
+    fn decode(&self, bytes: Bytes) -> Result<M, Error>;
+
+    /// Queues `message` on a server stream without flushing. The default encodes and queues
+    /// the bytes; [`Prost`] encodes straight into the write buffer.
+    ///
+    /// # Errors
+    /// As [`Codec::encode`], and what [`ServerStream::send`] refuses.
+    fn buffer(&self, stream: &mut ServerStream, message: &M) -> Result<(), Error> {
+        let bytes = self.encode(message)?;
+        stream.buffer_bytes(bytes)
+    }
+}
