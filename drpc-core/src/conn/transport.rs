@@ -133,9 +133,6 @@ struct Shared<T> {
     turn: Semaphore,
     slot: Mutex<Slot<T>>,
     closed: AtomicBool,
-    /// The server sent a go-away while a call it started was running: the connection closes
-    /// when that call is done.
-    going_away: AtomicBool,
     closed_tx: watch::Sender<bool>,
     config: ConnConfig,
 }
@@ -252,7 +249,6 @@ impl<T: Transport> TransportConn<T> {
                 watcher: None,
             }),
             closed: AtomicBool::new(false),
-            going_away: AtomicBool::new(false),
             closed_tx: watch::Sender::new(false),
             config,
         });

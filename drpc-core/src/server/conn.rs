@@ -199,7 +199,10 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
     fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         let until = Instant::now() + CLOSE_LINGER;
-        self.timer.as_mut().reset(until);
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(until),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(until))),
+        }
         self.timer_at = until;
         self.closing = Some(Closing { shut: false });
         self.poll_closing(cx)
@@ -209,7 +212,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// drop whatever the client still sends until it closes too, for at most
     /// [`CLOSE_LINGER`]. Nothing read now is started.
     fn poll_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        if self.timer.as_mut().poll(cx).is_ready() {
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        {
             return Poll::Ready(Ok(()));
         }
         let shut = self.closing.as_ref().is_some_and(|c| c.shut);
