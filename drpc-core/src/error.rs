@@ -114,6 +114,12 @@ pub enum Error {
     /// The stream is closed for sending (CloseSend was sent, or the stream ended).
     #[error("stream closed for sending")]
     SendClosed,
+    /// The server is going away (draining, or closing an idle connection) and did not start
+    /// this call: its go-away packet named an earlier stream as the last it started
+    /// (`docs/wire.md` appendix B), or its mux session closed after draining. Nothing was done with
+    /// the call, so a retry on another server is safe ([`Error::is_unsent`]).
+    #[error("server going away: the call was not started")]
+    GoingAway,
 }
 
 /// Which layer under a drpc connection an [`Error::Transport`] came from.
@@ -207,11 +213,16 @@ impl Error {
 
     /// Whether the call failed before any byte of it was written, so that retrying it on
     /// another connection cannot run it twice; also a remote [`NOT_HERE`] error, with which a
-    /// routing server says it did nothing with the call.
+    /// routing server says it did nothing with the call, and [`Error::GoingAway`], with which
+    /// a draining server says it did not start it.
     pub fn is_unsent(&self) -> bool {
         matches!(
             self,
-            Error::Closed | Error::Dial(_) | Error::Busy | Error::Remote { code: NOT_HERE, .. }
+            Error::Closed
+                | Error::Dial(_)
+                | Error::Busy
+                | Error::GoingAway
+                | Error::Remote { code: NOT_HERE, .. }
         )
     }
 
@@ -230,6 +241,7 @@ impl Error {
                 | Error::Transport { .. }
                 | Error::Closed
                 | Error::Dial(_)
+                | Error::GoingAway
         )
     }
 

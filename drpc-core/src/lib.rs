@@ -79,7 +79,7 @@ pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError, TransportKind};
 pub use metadata::{Metadata, MetadataError};
 pub use router::{Router, SendStream, TypedStream};
-pub use server::{ConnInfo, Handler, HandlerExt, Server, ServerConfig, ServerStream};
+pub use server::{ConnInfo, DrainReport, Handler, HandlerExt, Server, ServerConfig, ServerStream};
 pub use tcp::TcpOptions;
 #[cfg(feature = "tls")]
 pub use tls::{PeerIdentity, TlsError};

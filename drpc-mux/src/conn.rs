@@ -7,6 +7,7 @@ use bytes::Bytes;
 use drpc_core::conn::ClientIo;
 use drpc_core::{CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream};
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::NewStream;
 use crate::error::MuxError;
@@ -56,6 +57,10 @@ impl Default for MuxConnConfig {
 pub struct MuxConn<N: NewStream> {
     session: Arc<N>,
     config: MuxConnConfig,
+    /// The server said it is going away (a call came back [`Error::GoingAway`]): no new call
+    /// starts here, and the connection reports closed so that a pool or balancer moves on
+    /// while the server finishes the calls under way and closes the session.
+    going_away: CancellationToken,
     /// What every stream's core runs with.
     core: ConnConfig,
 }
@@ -77,6 +82,7 @@ impl<N: NewStream> MuxConn<N> {
         MuxConn {
             session: Arc::new(session),
             config,
+            going_away: CancellationToken::new(),
             core,
         }
     }
@@ -103,7 +109,7 @@ impl<N: NewStream> MuxConn<N> {
 
     /// Opens a stream and puts a client core on it.
     async fn begin(&self, deadline: Option<Instant>) -> Result<Call<N::Stream>, Error> {
-        if self.session.is_closed() {
+        if self.session.is_closed() || self.going_away.is_cancelled() {
             return Err(Error::Closed);
         }
         let open = self.session.new_stream();
@@ -147,6 +153,16 @@ where
         Some(d) => timeout_at(d, fut)
             .await
             .unwrap_or(Err(Error::DeadlineExceeded)),
+    }
+}
+
+/// The error a unary call reports: [`settle`]'s, except that a call without a reply on a
+/// session the peer closed after draining was not started ([`Error::GoingAway`]).
+async fn settle_unary<N: NewStream>(session: &N, e: Error) -> Error {
+    let e = settle(session, e).await;
+    match crate::mux_error(&e) {
+        Some(MuxError::PeerDrained) => Error::GoingAway,
+        _ => e,
     }
 }
 
@@ -204,8 +220,11 @@ impl<N: NewStream> Conn for MuxConn<N> {
         drop(io);
         let result = match result {
             Ok(reply) => Ok(reply),
-            Err(e) => Err(settle(&*self.session, e).await),
+            Err(e) => Err(settle_unary(&*self.session, e).await),
         };
+        if matches!(result, Err(Error::GoingAway)) {
+            self.going_away.cancel();
+        }
         if !matches!(result, Err(Error::DeadlineExceeded)) {
             guard.session = None;
         }
@@ -227,11 +246,14 @@ impl<N: NewStream> Conn for MuxConn<N> {
     }
 
     fn is_closed(&self) -> bool {
-        self.session.is_closed()
+        self.session.is_closed() || self.going_away.is_cancelled()
     }
 
     async fn closed(&self) {
-        self.session.closed().await
+        tokio::select! {
+            () = self.session.closed() => {}
+            () = self.going_away.cancelled() => {}
+        }
     }
 
     /// Every RPC runs on its own stream: a pool shares the session.

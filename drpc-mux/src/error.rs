@@ -21,6 +21,12 @@ pub enum MuxError {
     /// close).
     #[error("mux session closed by the peer")]
     PeerClosed,
+    /// The peer closed the session after draining (a QUIC close with
+    /// [`crate::quic::CLOSE_SHUTDOWN`]): every stream it accepted had finished, so a call
+    /// that got no reply was not started (`docs/wire.md` appendix B); such a unary call fails with
+    /// [`drpc_core::Error::GoingAway`] instead of this.
+    #[error("mux session closed by the peer after draining")]
+    PeerDrained,
     /// The peer stopped answering heartbeats: no answer came for this long, so the session was
     /// closed (a stopped or hung process whose kernel still acknowledges TCP).
     #[error("peer did not answer heartbeats for {0:?}; mux session closed")]
@@ -98,6 +104,11 @@ impl From<quinn::ConnectionError> for MuxError {
     fn from(e: quinn::ConnectionError) -> Self {
         match e {
             quinn::ConnectionError::LocallyClosed => MuxError::Closed,
+            quinn::ConnectionError::ApplicationClosed(ref c)
+                if c.error_code == crate::quic::CLOSE_SHUTDOWN =>
+            {
+                MuxError::PeerDrained
+            }
             quinn::ConnectionError::ApplicationClosed(_)
             | quinn::ConnectionError::ConnectionClosed(_) => MuxError::PeerClosed,
             other => MuxError::Quic(other),

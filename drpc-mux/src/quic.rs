@@ -37,8 +37,13 @@ use crate::{MuxConn, MuxConnConfig, NewStream};
 
 /// The application error code a [`QuicSession::close`] sends.
 pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
-/// The application error code a server shutdown sends.
+/// The application error code a server sends when it drained: every stream it accepted has
+/// finished, so a stream the client opened that got no reply was never started and its call
+/// may be retried elsewhere ([`crate::MuxError::PeerDrained`], `docs/wire.md` appendix B).
 pub const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(1);
+/// The application error code a server sends when its drain deadline passed with calls still
+/// running: those calls were cut (a real failure for their clients).
+pub const CLOSE_STOPPED: VarInt = VarInt::from_u32(2);
 
 /// Settings of QUIC connections; see the [module docs](self) for the defaults and why.
 #[derive(Debug, Clone)]

@@ -226,9 +226,12 @@ impl MuxServer {
         let server = self.server.clone();
         let first_byte = self.inner.config.first_byte_timeout;
         let calls = TaskTracker::new();
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let session = YamuxSession::server_with(io, self.inner.config.yamux.clone(), {
             let calls = calls.clone();
+            let opened = Arc::clone(&opened);
             move |stream| {
+                opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let serving = serve_yamux_stream(
                     server.clone(),
                     stream,
@@ -239,7 +242,7 @@ impl MuxServer {
                 tokio::spawn(serving);
             }
         });
-        self.wait_session(session, calls).await
+        self.wait_session(session, calls, opened).await
     }
 
     /// Waits until `session` ends, or until shutdown has begun and its calls are done (or the
@@ -248,10 +251,25 @@ impl MuxServer {
         &self,
         session: YamuxSession,
         calls: TaskTracker,
+        opened: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<(), MuxError> {
         use crate::NewStream as _;
         let drained = async {
             self.server.shutdown_started().await;
+            // Streams opened while draining are still served: each gets a go-away at once,
+            // which tells the client to open no more here. The session closes (GoAway, which
+            // a client cannot tell from a crash) once calls are done and no stream came for
+            // a quiet period, so that no call the client already sent meets the close.
+            loop {
+                let seen = opened.load(std::sync::atomic::Ordering::Relaxed);
+                while !calls.is_empty() {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+                tokio::time::sleep(YAMUX_DRAIN_QUIET).await;
+                if calls.is_empty() && opened.load(std::sync::atomic::Ordering::Relaxed) == seen {
+                    break;
+                }
+            }
             calls.close();
             calls.wait().await;
         };
@@ -263,7 +281,7 @@ impl MuxServer {
         session.close();
         session.closed().await;
         match session.close_reason() {
-            None | Some(MuxError::Closed | MuxError::PeerClosed) => Ok(()),
+            None | Some(MuxError::Closed | MuxError::PeerClosed | MuxError::PeerDrained) => Ok(()),
             Some(e) => Err(e),
         }
     }
@@ -293,13 +311,15 @@ impl MuxServer {
             ));
         }
         drop(incoming);
-        self.wait_session(session, calls).await
+        let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.wait_session(session, calls, opened).await
     }
 
     /// Accepts QUIC connections on `endpoint` and serves every bidirectional stream of each,
     /// until shutdown, through the server's one accept loop: each connection counts against
     /// the server's connection limit (one past it is refused) and its handshake runs on its
-    /// own task (bounded by QUIC's idle timeout).
+    /// own task (bounded by QUIC's idle timeout). Once a drain has begun, new connections
+    /// are refused at once until the drained ones have closed (`docs/wire.md` appendix B).
     ///
     /// # Errors
     /// None so far: failed handshakes are logged at debug level.
@@ -309,7 +329,9 @@ impl MuxServer {
     #[cfg(feature = "quic")]
     pub async fn serve_quic(&self, endpoint: quinn::Endpoint) -> io::Result<()> {
         let this = self.clone();
-        self.server
+        let refusing = endpoint.clone();
+        let served = self
+            .server
             .serve_connections(
                 crate::quic::QuicListener::new(endpoint),
                 crate::quic::QuicAcceptor,
@@ -323,7 +345,21 @@ impl MuxServer {
                     }
                 },
             )
-            .await
+            .await;
+        // Draining: the UDP socket stays open for the connections being drained, so a new
+        // connection would wait out its handshake timeout; refuse it at once instead (the
+        // client's dial fails, unsent) until those connections are closed.
+        loop {
+            tokio::select! {
+                incoming = refusing.accept() => match incoming {
+                    Some(incoming) => incoming.refuse(),
+                    None => break,
+                },
+                () = refusing.wait_idle() => break,
+                () = self.server.stopped() => break,
+            }
+        }
+        served
     }
 
     /// Serves every bidirectional stream of one QUIC connection until it ends.
@@ -345,16 +381,26 @@ impl MuxServer {
         let streams = TaskTracker::new();
         let grace = self.inner.config.yamux.close_timeout;
         let ended = loop {
+            // Draining: streams are still accepted (the drpc server answers each with a
+            // go-away at once, so the client learns and retries elsewhere) until the calls
+            // under way have finished.
+            let drained = async {
+                self.server.shutdown_started().await;
+                while !streams.is_empty() {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+            };
             let accepted = tokio::select! {
                 biased;
-                _ = self.server.shutdown_started() => break Ok(()),
+                () = self.server.stopped() => break Ok(()),
+                () = drained => break Ok(()),
                 a = conn.accept_bi() => a,
             };
             let (send, recv) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     break match MuxError::from(e) {
-                        MuxError::Closed | MuxError::PeerClosed => Ok(()),
+                        MuxError::Closed | MuxError::PeerClosed | MuxError::PeerDrained => Ok(()),
                         other => Err(other),
                     };
                 }
@@ -380,7 +426,13 @@ impl MuxServer {
                 let _ = tokio::time::timeout(grace, streams.wait()).await;
             }
         }
-        conn.close(crate::quic::CLOSE_SHUTDOWN, b"server shutdown");
+        // "Drained" only when no call was cut: then a stream without a reply was not started.
+        let code = if self.server.is_stopped() {
+            crate::quic::CLOSE_STOPPED
+        } else {
+            crate::quic::CLOSE_SHUTDOWN
+        };
+        conn.close(code, b"server shutdown");
         ended
     }
 
@@ -395,6 +447,13 @@ impl MuxServer {
 }
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
+
+/// How often a draining session checks whether its calls have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long a draining yamux session waits with no call running and no new stream before it
+/// closes: the client's streams sent before it read a go-away arrive within it.
+const YAMUX_DRAIN_QUIET: Duration = Duration::from_millis(50);
 
 /// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
 struct Live {

@@ -232,7 +232,7 @@ async fn quic_server_shutdown_drains_then_closes() {
     tokio::time::timeout(Duration::from_secs(2), conn.closed())
         .await
         .expect("the client sees the connection closed");
-    assert!(matches!(conn.close_reason(), Some(MuxError::PeerClosed)));
+    assert!(matches!(conn.close_reason(), Some(MuxError::PeerDrained)));
     assert!(matches!(echo(&*conn, "late").await, Err(Error::Closed)));
 }
 

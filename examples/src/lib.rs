@@ -7,9 +7,11 @@
 
 pub mod balance;
 pub mod cli;
+pub mod drain;
 pub mod echo;
 pub mod etcd;
 pub mod grpc;
+pub mod health;
 pub mod load;
 pub mod metrics;
 pub mod migrate;

@@ -33,6 +33,9 @@ pub struct Load {
     pub concurrency: usize,
     /// Connections in the pool (`None`: every call goes over one connection).
     pub pool: Option<usize>,
+    /// Call `Slow` for this many milliseconds instead of `Unary` (`echo-client --slow-ms`;
+    /// the expected reply is then `"slept"` with the same `n`).
+    pub slow_ms: Option<u32>,
 }
 
 /// What a run did.
@@ -103,12 +106,12 @@ pub async fn run(dial: &Dial, load: &Load) -> Report {
             });
             let dial = Arc::clone(dial);
             let conn = pool.keyed((), move |()| dial(CancelMode::Soft));
-            let mut report = drive(conn, load.calls, concurrency).await;
+            let mut report = drive(conn, load, concurrency).await;
             report.pool = Some(pool.stats());
             report
         }
         None => match dial(CancelMode::Soft).await {
-            Ok(conn) => drive(conn, load.calls, concurrency).await,
+            Ok(conn) => drive(conn, load, concurrency).await,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "dial failed");
                 Report {
@@ -125,32 +128,54 @@ pub async fn run(dial: &Dial, load: &Load) -> Report {
     }
 }
 
-/// `calls` calls over `conn`, `concurrency` at a time.
-async fn drive<C: Conn + Clone + 'static>(conn: C, calls: u64, concurrency: usize) -> Report {
+/// `load.calls` calls over `conn`, `concurrency` at a time.
+async fn drive<C: Conn + Clone + 'static>(conn: C, load: &Load, concurrency: usize) -> Report {
+    let calls = load.calls;
+    let (method, request, expected) = match load.slow_ms {
+        Some(ms) => (
+            rpc::SLOW,
+            Msg {
+                text: "zz".into(),
+                n: i64::from(ms),
+            },
+            Msg {
+                text: "slept".into(),
+                n: i64::from(ms),
+            },
+        ),
+        None => (
+            rpc::UNARY,
+            Msg {
+                text: "hi".into(),
+                n: 7,
+            },
+            Msg {
+                text: "echo:hi".into(),
+                n: 8,
+            },
+        ),
+    };
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let (conn, next) = (conn.clone(), Arc::clone(&next));
+        let (request, expected) = (request.clone(), expected.clone());
         workers.push(tokio::spawn(async move {
-            let request = Msg {
-                text: "hi".into(),
-                n: 7,
-            };
             let mut ok = 0u64;
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < calls {
                 let began = Instant::now();
                 let reply: Result<Msg, _> = conn
                     .call(
-                        rpc::UNARY,
+                        method,
                         &request,
                         CallOptions::new().with_timeout(CALL_TIMEOUT),
                     )
                     .await;
                 latencies.push(began.elapsed().as_micros() as u64);
                 match reply {
-                    Ok(m) if m.text == "echo:hi" && m.n == 8 => ok += 1,
+                    Ok(m) if m == expected => ok += 1,
                     Ok(m) => tracing::debug!(?m, "unexpected reply"),
                     Err(e) => tracing::debug!(error = %e, "call failed"),
                 }
@@ -181,7 +206,7 @@ async fn drive<C: Conn + Clone + 'static>(conn: C, calls: u64, concurrency: usiz
 
 /// Runs `load` on `conn` (a balanced connection, say); `load.pool` is the caller's business.
 pub async fn run_on<C: Conn + Clone + 'static>(conn: C, load: &Load) -> Report {
-    drive(conn, load.calls, load.concurrency.max(1)).await
+    drive(conn, load, load.concurrency.max(1)).await
 }
 
 /// The nearest-rank `p`th percentile of sorted values (0 when there are none).

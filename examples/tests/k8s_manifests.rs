@@ -41,7 +41,42 @@ fn the_server_manifest_is_a_headless_service_with_a_named_port_and_its_deploymen
     let container = &pod["spec"]["containers"][0];
     assert_eq!(container["args"][0], "echo-server");
     assert_eq!(container["ports"][0]["containerPort"], 8080);
-    assert!(container["readinessProbe"].is_mapping());
+    // Readiness is the server's own /readyz (503 from the start of a drain), and the grace
+    // period covers the drain's delay and timeout.
+    let probe = &container["readinessProbe"]["httpGet"];
+    assert_eq!(probe["path"], "/readyz");
+    let health = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == probe["port"])
+        .expect("the probe's port is a named container port");
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let flag = |name: &str| -> &str {
+        let i = args
+            .iter()
+            .position(|a| *a == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        args[i + 1]
+    };
+    assert!(
+        flag("--health-addr").ends_with(&format!(":{}", health["containerPort"].as_u64().unwrap())),
+        "--health-addr serves the probed port"
+    );
+    let delay: f64 = flag("--drain-delay").parse().unwrap();
+    let timeout: f64 = flag("--drain-timeout").parse().unwrap();
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        grace > delay + timeout,
+        "grace {grace} <= {delay} + {timeout}"
+    );
     assert!(
         container["image"].as_str().unwrap().contains("REGISTRY/"),
         "placeholder image"

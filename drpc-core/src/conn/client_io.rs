@@ -386,6 +386,11 @@ impl<T: Transport> ClientIo<T> {
                         return Poll::Ready(());
                     }
                     while self.core.poll_event().is_some() {}
+                    if self.core.is_closed() {
+                        // A go-away (docs/wire.md appendix B): the server closes next.
+                        tracing::debug!("server going away; closing the idle connection");
+                        return Poll::Ready(());
+                    }
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "idle connection closed");

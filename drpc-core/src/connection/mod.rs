@@ -194,6 +194,9 @@ pub struct Connection {
     config: CoreConfig,
     /// The newest stream id opened (client) or invoked (server); 0 before the first.
     last_stream: u64,
+    /// Server: the newest stream id started (an Invoke not started while draining does not
+    /// count); what the go-away packet announces.
+    last_started: u64,
     /// The stream with id `last_stream`, while it has not finished.
     current: Option<Current>,
     /// Server: metadata received for a stream whose Invoke has not arrived yet.
@@ -214,6 +217,7 @@ impl Connection {
             side,
             config,
             last_stream: 0,
+            last_started: 0,
             current: None,
             pending_metadata: None,
             idle_since: now,
@@ -328,6 +332,26 @@ impl Connection {
                 max: self.config.max_packet_size,
             }));
         }
+        if self.side == Side::Client
+            && let Some(last_started) = crate::wire::go_away::parse(&packet)
+        {
+            // The server started nothing after `last_started` and closes once idle: a
+            // running stream above it was not started (unsent); nothing new opens here.
+            if self.current_stream().is_some_and(|s| s > last_started) {
+                self.current = None;
+                self.events.push_back(Event::Finished {
+                    stream: self.last_stream,
+                    error: Some(Error::GoingAway),
+                });
+            }
+            if self.current.is_none() {
+                self.closed = Some(CloseReason::Eof);
+                self.transmit.clear();
+            } else {
+                self.draining = true;
+            }
+            return Ok(());
+        }
         if stream < self.last_stream {
             self.stats.late_packets += 1;
             return Ok(());
@@ -376,11 +400,13 @@ impl Connection {
                     _ => Metadata::new(),
                 };
                 if self.draining {
-                    // Not started: the connection closes now that it is idle.
-                    self.closed = Some(CloseReason::Drained);
+                    // Not started: the go-away tells the client so, and the connection
+                    // closes now that it is idle.
+                    self.go_away(CloseReason::Drained);
                     return Ok(());
                 }
                 self.stats.streams += 1;
+                self.last_started = stream;
                 self.current = Some(Current {
                     state: StreamState::new(stream),
                     deadline: None,
@@ -450,7 +476,7 @@ impl Connection {
                     error: Some(Error::DeadlineExceeded),
                 });
             }
-            None => self.closed = Some(CloseReason::IdleTimeout),
+            None => self.go_away(CloseReason::IdleTimeout),
         }
     }
 
@@ -637,12 +663,18 @@ impl Connection {
     }
 
     /// Server: stop starting streams; the connection closes ([`CloseReason::Drained`]) once
-    /// no stream is running.
+    /// no stream is running, after a go-away packet (`docs/wire.md` appendix B) that names the last
+    /// stream started, so that the client knows a later Invoke was not.
     pub fn drain(&mut self) {
         self.draining = true;
-        if self.current.is_none() && self.closed.is_none() {
-            self.closed = Some(CloseReason::Drained);
+        if self.current.is_none() {
+            self.go_away(CloseReason::Drained);
         }
+    }
+
+    /// Whether [`Connection::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Closes the connection now ([`CloseReason::Local`]); a running stream finishes with
@@ -725,9 +757,27 @@ impl Connection {
     }
 
     fn became_idle(&mut self) {
-        if self.draining && self.closed.is_none() {
-            self.closed = Some(CloseReason::Drained);
+        if self.draining {
+            match self.side {
+                Side::Server => self.go_away(CloseReason::Drained),
+                // The server said it goes away: nothing new opens here.
+                Side::Client if self.closed.is_none() => self.closed = Some(CloseReason::Eof),
+                Side::Client => {}
+            }
         }
+    }
+
+    /// Server: queues the go-away packet and closes with `reason` (once; a closed
+    /// connection sends nothing more).
+    fn go_away(&mut self, reason: CloseReason) {
+        if self.closed.is_some() || self.side != Side::Server {
+            return;
+        }
+        self.transmit.push_back(crate::wire::go_away::packet(
+            self.last_stream,
+            self.last_started,
+        ));
+        self.closed = Some(reason);
     }
 
     /// A newer Invoke on the server cancels the running stream (probe M); nothing is sent

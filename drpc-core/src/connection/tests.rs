@@ -544,9 +544,71 @@ fn draining_server_finishes_the_running_stream_then_closes() {
         p.server.close_reason(),
         Some(CloseReason::Drained)
     ));
-    // What the handler queued is still written.
+    // What the handler queued is still written, then the go-away naming stream 1.
     p.drive();
-    assert_eq!(p.take_wire().len(), 5);
+    let wire = p.take_wire();
+    assert_eq!(wire.len(), 6);
+    let (dir, stream, message, kind, control) = wire[5];
+    assert_eq!(dir, S2C);
+    assert_eq!(
+        (stream, message, control),
+        (1, crate::wire::go_away::GO_AWAY_MESSAGE, true)
+    );
+    assert_eq!(kind, Kind::Unknown(crate::wire::go_away::GO_AWAY_KIND));
+    // The client took it: its connection is closed, so the next call is unsent.
+    assert!(p.client.is_closed());
+    assert!(
+        p.client
+            .open(b"/x", &Metadata::new(), None)
+            .unwrap_err()
+            .is_unsent()
+    );
+}
+
+#[test]
+fn invoke_racing_a_drain_is_not_started_and_the_client_learns_it_is_unsent() {
+    let mut p = Pair::default_pair();
+    unary(&mut p.client, b"x");
+    p.drive();
+    p.serve_unary(b"y");
+    p.drive();
+    events(&mut p.server);
+    // The client writes its second call as the server begins to drain.
+    unary(&mut p.client, b"z");
+    p.server.drain();
+    p.drive();
+    assert!(
+        !events(&mut p.server)
+            .iter()
+            .any(|e| matches!(e, Event::Invoked { .. })),
+        "the second call was started"
+    );
+    let finished = events(&mut p.client)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Finished { stream: 2, error } => Some(error),
+            _ => None,
+        })
+        .expect("the client's second stream finished");
+    assert!(matches!(finished, Some(Error::GoingAway)));
+}
+
+#[test]
+fn idle_timeout_sends_go_away_naming_the_last_started_stream() {
+    let cfg = CoreConfig {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..CoreConfig::default()
+    };
+    let mut p = Pair::new(CoreConfig::default(), cfg);
+    unary(&mut p.client, b"x");
+    p.drive();
+    p.serve_unary(b"y");
+    p.drive();
+    p.take_wire();
+    let at = p.server.poll_timeout().unwrap();
+    p.server.handle_timeout(at);
+    let packet = p.server.poll_transmit().expect("a go-away");
+    assert_eq!(crate::wire::go_away::parse(&packet), Some(1));
 }
 
 #[test]

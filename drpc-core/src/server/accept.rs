@@ -55,8 +55,9 @@ impl Listener for tokio::net::UnixListener {
 
 /// The step between accept and serve, run on the connection's own task within the server's
 /// connection limit: a TLS handshake, or nothing ([`Plain`]). It may add to the connection's
-/// [`ConnInfo`] (a TLS acceptor adds the client's identity). The server abandons it when
-/// shutdown begins; acceptors bound their own time (a TLS handshake timeout).
+/// [`ConnInfo`] (a TLS acceptor adds the client's identity). A drain lets it finish (the
+/// connection is then served draining: a go-away at once); only the drain deadline abandons
+/// it. Acceptors bound their own time (a TLS handshake timeout).
 pub trait Acceptor<I>: Send + Sync + 'static {
     /// What is served: a transport for drpc, or whatever a mux server runs a session on.
     type Io: Send + 'static;

@@ -29,6 +29,37 @@ struct Active {
     shared: Arc<StreamShared>,
     handler: BoxFuture<'static, Result<(), Error>>,
     span: tracing::Span,
+    _in_flight: InFlight,
+}
+
+/// Counts a started call in [`Inner::in_flight`] until it is dropped.
+struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn new(server: &Arc<Inner>) -> InFlight {
+        server
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(Arc::clone(server))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// How long a closing connection (drained or idle) keeps reading after its go-away and FIN,
+/// waiting for the client to close its side: bytes the client sent meanwhile are read and
+/// dropped rather than left unread, which would make the close a reset (`docs/wire.md` appendix B).
+pub(crate) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The graceful close under way: go-away flushed, write side shut, reading until EOF.
+struct Closing {
+    shut: bool,
 }
 
 pub(crate) struct ServerConn<R> {
@@ -41,6 +72,7 @@ pub(crate) struct ServerConn<R> {
     active: Option<Active>,
     eof: bool,
     draining: bool,
+    closing: Option<Closing>,
     /// Alternates which of reading and the handler goes first on each poll, so that neither a
     /// handler writing as fast as the socket takes nor a peer flooding packets can use up the
     /// task's I/O budget and starve the other (a Cancel must be read while a stream streams).
@@ -93,6 +125,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             active: None,
             eof: false,
             draining: false,
+            closing: None,
             read_first: true,
             armed: false,
             frame_started: None,
@@ -109,6 +142,9 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         {
             self.cancel_active("server stopped");
             return Poll::Ready(Ok(()));
+        }
+        if self.closing.is_some() {
+            return self.poll_closing(cx);
         }
         if !self.draining
             && (self.server.shutdown.is_cancelled()
@@ -133,8 +169,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 self.cancel_active("write failed");
                 return Poll::Ready(if self.eof { Ok(()) } else { Err(e.into()) });
             }
-            if self.active.is_none() && (self.draining || self.eof) {
+            if self.active.is_none() && self.eof {
                 return Poll::Ready(Ok(()));
+            }
+            if self.active.is_none() && self.draining {
+                return self.begin_closing(cx);
             }
             if self.eof {
                 return Poll::Pending; // the handler is still finishing
@@ -149,10 +188,65 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         match self.poll_timeouts(cx) {
             Poll::Ready(Timeout::Idle) => {
                 tracing::debug!(peer = ?self.peer, "closing idle connection");
-                Poll::Ready(Ok(()))
+                self.begin_closing(cx)
             }
             Poll::Ready(Timeout::Frame) => Poll::Ready(Err(ProtocolError::FrameTimeout.into())),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Starts the graceful close of an idle connection (draining, or past its idle
+    /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
+    fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        let until = Instant::now() + CLOSE_LINGER;
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(until),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(until))),
+        }
+        self.timer_at = until;
+        self.closing = Some(Closing { shut: false });
+        self.poll_closing(cx)
+    }
+
+    /// The graceful close: flush (the go-away last), shut the write side (FIN), then read and
+    /// drop whatever the client still sends until it closes too, for at most
+    /// [`CLOSE_LINGER`]. Nothing read now is started.
+    fn poll_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        if self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        {
+            return Poll::Ready(Ok(()));
+        }
+        let shut = self.closing.as_ref().is_some_and(|c| c.shut);
+        if !shut {
+            if !self.writer.is_idle() {
+                match self.writer.poll_flush(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
+            match self.writer.poll_shutdown(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    if let Some(c) = &mut self.closing {
+                        c.shut = true;
+                    }
+                }
+            }
+        }
+        loop {
+            if self.eof {
+                return Poll::Ready(Ok(()));
+            }
+            match self.read.poll_packet(&mut self.io, cx) {
+                Poll::Ready(Ok(_)) => {} // not started: the go-away said so
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -326,6 +420,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             shared,
             handler,
             span,
+            _in_flight: InFlight::new(&self.server),
         });
     }
 

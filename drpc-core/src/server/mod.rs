@@ -14,13 +14,15 @@
 //! | [`ServerConfig::idle_timeout`] | 5 min | a connection with no stream running for that long is closed |
 //! | [`ServerConfig::frame_timeout`] | 30 s | a frame begun but not completed in that time closes the connection (slowloris) |
 //! | TLS handshake timeout (feature `tls`: `tls::TlsAcceptor::with_handshake_timeout`) | 10 s | a TLS connection whose handshake is not complete by then is closed before any handler runs; its connection slot is freed |
-//! | drain deadline of [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed |
+//! | drain deadline of [`Server::drain`] / [`Server::shutdown`] | caller's | handlers still running then are dropped and their connections closed (the client sees the connection end without a reply: a real failure) |
+//! | close linger (`CLOSE_LINGER`) | 2 s | a connection closing at a call boundary (drained, or idle past the idle timeout) sends a go-away packet and FIN, then reads and drops what the client still sends until it closes too, for at most this long (`docs/wire.md` appendix B) |
 
 mod accept;
 mod conn;
 mod handler;
 pub mod preface;
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +92,29 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     tracker: TaskTracker,
     connections: Arc<Semaphore>,
+    /// Calls started and not yet finished, on every connection.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// At most this many connections waiting in the listen backlog are served (with a go-away)
+/// when a drain begins, rather than reset by closing the listener.
+const BACKLOG_DRAIN: usize = 128;
+
+/// How a drain ([`Server::drain`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Calls still running when the grace period ended; they were dropped (their clients see
+    /// the connection end without a reply: a real failure). 0 when every call finished.
+    pub cut: usize,
+    /// How long the drain took.
+    pub took: Duration,
+}
+
+impl DrainReport {
+    /// Whether every call in flight finished within the grace period.
+    pub fn finished(&self) -> bool {
+        self.cut == 0
+    }
 }
 
 /// A drpc server: a [`Handler`] (usually a [`crate::Router`], possibly wrapped in tower
@@ -142,6 +167,7 @@ impl Server {
                 stop: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 connections,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -218,7 +244,27 @@ impl Server {
         let on_conn = Arc::new(on_conn);
         loop {
             let accepted = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = self.inner.shutdown.cancelled() => {
+                    // Connections already in the listen backlog have completed their TCP
+                    // handshake: their clients may be writing a call. Closing the listener
+                    // would reset them mid-call; served, they get a go-away at once. Only
+                    // what is queued now (bounded), and not once the deadline has passed.
+                    // Polled without yielding, so that the listener closes right after.
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    for _ in 0..BACKLOG_DRAIN.min(limit) {
+                        if self.inner.stop.is_cancelled() {
+                            break;
+                        }
+                        let accept = std::pin::pin!(listener.accept());
+                        match accept.poll(&mut cx) {
+                            std::task::Poll::Ready(Ok((io, peer))) => {
+                                self.spawn_conn(io, peer, &acceptor, &on_conn)
+                            }
+                            _ => break,
+                        }
+                    }
+                    return Ok(());
+                }
                 a = listener.accept() => a,
             };
             let (io, peer) = match accepted {
@@ -229,39 +275,60 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-                tracing::warn!(
-                    ?peer,
-                    limit,
-                    "connection limit reached; closing new connection"
-                );
-                drop(io);
-                continue;
-            };
-            let server = self.clone();
-            let acceptor = Arc::clone(&acceptor);
-            let on_conn = Arc::clone(&on_conn);
-            self.inner.tracker.spawn(async move {
-                let mut info = ConnInfo {
-                    peer,
-                    ..ConnInfo::default()
-                };
-                let accepted = tokio::select! {
-                    _ = server.inner.shutdown.cancelled() => None,
-                    r = acceptor.accept(io, &mut info) => match r {
-                        Ok(io) => Some(io),
-                        Err(e) => {
-                            tracing::debug!(?peer, error = %e, "connection not accepted");
-                            None
-                        }
-                    },
-                };
-                if let Some(io) = accepted {
-                    on_conn(server, io, info).await;
-                }
-                drop(permit);
-            });
+            self.spawn_conn(io, peer, &acceptor, &on_conn);
         }
+    }
+
+    /// Runs `acceptor` and then `on_conn` on an accepted connection, on its own tracked task,
+    /// within the connection limit (past it the connection is closed at once).
+    fn spawn_conn<I, A, F, Fut>(
+        &self,
+        io: I,
+        peer: Option<SocketAddr>,
+        acceptor: &Arc<A>,
+        on_conn: &Arc<F>,
+    ) where
+        I: Send + 'static,
+        A: Acceptor<I>,
+        F: Fn(Server, A::Io, ConnInfo) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
+            tracing::warn!(
+                ?peer,
+                limit = self.inner.config.max_connections,
+                "connection limit reached; closing new connection"
+            );
+            drop(io);
+            return;
+        };
+        let server = self.clone();
+        let acceptor = Arc::clone(acceptor);
+        let on_conn = Arc::clone(on_conn);
+        self.inner.tracker.spawn(async move {
+            let mut info = ConnInfo {
+                peer,
+                ..ConnInfo::default()
+            };
+            // A handshake under way when a drain begins is finished (bounded by the
+            // acceptor's own timeout): its client may count the connection as open and write a
+            // call, which the drained connection then refuses with a go-away instead of a
+            // reset. Only the drain deadline abandons it.
+            let accepted = tokio::select! {
+                _ = server.inner.stop.cancelled() => None,
+                r = acceptor.accept(io, &mut info) => match r {
+                    Ok(io) => Some(io),
+                    Err(e) => {
+                        tracing::debug!(?peer, error = %e, "connection not accepted");
+                        None
+                    }
+                },
+            };
+            if let Some(io) = accepted {
+                on_conn(server, io, info).await;
+            }
+            drop(permit);
+        });
     }
 
     /// Completes once [`Server::shutdown`] has begun (accept loops stop, connections drain).
@@ -328,20 +395,60 @@ impl Server {
     }
 
     /// Stops accepting, lets running calls finish for up to `drain`, then drops what is
-    /// left and waits for every connection task to end.
+    /// left and waits for every connection task to end: [`Server::drain`] without its report.
     pub async fn shutdown(&self, drain: Duration) {
+        self.drain(drain).await;
+    }
+
+    /// Drains the server (zero-downtime deploys, `docs/wire.md` appendix B): stops accepting, starts
+    /// no new call, tells every client it is going away (plain drpc: a go-away packet at the
+    /// next call boundary, then FIN; mux sessions: the same per stream, then the session's
+    /// own close), lets calls in flight finish for up to `grace`, then drops what is left
+    /// and waits for every connection task to end. Reports how many calls were cut.
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the server draining (it accepts nothing new) but stops
+    /// enforcing `grace`.
+    pub async fn drain(&self, grace: Duration) -> DrainReport {
+        let start = tokio::time::Instant::now();
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(drain, self.inner.tracker.wait())
+        let mut cut = 0;
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
             .await
             .is_err()
         {
+            cut = self.calls_in_flight();
             tracing::info!(
-                left = self.inner.tracker.len(),
+                connections = self.inner.tracker.len(),
+                calls = cut,
                 "drain deadline passed; stopping"
             );
             self.inner.stop.cancel();
             self.inner.tracker.wait().await;
         }
+        DrainReport {
+            cut,
+            took: start.elapsed(),
+        }
+    }
+
+    /// Whether a drain ([`Server::drain`], [`Server::shutdown`]) has begun: for a readiness
+    /// probe, which turns not-ready then.
+    pub fn is_draining(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Whether the drain deadline passed ([`Server::stopped`] has completed): calls still
+    /// running were dropped.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
+    /// Calls started and not finished yet, on every connection of this server.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner
+            .in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -121,6 +121,15 @@ impl Writer {
         r
     }
 
+    /// Closes the write side (a FIN; a TLS close_notify first) once everything is flushed.
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut inner = self.lock();
+        if inner.failed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        std::pin::Pin::new(&mut inner.io).poll_shutdown(cx)
+    }
+
     pub(crate) async fn flush(&self) -> io::Result<()> {
         poll_fn(|cx| self.poll_flush(cx)).await
     }

@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod go_away;
 pub mod packet;
 pub mod varint;
 

@@ -34,8 +34,13 @@
 //!   balancer to zero endpoints (balancing.md G12).
 //! - **Retry**: a call that failed before any byte of it was sent (a failed connect, a
 //!   connection found closed, or a remote [`NOT_HERE`](drpc_core::error::NOT_HERE) answer
-//!   from a routing server such as a reverse-connection hub) is retried once on another
-//!   endpoint; other failures are returned.
+//!   from a routing server such as a reverse-connection hub), or that a draining server did
+//!   not start ([`Error::GoingAway`]), is retried once on another endpoint; other failures
+//!   are returned.
+//! - **Draining servers** (`docs/wire.md` appendix B): a server's go-away or clean close
+//!   closes the endpoint's connection (a mux session reports closed after its first
+//!   go-away), which takes the endpoint out of the picker at once, even while discovery
+//!   still lists it; its reconnects then fail and ask discovery for a fresh set.
 //! - **Observability**: [`Balanced::stats`]; the `drpc_balance_endpoints{state}` gauge and
 //!   the `drpc_balance_calls_total{endpoint,outcome}` counter through the `metrics` facade.
 

@@ -80,6 +80,7 @@ async fn main() -> ExitCode {
         calls: 64,
         concurrency: 16,
         pool: Some(8),
+        slow_ms: None,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("   {report}");

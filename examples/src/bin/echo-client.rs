@@ -10,7 +10,8 @@
 //! Load mode, `echo-client --addr A --calls M [--concurrency C] [--pool N]`: M unary calls,
 //! C in flight, over a pool of at most N connections (or over one connection without
 //! `--pool`); prints `calls=M ok=K secs=S rps=R p50_us=X p99_us=Y` and exits 0 only if every
-//! call succeeded.
+//! call succeeded. `--slow-ms MS` makes each call `Slow` for MS milliseconds instead (calls
+//! that stay in flight, as when a server drains).
 //!
 //! `--metadata K=V` (repeatable) adds metadata to every call, such as `agent=NAME` to reach
 //! one agent through a reverse-connection hub's front door (`hub`).
@@ -72,6 +73,9 @@ struct Args {
     /// Load mode: calls in flight at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     concurrency: u32,
+    /// Load mode: each call is `Slow` sleeping this many milliseconds instead of `Unary`.
+    #[arg(long, value_name = "MS", requires = "calls")]
+    slow_ms: Option<u32>,
     /// Load mode: use a pool of at most this many connections (default: one connection).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pool: Option<u32>,
@@ -306,6 +310,7 @@ async fn load_balanced(
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
+        slow_ms: args.slow_ms,
     };
     let mut report = drpc_examples::load::run_on(conn.clone(), &load).await;
     report.backends = Some(drpc_examples::balance::backends(&conn.stats()));
@@ -354,6 +359,7 @@ async fn load(args: &Args, calls: u64) -> ExitCode {
         calls,
         concurrency: args.concurrency as usize,
         pool: args.pool.map(|n| n as usize),
+        slow_ms: args.slow_ms,
     };
     let report = drpc_examples::load::run(&dial, &load).await;
     println!("{report}");

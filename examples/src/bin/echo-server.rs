@@ -13,10 +13,19 @@
 //! `--http HOST:PORT` serves the HTTP/JSON gateway (Connect's unary rules) and a web demo at
 //! `http://HOST:PORT/` (printing `http on http://HOST:PORT/`).
 //!
+//! **Drain** (zero-downtime deploys): on SIGTERM or SIGINT it prints `draining`, turns
+//! `--health-addr`'s `/readyz` to 503, waits `--drain-delay SECS` (default 0; the DNS TTL
+//! when clients find it through DNS) still serving, then stops accepting, tells every client
+//! it is going away and lets calls in flight finish: it exits 0 once they all finished, or 1
+//! when `--drain-timeout SECS` (default 30) passed first (the calls still running are cut).
+//! `--health-addr HOST:PORT` serves `GET /readyz` and `GET /livez` (printing
+//! `health on http://HOST:PORT/readyz`).
+//!
 //! `--etcd http://HOST:PORT --register SERVICE` registers the server in etcd under
 //! `/drpc/services/SERVICE/ADDR` with a lease (TTL 10 s, kept alive), printing
-//! `registered KEY`; on SIGTERM it deletes the key first (printing `deregistered KEY`), then
-//! exits. `echo-client --resolve etcd://HOST:PORT/SERVICE` finds it.
+//! `registered KEY`; on SIGTERM the drain deletes the key first (printing
+//! `deregistered KEY`), before it closes anything. `echo-client --resolve
+//! etcd://HOST:PORT/SERVICE` finds it.
 //!
 //! Migration (README "Migrating to drpc-rs"): `--grpc` also serves the echo service over gRPC
 //! (tonic) on the same port (drpc clients then send the `DRPC!!!1` preface, `echo-client
@@ -25,6 +34,8 @@
 //! `--encoding msgpack` serves the echo RPCs with MessagePack instead of protobuf.
 
 use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use drpc_core::{Server, ServerConfig};
@@ -47,6 +58,16 @@ struct Args {
     /// Serve the HTTP/JSON gateway and the web demo at http://HOST:PORT/.
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
+    /// On SIGTERM/SIGINT, let calls in flight finish for this long (then exit 1).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// On SIGTERM/SIGINT, keep serving this long after turning not-ready, before closing
+    /// anything (the DNS TTL clients resolve with).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    drain_delay: f64,
+    /// Serve the readiness probe at http://HOST:PORT/readyz (503 once draining).
+    #[arg(long, value_name = "HOST:PORT")]
+    health_addr: Option<String>,
     /// Also serve the echo service over gRPC (tonic) on the same port; drpc clients must
     /// send the `DRPC!!!1` preface (plain TCP only).
     #[arg(long)]
@@ -71,23 +92,38 @@ struct Args {
     register: Option<String>,
 }
 
-/// With `--etcd` and `--register`: registers `addr`, prints `registered KEY`, and
-/// deregisters on SIGTERM.
-async fn register(args: &Args, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    if let (Some(url), Some(service)) = (&args.etcd, &args.register) {
-        let registration = drpc_examples::etcd::register(url, service, addr).await?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "registered {}", registration.key())?;
-        out.flush()?;
-        drpc_examples::etcd::deregister_on_sigterm(registration);
-    }
-    Ok(())
+/// With `--etcd` and `--register`: registers `addr` and prints `registered KEY`; the drain
+/// deregisters it first.
+async fn register(
+    args: &Args,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<drpc_pool::etcd::Registration>> {
+    let (Some(url), Some(service)) = (&args.etcd, &args.register) else {
+        return Ok(None);
+    };
+    let registration = drpc_examples::etcd::register(url, service, addr).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "registered {}", registration.key())?;
+    out.flush()?;
+    Ok(Some(registration))
+}
+
+/// Seconds from the command line as a duration (finite, not negative).
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|e| anyhow::anyhow!("--{flag} {secs}: {e}"))
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     drpc_examples::cli::init_tracing();
-    let args = Args::parse();
+    let args = match drpc_examples::cli::parse_args::<Args>() {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    let drain_timeout = seconds("drain-timeout", args.drain_timeout)?;
+    let drain_delay = seconds("drain-delay", args.drain_delay)?;
+    // Installed before `listening on`: a SIGTERM from then on drains.
+    let signal = tokio::spawn(drpc_examples::drain::signal());
     let transport = drpc_examples::cli::server_transport(&args.transport)?;
     if let Some(addr) = &args.metrics_addr {
         let handle = drpc_examples::metrics::install()?;
@@ -96,6 +132,14 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "metrics on http://{}/metrics", listener.local_addr()?)?;
         out.flush()?;
         tokio::spawn(drpc_examples::metrics::serve(listener, handle));
+    }
+    let readiness = drpc_examples::health::Readiness::new();
+    if let Some(addr) = &args.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "health on http://{}/readyz", listener.local_addr()?)?;
+        out.flush()?;
+        tokio::spawn(drpc_examples::health::serve(listener, readiness.clone()));
     }
     if args.grpc && !matches!(transport, drpc_examples::cli::ServerTransport::Tcp) {
         anyhow::bail!(
@@ -130,30 +174,83 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
         tokio::spawn(drpc_examples::echo::gateway(server.clone()).serve(listener));
     }
-    if let drpc_examples::cli::ServerTransport::Quic(tls) = transport {
-        // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
-        if args.register.is_some() {
-            let addr: std::net::SocketAddr = args.addr.parse()?;
-            anyhow::ensure!(addr.port() != 0, "--register with QUIC needs a fixed port");
-            register(&args, addr).await?;
+    let (serving, registration) = match transport {
+        drpc_examples::cli::ServerTransport::Quic(tls) => {
+            // QUIC listens on UDP at --addr (always TLS, certificates from --cert-dir).
+            let mut registration = None;
+            if args.register.is_some() {
+                let addr: std::net::SocketAddr = args.addr.parse()?;
+                anyhow::ensure!(addr.port() != 0, "--register with QUIC needs a fixed port");
+                registration = register(&args, addr).await?;
+            }
+            let (server, addr) = (server.clone(), args.addr.clone());
+            let serving =
+                tokio::spawn(
+                    async move { drpc_examples::mux::serve_quic(&server, &addr, tls).await },
+                );
+            (serving, registration)
         }
-        return drpc_examples::mux::serve_quic(&server, &args.addr, tls).await;
+        transport => {
+            let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+            let local = listener.local_addr()?;
+            {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "listening on {local}")?;
+                out.flush()?;
+            }
+            let registration = register(&args, local).await?;
+            let server = server.clone();
+            let grpc_prefix = args.grpc.then(|| {
+                args.prefix
+                    .clone()
+                    .unwrap_or_else(|| drpc_examples::echo::PREFIX.to_string())
+            });
+            let serving = tokio::spawn(async move {
+                match grpc_prefix {
+                    Some(prefix) => {
+                        drpc_examples::grpc::serve_shared(&server, listener, &prefix).await
+                    }
+                    None => transport.serve(&server, listener).await,
+                }
+            });
+            (serving, registration)
+        }
+    };
+    tokio::pin!(serving);
+    tokio::select! {
+        ended = &mut serving => {
+            // Serving ended before any signal: a bind or serve error.
+            ended??;
+            return Ok(ExitCode::SUCCESS);
+        }
+        sig = signal => {
+            let sig = sig??;
+            tracing::info!(signal = sig, "draining");
+        }
     }
-    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
+    // Deregistration first (etcd; the place for other registries), then the delay and the
+    // drain.
+    let mut drain = drpc_examples::drain::DrainSequence::new(server, readiness, drain_timeout)
+        .delay(drain_delay);
+    if let Some(registration) = registration {
+        drain = drain.deregister("etcd", async move {
+            let key = registration.key().to_string();
+            registration.deregister().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "deregistered {key}")?;
+            out.flush()?;
+            Ok(())
+        });
     }
-    register(&args, addr).await?;
-    if args.grpc {
-        let prefix = args
-            .prefix
-            .as_deref()
-            .unwrap_or(drpc_examples::echo::PREFIX);
-        return drpc_examples::grpc::serve_shared(&server, listener, prefix).await;
+    let report = drain.run().await?;
+    // The accept loop has ended (QUIC: it refuses new connections until the drained ones
+    // closed); do not wait on a serve loop that outlives the drain.
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(1), &mut serving).await {
+        tracing::debug!(error = %e, "serve loop ended with an error");
     }
-    transport.serve(&server, listener).await?;
-    Ok(())
+    Ok(if report.finished() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
