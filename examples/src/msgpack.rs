@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use drpc_core::encoding::MsgPack;
-use drpc_core::error::go_quote;
 use drpc_core::{CallOptions, CancelMode, ConnExt, Context, Error, Router, TypedStream};
 use serde::{Deserialize, Serialize};
 
 use crate::echo::rpc;
-use crate::scenarios::{Dial, Outcome, Settings, expected};
+use crate::scenarios::{Dial, Outcome, Settings, expected, line};
 
 /// The echo message as a serde type (a MessagePack map `{text, n}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,11 +124,7 @@ async fn unary(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let r: Msg = conn
         .call_with(MsgPack, rpc::UNARY, &msg("hi", 7), options())
         .await?;
-    lines.push(format!(
-        "Unary -> {} n={}",
-        go_quote(r.text.as_bytes()),
-        r.n
-    ));
+    lines.push(line::msg("Unary ->", &r.text, r.n));
     Ok(())
 }
 
@@ -139,11 +134,7 @@ async fn server_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<(
         .server_streaming_with::<_, Msg, Msg>(MsgPack, rpc::SERVER_STREAM, &msg("s", 3), options())
         .await?;
     while let Some(m) = s.recv().await? {
-        lines.push(format!(
-            "ServerStream recv {} n={}",
-            go_quote(m.text.as_bytes()),
-            m.n
-        ));
+        lines.push(line::msg("ServerStream recv", &m.text, m.n));
     }
     Ok(())
 }
@@ -157,11 +148,7 @@ async fn client_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<(
         s.send(&msg(format!("c{i}"), i)).await?;
     }
     let r = s.close_and_recv().await?;
-    lines.push(format!(
-        "ClientStream -> {} n={}",
-        go_quote(r.text.as_bytes()),
-        r.n
-    ));
+    lines.push(line::msg("ClientStream ->", &r.text, r.n));
     Ok(())
 }
 
@@ -173,21 +160,14 @@ async fn bidi(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     for i in 1..=2 {
         s.send(&msg(format!("b{i}"), i)).await?;
         let m = s.recv().await?.context("stream ended early")?;
-        lines.push(format!(
-            "Bidi recv {} n={}",
-            go_quote(m.text.as_bytes()),
-            m.n
-        ));
+        lines.push(line::msg("Bidi recv", &m.text, m.n));
     }
     s.close_send().await?;
-    lines.push(match s.recv().await {
-        Ok(None) => "Bidi final recv err=EOF (EOF=true)".to_string(),
-        Ok(Some(m)) => format!(
-            "Bidi final recv unexpected message {:?} (EOF=false)",
-            m.text
-        ),
-        Err(e) => format!("Bidi final recv err={e} (EOF=false)"),
-    });
+    let last = s.recv().await;
+    lines.push(line::bidi_final(match &last {
+        Ok(m) => Ok(m.as_ref().map(|m| m.text.as_str())),
+        Err(e) => Err(e),
+    }));
     Ok(())
 }
 
@@ -196,21 +176,10 @@ async fn fail(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let r: Result<Msg, Error> = conn
         .call_with(MsgPack, rpc::FAIL, &msg("bad", 42), options())
         .await;
-    match &r {
-        Err(e) => lines.push(format!(
-            "Fail -> err={} code={}",
-            go_quote(e.to_string().as_bytes()),
-            e.code()
-        )),
-        Ok(_) => lines.push("Fail -> err=<nil> code=0".into()),
-    }
+    lines.push(line::fail(&r));
     let r: Result<Msg, Error> = conn
         .call_with(MsgPack, rpc::UNARY, &msg("after-fail", 1), options())
         .await;
-    let text = match r {
-        Ok(_) => "<nil>".to_string(),
-        Err(e) => e.to_string(),
-    };
-    lines.push(format!("Unary after Fail -> err={text}"));
+    lines.push(line::unary_after_fail(&r));
     Ok(())
 }

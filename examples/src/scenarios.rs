@@ -218,21 +218,55 @@ async fn client(dial: &Dial, mode: CancelMode) -> anyhow::Result<EchoClient<Shar
     Ok(EchoClient::new(dial(mode).await?).with_timeout(Duration::from_secs(10)))
 }
 
-fn err_text(e: &Result<Msg, Error>) -> String {
+fn err_text<T>(e: &Result<T, Error>) -> String {
     match e {
         Ok(_) => "<nil>".into(),
         Err(e) => e.to_string(),
     }
 }
 
+/// The output lines the scenarios print, shared by the protobuf and the MessagePack
+/// scenarios ([`crate::msgpack`]) so the two cannot drift from the Go client's lines.
+pub(crate) mod line {
+    use drpc_core::Error;
+    use drpc_core::error::go_quote;
+
+    /// `LABEL "text" n=N`, the line of one echoed message.
+    pub(crate) fn msg(label: &str, text: &str, n: i64) -> String {
+        format!("{label} {} n={n}", go_quote(text.as_bytes()))
+    }
+
+    /// The last `recv` of `Bidi` after CloseSend (`text` of a message that should not be there).
+    pub(crate) fn bidi_final(r: Result<Option<&str>, &Error>) -> String {
+        match r {
+            Ok(None) => "Bidi final recv err=EOF (EOF=true)".to_string(),
+            Ok(Some(text)) => format!("Bidi final recv unexpected message {text:?} (EOF=false)"),
+            Err(e) => format!("Bidi final recv err={e} (EOF=false)"),
+        }
+    }
+
+    /// The `Fail` call's line.
+    pub(crate) fn fail<T>(r: &Result<T, Error>) -> String {
+        match r {
+            Err(e) => format!(
+                "Fail -> err={} code={}",
+                go_quote(e.to_string().as_bytes()),
+                e.code()
+            ),
+            Ok(_) => "Fail -> err=<nil> code=0".into(),
+        }
+    }
+
+    /// The line of the `Unary` call that follows `Fail` on the same connection.
+    pub(crate) fn unary_after_fail<T>(r: &Result<T, Error>) -> String {
+        format!("Unary after Fail -> err={}", super::err_text(r))
+    }
+}
+
 async fn unary(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let client = client(dial, CancelMode::Soft).await?;
     let r = client.unary(&Msg::new("hi", 7)).await?;
-    lines.push(format!(
-        "Unary -> {} n={}",
-        go_quote(r.text.as_bytes()),
-        r.n
-    ));
+    lines.push(line::msg("Unary ->", &r.text, r.n));
     Ok(())
 }
 
@@ -240,11 +274,7 @@ async fn unary_md(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let client = client(dial, CancelMode::Soft).await?;
     let options = client.call_options().with_metadata("k", "v");
     let r = client.unary_with(&Msg::new("hi", 7), options).await?;
-    lines.push(format!(
-        "Unary(md) -> {} n={}",
-        go_quote(r.text.as_bytes()),
-        r.n
-    ));
+    lines.push(line::msg("Unary(md) ->", &r.text, r.n));
     Ok(())
 }
 
@@ -252,11 +282,7 @@ async fn unary_twice(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()>
     let client = client(dial, CancelMode::Soft).await?;
     for i in 0..2 {
         let r = client.unary(&Msg::new(format!("call{i}"), i)).await?;
-        lines.push(format!(
-            "Unary#{i} -> {} n={}",
-            go_quote(r.text.as_bytes()),
-            r.n
-        ));
+        lines.push(line::msg(&format!("Unary#{i} ->"), &r.text, r.n));
     }
     Ok(())
 }
@@ -265,11 +291,7 @@ async fn server_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<(
     let client = client(dial, CancelMode::Soft).await?;
     let mut s = client.server_stream(&Msg::new("s", 3)).await?;
     while let Some(m) = s.recv().await? {
-        lines.push(format!(
-            "ServerStream recv {} n={}",
-            go_quote(m.text.as_bytes()),
-            m.n
-        ));
+        lines.push(line::msg("ServerStream recv", &m.text, m.n));
     }
     Ok(())
 }
@@ -281,11 +303,7 @@ async fn client_stream(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<(
         s.send(&Msg::new(format!("c{i}"), i)).await?;
     }
     let r = s.close_and_recv().await?;
-    lines.push(format!(
-        "ClientStream -> {} n={}",
-        go_quote(r.text.as_bytes()),
-        r.n
-    ));
+    lines.push(line::msg("ClientStream ->", &r.text, r.n));
     Ok(())
 }
 
@@ -295,37 +313,23 @@ async fn bidi(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     for i in 1..=2 {
         s.send(&Msg::new(format!("b{i}"), i)).await?;
         let m = s.recv().await?.context("stream ended early")?;
-        lines.push(format!(
-            "Bidi recv {} n={}",
-            go_quote(m.text.as_bytes()),
-            m.n
-        ));
+        lines.push(line::msg("Bidi recv", &m.text, m.n));
     }
     s.close_send().await?;
-    lines.push(match s.recv().await {
-        Ok(None) => "Bidi final recv err=EOF (EOF=true)".to_string(),
-        Ok(Some(m)) => format!(
-            "Bidi final recv unexpected message {:?} (EOF=false)",
-            m.text
-        ),
-        Err(e) => format!("Bidi final recv err={e} (EOF=false)"),
-    });
+    let last = s.recv().await;
+    lines.push(line::bidi_final(match &last {
+        Ok(m) => Ok(m.as_ref().map(|m| m.text.as_str())),
+        Err(e) => Err(e),
+    }));
     Ok(())
 }
 
 async fn fail(dial: &Dial, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let client = client(dial, CancelMode::Soft).await?;
     let r = client.fail(&Msg::new("bad", 42)).await;
-    match &r {
-        Err(e) => lines.push(format!(
-            "Fail -> err={} code={}",
-            go_quote(e.to_string().as_bytes()),
-            e.code()
-        )),
-        Ok(_) => lines.push("Fail -> err=<nil> code=0".into()),
-    }
+    lines.push(line::fail(&r));
     let r = client.unary(&Msg::new("after-fail", 1)).await;
-    lines.push(format!("Unary after Fail -> err={}", err_text(&r)));
+    lines.push(line::unary_after_fail(&r));
     Ok(())
 }
 
@@ -359,11 +363,7 @@ async fn cancel(dial: &Dial, mode: CancelMode, lines: &mut Vec<String>) -> anyho
     lines.push("conn still open after cancel".into());
     if mode == CancelMode::Soft {
         let r = client.unary(&Msg::new("after-cancel", 1)).await?;
-        lines.push(format!(
-            "Unary after cancel -> {} n={}",
-            go_quote(r.text.as_bytes()),
-            r.n
-        ));
+        lines.push(line::msg("Unary after cancel ->", &r.text, r.n));
     }
     Ok(())
 }
