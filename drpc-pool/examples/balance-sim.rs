@@ -9,7 +9,8 @@
 //! and G12 run real balanced connections against echo servers on 127.0.0.1.
 //!
 //! `cargo run --release -p drpc-pool --example balance-sim [-- --quick]`: `--quick` (for CI)
-//! runs a smaller grid and skips the slow real-time rows.
+//! runs a smaller grid and skips the slow real-time rows; `--only PART` runs one part
+//! (`subsetting`, `routing`, `hot_keys`, `g11` or `realtime`).
 //!
 //! ci-skip: .ci/run runs it in a step of its own (`--quick`), which checks its output lines.
 
@@ -213,6 +214,10 @@ fn routing(quick: bool) {
         rendezvous_max: usize::MAX,
         ..RouteConfig::default()
     };
+    let all_multiprobe = RouteConfig {
+        rendezvous_max: 0,
+        ..RouteConfig::default()
+    };
     let maglev = RouteConfig {
         large: LargeSet::Maglev,
         ..RouteConfig::default()
@@ -221,7 +226,7 @@ fn routing(quick: bool) {
     let cases: Vec<(&str, Names, usize, &RouteConfig, bool)> = if quick {
         vec![
             ("jump", names, 100, &default, true),
-            ("rendezvous", deployment, 100, &default, true),
+            ("rendezvous", deployment, 40, &default, true),
             ("multiprobe", deployment, 1000, &default, true),
         ]
     } else {
@@ -230,8 +235,13 @@ fn routing(quick: bool) {
             ("jump", names, 100, &default, true),
             ("jump", names, 1000, &default, true),
             ("rendezvous", deployment, 10, &default, true),
-            ("rendezvous", deployment, 100, &default, true),
+            ("rendezvous", deployment, 40, &default, true),
+            ("rendezvous", deployment, 100, &all_rendezvous, true),
             ("rendezvous", deployment, 1000, &all_rendezvous, false),
+            ("multiprobe", deployment, 10, &all_multiprobe, true),
+            ("multiprobe", deployment, 64, &default, true),
+            ("multiprobe", deployment, 100, &default, true),
+            ("multiprobe", deployment, 128, &default, true),
             ("multiprobe", deployment, 300, &default, true),
             ("multiprobe", deployment, 1000, &default, true),
             ("multiprobe", deployment, 3000, &default, true),
@@ -842,8 +852,10 @@ async fn g11() {
         ("p2c", &web, n, None),
         ("route_jump", &web, 100, Some(&default)),
         ("route_jump", &web, n, Some(&default)),
-        ("route_rendezvous", &pods, 100, Some(&default)),
-        ("route_rendezvous", &pods, 128, Some(&default)),
+        ("route_rendezvous", &pods, 48, Some(&default)),
+        ("route_multiprobe", &pods, 64, Some(&default)),
+        ("route_multiprobe", &pods, 100, Some(&default)),
+        ("route_multiprobe", &pods, 128, Some(&default)),
         ("route_multiprobe", &pods, n, Some(&default)),
         ("route_maglev", &pods, n, Some(&maglev)),
     ] {
@@ -921,18 +933,35 @@ async fn g11() {
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only PART` (subsetting, routing, hot_keys, g11, realtime) runs one part.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let start = Instant::now();
-    subsetting(quick);
-    routing(quick);
-    hot_keys(quick);
-    g11().await;
-    g7_push().await;
-    if !quick {
-        g12().await;
-        let (a, b, c) = tokio::join!(g9(1), g9(3), g9(5));
-        let _ = (a, b, c);
-        g8c().await;
+    if part("subsetting") {
+        subsetting(quick);
+    }
+    if part("routing") {
+        routing(quick);
+    }
+    if part("hot_keys") {
+        hot_keys(quick);
+    }
+    if part("g11") {
+        g11().await;
+    }
+    if part("realtime") {
+        g7_push().await;
+        if !quick {
+            g12().await;
+            let (a, b, c) = tokio::join!(g9(1), g9(3), g9(5));
+            let _ = (a, b, c);
+            g8c().await;
+        }
     }
     println!(
         "metric=run_seconds value={:.1} target=180 pass={}",

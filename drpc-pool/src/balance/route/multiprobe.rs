@@ -10,19 +10,20 @@
 //! pick costs `probes` lookups, each one read of a cell table with about two cells per
 //! point; a rebuild sorts N·points values.
 
-use super::super::hash::{fold, mix64};
+use super::super::hash::mix64;
 
-/// The probe seeds: the `i`-th probe of key `k` is at `fold(k ^ SEEDS[i])`.
-const SEEDS: [u64; MAX_PROBES] = seeds();
+/// The probe multipliers: the `i`-th probe of key `k` is the top 32 bits of
+/// `k · MULTIPLIERS[i]` (odd constants; `k` is already a full-avalanche hash).
+const MULTIPLIERS: [u64; MAX_PROBES] = multipliers();
 
 /// The most probes a key may use.
 pub(crate) const MAX_PROBES: usize = 64;
 
-const fn seeds() -> [u64; MAX_PROBES] {
+const fn multipliers() -> [u64; MAX_PROBES] {
     let mut s = [0u64; MAX_PROBES];
     let mut i = 0;
     while i < MAX_PROBES {
-        s[i] = mix64(0x6d70_726f_6265 ^ (i as u64));
+        s[i] = mix64(0x6d70_726f_6265 ^ (i as u64)) | 1;
         i += 1;
     }
     s
@@ -30,10 +31,10 @@ const fn seeds() -> [u64; MAX_PROBES] {
 
 /// A multi-probe ring over one endpoint set.
 ///
-/// A candidate (a probe's successor) is packed as `distance << 32 | rank`, where `rank` is
-/// the owner's place among the endpoints sorted by name hash: the smallest packed value is
-/// the closest point, ties going to the same endpoint on every client whatever the order of
-/// its list.
+/// A candidate (a probe's successor) is packed as `distance << RANK_BITS | rank`, where
+/// `rank` is the owner's place among the endpoints sorted by name hash: the smallest packed
+/// value is the closest point, ties going to the same endpoint on every client whatever the
+/// order of its list.
 #[derive(Debug, Clone)]
 pub(crate) struct MultiProbe {
     /// Ring positions (32-bit), ascending.
@@ -42,13 +43,24 @@ pub(crate) struct MultiProbe {
     ranks: Vec<u32>,
     /// Rank → index in the list the ring was built from.
     index_of: Vec<u32>,
-    /// Cell `c` (the top bits of a position) → the first two points at or after the cell's
-    /// start, each as `position << 32 | rank` (`u64::MAX` past the last point): one memory
-    /// read answers almost every lookup.
-    cells: Vec<[u64; 2]>,
+    /// Cell `c` (the top bits of a position) → the first three points at or after the
+    /// cell's start, each packed as `position << RANK_BITS | rank`, where a point past the end of
+    /// the ring is the first one again, 2³² further on (a 33-bit position): one memory read
+    /// and no wrap test answer almost every lookup.
+    cells: Vec<[u64; CELL]>,
     shift: u32,
     probes: usize,
 }
+
+/// The low bits of a packed candidate holding the owner's rank (the other 33 hold a
+/// position or distance on the ring, up to 2³²).
+const RANK_BITS: u32 = 31;
+
+/// Points per cell of the lookup table.
+const CELL: usize = 3;
+
+/// Packed distances at or above this are not distances (a point before the probe).
+const FAR: u64 = 1 << 63;
 
 impl MultiProbe {
     /// The ring over endpoints with these name hashes, each with `points[i]` points.
@@ -66,12 +78,16 @@ impl MultiProbe {
         // Equal positions are ordered by rank, not by list order, so that every client
         // agrees; the second of two equal points never wins a key.
         ring.sort_unstable();
-        // About two cells per point.
-        let bits = (usize::BITS - (ring.len() * 2).max(2).leading_zeros()).min(24);
+        // About four cells per point: a cell rarely holds three (0.2 %).
+        let bits = (usize::BITS - (ring.len() * 4).max(2).leading_zeros()).min(24);
         let shift = 32 - bits;
         let packed = |i: usize| {
-            ring.get(i)
-                .map_or(u64::MAX, |&(p, r)| u64::from(p) << 32 | u64::from(r))
+            if ring.is_empty() {
+                return u64::MAX;
+            }
+            let (p, r) = ring[i % ring.len()];
+            let wrap = if i >= ring.len() { 1u64 << 32 } else { 0 };
+            (u64::from(p) + wrap) << RANK_BITS | u64::from(r)
         };
         let mut cells = Vec::with_capacity(1 << bits);
         let mut next = 0usize;
@@ -80,7 +96,7 @@ impl MultiProbe {
             while next < ring.len() && ring[next].0 < start {
                 next += 1;
             }
-            cells.push([packed(next), packed(next + 1)]);
+            cells.push([packed(next), packed(next + 1), packed(next + 2)]);
         }
         MultiProbe {
             points: ring.iter().map(|&(p, _)| p).collect(),
@@ -92,32 +108,40 @@ impl MultiProbe {
         }
     }
 
-    /// The probe positions of a key.
+    /// The probe position of a key for one multiplier.
     #[inline(always)]
-    fn probe(key: u64, seed: u64) -> u32 {
-        (fold(key ^ seed) >> 32) as u32
+    fn probe(key: u64, multiplier: u64) -> u32 {
+        (key.wrapping_mul(multiplier) >> 32) as u32
     }
 
     /// The point following position `x` (the first at or after it, wrapping), packed as
-    /// `distance << 32 | rank`. The ring is not empty.
-    #[inline(always)]
+    /// `distance << RANK_BITS | rank`. The ring is not empty.
     fn successor(&self, x: u32) -> u64 {
-        let [first, second] = self.cells[(x >> self.shift) as usize];
-        let at = u64::from(x) << 32;
-        // `first >= at` exactly when the first point's position is at or after x.
-        let p = if first >= at { first } else { second };
-        if p >= at && p >> 32 != u64::from(u32::MAX) {
-            return p - at;
+        let cell = &self.cells[(x >> self.shift) as usize];
+        let at = u64::from(x) << RANK_BITS;
+        match Self::closer(cell, at) {
+            d if d < FAR => d,
+            _ => self.successor_slow(x),
         }
-        self.successor_slow(x)
     }
 
-    /// [`MultiProbe::successor`] past the cell's two points or past the last point.
+    /// The distance from `at` to the first of a cell's points at or after it; at least
+    /// [`FAR`] when all are before it. Without a branch: a point before `at` wraps to a
+    /// distance of at least 2⁶³, and a real distance is below 2³² (packed, below 2⁶³).
+    #[inline(always)]
+    fn closer(cell: &[u64; CELL], at: u64) -> u64 {
+        let [a, b, c] = *cell;
+        a.wrapping_sub(at)
+            .min(b.wrapping_sub(at))
+            .min(c.wrapping_sub(at))
+    }
+
+    /// [`MultiProbe::successor`] past the cell's points.
     #[cold]
     fn successor_slow(&self, x: u32) -> u64 {
         let i = self.points.partition_point(|&p| p < x);
         let i = if i == self.points.len() { 0 } else { i };
-        u64::from(self.points[i].wrapping_sub(x)) << 32 | u64::from(self.ranks[i])
+        u64::from(self.points[i].wrapping_sub(x)) << RANK_BITS | u64::from(self.ranks[i])
     }
 
     /// The endpoint of the key whose hash is `key` (`None` for an empty ring).
@@ -126,14 +150,40 @@ impl MultiProbe {
         if self.points.is_empty() {
             return None;
         }
-        // Two independent running minima, so that one compare does not wait for the
-        // previous one.
+        // The hot loop: no branch but the cell's bounds check. Four independent running
+        // minima, so that one compare does not wait for the previous one; `far` collects
+        // whether some probe fell past its cell's two points (rare), which the exact loop
+        // then handles.
         let mut best = [u64::MAX; 2];
-        for (n, &seed) in SEEDS[..self.probes].iter().enumerate() {
-            let c = self.successor(Self::probe(key, seed));
-            best[n & 1] = best[n & 1].min(c);
+        let mut far = 0u64;
+        let shift = self.shift;
+        let cells = &self.cells[..];
+        let mut lookup = |m: u64| {
+            let product = key.wrapping_mul(m);
+            let cell = &cells[(product >> 32 >> shift) as usize];
+            let at = (product >> (32 - RANK_BITS)) & !((1 << RANK_BITS) - 1);
+            let d = Self::closer(cell, at);
+            far |= d;
+            d
+        };
+        let multipliers = &MULTIPLIERS[..self.probes];
+        let mut pairs = multipliers.chunks_exact(2);
+        for m in &mut pairs {
+            best[0] = best[0].min(lookup(m[0]));
+            best[1] = best[1].min(lookup(m[1]));
         }
-        Some(self.index_of[(best[0].min(best[1]) & 0xffff_ffff) as usize] as usize)
+        if let [m] = pairs.remainder() {
+            best[0] = best[0].min(lookup(*m));
+        }
+        let mut best = best[0].min(best[1]);
+        if far >= FAR {
+            best = multipliers
+                .iter()
+                .map(|&m| self.successor(Self::probe(key, m)))
+                .min()
+                .unwrap_or(u64::MAX);
+        }
+        Some(self.index_of[(best & ((1 << RANK_BITS) - 1)) as usize] as usize)
     }
 
     /// The key's endpoints in its order: by the distance from each probe to its point,
@@ -142,14 +192,14 @@ impl MultiProbe {
         if self.points.is_empty() {
             return Vec::new();
         }
-        let mut found: Vec<u64> = SEEDS[..self.probes]
+        let mut found: Vec<u64> = MULTIPLIERS[..self.probes]
             .iter()
-            .map(|&seed| self.successor(Self::probe(key, seed)))
+            .map(|&m| self.successor(Self::probe(key, m)))
             .collect();
         found.sort_unstable();
         let mut out: Vec<usize> = Vec::with_capacity(found.len());
         for c in found {
-            let i = self.index_of[(c & 0xffff_ffff) as usize] as usize;
+            let i = self.index_of[(c & ((1 << RANK_BITS) - 1)) as usize] as usize;
             if !out.contains(&i) {
                 out.push(i);
             }
