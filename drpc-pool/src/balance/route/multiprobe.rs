@@ -288,6 +288,43 @@ mod tests {
         assert!(s.iter().cloned().fold(0.0, f64::max) * 300.0 > 3.0);
     }
 
+    /// The endpoint of a key by binary searches alone: the closest successor over all
+    /// probes, ties to the lower rank.
+    fn by_search(r: &MultiProbe, key: u64) -> usize {
+        let best = MULTIPLIERS[..r.probes]
+            .iter()
+            .map(|&m| {
+                let x = MultiProbe::probe(key, m);
+                let i = r.points.partition_point(|&p| p < x) % r.points.len();
+                (r.points[i].wrapping_sub(x), r.ranks[i])
+            })
+            .min()
+            .unwrap();
+        r.index_of[best.1 as usize] as usize
+    }
+
+    #[test]
+    fn cell_lookups_agree_with_binary_searches() {
+        for (n, points) in [(1, 1), (2, 1), (3, 4), (50, 4), (1000, 4), (300, 16)] {
+            let r = ring(n, points, 32);
+            let mut far = 0;
+            for k in 0..20_000u64 {
+                let key = mix64(k ^ 0xc0ffee);
+                let fast = r.route(key).unwrap();
+                assert_eq!(fast, by_search(&r, key), "N={n} key {k}");
+                far += usize::from(MULTIPLIERS[..32].iter().any(|&m| {
+                    r.successor(MultiProbe::probe(key, m)) != {
+                        let x = MultiProbe::probe(key, m);
+                        let cell = &r.cells[(x >> r.shift) as usize];
+                        MultiProbe::closer(cell, u64::from(x) << RANK_BITS)
+                    }
+                }));
+            }
+            // The exact pass runs for few keys (a probe past its cell's three points).
+            assert!(far < 20_000 / 20, "N={n}: {far} keys took the exact pass");
+        }
+    }
+
     #[test]
     fn order_starts_with_the_routed_endpoint_and_lists_each_once() {
         let r = ring(20, 4, 32);
