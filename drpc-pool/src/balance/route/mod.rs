@@ -39,7 +39,9 @@ pub struct RouteConfig {
     pub metadata_key: String,
     /// The largest endpoint set routed by rendezvous hashing (a pick scores every
     /// endpoint, about 0.6 ns each); larger sets use [`RouteConfig::large`]. Default 48,
-    /// where a multi-probe pick (32 lookups) becomes the cheaper.
+    /// where a multi-probe pick (32 lookups) becomes the cheaper. A set that grows or
+    /// shrinks across it changes method, and nearly every key moves once: set it above
+    /// (or below) the range a fleet scales in.
     pub rendezvous_max: usize,
     /// The method for sets larger than [`RouteConfig::rendezvous_max`]. Default
     /// [`LargeSet::MultiProbe`].

@@ -7,8 +7,9 @@
 //! only its own keys move: the minimum. Unlike a plain ring, the probes even out the shares:
 //! with 32 probes and 4 points per endpoint the largest share is about 1.035× the mean and
 //! the smallest about 0.55–0.65× at any N (computed exactly by [`MultiProbe::shares`]). A
-//! pick costs `probes` lookups, each one read of a cell table with about two cells per
-//! point; a rebuild sorts N·points values.
+//! pick costs `probes` lookups without a branch, each one multiply (the probe) and one read
+//! of a cell table (about four cells per point, three points each); a rebuild sorts
+//! N·points values.
 
 use super::super::hash::mix64;
 
