@@ -79,8 +79,9 @@ impl MultiProbe {
         // Equal positions are ordered by rank, not by list order, so that every client
         // agrees; the second of two equal points never wins a key.
         ring.sort_unstable();
-        // About four cells per point: a cell rarely holds three (0.2 %).
-        let bits = (usize::BITS - (ring.len() * 4).max(2).leading_zeros()).min(24);
+        // About four cells per point: a cell rarely holds three (0.2 %). At most 2²⁰ cells
+        // (24 MiB; past about 65 000 endpoints a probe takes the exact pass more often).
+        let bits = (usize::BITS - (ring.len() * 4).max(2).leading_zeros()).min(20);
         let shift = 32 - bits;
         let packed = |i: usize| {
             if ring.is_empty() {
