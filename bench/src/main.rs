@@ -281,6 +281,16 @@ async fn run(args: &Args) -> Result<()> {
     if args.split {
         println!("# allocs_per_call counts the client process only (--split)");
     }
+    if args
+        .impls
+        .iter()
+        .any(|i| matches!(i, Impl::DrpcRecord | Impl::DrpcShadow))
+    {
+        println!(
+            "# drpc-record/drpc-shadow fraction={} (BENCH_FRACTION)",
+            targets::drpc_migrate::fraction()
+        );
+    }
 
     // Split TLS servers read the certificates this process writes (and trusts): removed at
     // the end, after the children.

@@ -13,7 +13,9 @@
 //! ([`crate::encoding`]) are the other migration pieces; the gradual cut-over between two
 //! connections is `drpc_pool::cutover`.
 
+pub(crate) mod batch;
 pub mod compare;
+pub(crate) mod encode;
 pub mod recording;
 pub mod replay;
 pub mod sample;
