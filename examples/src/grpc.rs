@@ -102,11 +102,7 @@ impl Echo for GrpcEcho {
         )))
     }
 
-
-    async fn server_stream(
-        &self,
-        request: Request<Msg>,
-    ) -> Result<Response<MsgStream>, Status> {
+    async fn server_stream(&self, request: Request<Msg>) -> Result<Response<MsgStream>, Status> {
         let m = request.into_inner();
         let out = (0..m.n.max(0)).map(move |i| Ok(Msg::new(m.text.clone(), i)));
         Ok(Response::new(Box::pin(futures_util::stream::iter(out))))
@@ -125,15 +121,11 @@ impl Echo for GrpcEcho {
         Ok(Response::new(Msg::new(texts.join("+"), sum)))
     }
 
-
-    async fn bidi(
-        &self,
-        request: Request<Streaming<Msg>>,
-    ) -> Result<Response<MsgStream>, Status> {
+    async fn bidi(&self, request: Request<Streaming<Msg>>) -> Result<Response<MsgStream>, Status> {
         let prefix = Arc::clone(&self.prefix);
-        let out = request.into_inner().map(move |m| {
-            m.map(|m| Msg::new(format!("{prefix}{}", m.text), m.n.wrapping_mul(2)))
-        });
+        let out = request
+            .into_inner()
+            .map(move |m| m.map(|m| Msg::new(format!("{prefix}{}", m.text), m.n.wrapping_mul(2))));
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -139,7 +139,12 @@ pub async fn run(name: &str, target: &Target, settings: &Settings) -> anyhow::Re
     let mut remote = None;
     let failure = match result {
         Err(e) => {
-            remote = e.downcast_ref::<tonic::Status>().map(as_error);
+            // A status the server sent (a transport failure has a source, and no code of
+            // the server's).
+            remote = e
+                .downcast_ref::<tonic::Status>()
+                .filter(|s| std::error::Error::source(s).is_none())
+                .map(as_error);
             Some(format!("{e:#}"))
         }
         Ok(()) => expected(name, settings)
@@ -223,7 +228,10 @@ async fn one(
                 Ok(Ok(_)) => lines.push("Slow -> err=<nil>".into()),
             }
             // The HTTP/2 connection stays up: the next call runs on it.
-            let r = client.unary(Msg::new("after-cancel", 1)).await?.into_inner();
+            let r = client
+                .unary(Msg::new("after-cancel", 1))
+                .await?
+                .into_inner();
             lines.push("conn still open after cancel".into());
             lines.push(line::msg("Unary after cancel ->", &r.text, r.n));
         }
@@ -252,9 +260,8 @@ async fn one(
 
 async fn bidi(client: &mut EchoClient<Channel>, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let out = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (m, rx))
-    });
+    let out =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let mut s = client.bidi(out).await?.into_inner();
     for i in 1..=2 {
         tx.send(Msg::new(format!("b{i}"), i)).await?;

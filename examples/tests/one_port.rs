@@ -104,9 +104,7 @@ async fn tls_shared_port_serves_grpc_and_drpc_scenarios() {
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn({
         let server = server.clone();
-        async move {
-            drpc_examples::grpc::serve_shared_tls(&server, listener, "echo:", acceptor).await
-        }
+        async move { drpc_examples::grpc::serve_shared_tls(&server, listener, "echo:", acceptor).await }
     });
     let settings = drpc_examples::scenarios::Settings::default();
 
@@ -118,8 +116,7 @@ async fn tls_shared_port_serves_grpc_and_drpc_scenarios() {
         assert_eq!(o.failure, None, "gRPC {name}: {:?}", o.lines);
     }
 
-    let dial =
-        drpc_examples::migrate::preface_tls_dialer(addr.clone(), dir.path(), true).unwrap();
+    let dial = drpc_examples::migrate::preface_tls_dialer(addr.clone(), dir.path(), true).unwrap();
     for name in drpc_examples::scenarios::ALL {
         let o = drpc_examples::scenarios::run(name, &dial, &settings)
             .await

@@ -183,7 +183,13 @@ impl Recorder {
     }
 
     /// Completes the record in `buf` and hands it to the writer.
-    fn finish(&self, mut buf: Vec<u8>, truncated: bool, result: &Result<(), Error>, start: Instant) {
+    fn finish(
+        &self,
+        mut buf: Vec<u8>,
+        truncated: bool,
+        result: &Result<(), Error>,
+        start: Instant,
+    ) {
         let c = &self.inner.batch.counters;
         if let Err(e) = result {
             put_varint(&mut buf, tag::FAILED, 1);
@@ -192,7 +198,11 @@ impl Recorder {
         }
         let since = start.duration_since(self.inner.started).as_nanos() as u64;
         put_varint(&mut buf, tag::START_NANOS, since);
-        put_varint(&mut buf, tag::DURATION_NANOS, start.elapsed().as_nanos() as u64);
+        put_varint(
+            &mut buf,
+            tag::DURATION_NANOS,
+            start.elapsed().as_nanos() as u64,
+        );
         if truncated {
             put_varint(&mut buf, tag::TRUNCATED, 1);
             c.truncated.fetch_add(1, Ordering::Relaxed);

@@ -117,7 +117,10 @@ impl Batch {
     }
 
     fn fail(&self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).failed = true;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed = true;
     }
 
     fn waiting_bytes(&self) -> usize {

@@ -49,7 +49,9 @@ pub(crate) fn put_varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
 
 /// One `map<string, string>` entry of field `tag`.
 pub(crate) fn put_map_entry(buf: &mut Vec<u8>, tag: u32, k: &str, v: &str) {
-    let len = 1 + encoded_len_varint(k.len() as u64) + k.len()
+    let len = 1
+        + encoded_len_varint(k.len() as u64)
+        + k.len()
         + 1
         + encoded_len_varint(v.len() as u64)
         + v.len();

@@ -225,7 +225,10 @@ mod tests {
 
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"PRI * HTTP/2.0").await.unwrap();
-        assert_eq!(read_preface(&mut b).await.unwrap(), Some(b"PRI * HT".to_vec()));
+        assert_eq!(
+            read_preface(&mut b).await.unwrap(),
+            Some(b"PRI * HT".to_vec())
+        );
 
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"DRP").await.unwrap();
