@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::BoxFuture;
 use crate::error::Error;
+use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
 use crate::migrate::batch::{Batch, BatchLimits, Control, Refused, write_loop};
 use crate::migrate::encode::{BufferPool, put_bytes, put_map_entry, put_varint, tag};
@@ -252,7 +252,7 @@ where
 {
     type Response = ();
     type Error = Error;
-    type Future = BoxFuture<'static, Result<(), Error>>;
+    type Future = SampledFuture<S::Future, ()>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(|e| into_error(e.into()))
@@ -260,8 +260,9 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         if !self.recorder.inner.sampler.sample() {
-            let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map_err(|e| into_error(e.into())) });
+            return SampledFuture::Plain {
+                fut: self.inner.call(req),
+            };
         }
         let recorder = self.recorder.clone();
         let buf = recorder.begin(&req);
@@ -269,12 +270,14 @@ where
         req.set_tap(Arc::clone(&tap));
         let start = Instant::now();
         let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await.map_err(|e| into_error(e.into()));
-            if let Some((buf, truncated)) = tap.take_encoded() {
-                recorder.finish(buf, truncated, &result, start);
-            }
-            result
-        })
+        SampledFuture::Sampled {
+            fut: Box::pin(async move {
+                let result = fut.await.map_err(|e| into_error(e.into()));
+                if let Some((buf, truncated)) = tap.take_encoded() {
+                    recorder.finish(buf, truncated, &result, start);
+                }
+                result
+            }),
+        }
     }
 }

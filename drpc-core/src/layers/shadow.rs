@@ -27,9 +27,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 
-use crate::BoxFuture;
 use crate::conn::{Body, CallOptions, ClientRequest, ClientResponse, Conn, DynConn};
 use crate::error::Error;
+use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
 use crate::migrate::compare::{
     ByteEqual, CallResult, Comparator, Counts, DiffReport, DiffStats, Outcome, compare,
@@ -327,7 +327,7 @@ where
 {
     type Response = ClientResponse<T>;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<ClientResponse<T>, Error>>;
+    type Future = SampledFuture<S::Future, ClientResponse<T>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(|e| into_error(e.into()))
@@ -342,27 +342,29 @@ where
         };
         let fut = self.inner.call(req);
         let Some((rpc, request, options)) = mirror else {
-            return Box::pin(async move { fut.await.map_err(|e| into_error(e.into())) });
+            return SampledFuture::Plain { fut };
         };
         let layer = self.layer.clone();
-        Box::pin(async move {
-            let result = fut.await.map_err(|e| into_error(e.into()));
-            let primary = match &result {
-                Ok(ClientResponse::Unary(reply)) => Some(Ok(reply.clone())),
-                Ok(ClientResponse::Stream(_)) => None,
-                // Only answers are compared: a primary that could not be reached has none.
-                Err(e) if !matches!(e, Error::Remote { .. }) => None,
-                Err(e) => Some(Err(e.clone())),
-            };
-            if let Some(primary) = primary {
-                layer.enqueue(Job {
-                    rpc,
-                    request,
-                    options,
-                    primary,
-                });
-            }
-            result
-        })
+        SampledFuture::Sampled {
+            fut: Box::pin(async move {
+                let result = fut.await.map_err(|e| into_error(e.into()));
+                let primary = match &result {
+                    Ok(ClientResponse::Unary(reply)) => Some(Ok(reply.clone())),
+                    Ok(ClientResponse::Stream(_)) => None,
+                    // Only answers are compared: a primary that could not be reached has none.
+                    Err(e) if !matches!(e, Error::Remote { .. }) => None,
+                    Err(e) => Some(Err(e.clone())),
+                };
+                if let Some(primary) = primary {
+                    layer.enqueue(Job {
+                        rpc,
+                        request,
+                        options,
+                        primary,
+                    });
+                }
+                result
+            }),
+        }
     }
 }
