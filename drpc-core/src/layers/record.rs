@@ -24,11 +24,11 @@ use crate::error::Error;
 use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
 use crate::migrate::batch::{Batch, BatchLimits, Control, Refused, write_loop};
-use crate::migrate::encode::{BufferPool, put_bytes, put_map_entry, put_varint, tag};
 use crate::migrate::recording::{RecordingError, header};
 use crate::migrate::sample::Sampler;
 use crate::server::Request;
 use crate::stream::MessageTap;
+use crate::stream::record_encode::{BufferPool, put_bytes, put_map_entry, put_varint, tag};
 
 /// What [`Recorder::create`] records and how much.
 #[derive(Debug, Clone)]

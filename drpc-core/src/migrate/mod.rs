@@ -15,7 +15,6 @@
 
 pub(crate) mod batch;
 pub mod compare;
-pub(crate) mod encode;
 pub mod recording;
 pub mod replay;
 pub mod sample;

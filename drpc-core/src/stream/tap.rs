@@ -116,9 +116,9 @@ impl MessageTap {
         if let Sink::Encoded(e) = &mut *self.sink()
             && e.reserve(len)
         {
-            crate::migrate::encode::put_with(
+            super::record_encode::put_with(
                 &mut e.buf,
-                crate::migrate::encode::tag::REPLIES,
+                super::record_encode::tag::REPLIES,
                 len,
                 fill,
             );
@@ -142,7 +142,7 @@ impl MessageTap {
             #[cfg(feature = "migrate")]
             Sink::Encoded(e) => {
                 if e.reserve(m.len()) {
-                    use crate::migrate::encode::{put_bytes, tag};
+                    use super::record_encode::{put_bytes, tag};
                     let tag = if request { tag::REQUESTS } else { tag::REPLIES };
                     put_bytes(&mut e.buf, tag, m);
                 }

@@ -1,9 +1,9 @@
-//! Writing a [`Record`](super::recording::Record) field by field into a reused buffer, while
-//! the call runs, instead of building the struct and encoding it later: the recording layer's
-//! call path then allocates nothing per call for the record (the buffer comes from a
-//! [`BufferPool`] and goes back to it). The bytes are the same protobuf a
-//! [`Record`](super::recording::Record) encodes to (fields in another order, which protobuf
-//! readers accept).
+//! Writing a recording's `Record` (`migrate::recording`, docs/recording.md) field by field
+//! into a reused buffer, while the call runs, instead of building the struct and encoding it
+//! later: the recording layer's call path then allocates nothing per call for the record (the
+//! buffer comes from a [`BufferPool`] and goes back to it). The bytes are the same protobuf a
+//! `Record` encodes to (fields in another order, which protobuf readers accept). It lives
+//! with the streams because [`super::MessageTap`] writes the messages as they pass.
 
 use std::sync::Mutex;
 
@@ -87,6 +87,12 @@ impl BufferPool {
             .unwrap_or_default()
     }
 
+    /// Buffers waiting for reuse.
+    #[cfg(test)]
+    pub(crate) fn free_len(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Gives `buf` back (dropped when the pool is full or the buffer grew too large).
     pub(crate) fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() > self.max_capacity {
@@ -97,59 +103,5 @@ impl BufferPool {
         if free.len() < self.keep {
             free.push(buf);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::migrate::recording::Record;
-    use bytes::Bytes;
-    use prost::Message;
-
-    #[test]
-    fn field_by_field_decodes_as_the_record() {
-        let mut buf = Vec::new();
-        put_bytes(&mut buf, tag::RPC, b"/a.B/C");
-        put_map_entry(&mut buf, tag::METADATA, "k", "v");
-        put_map_entry(&mut buf, tag::METADATA, "a", "");
-        put_bytes(&mut buf, tag::REQUESTS, b"q1");
-        put_with(&mut buf, tag::REPLIES, 3, |b| b.extend_from_slice(b"r!!"));
-        put_bytes(&mut buf, tag::REQUESTS, b"");
-        put_varint(&mut buf, tag::FAILED, 1);
-        put_varint(&mut buf, tag::ERROR_CODE, 42);
-        put_bytes(&mut buf, tag::ERROR_TEXT, b"boom");
-        put_varint(&mut buf, tag::START_NANOS, 7);
-        put_varint(&mut buf, tag::DURATION_NANOS, 300);
-        put_varint(&mut buf, tag::TRUNCATED, 0);
-        let r = Record::decode(&buf[..]).unwrap();
-        let want = Record {
-            rpc: "/a.B/C".into(),
-            metadata: [("k".into(), "v".into()), ("a".into(), String::new())].into(),
-            requests: vec![Bytes::from_static(b"q1"), Bytes::new()],
-            replies: vec![Bytes::from_static(b"r!!")],
-            failed: true,
-            error_code: 42,
-            error_text: "boom".into(),
-            start_nanos: 7,
-            duration_nanos: 300,
-            truncated: false,
-        };
-        assert_eq!(r, want);
-    }
-
-    #[test]
-    fn the_pool_reuses_and_bounds() {
-        let pool = BufferPool::new(1, 16);
-        let mut a = pool.take();
-        a.extend_from_slice(b"abc");
-        let cap = a.capacity();
-        pool.give(a);
-        let b = pool.take();
-        assert!(b.is_empty() && b.capacity() == cap);
-        pool.give(vec![0; 64]); // too large: dropped
-        pool.give(b);
-        pool.give(Vec::with_capacity(8)); // pool full: dropped
-        assert_eq!(pool.free.lock().unwrap().len(), 1);
     }
 }
