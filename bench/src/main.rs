@@ -15,7 +15,9 @@
 //! `--threads N` (tokio worker threads, default 2). `--serve-only IMPL` is what `--split`
 //! runs in the child: it serves IMPL on 127.0.0.1 (drpc-quic: UDP on the printed port),
 //! prints the port and exits when its stdin closes; `--cert-dir DIR` makes it use the TLS
-//! certificates the parent wrote there instead of generating its own.
+//! certificates the parent wrote there instead of generating its own. `BENCH_FRACTION=F`
+//! (environment) makes `drpc-record` and `drpc-shadow` record or mirror that fraction of
+//! the calls instead of all of them.
 //!
 //! Output: one `key=value` line per result, a markdown table with ratios to raw TCP and
 //! tonic, then the project's targets.
@@ -280,6 +282,16 @@ async fn run(args: &Args) -> Result<()> {
     );
     if args.split {
         println!("# allocs_per_call counts the client process only (--split)");
+    }
+    if args
+        .impls
+        .iter()
+        .any(|i| matches!(i, Impl::DrpcRecord | Impl::DrpcShadow))
+    {
+        println!(
+            "# drpc-record/drpc-shadow fraction={} (BENCH_FRACTION)",
+            targets::drpc_migrate::fraction()
+        );
     }
 
     // Split TLS servers read the certificates this process writes (and trusts): removed at

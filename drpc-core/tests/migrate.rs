@@ -214,6 +214,74 @@ async fn recording_samples_a_fraction_and_bounds_the_file_without_failing_calls(
     }
 }
 
+/// Records are written by the writer's timer without anyone flushing, a call over the
+/// per-call budget is kept without its messages (`truncated`), and a full batch drops
+/// records without failing a call.
+#[tokio::test]
+async fn recording_writes_in_batches_truncates_big_calls_and_drops_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.drpcrec");
+    let config = RecordConfig {
+        max_call_bytes: 64,
+        flush_interval: Duration::from_millis(10),
+        ..RecordConfig::default()
+    };
+    let recorder = Recorder::create(&path, config).await.unwrap();
+    let (s1, addr) = serve(router("echo:").layer(recorder.layer())).await;
+    let conn = drpc_core::dial(addr).await.unwrap();
+    let big = "x".repeat(100);
+    for text in ["small", big.as_str()] {
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg(text, 1), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(r.n, 2);
+    }
+    // No flush: the writer writes the batch after its interval (10 ms; waited up to 3 s).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while recorder.stats().written < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = recorder.stats();
+    assert_eq!((stats.written, stats.truncated), (2, 1), "{stats:?}");
+    let rec = recording::read(&path).await.unwrap();
+    assert_eq!(rec.records.len(), 2);
+    let (small, truncated) = (&rec.records[0], &rec.records[1]);
+    assert!(!small.truncated && small.requests.len() == 1 && small.replies.len() == 1);
+    assert_eq!(
+        Msg::decode(small.replies[0].clone()).unwrap().text,
+        "echo:small"
+    );
+    assert_eq!(small.rpc, "/e.E/Unary");
+    assert!(truncated.truncated && truncated.requests.is_empty() && truncated.replies.is_empty());
+    assert_eq!(truncated.rpc, "/e.E/Unary");
+
+    // Room for two records waiting: the writer waits 10 s, so the third call's record and
+    // later ones are dropped; every call still answers at once.
+    let full = dir.path().join("full.drpcrec");
+    let config = RecordConfig {
+        queue: 2,
+        flush_interval: Duration::from_secs(10),
+        ..RecordConfig::default()
+    };
+    let recorder = Recorder::create(&full, config).await.unwrap();
+    let (s2, addr) = serve(router("echo:").layer(recorder.layer())).await;
+    let conn = drpc_core::dial(addr).await.unwrap();
+    for i in 0..5 {
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg("q", i), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(r.n, i + 1);
+    }
+    assert_eq!(recorder.stats().dropped_queue_full, 3);
+    recorder.flush().await;
+    assert_eq!(recorder.stats().written, 2);
+    for s in [s1, s2] {
+        s.shutdown(Duration::from_millis(100)).await;
+    }
+}
+
 /// The primary stays fast while its shadow stalls (a handler that sleeps 3 s, bounded by a
 /// 1 s shadow timeout) or is gone: mirrored calls time out or fail and are counted, the queue
 /// overflows and drops, and no primary call takes more than 1 s (each takes milliseconds).

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod echo;
 pub mod etcd;
 pub mod grpc;
+pub mod grpc_scenarios;
 pub mod health;
 pub mod load;
 pub mod metrics;

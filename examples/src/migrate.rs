@@ -34,6 +34,39 @@ pub fn preface_dialer(addr: String) -> Dial {
     })
 }
 
+/// A dialer for drpc over TLS to `addr` that sends the `DRPC!!!1` preface right after the
+/// handshake (for `echo-server --grpc --tls`), trusting `cert_dir/ca.pem` and, with `mtls`,
+/// presenting `cert_dir/client.pem`.
+///
+/// # Errors
+/// Certificate files that cannot be read.
+pub fn preface_tls_dialer(
+    addr: String,
+    cert_dir: &std::path::Path,
+    mtls: bool,
+) -> anyhow::Result<Dial> {
+    let config = drpc_core::tls::dev::CertPaths::new(cert_dir)
+        .client_config(mtls)
+        .with_context(|| format!("certificate directory {}", cert_dir.display()))?;
+    let connector = drpc_core::tls::TlsConnector::new(config);
+    let name = crate::tls::server_name(&addr).to_string();
+    Ok(Arc::new(move |cancel| {
+        let (addr, name, connector) = (addr.clone(), name.clone(), connector.clone());
+        Box::pin(async move {
+            let mut tls = connector
+                .connect_tcp(&addr, &name)
+                .await
+                .with_context(|| format!("TLS dial {addr} as {name:?}"))?;
+            drpc_core::conn::send_preface(&mut tls).await?;
+            let config = ConnConfig {
+                cancel,
+                ..ConnConfig::default()
+            };
+            Ok(Arc::new(TransportConn::with_config(tls, config)) as SharedConn)
+        })
+    }))
+}
+
 /// The shadow layer mirroring `fraction` of the unary calls to one connection from
 /// `shadow_dial`, one shadow call at a time.
 ///

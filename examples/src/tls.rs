@@ -28,6 +28,19 @@ pub fn server_acceptor(cert_dir: &Path, mtls: bool) -> anyhow::Result<TlsAccepto
     Ok(TlsAcceptor::new(config))
 }
 
+/// The acceptor of a port shared by drpc and gRPC under TLS (`echo-server --grpc --tls`):
+/// as [`server_acceptor`], offering ALPN `drpc` and `h2` (tonic clients insist on `h2`).
+///
+/// # Errors
+/// As [`server_acceptor`].
+pub fn shared_port_acceptor(cert_dir: &Path, mtls: bool) -> anyhow::Result<TlsAcceptor> {
+    let paths = ensure_dev_certs(cert_dir)
+        .with_context(|| format!("certificate directory {}", cert_dir.display()))?;
+    let mut config = (*paths.server_config(mtls)?).clone();
+    config.alpn_protocols = vec![tls::ALPN_DRPC.to_vec(), b"h2".to_vec()];
+    Ok(TlsAcceptor::new(Arc::new(config)))
+}
+
 /// A dialer for TLS to `addr` trusting `cert_dir/ca.pem` and, with `mtls`, presenting
 /// `cert_dir/client.pem`. The server's certificate is verified for the host part of `addr`.
 ///

@@ -3,6 +3,9 @@
 //! once and capped at 64 MiB, past which records are dropped and counted); `drpc-shadow` is
 //! `drpc-tcp` with every caller's unary calls mirrored (`layers::shadow`, fraction 1) to a
 //! second in-process drpc server over a connection of its own.
+//!
+//! `BENCH_FRACTION=F` (environment, default 1) records or mirrors that fraction of the calls
+//! instead (a realistic sampling: 0.01, 0.1); the report's header line names it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,14 @@ use tokio::net::{TcpListener, TcpStream};
 use super::drpc_tcp::{DrpcClient, router};
 use crate::harness::Target;
 
+/// The sampled fraction: `BENCH_FRACTION`, else 1.
+pub(crate) fn fraction() -> f64 {
+    std::env::var("BENCH_FRACTION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0)
+}
+
 /// drpc over TCP, the server recording every call.
 #[derive(Debug)]
 pub(crate) struct DrpcRecord;
@@ -26,7 +37,11 @@ impl Target for DrpcRecord {
 
     async fn serve(listener: TcpListener) -> Result<()> {
         let path = std::env::temp_dir().join(format!("drpc-bench-{}.drpcrec", std::process::id()));
-        let recorder = Recorder::create(&path, RecordConfig::default()).await?;
+        let config = RecordConfig {
+            fraction: fraction(),
+            ..RecordConfig::default()
+        };
+        let recorder = Recorder::create(&path, config).await?;
         // Unlinked at once: the writer keeps its handle, nothing stays behind.
         std::fs::remove_file(&path)?;
         let server = Server::new(router().layer(recorder.layer()));
@@ -67,7 +82,11 @@ impl Target for DrpcShadow {
         let mut clients = Vec::with_capacity(count);
         for _ in 0..count {
             let shadow: Arc<dyn DynConn> = Arc::new(drpc_core::dial(shadow_addr).await?);
-            let layer = ShadowLayer::new(shadow, ShadowConfig::default());
+            let config = ShadowConfig {
+                fraction: fraction(),
+                ..ShadowConfig::default()
+            };
+            let layer = ShadowLayer::new(shadow, config);
             let conn = LayeredConn::new(drpc_core::dial(addr).await?, layer);
             clients.push(DrpcClient::new(conn));
         }

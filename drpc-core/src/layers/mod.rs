@@ -16,4 +16,6 @@ pub mod metrics;
 #[cfg(feature = "migrate")]
 pub mod record;
 #[cfg(feature = "migrate")]
+pub mod sampled;
+#[cfg(feature = "migrate")]
 pub mod shadow;

@@ -1,28 +1,34 @@
 //! [`RecordLayer`]: a server layer that records a sampled fraction of calls to a file in the
 //! format of [`crate::migrate::recording`], for replaying them against another server later.
 //!
-//! The call never waits for the file and never fails because of it: a sampled call's
-//! messages are copied (as `Bytes` handles, [`MessageTap`]) while it runs; when it ends its
-//! record goes into a bounded queue with `try_send`, and one writer task writes the file. A
-//! full queue, a file at its size limit or a call over its byte budget drops the record and
-//! counts it ([`RecordStats`]). Unsampled calls pay one atomic add.
+//! The call never waits for the file and never fails because of it. A sampled call's record
+//! is written as protobuf into a reused buffer while the call runs: the RPC name and metadata
+//! when it starts, each message as it passes (a copy; no handle is kept), the outcome and
+//! timing when it ends. The finished record is appended to one bounded batch buffer under a
+//! short lock, and one writer task writes the batch: woken once per batch (the first record,
+//! or when [`RecordConfig::batch_bytes`] wait), it lets the batch fill for
+//! [`RecordConfig::flush_interval`] first. A full batch, a file at its size limit or a call
+//! over its byte budget drops or truncates the record and counts it ([`RecordStats`]).
+//! Unsampled calls pay one atomic add.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::BoxFuture;
 use crate::error::Error;
+use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
-use crate::migrate::recording::{Record, RecordingError, header};
+use crate::migrate::batch::{Batch, BatchLimits, Control, Refused, write_loop};
+use crate::migrate::recording::{RecordingError, header};
 use crate::migrate::sample::Sampler;
 use crate::server::Request;
 use crate::stream::MessageTap;
+use crate::stream::record_encode::{BufferPool, put_bytes, put_map_entry, put_varint, tag};
 
 /// What [`Recorder::create`] records and how much.
 #[derive(Debug, Clone)]
@@ -36,6 +42,13 @@ pub struct RecordConfig {
     pub max_call_bytes: usize,
     /// Records waiting for the writer; past it records are dropped. Default: 1024.
     pub queue: usize,
+    /// Bytes waiting for the writer; past it records are dropped. Default: 8 MiB.
+    pub queue_bytes: usize,
+    /// The writer writes at once when this many bytes wait. Default: 64 KiB.
+    pub batch_bytes: usize,
+    /// Otherwise it writes this long after the first record of a batch (what a killed
+    /// server loses at most). Default: 20 ms.
+    pub flush_interval: Duration,
 }
 
 impl Default for RecordConfig {
@@ -45,6 +58,9 @@ impl Default for RecordConfig {
             max_file_bytes: 64 << 20,
             max_call_bytes: 1 << 20,
             queue: 1024,
+            queue_bytes: 8 << 20,
+            batch_bytes: 64 << 10,
+            flush_interval: Duration::from_millis(20),
         }
     }
 }
@@ -64,20 +80,10 @@ pub struct RecordStats {
     pub file_bytes: u64,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    written: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_file_full: AtomicU64,
-    truncated: AtomicU64,
-    file_bytes: AtomicU64,
-}
-
-enum Job {
-    /// Encoded by the writer task, off the call's path.
-    Record(Box<Record>),
-    Flush(oneshot::Sender<()>),
-}
+/// Record buffers kept for reuse: enough for the calls in flight of a busy server.
+const POOL_KEEP: usize = 256;
+/// A record buffer larger than this is not reused.
+const POOL_MAX_CAPACITY: usize = 64 << 10;
 
 /// The file a [`RecordLayer`] writes to, with its writer task. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -87,20 +93,12 @@ pub struct Recorder {
 
 #[derive(Debug)]
 struct Shared {
-    tx: mpsc::Sender<Job>,
+    control: Control,
+    batch: Arc<Batch>,
+    pool: BufferPool,
     sampler: Sampler,
     max_call_bytes: usize,
     started: Instant,
-    counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Job::Record(_) => "Record",
-            Job::Flush(_) => "Flush",
-        })
-    }
 }
 
 impl Recorder {
@@ -122,29 +120,33 @@ impl Recorder {
         let h = header();
         file.write_all(&h).await.map_err(io_err)?;
         file.flush().await.map_err(io_err)?;
-        let counters = Arc::new(Counters::default());
-        counters.file_bytes.store(h.len() as u64, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        tokio::spawn(write_loop(
-            file,
-            rx,
-            config.max_file_bytes,
-            Arc::clone(&counters),
-        ));
+        let batch = Batch::new(
+            BatchLimits {
+                max_records: config.queue.max(1),
+                max_bytes: config.queue_bytes.max(1),
+                wake_bytes: config.batch_bytes.max(1),
+                interval: config.flush_interval,
+                max_file_bytes: config.max_file_bytes,
+            },
+            h.len() as u64,
+        );
+        let (control, requests) = mpsc::channel(16);
+        tokio::spawn(write_loop(file, Arc::clone(&batch), requests));
         Ok(Recorder {
             inner: Arc::new(Shared {
-                tx,
+                control,
+                batch,
+                pool: BufferPool::new(POOL_KEEP, POOL_MAX_CAPACITY),
                 sampler: Sampler::new(config.fraction),
                 max_call_bytes: config.max_call_bytes,
                 started: Instant::now(),
-                counters,
             }),
         })
     }
 
     /// The counters so far.
     pub fn stats(&self) -> RecordStats {
-        let c = &self.inner.counters;
+        let c = &self.inner.batch.counters;
         RecordStats {
             written: c.written.load(Ordering::Relaxed),
             dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
@@ -154,10 +156,11 @@ impl Recorder {
         }
     }
 
-    /// Waits until every record queued before this call is written and flushed to the file.
+    /// Waits until every record finished before this call is written and flushed to the
+    /// file.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.inner.tx.send(Job::Flush(tx)).await.is_ok() {
+        if self.inner.control.send(tx).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -169,60 +172,52 @@ impl Recorder {
         }
     }
 
-    fn submit(&self, record: Record) {
-        if record.truncated {
-            self.inner
-                .counters
-                .truncated
-                .fetch_add(1, Ordering::Relaxed);
+    /// A record buffer holding the call's name and metadata.
+    fn begin(&self, req: &Request) -> Vec<u8> {
+        let mut buf = self.inner.pool.take();
+        put_bytes(&mut buf, tag::RPC, req.rpc().as_bytes());
+        for (k, v) in req.metadata().iter() {
+            put_map_entry(&mut buf, tag::METADATA, k, v);
         }
-        if let Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) =
-            self.inner.tx.try_send(Job::Record(Box::new(record)))
-        {
-            self.inner
-                .counters
-                .dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        buf
     }
-}
 
-async fn write_loop(
-    file: tokio::fs::File,
-    mut rx: mpsc::Receiver<Job>,
-    max_file_bytes: u64,
-    counters: Arc<Counters>,
-) {
-    let mut out = tokio::io::BufWriter::new(file);
-    let mut size = counters.file_bytes.load(Ordering::Relaxed);
-    let mut failed = false;
-    while let Some(job) = rx.recv().await {
-        match job {
-            Job::Record(record) => {
-                let frame = record.to_frame();
-                if failed || size + frame.len() as u64 > max_file_bytes {
-                    counters.dropped_file_full.fetch_add(1, Ordering::Relaxed);
-                } else if let Err(e) = out.write_all(&frame).await {
-                    tracing::warn!(error = %e, "recording: write failed; recording stops");
-                    failed = true;
-                    counters.dropped_file_full.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    size += frame.len() as u64;
-                    counters.written.fetch_add(1, Ordering::Relaxed);
-                    counters.file_bytes.store(size, Ordering::Relaxed);
-                }
+    /// Completes the record in `buf` and hands it to the writer.
+    fn finish(
+        &self,
+        mut buf: Vec<u8>,
+        truncated: bool,
+        result: &Result<(), Error>,
+        start: Instant,
+    ) {
+        let c = &self.inner.batch.counters;
+        if let Err(e) = result {
+            put_varint(&mut buf, tag::FAILED, 1);
+            put_varint(&mut buf, tag::ERROR_CODE, e.code());
+            put_bytes(&mut buf, tag::ERROR_TEXT, e.to_string().as_bytes());
+        }
+        let since = start.duration_since(self.inner.started).as_nanos() as u64;
+        put_varint(&mut buf, tag::START_NANOS, since);
+        put_varint(
+            &mut buf,
+            tag::DURATION_NANOS,
+            start.elapsed().as_nanos() as u64,
+        );
+        if truncated {
+            put_varint(&mut buf, tag::TRUNCATED, 1);
+            c.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.inner.batch.append(&buf) {
+            Ok(()) => {}
+            Err(Refused::Full) => {
+                c.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             }
-            Job::Flush(done) => {
-                let _ = out.flush().await;
-                let _ = done.send(());
+            Err(Refused::FileFull) => {
+                c.dropped_file_full.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Flush whenever the queue is empty, so a killed server loses little.
-        if rx.is_empty() && !failed {
-            let _ = out.flush().await;
-        }
+        self.inner.pool.give(buf);
     }
-    let _ = out.flush().await;
 }
 
 /// Records a sampled fraction of calls (a `tower::Layer` for [`crate::HandlerExt::layer`]).
@@ -257,7 +252,7 @@ where
 {
     type Response = ();
     type Error = Error;
-    type Future = BoxFuture<'static, Result<(), Error>>;
+    type Future = SampledFuture<S::Future, ()>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(|e| into_error(e.into()))
@@ -265,49 +260,24 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         if !self.recorder.inner.sampler.sample() {
-            let fut = self.inner.call(req);
-            return Box::pin(async move { fut.await.map_err(|e| into_error(e.into())) });
+            return SampledFuture::Plain {
+                fut: self.inner.call(req),
+            };
         }
         let recorder = self.recorder.clone();
-        let tap = Arc::new(MessageTap::new(recorder.inner.max_call_bytes));
+        let buf = recorder.begin(&req);
+        let tap = Arc::new(MessageTap::encoding(recorder.inner.max_call_bytes, buf));
         req.set_tap(Arc::clone(&tap));
-        let rpc = req.rpc().to_owned();
-        let metadata = req
-            .metadata()
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
         let start = Instant::now();
         let fut = self.inner.call(req);
-        Box::pin(async move {
-            let result = fut.await.map_err(|e| into_error(e.into()));
-            let tapped = tap.take();
-            let (failed, error_code, error_text) = match &result {
-                Ok(()) => (false, 0, String::new()),
-                Err(e) => (true, e.code(), e.to_string()),
-            };
-            let truncated = tapped.truncated;
-            recorder.submit(Record {
-                rpc,
-                metadata,
-                requests: if truncated {
-                    Vec::new()
-                } else {
-                    tapped.requests
-                },
-                replies: if truncated {
-                    Vec::new()
-                } else {
-                    tapped.replies
-                },
-                failed,
-                error_code,
-                error_text,
-                start_nanos: start.duration_since(recorder.inner.started).as_nanos() as u64,
-                duration_nanos: start.elapsed().as_nanos() as u64,
-                truncated,
-            });
-            result
-        })
+        SampledFuture::Sampled {
+            fut: Box::pin(async move {
+                let result = fut.await.map_err(|e| into_error(e.into()));
+                if let Some((buf, truncated)) = tap.take_encoded() {
+                    recorder.finish(buf, truncated, &result, start);
+                }
+                result
+            }),
+        }
     }
 }

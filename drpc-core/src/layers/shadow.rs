@@ -2,9 +2,12 @@
 //! connection (the new server) and compares its answers with the primary's.
 //!
 //! The primary call never waits for the shadow and its result never depends on it: once the
-//! primary answered, the call's request and answer go into a bounded queue with `try_send`
-//! (full: dropped and counted); a worker task sends them to the shadow connection, at most
+//! primary answered, the call's request and answer go into a bounded queue (full: dropped and
+//! counted); one worker task sends them to the shadow connection, at most
 //! [`ShadowConfig::concurrency`] at a time, each bounded by [`ShadowConfig::timeout`].
+//! The caller wakes the worker only when it sleeps with nothing to do (then it gathers jobs
+//! for [`ShadowConfig::interval`] before starting them); a busy worker picks up new jobs as
+//! its shadow calls finish or at the next interval. Calls never wake it one by one.
 //! Streaming calls are not mirrored.
 //!
 //! Metrics through the `metrics` facade (the application's recorder):
@@ -13,17 +16,20 @@
 //! |---|---|---|
 //! | `drpc_shadow_calls_total` | counter | `outcome`: `matched`, `mismatched`, `error`, `dropped` |
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::Notify;
 
-use crate::BoxFuture;
 use crate::conn::{Body, CallOptions, ClientRequest, ClientResponse, Conn, DynConn};
 use crate::error::Error;
+use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
 use crate::migrate::compare::{
     ByteEqual, CallResult, Comparator, Counts, DiffReport, DiffStats, Outcome, compare,
@@ -43,6 +49,9 @@ pub struct ShadowConfig {
     pub timeout: Duration,
     /// Mismatches kept for the report. Default: 10.
     pub keep: usize,
+    /// How long a woken worker gathers jobs before it starts them, and how often a busy
+    /// worker looks for new ones. Default: 2 ms.
+    pub interval: Duration,
     /// How replies are compared. Default: byte equality.
     pub comparator: Arc<dyn Comparator>,
 }
@@ -66,6 +75,7 @@ impl Default for ShadowConfig {
             concurrency: 16,
             timeout: Duration::from_secs(5),
             keep: 10,
+            interval: Duration::from_millis(2),
             comparator: Arc::new(ByteEqual),
         }
     }
@@ -93,11 +103,15 @@ struct Job {
     rpc: String,
     request: Bytes,
     options: CallOptions,
-    primary: CallResult,
+    primary: Result<Bytes, Error>,
 }
 
 struct Shared {
-    tx: mpsc::Sender<Job>,
+    queue: Mutex<VecDeque<Job>>,
+    capacity: usize,
+    /// The worker sleeps with nothing to do: the next job wakes it.
+    parked: AtomicBool,
+    wake: Arc<Notify>,
     sampler: Sampler,
     stats: DiffStats,
     mirrored: AtomicU64,
@@ -123,9 +137,12 @@ impl std::fmt::Debug for ShadowLayer {
 impl ShadowLayer {
     /// Mirrors to `shadow`; the worker task starts on the current tokio runtime.
     pub fn new(shadow: Arc<dyn DynConn>, config: ShadowConfig) -> ShadowLayer {
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let capacity = config.queue.max(1);
         let shared = Arc::new(Shared {
-            tx,
+            queue: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity,
+            parked: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
             sampler: Sampler::new(config.fraction),
             stats: DiffStats::new(config.keep),
             mirrored: AtomicU64::new(0),
@@ -133,7 +150,7 @@ impl ShadowLayer {
             pending: AtomicU64::new(0),
             idle: Notify::new(),
         });
-        tokio::spawn(worker(rx, shadow, config, Arc::downgrade(&shared)));
+        tokio::spawn(worker(shadow, config, Arc::downgrade(&shared)));
         ShadowLayer { shared }
     }
 
@@ -162,12 +179,31 @@ impl ShadowLayer {
     }
 
     fn enqueue(&self, job: Job) {
-        self.shared.pending.fetch_add(1, Ordering::AcqRel);
-        if self.shared.tx.try_send(job).is_err() {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        shared.pending.fetch_add(1, Ordering::AcqRel);
+        let queued = {
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() < shared.capacity {
+                q.push_back(job);
+                true
+            } else {
+                false
+            }
+        };
+        if !queued {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("drpc_shadow_calls_total", "outcome" => "dropped").increment(1);
-            self.shared.done_one();
+            shared.done_one();
+        } else if shared.parked.swap(false, Ordering::SeqCst) {
+            shared.wake.notify_one();
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The worker, if parked, wakes to find the layer gone.
+        self.wake.notify_one();
     }
 }
 
@@ -177,45 +213,90 @@ impl Shared {
             self.idle.notify_waiters();
         }
     }
+
+    fn pop(&self) -> Option<Job> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    fn queue_is_empty(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
 }
 
-async fn worker(
-    mut rx: mpsc::Receiver<Job>,
+/// One shadow call, compared and counted.
+async fn mirror(
+    shared: Arc<Shared>,
     shadow: Arc<dyn DynConn>,
-    config: ShadowConfig,
-    shared: std::sync::Weak<Shared>,
+    comparator: Arc<dyn Comparator>,
+    timeout: Duration,
+    job: Job,
 ) {
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    while let Some(job) = rx.recv().await {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+    shared.mirrored.fetch_add(1, Ordering::Relaxed);
+    let actual = tokio::time::timeout(timeout, shadow.unary(&job.rpc, job.request, job.options))
+        .await
+        .unwrap_or(Err(Error::DeadlineExceeded))
+        .map(|r| vec![r]);
+    let primary: CallResult = job.primary.map(|r| vec![r]);
+    let outcome = compare(&*comparator, &job.rpc, &primary, &actual);
+    shared.stats.add(&job.rpc, outcome, &primary, &actual);
+    let label = match outcome {
+        Outcome::Matched => "matched",
+        Outcome::Mismatched => "mismatched",
+        Outcome::Error => "error",
+    };
+    metrics::counter!("drpc_shadow_calls_total", "outcome" => label).increment(1);
+    shared.done_one();
+}
+
+/// Runs queued jobs, at most `concurrency` at once, until the layer is dropped.
+async fn worker(shadow: Arc<dyn DynConn>, config: ShadowConfig, weak: std::sync::Weak<Shared>) {
+    let limit = config.concurrency.max(1);
+    let mut running = FuturesUnordered::new();
+    let Some(wake) = weak.upgrade().map(|s| Arc::clone(&s.wake)) else {
+        return;
+    };
+    loop {
+        let Some(shared) = weak.upgrade() else {
             return;
         };
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let (shadow, comparator, timeout) = (
-            Arc::clone(&shadow),
-            Arc::clone(&config.comparator),
-            config.timeout,
-        );
-        tokio::spawn(async move {
-            shared.mirrored.fetch_add(1, Ordering::Relaxed);
-            let actual =
-                tokio::time::timeout(timeout, shadow.unary(&job.rpc, job.request, job.options))
-                    .await
-                    .unwrap_or(Err(Error::DeadlineExceeded))
-                    .map(|r| vec![r]);
-            let outcome = compare(&*comparator, &job.rpc, &job.primary, &actual);
-            shared.stats.add(&job.rpc, outcome, &job.primary, &actual);
-            let label = match outcome {
-                Outcome::Matched => "matched",
-                Outcome::Mismatched => "mismatched",
-                Outcome::Error => "error",
-            };
-            metrics::counter!("drpc_shadow_calls_total", "outcome" => label).increment(1);
-            drop(permit);
-            shared.done_one();
-        });
+        while running.len() < limit {
+            let Some(job) = shared.pop() else { break };
+            running.push(mirror(
+                Arc::clone(&shared),
+                Arc::clone(&shadow),
+                Arc::clone(&config.comparator),
+                config.timeout,
+                job,
+            ));
+        }
+        if running.is_empty() {
+            // Nothing to do: park until a job arrives (or the layer is gone), then let jobs
+            // gather for an interval.
+            shared.parked.store(true, Ordering::SeqCst);
+            if shared.queue_is_empty() {
+                drop(shared);
+                wake.notified().await;
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(config.interval).await;
+            } else {
+                shared.parked.store(false, Ordering::Release);
+            }
+            continue;
+        }
+        drop(shared);
+        // Busy: new jobs start as calls finish, or at the next interval.
+        tokio::select! {
+            _ = running.next() => {}
+            () = tokio::time::sleep(config.interval) => {}
+        }
     }
 }
 
@@ -246,7 +327,7 @@ where
 {
     type Response = ClientResponse<T>;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<ClientResponse<T>, Error>>;
+    type Future = SampledFuture<S::Future, ClientResponse<T>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx).map_err(|e| into_error(e.into()))
@@ -261,27 +342,29 @@ where
         };
         let fut = self.inner.call(req);
         let Some((rpc, request, options)) = mirror else {
-            return Box::pin(async move { fut.await.map_err(|e| into_error(e.into())) });
+            return SampledFuture::Plain { fut };
         };
         let layer = self.layer.clone();
-        Box::pin(async move {
-            let result = fut.await.map_err(|e| into_error(e.into()));
-            let primary = match &result {
-                Ok(ClientResponse::Unary(reply)) => Some(Ok(vec![reply.clone()])),
-                Ok(ClientResponse::Stream(_)) => None,
-                // Only answers are compared: a primary that could not be reached has none.
-                Err(e) if !matches!(e, Error::Remote { .. }) => None,
-                Err(e) => Some(Err(e.clone())),
-            };
-            if let Some(primary) = primary {
-                layer.enqueue(Job {
-                    rpc,
-                    request,
-                    options,
-                    primary,
-                });
-            }
-            result
-        })
+        SampledFuture::Sampled {
+            fut: Box::pin(async move {
+                let result = fut.await.map_err(|e| into_error(e.into()));
+                let primary = match &result {
+                    Ok(ClientResponse::Unary(reply)) => Some(Ok(reply.clone())),
+                    Ok(ClientResponse::Stream(_)) => None,
+                    // Only answers are compared: a primary that could not be reached has none.
+                    Err(e) if !matches!(e, Error::Remote { .. }) => None,
+                    Err(e) => Some(Err(e.clone())),
+                };
+                if let Some(primary) = primary {
+                    layer.enqueue(Job {
+                        rpc,
+                        request,
+                        options,
+                        primary,
+                    });
+                }
+                result
+            }),
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! ([`crate::encoding`]) are the other migration pieces; the gradual cut-over between two
 //! connections is `drpc_pool::cutover`.
 
+pub(crate) mod batch;
 pub mod compare;
 pub mod recording;
 pub mod replay;

@@ -233,3 +233,57 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod field_tests {
+    use crate::migrate::recording::Record;
+    use crate::stream::record_encode::*;
+    use bytes::Bytes;
+    use prost::Message;
+
+    #[test]
+    fn field_by_field_decodes_as_the_record() {
+        let mut buf = Vec::new();
+        put_bytes(&mut buf, tag::RPC, b"/a.B/C");
+        put_map_entry(&mut buf, tag::METADATA, "k", "v");
+        put_map_entry(&mut buf, tag::METADATA, "a", "");
+        put_bytes(&mut buf, tag::REQUESTS, b"q1");
+        put_with(&mut buf, tag::REPLIES, 3, |b| b.extend_from_slice(b"r!!"));
+        put_bytes(&mut buf, tag::REQUESTS, b"");
+        put_varint(&mut buf, tag::FAILED, 1);
+        put_varint(&mut buf, tag::ERROR_CODE, 42);
+        put_bytes(&mut buf, tag::ERROR_TEXT, b"boom");
+        put_varint(&mut buf, tag::START_NANOS, 7);
+        put_varint(&mut buf, tag::DURATION_NANOS, 300);
+        put_varint(&mut buf, tag::TRUNCATED, 0);
+        let r = Record::decode(&buf[..]).unwrap();
+        let want = Record {
+            rpc: "/a.B/C".into(),
+            metadata: [("k".into(), "v".into()), ("a".into(), String::new())].into(),
+            requests: vec![Bytes::from_static(b"q1"), Bytes::new()],
+            replies: vec![Bytes::from_static(b"r!!")],
+            failed: true,
+            error_code: 42,
+            error_text: "boom".into(),
+            start_nanos: 7,
+            duration_nanos: 300,
+            truncated: false,
+        };
+        assert_eq!(r, want);
+    }
+
+    #[test]
+    fn the_pool_reuses_and_bounds() {
+        let pool = BufferPool::new(1, 16);
+        let mut a = pool.take();
+        a.extend_from_slice(b"abc");
+        let cap = a.capacity();
+        pool.give(a);
+        let b = pool.take();
+        assert!(b.is_empty() && b.capacity() == cap);
+        pool.give(vec![0; 64]); // too large: dropped
+        pool.give(b);
+        pool.give(Vec::with_capacity(8)); // pool full: dropped
+        assert_eq!(pool.free_len(), 1);
+    }
+}

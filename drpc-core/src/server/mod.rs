@@ -21,6 +21,7 @@ mod accept;
 mod conn;
 mod handler;
 pub mod preface;
+pub mod preface_after;
 
 use std::future::Future as _;
 use std::net::SocketAddr;

@@ -18,6 +18,10 @@
 //! # }
 //! ```
 //!
+//! Under TLS the bytes cannot be peeked at before the handshake:
+//! [`split_after`](crate::server::preface_after::split_after) runs the TLS acceptor first and
+//! reads the preface from the decrypted stream.
+//!
 //! drpc clients must send the preface first ([`crate::conn::send_preface`]); a client that
 //! does not is handed to the other server. The peek is bounded by the timeout: a connection
 //! that sends fewer than 8 bytes in that time is closed.
@@ -48,11 +52,20 @@ pub struct PrefaceSplit {
     timeout: Duration,
 }
 
-/// The connections without the drpc preface, unread: a `Stream` of `io::Result<TcpStream>`
-/// for tonic's `serve_with_incoming` or a hyper accept loop.
+/// The connections without the drpc preface, unread: a `Stream` of `io::Result<T>` for
+/// tonic's `serve_with_incoming` or a hyper accept loop. `T` is the `TcpStream` itself for
+/// [`split`], a [`Rewind`](crate::server::preface_after::Rewind) over the decrypted stream
+/// for [`split_after`](crate::server::preface_after::split_after) (TLS).
 #[derive(Debug)]
-pub struct OtherConnections {
-    rx: mpsc::Receiver<TcpStream>,
+pub struct OtherConnections<T = TcpStream> {
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T> OtherConnections<T> {
+    /// The stream fed by `rx` (for the acceptors of this module family).
+    pub(crate) fn new(rx: mpsc::Receiver<T>) -> OtherConnections<T> {
+        OtherConnections { rx }
+    }
 }
 
 /// Why [`PrefaceSplit`] did not give a connection to the drpc server.
@@ -74,6 +87,9 @@ pub enum PrefaceError {
     /// Reading the first bytes failed.
     #[error("reading the preface: {0}")]
     Io(#[from] io::Error),
+    /// The step before the preface (a TLS handshake) failed.
+    #[error("before the preface: {0}")]
+    Accept(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The acceptor for one shared port and the stream of connections it hands on. `timeout`
@@ -85,7 +101,7 @@ pub fn split(timeout: Duration) -> (PrefaceSplit, OtherConnections) {
             others: tx,
             timeout,
         },
-        OtherConnections { rx },
+        OtherConnections::new(rx),
     )
 }
 
@@ -134,8 +150,8 @@ impl Acceptor<TcpStream> for PrefaceSplit {
     }
 }
 
-impl futures_core::Stream for OtherConnections {
-    type Item = io::Result<TcpStream>;
+impl<T> futures_core::Stream for OtherConnections<T> {
+    type Item = io::Result<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx).map(|c| c.map(Ok))

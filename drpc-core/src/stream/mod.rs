@@ -2,6 +2,8 @@
 //! [`crate::conn::TransportStream`] and the server's [`ServerStream`], which sits here, below
 //! both the server and the router, so that neither depends on the other.
 
+#[cfg(feature = "migrate")]
+pub(crate) mod record_encode;
 mod server;
 mod tap;
 /// The per-stream state machine, which lives in [`crate::connection`] (re-exported here).

@@ -390,6 +390,17 @@ impl ServerStream {
     /// Queues a message without flushing: the connection flushes it together with the
     /// CloseSend that follows when the handler returns (one write per unary reply).
     pub(crate) fn buffer_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
+        if let Some(tap) = self.tap.as_ref().filter(|t| t.encodes()) {
+            // The recording layer's tap copies the reply as it encodes it; the write path
+            // stays the usual one.
+            let len = message.encoded_len();
+            self.shared.check_send(len)?;
+            tap.reply_encoded(len, |b| message.encode_raw(b));
+            return self
+                .writer
+                .send_with(self.shared.id, len, |b| message.encode_raw(b))
+                .map_err(|e| self.send_error(e));
+        }
         if self.tap.is_some() {
             let mut buf = BytesMut::with_capacity(message.encoded_len());
             message.encode_raw(&mut buf);

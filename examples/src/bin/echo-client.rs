@@ -29,8 +29,9 @@
 //! the balancer picks.
 //!
 //! Migration (README "Migrating to drpc-rs"): `--preface` starts each connection with the
-//! `DRPC!!!1` preface (for `echo-server --grpc`); `--grpc --scenario unary` makes the unary
-//! call over gRPC instead. `--replay FILE --addr ADDR [--rate N]` replays a recording made by
+//! `DRPC!!!1` preface (for `echo-server --grpc`; after the handshake with `--tls`);
+//! `--grpc --scenario NAME|all` runs the scenarios over gRPC instead (all but `unknown` and
+//! `hard-cancel`, which are drpc behaviours; `--tls` for `echo-server --grpc --tls`). `--replay FILE --addr ADDR [--rate N]` replays a recording made by
 //! `echo-server --record` and prints `replay: calls=N matched=M mismatched=X errors=E` (after
 //! a `mismatch ...` line for each of the first mismatches and a `replay rpc=NAME ...` line per
 //! RPC; exit 0 whenever the replay ran).
@@ -90,7 +91,9 @@ struct Args {
     /// Start each connection with the `DRPC!!!1` preface (a port shared with gRPC).
     #[arg(long)]
     preface: bool,
-    /// Make the call over gRPC (tonic) instead of drpc (`--scenario unary` only).
+    /// Run the scenarios over gRPC (tonic) instead of drpc (`all` or one of: unary,
+    /// unary-md, unary-twice, server-stream, client-stream, bidi, fail, soft-cancel, large,
+    /// concurrent); with --tls over TLS.
     #[arg(long, conflicts_with_all = ["preface", "calls", "resolve", "replay"])]
     grpc: bool,
     /// Replay the recording FILE against --addr and compare every reply.
@@ -116,8 +119,11 @@ fn base_dialer(addr: &str, args: &Args) -> anyhow::Result<drpc_examples::scenari
         return drpc_examples::cli::dialer(addr, &args.transport);
     }
     let t = &args.transport;
-    if t.transport != drpc_examples::cli::TransportKind::Tcp || t.tls || t.mtls {
-        anyhow::bail!("--preface is for plain TCP (a port shared with gRPC)");
+    if t.transport != drpc_examples::cli::TransportKind::Tcp {
+        anyhow::bail!("--preface is for TCP or TLS (a port shared with gRPC)");
+    }
+    if t.tls || t.mtls {
+        return drpc_examples::migrate::preface_tls_dialer(addr.to_string(), &t.cert_dir, t.mtls);
     }
     Ok(drpc_examples::migrate::preface_dialer(addr.to_string()))
 }
@@ -153,23 +159,80 @@ async fn replay(args: &Args, file: &str) -> ExitCode {
     }
 }
 
-/// `--grpc --scenario unary`.
+/// `--grpc --scenario NAME|all`: the scenarios over gRPC (plain, or `--tls`).
 async fn grpc(args: &Args) -> ExitCode {
-    if args.scenario.as_deref() != Some("unary") {
-        eprintln!("--grpc runs --scenario unary only");
+    use drpc_examples::grpc_scenarios::{self as g, SCENARIOS};
+    let scenario = args.scenario.as_deref().unwrap_or("all");
+    let names: Vec<&str> = if scenario == "all" {
+        SCENARIOS.to_vec()
+    } else if SCENARIOS.contains(&scenario) {
+        vec![scenario]
+    } else {
+        eprintln!(
+            "scenario {scenario:?} is not available with --grpc; expected one of: all, {}",
+            SCENARIOS.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let addr = args.addr.as_deref().unwrap_or_default();
+    let t = &args.transport;
+    if t.transport != drpc_examples::cli::TransportKind::Tcp {
+        eprintln!("--grpc is for TCP or TLS (a port shared with drpc)");
         return ExitCode::from(2);
     }
-    let addr = args.addr.as_deref().unwrap_or_default();
-    match drpc_examples::grpc::unary_line(addr).await {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
+    let target = if t.tls || t.mtls {
+        match g::Target::tls(addr, &t.cert_dir, t.mtls) {
+            Ok(target) => target,
+            Err(e) => {
+                eprintln!("{e:#}");
+                return ExitCode::from(2);
+            }
         }
-        Err(e) => {
-            eprintln!("FAIL unary: {e:#}");
-            ExitCode::from(1)
+    } else {
+        g::Target::plain(addr)
+    };
+    let settings = scenarios::Settings {
+        concurrency: scenarios::Concurrency::Parallel,
+        large_size: args.large_size,
+    };
+    let mut failed = false;
+    for name in names {
+        let outcome = match g::run(name, &target, &settings).await {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("FAIL {name}: {e:#}");
+                failed = true;
+                continue;
+            }
+        };
+        print_outcome(name, &outcome);
+        if let Some(why) = outcome.failure {
+            eprintln!("FAIL {name}: {why}");
+            failed = true;
         }
     }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A scenario's lines, then its server error with the code, if it failed with one.
+fn print_outcome(name: &str, outcome: &scenarios::Outcome) {
+    let mut out = std::io::stdout().lock();
+    for line in &outcome.lines {
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(e) = &outcome.remote {
+        let _ = writeln!(
+            out,
+            "{name} -> err={} code={}",
+            drpc_core::error::go_quote(e.to_string().as_bytes()),
+            e.code()
+        );
+    }
+    let _ = out.flush();
 }
 
 #[tokio::main]
@@ -266,20 +329,7 @@ async fn main() -> ExitCode {
                 continue;
             }
         };
-        let mut out = std::io::stdout().lock();
-        for line in &outcome.lines {
-            let _ = writeln!(out, "{line}");
-        }
-        if let Some(e) = &outcome.remote {
-            let _ = writeln!(
-                out,
-                "{name} -> err={} code={}",
-                drpc_core::error::go_quote(e.to_string().as_bytes()),
-                e.code()
-            );
-        }
-        let _ = out.flush();
-        drop(out);
+        print_outcome(name, &outcome);
         if let Some(why) = outcome.failure {
             eprintln!("FAIL {name}: {why}");
             failed = true;

@@ -29,7 +29,7 @@
 //!
 //! Migration (README "Migrating to drpc-rs"): `--grpc` also serves the echo service over gRPC
 //! (tonic) on the same port (drpc clients then send the `DRPC!!!1` preface, `echo-client
-//! --preface`); `--record FILE [--record-fraction F]` records calls for `echo-client
+//! --preface`; with `--tls` the port is TLS and the preface follows the handshake); `--record FILE [--record-fraction F]` records calls for `echo-client
 //! --replay`; `--prefix P` answers `Unary` and `Bidi` with `P` instead of `echo:`;
 //! `--encoding msgpack` serves the echo RPCs with MessagePack instead of protobuf.
 
@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     health_addr: Option<String>,
     /// Also serve the echo service over gRPC (tonic) on the same port; drpc clients must
-    /// send the `DRPC!!!1` preface (plain TCP only).
+    /// send the `DRPC!!!1` preface (after the handshake with --tls).
     #[arg(long)]
     grpc: bool,
     /// Record calls to FILE (the format of docs/recording.md).
@@ -141,11 +141,20 @@ async fn main() -> anyhow::Result<ExitCode> {
         out.flush()?;
         tokio::spawn(drpc_examples::health::serve(listener, readiness.clone()));
     }
-    if args.grpc && !matches!(transport, drpc_examples::cli::ServerTransport::Tcp) {
-        anyhow::bail!(
-            "--grpc shares a plain TCP port: it does not combine with --tls or --transport"
-        );
-    }
+    // `--grpc --tls`: TLS first, then the preface on the decrypted stream; ALPN offers `h2`.
+    let grpc_tls = match (&transport, args.grpc) {
+        (_, false) | (drpc_examples::cli::ServerTransport::Tcp, true) => None,
+        (drpc_examples::cli::ServerTransport::Tls(_), true) => {
+            let t = &args.transport;
+            Some(drpc_examples::tls::shared_port_acceptor(
+                &t.cert_dir,
+                t.mtls,
+            )?)
+        }
+        _ => anyhow::bail!(
+            "--grpc shares a TCP port (plain or --tls): it does not combine with --transport"
+        ),
+    };
     let recorder = match &args.record {
         Some(path) => Some(
             drpc_core::layers::record::Recorder::create(
@@ -206,11 +215,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| drpc_examples::echo::PREFIX.to_string())
             });
             let serving = tokio::spawn(async move {
-                match grpc_prefix {
-                    Some(prefix) => {
+                match (grpc_prefix, grpc_tls) {
+                    (Some(prefix), Some(acceptor)) => {
+                        drpc_examples::grpc::serve_shared_tls(&server, listener, &prefix, acceptor)
+                            .await
+                    }
+                    (Some(prefix), None) => {
                         drpc_examples::grpc::serve_shared(&server, listener, &prefix).await
                     }
-                    None => transport.serve(&server, listener).await,
+                    (None, _) => transport.serve(&server, listener).await,
                 }
             });
             (serving, registration)
