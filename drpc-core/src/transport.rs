@@ -80,7 +80,11 @@ impl ReadHalf {
             self.buf.reserve(self.chunk);
         }
         let room = self.buf.capacity() - self.buf.len();
-        let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf));
+        let read = std::task::ready!(tokio_util::io::poll_read_buf(
+            Pin::new(io),
+            cx,
+            &mut self.buf
+        ));
         if matches!(read, Ok(n) if n == room) {
             self.chunk = (self.chunk * 2).min(READ_CHUNK);
         }

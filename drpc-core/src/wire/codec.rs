@@ -314,3 +314,82 @@ impl Encoder<Packet> for PacketCodec {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{Id, Kind};
+
+    /// A 64 KiB protobuf message as Go splits it: 65 536 + 3 bytes.
+    fn split_message(id: Id) -> (Vec<u8>, BytesMut) {
+        let data: Vec<u8> = (0..65_539u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = BytesMut::new();
+        packet::encode(&mut wire, id, Kind::Message, false, &data, 64 << 10);
+        (data, wire)
+    }
+
+    #[test]
+    fn a_buffered_split_packet_is_joined_in_place() {
+        let (data, mut wire) = split_message(Id::new(1, 1));
+        let start = wire.as_ptr() as usize;
+        let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+        let p = codec
+            .decode(&mut wire)
+            .unwrap()
+            .expect("whole packet buffered");
+        assert_eq!(p.data, data);
+        assert_eq!((p.id, p.kind), (Id::new(1, 1), Kind::Message));
+        assert_eq!(codec.frames_decoded(), 2);
+        assert!(wire.is_empty());
+        // The payload is the read buffer itself (past the first header), not a copy.
+        let offset = p.data.as_ptr() as usize - start;
+        assert!(offset < frame::MAX_HEADER_LEN, "payload at offset {offset}");
+        assert_eq!(codec.current_id(), Id::new(1, 2));
+    }
+
+    #[test]
+    fn a_split_packet_arriving_in_pieces_decodes_the_same() {
+        let (data, wire) = split_message(Id::new(3, 7));
+        for cut in [1, 5, 65_536, 65_540, 65_541, 65_543, wire.len() - 1] {
+            let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&wire[cut..]);
+            let p = codec.decode(&mut buf).unwrap().expect("whole packet");
+            assert_eq!(p.data, data, "cut at {cut}");
+            assert_eq!(codec.frames_decoded(), 2, "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_new_id_after_a_first_frame_drops_the_half_built_packet() {
+        let (_, mut wire) = split_message(Id::new(1, 1));
+        // The 3-byte tail frame (a 4-byte header and its payload) never comes.
+        wire.truncate(wire.len() - 7);
+        assert_eq!(wire.len(), 6 + 65_536); // the first frame alone
+        frame::encode(
+            &mut wire,
+            Id::new(1, 2),
+            Kind::Message,
+            true,
+            false,
+            b"next",
+        );
+        let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+        let p = codec.decode(&mut wire).unwrap().expect("the second packet");
+        assert_eq!(p.id, Id::new(1, 2));
+        assert!(p.data == b"next"[..], "{} bytes", p.data.len());
+        assert_eq!(codec.frames_decoded(), 2);
+    }
+
+    #[test]
+    fn a_joined_packet_over_the_limit_is_refused() {
+        let (_, mut wire) = split_message(Id::new(1, 1));
+        let mut codec = PacketCodec::new(65_537, 64 << 10);
+        assert!(matches!(
+            codec.decode(&mut wire),
+            Err(WireError::DataOverflow { .. })
+        ));
+    }
+}
