@@ -25,14 +25,23 @@ pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
-/// How many bytes a read asks the transport for at least.
+/// How many bytes a read asks the transport for at least, once reads have filled the room
+/// they were given.
 const READ_CHUNK: usize = 8 << 10;
+
+/// What the first read asks for: a mux stream that carries one small call never needs more,
+/// and a buffer this small comes from the allocator's per-thread cache, not its shared bins
+/// (a session makes two per call: one per side).
+const FIRST_READ_CHUNK: usize = 1 << 10;
 
 /// The read side of a connection: buffered bytes and the packet assembler.
 #[derive(Debug)]
 pub(crate) struct ReadHalf {
     buf: BytesMut,
     codec: PacketCodec,
+    /// The room a read is given at least: doubles, up to [`READ_CHUNK`], each time a read
+    /// fills all the room it had.
+    chunk: usize,
 }
 
 impl ReadHalf {
@@ -45,8 +54,9 @@ impl ReadHalf {
 impl ReadHalf {
     pub(crate) fn new(codec: PacketCodec) -> ReadHalf {
         ReadHalf {
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             codec,
+            chunk: FIRST_READ_CHUNK,
         }
     }
 
@@ -66,10 +76,19 @@ impl ReadHalf {
         io: &mut R,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
-            self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < self.chunk {
+            self.buf.reserve(self.chunk);
         }
-        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let read = std::task::ready!(tokio_util::io::poll_read_buf(
+            Pin::new(io),
+            cx,
+            &mut self.buf
+        ));
+        if matches!(read, Ok(n) if n == room) {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        }
+        Poll::Ready(read)
     }
 
     /// Decodes the next packet, reading from `io` as needed.
@@ -114,6 +133,11 @@ const ZERO_COPY_MIN: usize = 16 << 10;
 /// How many buffers one vectored write takes at most.
 const MAX_IOVECS: usize = 32;
 
+/// The write buffer's first capacity: a small call's packets (Invoke, Message, CloseSend)
+/// fit, and a buffer this small comes from the allocator's per-thread cache; larger packets
+/// grow it.
+const WRITE_BUF: usize = 512;
+
 /// The write side of a connection: frames collected until a flush.
 ///
 /// Small frames are copied into one buffer; large payloads stay in their own `Bytes` and go
@@ -137,7 +161,7 @@ impl WriteHalf {
     pub(crate) fn new(split_size: usize) -> WriteHalf {
         WriteHalf {
             queue: VecDeque::new(),
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::with_capacity(WRITE_BUF),
             split_size,
         }
     }

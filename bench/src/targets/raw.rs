@@ -29,6 +29,9 @@ impl Target for Raw {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let _ = tcp.set_nodelay(true);
+                if let Some(size) = socket_buffer() {
+                    let _ = socket2::SockRef::from(&tcp).set_recv_buffer_size(size);
+                }
                 tokio::spawn(async move {
                     let _ = serve_conn(tcp).await;
                 });
@@ -42,6 +45,9 @@ impl Target for Raw {
         for _ in 0..count {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
+            if let Some(size) = socket_buffer() {
+                socket2::SockRef::from(&tcp).set_send_buffer_size(size)?;
+            }
             clients.push(RawClient {
                 tcp,
                 out: Vec::new(),
@@ -50,6 +56,14 @@ impl Target for Raw {
         }
         Ok(clients)
     }
+}
+
+/// `BENCH_RAW_SOCKBUF=BYTES`: the client's `SO_SNDBUF` and the server's `SO_RCVBUF` (for
+/// comparing socket buffer sizes; unset: the kernel's autotuned defaults, the row's setting).
+/// Three alternating rounds of the stream (MB/s): defaults 1190/1426/1236, 1 MiB
+/// 1492/1561/784, 4 MiB 607/746/672.
+fn socket_buffer() -> Option<usize> {
+    std::env::var("BENCH_RAW_SOCKBUF").ok()?.parse().ok()
 }
 
 /// The server's read loop parses frames in place in its read buffer: echo frames that arrived

@@ -84,6 +84,10 @@ pub(crate) struct ServerConn<R> {
     /// idle timeout) never allocates one.
     timer: Option<Pin<Box<Sleep>>>,
     timer_at: Instant,
+    /// The clock, read once per [`ServerConn::poll_conn`] on first need: every packet, the
+    /// handler's end and the timeouts of one poll share it (a clock read costs more than the
+    /// rest of routing a small packet on some virtual machines).
+    now: Option<Instant>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
 }
@@ -131,10 +135,17 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             frame_started: None,
             timer: None,
             timer_at: Instant::now(),
+            now: None,
         }
     }
 
+    /// The time of this poll: the clock read once, on first need.
+    fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+
     pub(crate) fn poll_conn(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
+        self.now = None;
         // The token futures register wakers on their first poll; after that a flag check is
         // enough on every wake (they wake this task when cancelled).
         if self.server.stop.is_cancelled()
@@ -198,7 +209,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// Starts the graceful close of an idle connection (draining, or past its idle
     /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
     fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        let until = Instant::now() + CLOSE_LINGER;
+        let until = self.now() + CLOSE_LINGER;
         match &mut self.timer {
             Some(timer) => timer.as_mut().reset(until),
             None => self.timer = Some(Box::pin(tokio::time::sleep_until(until))),
@@ -293,7 +304,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
             && !self.read.is_mid_frame();
         self.eof = true;
-        let now = Instant::now().into_std();
+        let now = self.now().into_std();
         self.writer.with_core(|core| {
             if clean {
                 core.handle_eof(now, false);
@@ -323,7 +334,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             }
         };
         let id = active.shared.id();
-        let now = Instant::now().into_std();
+        let now = self.now.get_or_insert_with(Instant::now).into_std();
         let queued = self
             .writer
             .with_core(|core| core.finish(now, id, result.as_ref().map(|_| ())));
@@ -347,7 +358,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// events. `me` is this task's waker: the handler runs in this task and is polled again
     /// before the next read, so waking it would only make the task yield.
     fn handle(&mut self, packet: Packet, me: &std::task::Waker) -> Result<(), Error> {
-        let now = Instant::now().into_std();
+        let now = self.now().into_std();
         // One lock for the packet and its first event (the usual case is one event).
         let mut next = self.writer.with_core(|core| {
             core.handle_packet(now, packet)
@@ -427,8 +438,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// The idle timeout (no stream running) and the frame-completion timeout (a frame begun
     /// but not finished), on one timer that is only moved earlier, never on every packet.
     fn poll_timeouts(&mut self, cx: &mut TaskContext<'_>) -> Poll<Timeout> {
+        let now = self.now();
         let cfg = &self.server.config;
-        let now = Instant::now();
         let frames = self.read.frames_decoded();
         let frame_deadline = if self.read.is_mid_frame() {
             let (since, seen) = *self.frame_started.get_or_insert((now, frames));

@@ -106,7 +106,25 @@ pub struct PacketCodec {
     split_size: usize,
     preface: Preface,
     frames_decoded: u64,
+    /// The first frame of a packet being joined in place was counted in `frames_decoded`
+    /// already (while waiting for the rest of the packet).
+    counted_first: bool,
 }
+
+/// What [`PacketCodec::join_in_place`] found.
+enum Join {
+    /// The whole packet was buffered and is now one contiguous payload.
+    Packet(Packet),
+    /// The next frame of the packet has begun arriving: wait for the rest of it.
+    Wait,
+    /// Not joinable here (not all buffered, another id or kind follows, over the limit):
+    /// the frame-by-frame path takes over.
+    No,
+}
+
+/// How many frames one packet may span for [`PacketCodec::join_in_place`] (more is left to
+/// the frame-by-frame path).
+const JOIN_MAX_FRAMES: usize = 64;
 
 impl Default for PacketCodec {
     fn default() -> Self {
@@ -124,6 +142,7 @@ impl PacketCodec {
             split_size,
             preface: Preface::Done,
             frames_decoded: 0,
+            counted_first: false,
         }
     }
 
@@ -142,6 +161,81 @@ impl PacketCodec {
     /// How many frames this codec has decoded.
     pub fn frames_decoded(&self) -> u64 {
         self.frames_decoded
+    }
+
+    /// Joins a packet split into several frames into one payload inside the read buffer when
+    /// all of its frames are buffered (Go splits a 64 KiB protobuf message as 65 536 + 3 bytes):
+    /// the later frames' payloads move back over the headers between them, so only those
+    /// bytes are copied, not the whole packet into a new buffer. `first` is the packet's first
+    /// frame (not `done`, not continuing a partial packet), at the front of `src`.
+    fn join_in_place(&mut self, first: &Header, src: &mut BytesMut) -> Join {
+        let first_end = first.header_len + first.data_len as usize;
+        if src.len() < first_end {
+            return Join::No; // the frame path reserves room and waits for the first frame
+        }
+        let max = self.assembler.max_packet_size() as u64;
+        // Where each later frame's payload is, found before anything moves.
+        let mut later = [(0usize, 0usize); JOIN_MAX_FRAMES];
+        let mut count = 0;
+        let mut pos = first_end;
+        let mut len = first.data_len;
+        let mut control = first.control;
+        loop {
+            if count + 1 == JOIN_MAX_FRAMES {
+                return Join::No;
+            }
+            let rest = &src[pos..];
+            let h = match Header::decode(rest) {
+                Ok(Some(h)) => h,
+                Ok(None) if rest.is_empty() => return Join::No,
+                Ok(None) => return self.wait(),
+                Err(_) => return Join::No,
+            };
+            if h.id != first.id || h.kind != first.kind {
+                return Join::No;
+            }
+            len = len.saturating_add(h.data_len);
+            if len > max {
+                return Join::No;
+            }
+            let start = pos + h.header_len;
+            let end = start + h.data_len as usize;
+            if end > src.len() {
+                src.reserve(end - src.len());
+                return self.wait();
+            }
+            later[count] = (start, h.data_len as usize);
+            count += 1;
+            control |= h.control;
+            pos = end;
+            if h.done {
+                break;
+            }
+        }
+        let mut write = first_end;
+        for &(start, n) in &later[..count] {
+            src.copy_within(start..start + n, write);
+            write += n;
+        }
+        let mut bytes = src.split_to(pos);
+        bytes.truncate(write);
+        bytes.advance(first.header_len);
+        let frames = count as u64 + u64::from(!std::mem::take(&mut self.counted_first));
+        self.frames_decoded += frames;
+        Join::Packet(
+            self.assembler
+                .joined(first.id, first.kind, control, bytes.freeze()),
+        )
+    }
+
+    /// The first frame is complete and the next has begun: count the first as decoded (the
+    /// frame-completion timeout sees progress) and wait for more bytes.
+    fn wait(&mut self) -> Join {
+        if !self.counted_first {
+            self.counted_first = true;
+            self.frames_decoded += 1;
+        }
+        Join::Wait
     }
 
     fn skip_preface(&mut self, src: &mut BytesMut) -> bool {
@@ -175,10 +269,19 @@ impl Decoder for PacketCodec {
                 return Ok(None);
             };
             self.assembler.check_header(&h)?;
+            if !h.done && !self.assembler.continues(&h) {
+                match self.join_in_place(&h, src) {
+                    Join::Packet(packet) => return Ok(Some(packet)),
+                    Join::Wait => return Ok(None),
+                    Join::No => {}
+                }
+            }
             let Some(frame) = self.frames.decode_with(&h, src)? else {
                 return Ok(None);
             };
-            self.frames_decoded += 1;
+            if !std::mem::take(&mut self.counted_first) {
+                self.frames_decoded += 1;
+            }
             if let Some(packet) = self.assembler.handle_frame(frame)? {
                 return Ok(Some(packet));
             }
@@ -209,5 +312,84 @@ impl Encoder<Packet> for PacketCodec {
             self.split_size,
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::{Id, Kind};
+
+    /// A 64 KiB protobuf message as Go splits it: 65 536 + 3 bytes.
+    fn split_message(id: Id) -> (Vec<u8>, BytesMut) {
+        let data: Vec<u8> = (0..65_539u32).map(|i| (i % 251) as u8).collect();
+        let mut wire = BytesMut::new();
+        packet::encode(&mut wire, id, Kind::Message, false, &data, 64 << 10);
+        (data, wire)
+    }
+
+    #[test]
+    fn a_buffered_split_packet_is_joined_in_place() {
+        let (data, mut wire) = split_message(Id::new(1, 1));
+        let start = wire.as_ptr() as usize;
+        let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+        let p = codec
+            .decode(&mut wire)
+            .unwrap()
+            .expect("whole packet buffered");
+        assert_eq!(p.data, data);
+        assert_eq!((p.id, p.kind), (Id::new(1, 1), Kind::Message));
+        assert_eq!(codec.frames_decoded(), 2);
+        assert!(wire.is_empty());
+        // The payload is the read buffer itself (past the first header), not a copy.
+        let offset = p.data.as_ptr() as usize - start;
+        assert!(offset < frame::MAX_HEADER_LEN, "payload at offset {offset}");
+        assert_eq!(codec.current_id(), Id::new(1, 2));
+    }
+
+    #[test]
+    fn a_split_packet_arriving_in_pieces_decodes_the_same() {
+        let (data, wire) = split_message(Id::new(3, 7));
+        for cut in [1, 5, 65_536, 65_540, 65_541, 65_543, wire.len() - 1] {
+            let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&wire[cut..]);
+            let p = codec.decode(&mut buf).unwrap().expect("whole packet");
+            assert_eq!(p.data, data, "cut at {cut}");
+            assert_eq!(codec.frames_decoded(), 2, "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_new_id_after_a_first_frame_drops_the_half_built_packet() {
+        let (_, mut wire) = split_message(Id::new(1, 1));
+        // The 3-byte tail frame (a 4-byte header and its payload) never comes.
+        wire.truncate(wire.len() - 7);
+        assert_eq!(wire.len(), 6 + 65_536); // the first frame alone
+        frame::encode(
+            &mut wire,
+            Id::new(1, 2),
+            Kind::Message,
+            true,
+            false,
+            b"next",
+        );
+        let mut codec = PacketCodec::new(4 << 20, 64 << 10);
+        let p = codec.decode(&mut wire).unwrap().expect("the second packet");
+        assert_eq!(p.id, Id::new(1, 2));
+        assert!(p.data == b"next"[..], "{} bytes", p.data.len());
+        assert_eq!(codec.frames_decoded(), 2);
+    }
+
+    #[test]
+    fn a_joined_packet_over_the_limit_is_refused() {
+        let (_, mut wire) = split_message(Id::new(1, 1));
+        let mut codec = PacketCodec::new(65_537, 64 << 10);
+        assert!(matches!(
+            codec.decode(&mut wire),
+            Err(WireError::DataOverflow { .. })
+        ));
     }
 }

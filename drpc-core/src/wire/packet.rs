@@ -171,6 +171,24 @@ impl Assembler {
         )))
     }
 
+    /// Whether a frame with `header` continues the packet being assembled.
+    pub(crate) fn continues(&self, header: &Header) -> bool {
+        header.id == self.current && self.partial.is_some()
+    }
+
+    /// The largest packet accepted.
+    pub(crate) fn max_packet_size(&self) -> usize {
+        self.max_packet_size
+    }
+
+    /// A packet whose frames were joined outside the assembler (all of them buffered, same id
+    /// and kind, within the limit, checked by the caller): as if fed frame by frame.
+    pub(crate) fn joined(&mut self, id: Id, kind: Kind, control: bool, data: Bytes) -> Packet {
+        self.current = id;
+        self.partial = None;
+        self.complete(kind, control, data)
+    }
+
     fn complete(&mut self, kind: Kind, control: bool, data: Bytes) -> Packet {
         let id = self.current;
         self.current = Id::new(id.stream, id.message.saturating_add(1));
