@@ -237,7 +237,7 @@ async fn both_directions_on_one_session() {
     hub.shutdown(WAIT).await;
 }
 
-struct MuxCall(drpc_mux::MuxConn<drpc_mux::yamux::YamuxSession>);
+struct MuxCall(drpc_mux::MuxConn<drpc_reverse::session::ReverseSession>);
 
 #[tokio::test]
 async fn agent_reconnects_after_a_hub_restart() {
