@@ -373,6 +373,23 @@ impl Hub {
         self.front.serve(listener).await
     }
 
+    /// [`Hub::serve_front`] through `acceptor` (a `drpc_core::tls::TlsAcceptor` for a front
+    /// door over TLS), until [`Hub::shutdown`].
+    ///
+    /// # Errors
+    /// As [`Hub::serve`].
+    ///
+    /// # Cancel safety
+    /// As [`Hub::serve`].
+    pub async fn serve_front_with<L, A>(&self, listener: L, acceptor: A) -> std::io::Result<()>
+    where
+        L: Listener,
+        A: Acceptor<L::Io>,
+        A::Io: Transport,
+    {
+        self.front.serve_with(listener, acceptor).await
+    }
+
     /// The front door as a [`Handler`], to serve on other transports (yamux, TLS).
     pub fn front_door(&self) -> impl Handler + use<> {
         front::FrontDoor {
