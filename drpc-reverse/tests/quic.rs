@@ -317,3 +317,28 @@ async fn a_frozen_quic_agent_is_dropped_by_the_idle_timeout() {
     assert!(hub.list().is_empty());
     hub.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_slow_call_on_a_live_quic_agent_outlasts_the_dead_peer_timeout() {
+    // The hub's keep-alive (5 s) is far longer than its dead-peer timeout (1.5 s): only the
+    // probes sent while the call is in flight keep a live agent from being taken for dead.
+    let certs = quic_certs();
+    let (hub, addr, _) = quic_hub(
+        credentials(&["s"]),
+        HubConfig::default(),
+        &certs.server,
+        None,
+    )
+    .await;
+    let (a, _) = quic_agent("s", &[addr], &certs.client);
+    a.wait_registered(1, WAIT).await.unwrap();
+    let slept: u64 = hub
+        .conn("s")
+        .call(SLOW, &3_000u64, CallOptions::new().with_timeout(WAIT))
+        .await
+        .unwrap();
+    assert_eq!(slept, 3_000);
+    assert_eq!(hub.list().len(), 1, "the session survived");
+    a.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}
