@@ -37,10 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ReverseError;
-use crate::session::{QuicLink, ReverseSession};
 use crate::proto::{
     DRAIN_RPC, DrainRequest, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
 };
+use crate::session::{QuicLink, ReverseSession};
 
 /// Where a hub listens and how to reach it.
 #[derive(Debug, Clone)]
@@ -457,7 +457,10 @@ impl Agent {
 }
 
 /// Registers on `conn`'s session: the session number, or why not.
-async fn register(conn: &MuxConn<ReverseSession>, config: &AgentConfig) -> Result<u64, ReverseError> {
+async fn register(
+    conn: &MuxConn<ReverseSession>,
+    config: &AgentConfig,
+) -> Result<u64, ReverseError> {
     let request = RegisterRequest {
         id: config.id.clone(),
         services: config.services.clone(),

@@ -112,7 +112,11 @@ async fn a_quic_agent_with_a_bad_token_is_refused() {
     let agent = Agent::start(
         agent_router("q", Arc::default()),
         agent_config("q", "wrong"),
-        [HubTarget::quic(addr.to_string(), Arc::clone(&certs.client), "localhost")],
+        [HubTarget::quic(
+            addr.to_string(),
+            Arc::clone(&certs.client),
+            "localhost",
+        )],
     );
     let e = agent
         .wait_registered(1, Duration::from_secs(3))

@@ -52,10 +52,10 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::error::ReverseError;
-use crate::session::{QuicLink, ReverseSession};
 use crate::proto::{
     DRAIN_RPC, DrainResponse, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
 };
+use crate::session::{QuicLink, ReverseSession};
 
 pub use conn::{AgentConn, AgentStream, SessionConn};
 pub use credentials::Credentials;
@@ -355,7 +355,18 @@ impl Hub {
                 },
             )
             .await;
-        closing.close(drpc_mux::quic::CLOSE_SHUTDOWN, b"hub shutdown");
+        // Draining: the sessions being drained keep the UDP socket; refuse new connections at
+        // once (the agents redial with their backoff) until those sessions have closed.
+        loop {
+            tokio::select! {
+                incoming = closing.accept() => match incoming {
+                    Some(incoming) => incoming.refuse(),
+                    None => break,
+                },
+                () = closing.wait_idle() => break,
+                () = self.mux.server().stopped() => break,
+            }
+        }
         served
     }
 
@@ -589,8 +600,7 @@ impl Hub {
         };
         let (session, streams) = match accepted {
             Accepted::Stream(io) => {
-                let (session, incoming) =
-                    YamuxSession::new(io, Mode::Server, config.yamux.clone());
+                let (session, incoming) = YamuxSession::new(io, Mode::Server, config.yamux.clone());
                 (ReverseSession::Yamux(session), Streams::Yamux(incoming))
             }
             Accepted::Quic(conn) => (
