@@ -17,6 +17,8 @@ use drpc_reverse::hub::{AgentSession, Credentials, Hub, HubConfig};
 pub const ECHO: &str = "/t.T/Echo";
 pub const SLOW: &str = "/t.T/Slow";
 pub const WHOAMI: &str = "/t.T/WhoAmI";
+/// Bidi: each string comes back as `NAME:<string>`, one reply per message, until CloseSend.
+pub const BIDI: &str = "/t.T/Bidi";
 pub const HUB_WHO: &str = "/hub.Hub/Who";
 pub const SERVICE: &str = "t.T";
 
@@ -24,6 +26,7 @@ pub const SERVICE: &str = "t.T";
 pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
     let n1 = name.to_string();
     let n2 = name.to_string();
+    let n3 = name.to_string();
     let c1 = Arc::clone(&calls);
     Router::new()
         .unary(ECHO, move |_ctx: Context, s: String| {
@@ -39,6 +42,18 @@ pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
             let name = n2.clone();
             async move { Ok::<_, Error>(name) }
         })
+        .streaming(
+            BIDI,
+            move |_ctx: Context, mut stream: drpc_core::TypedStream<String, String>| {
+                let name = n3.clone();
+                async move {
+                    while let Some(s) = stream.recv().await? {
+                        stream.send(&format!("{name}:{s}")).await?;
+                    }
+                    Ok::<_, Error>(())
+                }
+            },
+        )
 }
 
 /// The hub's own service: `Who` answers the calling agent's id.
