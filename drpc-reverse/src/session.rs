@@ -82,10 +82,11 @@ async fn probe(conn: quinn::Connection, in_flight: Arc<AtomicUsize>) {
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
         let rx = conn.stats().udp_rx.datagrams;
-        if rx == seen && in_flight.load(Ordering::Relaxed) > 0 {
-            if let Err(e) = conn.send_datagram(Bytes::from_static(b"p")) {
-                tracing::debug!(error = %e, "QUIC probe not sent");
-            }
+        if rx == seen
+            && in_flight.load(Ordering::Relaxed) > 0
+            && let Err(e) = conn.send_datagram(Bytes::from_static(b"p"))
+        {
+            tracing::debug!(error = %e, "QUIC probe not sent");
         }
         seen = rx;
     }

@@ -221,9 +221,8 @@ async fn now<F: Future>(fut: F) -> Option<F::Output> {
 /// side fails.
 ///
 /// What arrived together leaves together: everything already received from either side is
-/// queued before one flush per direction, so a unary call is one write each way (the
-/// client's Invoke, Message and CloseSend to the agent; the agent's reply and CloseSend,
-/// flushed with the end of the call, to the client), as on a direct connection.
+/// queued before one flush per direction (the agent's stream writes the Invoke with the
+/// first message); a message that arrived alone is written at once.
 async fn forward<U: Upstream>(
     ctx: &Context,
     mut client: ServerStream,
@@ -253,8 +252,7 @@ async fn forward<U: Upstream>(
                         client.buffer_bytes(m)?;
                         to_client = true;
                     }
-                    // The server flushes the queued replies with the end of the call.
-                    None => return Ok(()),
+                    None => return finish(&mut client, to_client).await,
                 }
             }
             if !moved {
@@ -287,10 +285,19 @@ async fn forward<U: Upstream>(
                     client.buffer_bytes(m)?;
                     to_client = true;
                 }
-                None => return Ok(()),
+                None => return finish(&mut client, to_client).await,
             },
         }
     }
+}
+
+/// The agent ended the call cleanly: replies still queued are written now, from this task
+/// (the client has them at once; the CloseSend follows with the end of the call).
+async fn finish(client: &mut ServerStream, queued: bool) -> Result<(), Error> {
+    if queued {
+        client.flush().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
