@@ -301,39 +301,6 @@ impl<N: NewStream> MuxStream<N> {
     }
 }
 
-impl<N: NewStream> MuxStream<N> {
-    /// Queues a message without writing it; [`MuxStream::flush`] writes everything queued at
-    /// once (with the Invoke, on a fresh stream): a forwarder sends what arrived together in
-    /// one write.
-    ///
-    /// # Errors
-    /// As [`RawStream::send`], with nothing written.
-    pub fn buffer(&mut self, message: Bytes) -> Result<(), Error> {
-        self.io.0.buffer_message(message)
-    }
-
-    /// Queues CloseSend without writing it; see [`MuxStream::buffer`].
-    ///
-    /// # Errors
-    /// As [`RawStream::close_send`], with nothing written.
-    pub fn buffer_close_send(&mut self) -> Result<(), Error> {
-        self.io.0.buffer_close_send()
-    }
-
-    /// Writes what [`MuxStream::buffer`] and [`MuxStream::buffer_close_send`] queued.
-    ///
-    /// # Errors
-    /// As [`RawStream::send`].
-    pub async fn flush(&mut self) -> Result<(), Error> {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.0.flush()) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
-        self.after(r).await
-    }
-}
-
 impl<N: NewStream> RawStream for MuxStream<N> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         let r = tokio::select! {

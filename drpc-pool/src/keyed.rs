@@ -284,13 +284,6 @@ impl<K: Key, C: Conn + 'static> std::fmt::Debug for PooledStream<K, C> {
     }
 }
 
-impl<K: Key, C: Conn + 'static> PooledStream<K, C> {
-    /// The connection's own stream (for what its type offers beyond [`RawStream`]).
-    pub fn get_mut(&mut self) -> &mut C::Stream {
-        &mut self.stream
-    }
-}
-
 impl<K: Key, C: Conn + 'static> RawStream for PooledStream<K, C> {
     fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
         self.stream.send(message)

@@ -290,30 +290,6 @@ impl<T: Transport> ClientIo<T> {
         }
     }
 
-    /// Queues a Message on the running stream without writing it; [`ClientIo::flush`] writes
-    /// everything queued in one write (what a forwarder uses to send what arrived together).
-    ///
-    /// # Errors
-    /// As [`ClientIo::send`], with nothing written.
-    pub fn buffer_message(&mut self, message: Bytes) -> Result<(), Error> {
-        if !self.can_send() {
-            return Err(self.send_error());
-        }
-        self.push_message(message)
-    }
-
-    /// Queues CloseSend on the running stream without writing it (nothing when it cannot send
-    /// any more); see [`ClientIo::buffer_message`].
-    ///
-    /// # Errors
-    /// A stream the core refuses to close.
-    pub fn buffer_close_send(&mut self) -> Result<(), Error> {
-        if !self.can_send() {
-            return Ok(());
-        }
-        self.push_close_send()
-    }
-
     /// Sends a Message on the running stream and flushes it.
     ///
     /// # Errors

@@ -403,12 +403,8 @@ impl ServerStream {
     }
 
     /// Queues already encoded bytes without flushing (what [`crate::encoding::Codec::buffer`]
-    /// does for codecs that encode to bytes first, and what a forwarder uses): they go out
-    /// with the next [`ServerStream::flush`], or with the end of the call.
-    ///
-    /// # Errors
-    /// As [`ServerStream::send`], with nothing written.
-    pub fn buffer_bytes(&mut self, message: Bytes) -> Result<(), Error> {
+    /// does for codecs that encode to bytes first).
+    pub(crate) fn buffer_bytes(&mut self, message: Bytes) -> Result<(), Error> {
         self.shared.check_send(message.len())?;
         if let Some(tap) = &self.tap {
             tap.reply(&message);
@@ -419,10 +415,7 @@ impl ServerStream {
     }
 
     /// Flushes what was queued.
-    ///
-    /// # Errors
-    /// Transport errors.
-    pub async fn flush(&mut self) -> Result<(), Error> {
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
         Ok(self.writer.flush().await?)
     }
 

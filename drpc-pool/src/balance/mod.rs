@@ -776,13 +776,6 @@ impl<C: Conn + 'static> std::fmt::Debug for BalancedStream<C> {
     }
 }
 
-impl<C: Conn + 'static> BalancedStream<C> {
-    /// The chosen connection's own stream (for what its type offers beyond [`RawStream`]).
-    pub fn get_mut(&mut self) -> &mut C::Stream {
-        self.stream.get_mut()
-    }
-}
-
 impl<C: Conn + 'static> RawStream for BalancedStream<C> {
     fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
         self.stream.send(message)
