@@ -442,7 +442,7 @@ pub(crate) async fn settle_send(send: oneshot::Receiver<quinn::SendStream>, grac
 }
 
 /// The verified client certificate of a server-side connection, if the client presented one.
-pub(crate) fn peer_identity(conn: &quinn::Connection) -> Option<drpc_core::tls::PeerIdentity> {
+pub fn peer_identity(conn: &quinn::Connection) -> Option<drpc_core::tls::PeerIdentity> {
     let any: Box<dyn Any> = conn.peer_identity()?;
     let chain = any
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()

@@ -339,7 +339,8 @@ impl MuxServer {
                     let this = this.clone();
                     async move {
                         let peer = conn.remote_address();
-                        if let Err(e) = this.run_quic(conn).await {
+                        let info = quic_info(&conn);
+                        if let Err(e) = this.run_quic(conn, info).await {
                             tracing::debug!(%peer, error = %e, "QUIC connection ended with an error");
                         }
                     }
@@ -368,16 +369,35 @@ impl MuxServer {
     /// Why the connection ended, unless it was closed cleanly (by either side).
     #[cfg(feature = "quic")]
     pub async fn serve_quic_conn(&self, conn: quinn::Connection) -> Result<(), MuxError> {
-        self.inner.sessions.track_future(self.run_quic(conn)).await
+        let info = quic_info(&conn);
+        self.inner
+            .sessions
+            .track_future(self.run_quic(conn, info))
+            .await
+    }
+
+    /// Serves every bidirectional stream of one QUIC connection until it ends, each with the
+    /// [`ConnInfo`] `info` makes (what a reverse connection's hub runs, to tell its handlers
+    /// which agent calls).
+    ///
+    /// # Errors
+    /// As [`MuxServer::serve_quic_conn`].
+    #[cfg(feature = "quic")]
+    pub async fn serve_quic_conn_with(
+        &self,
+        conn: quinn::Connection,
+        info: impl Fn() -> ConnInfo + Send + Sync + 'static,
+    ) -> Result<(), MuxError> {
+        let info: InfoFn = Arc::new(info);
+        self.inner
+            .sessions
+            .track_future(self.run_quic(conn, info))
+            .await
     }
 
     #[cfg(feature = "quic")]
-    async fn run_quic(&self, conn: quinn::Connection) -> Result<(), MuxError> {
+    async fn run_quic(&self, conn: quinn::Connection, info: InfoFn) -> Result<(), MuxError> {
         let _live = Live::new("session", "quic");
-        let info = Info {
-            peer: Some(conn.remote_address()),
-            identity: crate::quic::peer_identity(&conn),
-        };
         let streams = TaskTracker::new();
         let grace = self.inner.config.yamux.close_timeout;
         let ended = loop {
@@ -408,7 +428,7 @@ impl MuxServer {
             let server = self.server.clone();
             let (back_tx, back_rx) = tokio::sync::oneshot::channel();
             let stream = crate::quic::QuicStream::new(send, recv).give_back_send(back_tx);
-            let conn_info = info.conn_info();
+            let conn_info = info();
             streams.spawn(async move {
                 let _live = Live::new("stream", "quic");
                 if let Err(e) = server.serve_one_with(stream, conn_info).await {
@@ -447,6 +467,16 @@ impl MuxServer {
 }
 
 type InfoFn = Arc<dyn Fn() -> ConnInfo + Send + Sync>;
+
+/// The [`ConnInfo`] of every stream of a QUIC connection: the peer and its certificate.
+#[cfg(feature = "quic")]
+fn quic_info(conn: &quinn::Connection) -> InfoFn {
+    let info = Info {
+        peer: Some(conn.remote_address()),
+        identity: crate::quic::peer_identity(conn),
+    };
+    Arc::new(move || info.conn_info())
+}
 
 /// How often a draining session checks whether its calls have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(10);

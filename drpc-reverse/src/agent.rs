@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! connect (TCP or TLS) ─► yamux session, agent in client mode, serving the hub's streams
+//!   (or QUIC: the agent opens its streams, the hub opens its own on the same connection)
 //!   ─► Register (first stream) ──refused / failed──► close, wait backoff, reconnect
 //!        accepted ─► registered: serve, call the hub ─► session ends ─► wait backoff, reconnect
 //! shutdown: Drain on every hub ─► grace ─► finish calls under way ─► close sessions
@@ -25,6 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drpc_core::tls::TlsConnector;
 use drpc_core::{CallOptions, Conn, ConnInfo, Error, Handler, Server};
+use drpc_mux::quic::{QuicConfig, QuicSession};
 use drpc_mux::yamux::{Mode, YamuxConfig, YamuxIncoming, YamuxSession};
 use drpc_mux::{MuxConn, MuxServer, MuxServerConfig, NewStream};
 use drpc_pool::{Backoff, BackoffConfig, Jitter};
@@ -38,12 +40,27 @@ use crate::error::ReverseError;
 use crate::proto::{
     DRAIN_RPC, DrainRequest, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
 };
+use crate::session::{QuicLink, ReverseSession};
 
 /// Where a hub listens and how to reach it.
 #[derive(Debug, Clone)]
 pub struct HubTarget {
     addr: String,
-    tls: Option<(TlsConnector, String)>,
+    dial: Dial,
+}
+
+/// How a [`HubTarget`] is dialled.
+#[derive(Debug, Clone)]
+enum Dial {
+    Tcp,
+    Tls(TlsConnector, String),
+    Quic(Arc<rustls::ClientConfig>, String),
+}
+
+/// A new session with a hub and where the hub's streams come from.
+enum Connected {
+    Yamux(YamuxSession, YamuxIncoming),
+    Quic(QuicLink),
 }
 
 impl HubTarget {
@@ -51,7 +68,7 @@ impl HubTarget {
     pub fn tcp(addr: impl Into<String>) -> HubTarget {
         HubTarget {
             addr: addr.into(),
-            tls: None,
+            dial: Dial::Tcp,
         }
     }
 
@@ -64,8 +81,27 @@ impl HubTarget {
     ) -> HubTarget {
         HubTarget {
             addr: addr.into(),
-            tls: Some((connector, server_name.into())),
+            dial: Dial::Tls(connector, server_name.into()),
         }
+    }
+
+    /// A hub at `addr` (UDP) over QUIC, verified as `server_name` with `tls` (a rustls client
+    /// config such as `drpc_core::tls::client_config`'s; with a client certificate, the hub
+    /// gets an mTLS identity). The QUIC settings are [`AgentConfig::quic`].
+    pub fn quic(
+        addr: impl Into<String>,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: impl Into<String>,
+    ) -> HubTarget {
+        HubTarget {
+            addr: addr.into(),
+            dial: Dial::Quic(tls, server_name.into()),
+        }
+    }
+
+    /// Whether the hub is reached over QUIC.
+    pub fn is_quic(&self) -> bool {
+        matches!(self.dial, Dial::Quic(..))
     }
 
     /// The hub's address.
@@ -73,28 +109,48 @@ impl HubTarget {
         &self.addr
     }
 
-    async fn connect(
-        &self,
-        yamux: YamuxConfig,
-    ) -> Result<(YamuxSession, YamuxIncoming), ReverseError> {
-        match &self.tls {
-            None => {
+    async fn connect(&self, config: &AgentConfig) -> Result<Connected, ReverseError> {
+        let yamux = config.yamux.clone();
+        let connect_failed = |e: std::io::Error| ReverseError::Connect {
+            addr: self.addr.clone(),
+            source: Arc::new(e),
+        };
+        match &self.dial {
+            Dial::Quic(tls, name) => {
+                let addr = tokio::net::lookup_host(&self.addr)
+                    .await
+                    .map_err(connect_failed)?
+                    .next()
+                    .ok_or_else(|| connect_failed(std::io::ErrorKind::NotFound.into()))?;
+                let quic_failed = |e| ReverseError::Quic {
+                    addr: self.addr.clone(),
+                    source: Arc::new(e),
+                };
+                let session =
+                    QuicSession::connect(addr, name, Arc::clone(tls), config.quic.clone())
+                        .await
+                        .map_err(quic_failed)?;
+                Ok(Connected::Quic(QuicLink::with_session(session)))
+            }
+            Dial::Tcp => {
                 let tcp = drpc_core::tcp::connect(&self.addr, &yamux.tcp)
                     .await
                     .map_err(|e| ReverseError::Connect {
                         addr: self.addr.clone(),
                         source: Arc::new(e),
                     })?;
-                Ok(YamuxSession::new(tcp, Mode::Client, yamux))
+                let (session, incoming) = YamuxSession::new(tcp, Mode::Client, yamux);
+                Ok(Connected::Yamux(session, incoming))
             }
-            Some((connector, name)) => {
+            Dial::Tls(connector, name) => {
                 let tls = connector.connect_tcp(&self.addr, name).await.map_err(|e| {
                     ReverseError::Tls {
                         addr: self.addr.clone(),
                         source: Arc::new(e),
                     }
                 })?;
-                Ok(YamuxSession::new(tls, Mode::Client, yamux))
+                let (session, incoming) = YamuxSession::new(tls, Mode::Client, yamux);
+                Ok(Connected::Yamux(session, incoming))
             }
         }
     }
@@ -120,6 +176,10 @@ pub struct AgentConfig {
     /// The yamux config of hub sessions. Default: [`YamuxConfig::default`] without its own
     /// pinger: the hub pings, the agent answers, and closes the session when the pings stop.
     pub yamux: YamuxConfig,
+    /// The QUIC config of hub sessions ([`HubTarget::quic`]). Default:
+    /// [`crate::hub::quic_config`] (keep-alive 5 s, idle timeout 12 s: a frozen hub is
+    /// noticed within 12 s).
+    pub quic: QuicConfig,
     /// After the hubs confirmed a drain, how long the agent still accepts streams they
     /// opened just before. Default: 100 ms.
     pub drain_grace: Duration,
@@ -146,6 +206,7 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(10),
             register_timeout: Duration::from_secs(10),
             yamux: YamuxConfig::default().without_heartbeat(),
+            quic: crate::hub::quic_config(),
             drain_grace: Duration::from_millis(100),
         }
     }
@@ -180,18 +241,18 @@ impl HubStatus {
 struct Link {
     target: HubTarget,
     status: watch::Sender<HubStatus>,
-    session: Mutex<Option<YamuxSession>>,
+    session: Mutex<Option<ReverseSession>>,
 }
 
 impl Link {
-    fn current(&self) -> Option<YamuxSession> {
+    fn current(&self) -> Option<ReverseSession> {
         self.session
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn set_current(&self, session: Option<YamuxSession>) {
+    fn set_current(&self, session: Option<ReverseSession>) {
         *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session;
     }
 }
@@ -349,7 +410,7 @@ impl Agent {
 
     /// A connection calling the own services of hub `i` over the current session with it
     /// (both directions on one connection); `None` while not registered there.
-    pub fn hub_conn(&self, i: usize) -> Option<MuxConn<YamuxSession>> {
+    pub fn hub_conn(&self, i: usize) -> Option<MuxConn<ReverseSession>> {
         let link = self.inner.links.get(i)?;
         link.status.borrow().is_registered().then_some(())?;
         link.current().map(MuxConn::new)
@@ -386,7 +447,7 @@ impl Agent {
         self.inner.stop.cancel();
         for link in &self.inner.links {
             if let Some(s) = link.current() {
-                s.close();
+                NewStream::close(&s);
             }
         }
         self.inner.mux.shutdown(Duration::ZERO).await;
@@ -396,7 +457,10 @@ impl Agent {
 }
 
 /// Registers on `conn`'s session: the session number, or why not.
-async fn register(conn: &MuxConn<YamuxSession>, config: &AgentConfig) -> Result<u64, ReverseError> {
+async fn register(
+    conn: &MuxConn<ReverseSession>,
+    config: &AgentConfig,
+) -> Result<u64, ReverseError> {
     let request = RegisterRequest {
         id: config.id.clone(),
         services: config.services.clone(),
@@ -429,7 +493,7 @@ async fn run_link(inner: Arc<Inner>, i: usize) {
     while !inner.stop.is_cancelled() {
         let connected = tokio::select! {
             () = inner.stop.cancelled() => return,
-            r = timeout(config.connect_timeout, link.target.connect(config.yamux.clone())) => match r {
+            r = timeout(config.connect_timeout, link.target.connect(config)) => match r {
                 Ok(r) => r,
                 Err(_) => Err(ReverseError::Connect {
                     addr: link.target.addr.clone(),
@@ -439,9 +503,7 @@ async fn run_link(inner: Arc<Inner>, i: usize) {
         };
         let failure = match connected {
             Err(e) => Some(e),
-            Ok((session, incoming)) => {
-                serve_session(&inner, link, session, incoming, &mut backoff).await
-            }
+            Ok(connected) => serve_session(&inner, link, connected, &mut backoff).await,
         };
         if let Some(e) = &failure {
             tracing::debug!(hub = %link.target.addr, error = %e, "hub link failed");
@@ -464,18 +526,29 @@ async fn run_link(inner: Arc<Inner>, i: usize) {
 async fn serve_session(
     inner: &Inner,
     link: &Link,
-    session: YamuxSession,
-    incoming: YamuxIncoming,
+    connected: Connected,
     backoff: &mut Backoff,
 ) -> Option<ReverseError> {
     let hub = link.target.addr.clone();
     let peer = hub.parse().ok();
     // Serve from the start: the hub's heartbeat stream comes first, and the hub may open a
     // call as soon as it accepted us.
-    let serving = inner.mux.serve_yamux_incoming(incoming, move || ConnInfo {
-        peer,
-        ..ConnInfo::default()
-    });
+    let (session, serving): (ReverseSession, drpc_core::BoxFuture<'_, _>) = match connected {
+        Connected::Yamux(session, incoming) => (
+            ReverseSession::Yamux(session),
+            Box::pin(inner.mux.serve_yamux_incoming(incoming, move || ConnInfo {
+                peer,
+                ..ConnInfo::default()
+            })),
+        ),
+        Connected::Quic(link) => {
+            let conn = link.connection().clone();
+            (
+                ReverseSession::Quic(link),
+                Box::pin(inner.mux.serve_quic_conn(conn)),
+            )
+        }
+    };
     tokio::pin!(serving);
     let conn = MuxConn::new(session.clone());
     let registered = tokio::select! {
@@ -491,7 +564,7 @@ async fn serve_session(
     let session_id = match registered {
         Ok(id) => id,
         Err(e) => {
-            session.close();
+            NewStream::close(&session);
             let _ = timeout(Duration::from_secs(2), &mut serving).await;
             return Some(e);
         }

@@ -63,6 +63,15 @@ pub enum ReverseError {
         #[source]
         source: Arc<drpc_core::TlsError>,
     },
+    /// The QUIC handshake with the hub failed (or its endpoint could not be made).
+    #[error("QUIC with hub {addr}: {source}")]
+    Quic {
+        /// The hub's address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Arc<drpc_mux::MuxError>,
+    },
     /// The registration call failed (transport, protocol, decode).
     #[error("registration call: {0}")]
     Call(#[source] drpc_core::Error),

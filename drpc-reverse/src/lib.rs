@@ -7,6 +7,7 @@
 //! | [`proto`] | the registration messages and RPC names (`proto/reverse.proto`) |
 //! | [`agent`] | dial out, register, serve, reconnect with full-jitter backoff, drain; several hubs at once |
 //! | [`hub`] | accept and check sessions, the registry, conns by id and by service, events, the front door; with feature `etcd`, the hub directory (`Hub::start_directory`) |
+//! | [`session`] | [`session::ReverseSession`]: one agent–hub session, yamux or QUIC |
 //! | [`error`] | [`ReverseError`] |
 //!
 //! A crate of its own rather than a module of drpc-mux: the glue needs drpc-pool's
@@ -49,5 +50,6 @@ pub mod agent;
 pub mod error;
 pub mod hub;
 pub mod proto;
+pub mod session;
 
 pub use error::ReverseError;

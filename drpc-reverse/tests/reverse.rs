@@ -237,7 +237,7 @@ async fn both_directions_on_one_session() {
     hub.shutdown(WAIT).await;
 }
 
-struct MuxCall(drpc_mux::MuxConn<drpc_mux::yamux::YamuxSession>);
+struct MuxCall(drpc_mux::MuxConn<drpc_reverse::session::ReverseSession>);
 
 #[tokio::test]
 async fn agent_reconnects_after_a_hub_restart() {
@@ -333,6 +333,91 @@ async fn front_door_by_metadata_and_by_service() {
     assert_eq!(e.code(), NOT_HERE, "{e}");
     a.shutdown(WAIT).await;
     b.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}
+
+/// A bidi call through `conn`: each message's reply is awaited before the next is sent (so
+/// the front door must forward each at once), then CloseSend ends it cleanly.
+async fn bidi_through(conn: &impl Conn, id: Option<&str>) {
+    use drpc_core::RawStream;
+    use prost::Message;
+    let mut opts = CallOptions::new().with_timeout(WAIT);
+    if let Some(id) = id {
+        opts = opts.with_metadata("agent", id);
+    }
+    let mut stream = conn.open_stream(BIDI, opts).await.unwrap();
+    let who = id.unwrap_or("a");
+    for i in 0..3 {
+        let m = format!("m{i}");
+        stream
+            .send(bytes::Bytes::from(m.encode_to_vec()))
+            .await
+            .unwrap();
+        let reply = stream.recv().await.unwrap().expect("a reply");
+        let reply = String::decode(reply).unwrap();
+        if id.is_some() {
+            assert_eq!(reply, format!("{who}:{m}"));
+        } else {
+            assert!(reply.ends_with(&format!(":{m}")), "{reply}");
+        }
+    }
+    stream.close_send().await.unwrap();
+    assert!(
+        stream.recv().await.unwrap().is_none(),
+        "ends after CloseSend"
+    );
+}
+
+#[tokio::test]
+async fn front_door_forwards_streams_message_by_message() {
+    let (hub, addr, front) = hub(credentials(&["a"]), HubConfig::default()).await;
+    let (a, _) = agent("a", &[addr]);
+    a.wait_registered(1, WAIT).await.unwrap();
+    let client = drpc_core::dial(front.to_string()).await.unwrap();
+    bidi_through(&client, Some("a")).await;
+    bidi_through(&client, None).await;
+    // Unary calls still work on the same connection afterwards.
+    assert_eq!(echo_front(&client, "a", "u").await.unwrap(), "a:u");
+    a.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}
+
+async fn echo_front(conn: &impl Conn, id: &str, text: &str) -> Result<String, Error> {
+    conn.call::<String, String>(
+        ECHO,
+        &text.to_string(),
+        CallOptions::new()
+            .with_metadata("agent", id)
+            .with_timeout(WAIT),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn front_door_over_tls() {
+    use drpc_core::tls::{ClientAuth, TlsAcceptor, client_config, dev::DevCa, server_config};
+    let ca = DevCa::new("front door test CA").unwrap();
+    let server = ca.issue_server(&["127.0.0.1"]).unwrap();
+    let acceptor = TlsAcceptor::new(server_config(server.identity(), ClientAuth::None).unwrap());
+    let (hub, addr, _) = hub(credentials(&["a"]), HubConfig::default()).await;
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve_front_with(front, acceptor).await }
+    });
+    let (a, _) = agent("a", &[addr]);
+    a.wait_registered(1, WAIT).await.unwrap();
+    let tls = client_config(ca.roots(), None).unwrap();
+    let client = drpc_core::tls::dial(front_addr, "127.0.0.1", tls)
+        .await
+        .unwrap();
+    assert_eq!(echo_front(&client, "a", "tls").await.unwrap(), "a:tls");
+    bidi_through(&client, Some("a")).await;
+    // A plain client cannot speak to the TLS front door.
+    let plain = drpc_core::dial(front_addr.to_string()).await.unwrap();
+    assert!(echo_front(&plain, "a", "x").await.is_err());
+    a.shutdown(WAIT).await;
     hub.shutdown(WAIT).await;
 }
 

@@ -53,8 +53,9 @@ pub struct RunningHub {
     pub front: SocketAddr,
 }
 
-/// Starts a hub (no services of its own) on the given listeners; with `tls`, agents connect
-/// over TLS with the certificates of that directory (created when missing).
+/// Starts a hub (no services of its own) on the given listeners; with `tls`, agents and
+/// front-door clients connect over TLS with the certificates of that directory (created when
+/// missing).
 ///
 /// # Errors
 /// Addresses that cannot be bound, certificates that cannot be made or read.
@@ -83,12 +84,47 @@ pub async fn start_hub(
         }
         Some(dir) => {
             let acceptor = crate::tls::server_acceptor(dir, false)?;
-            let hub = hub.clone();
-            tokio::spawn(async move { hub.serve_with(agents, acceptor).await });
+            let agents_hub = hub.clone();
+            let front_acceptor = acceptor.clone();
+            tokio::spawn(async move { agents_hub.serve_with(agents, acceptor).await });
+            tokio::spawn(async move { hub.serve_front_with(front_listener, front_acceptor).await });
+            return Ok(running);
         }
     }
     tokio::spawn(async move { hub.serve_front(front_listener).await });
     Ok(running)
+}
+
+/// Serves QUIC agents on `addr` (UDP) with the certificates of `cert_dir` (created when
+/// missing; agents trust its `ca.pem`); returns the bound address.
+///
+/// # Errors
+/// Certificates that cannot be made or read, a UDP address that cannot be bound.
+pub async fn serve_quic_agents(
+    hub: &Hub,
+    addr: SocketAddr,
+    cert_dir: &Path,
+) -> anyhow::Result<SocketAddr> {
+    let tls = crate::mux::quic_server_tls(cert_dir, false)?;
+    let config = drpc_reverse::hub::HubConfig::default().quic;
+    let endpoint = drpc_mux::quic::server_endpoint(addr, tls, &config)
+        .with_context(|| format!("QUIC listen on udp {addr}"))?;
+    let local = endpoint.local_addr()?;
+    let hub = hub.clone();
+    tokio::spawn(async move { hub.serve_quic(endpoint).await });
+    Ok(local)
+}
+
+/// The hub target for `addr` over QUIC, trusting `cert_dir/ca.pem`.
+///
+/// # Errors
+/// Certificate files that cannot be read.
+pub fn quic_target(addr: &str, cert_dir: &Path) -> anyhow::Result<HubTarget> {
+    let config = CertPaths::new(cert_dir)
+        .client_config(false)
+        .with_context(|| format!("certificate directory {}", cert_dir.display()))?;
+    let name = crate::tls::server_name(addr).to_string();
+    Ok(HubTarget::quic(addr, config, name))
 }
 
 /// The hub target for `addr`, over TLS trusting `DIR/ca.pem` when `tls` is given.

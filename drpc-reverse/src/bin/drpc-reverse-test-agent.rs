@@ -1,5 +1,6 @@
-//! `drpc-reverse-test-agent HUB_ADDR ID TOKEN`: an agent in a process of its own for the
-//! liveness tests (they stop it with SIGSTOP and kill it). Serves `/t.T/Echo` (string →
+//! `drpc-reverse-test-agent HUB_ADDR ID TOKEN [CERT_DIR]`: an agent in a process of its own
+//! for the liveness tests (they stop it with SIGSTOP and kill it); with `CERT_DIR` (holding
+//! `ca.pem`), over QUIC. Serves `/t.T/Echo` (string →
 //! `echo:<string>`) and `/t.T/Slow` (sleeps the given milliseconds), and prints `registered`
 //! once the hub accepted it.
 
@@ -11,9 +12,26 @@ use drpc_reverse::agent::{Agent, AgentConfig, HubTarget};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [hub, id, token] = args.as_slice() else {
-        eprintln!("usage: drpc-reverse-test-agent HUB_ADDR ID TOKEN");
-        std::process::exit(2);
+    let (hub, id, token, quic) = match args.as_slice() {
+        [hub, id, token] => (hub, id, token, None),
+        [hub, id, token, dir] => (hub, id, token, Some(dir)),
+        _ => {
+            eprintln!("usage: drpc-reverse-test-agent HUB_ADDR ID TOKEN [CERT_DIR]");
+            std::process::exit(2);
+        }
+    };
+    let target = match quic {
+        None => HubTarget::tcp(hub.as_str()),
+        Some(dir) => {
+            let ca = std::path::Path::new(dir.as_str()).join("ca.pem");
+            let tls = drpc_core::tls::load_roots(ca)
+                .and_then(|roots| drpc_core::tls::client_config(roots, None))
+                .unwrap_or_else(|e| {
+                    eprintln!("certificates in {dir}: {e}");
+                    std::process::exit(2);
+                });
+            HubTarget::quic(hub.as_str(), tls, "localhost")
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -31,7 +49,7 @@ fn main() {
         let agent = Agent::start(
             router,
             AgentConfig::new(id.as_str(), token.as_str(), ["t.T"]),
-            [HubTarget::tcp(hub.as_str())],
+            [target],
         );
         if let Err(e) = agent.wait_registered(1, Duration::from_secs(30)).await {
             eprintln!("not registered: {e}");

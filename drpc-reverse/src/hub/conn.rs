@@ -7,13 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use drpc_core::{CallOptions, Conn, Error};
 use drpc_mux::MuxStream;
-use drpc_mux::yamux::YamuxSession;
 
 use crate::error::ReverseError;
 use crate::hub::registry::{Entry, Registry};
+use crate::session::ReverseSession;
 
 /// The raw stream of a call to an agent.
-pub type AgentStream = MuxStream<YamuxSession>;
+pub type AgentStream = MuxStream<ReverseSession>;
 
 /// Fails a call that is about to start on `entry`: draining or gone.
 fn check(entry: &Entry) -> Result<(), Error> {

@@ -42,6 +42,7 @@ use drpc_core::{
     BoxFuture, ConnInfo, Context, Error, Handler, PeerIdentity, Server, ServerConfig, ServerStream,
     Transport,
 };
+use drpc_mux::quic::{QuicAcceptor, QuicConfig, QuicListener};
 use drpc_mux::yamux::{Mode, YamuxConfig, YamuxSession};
 use drpc_mux::{MuxConn, MuxServer, MuxServerConfig, NewStream};
 use drpc_pool::balance::{BalanceConfig, Balanced};
@@ -54,6 +55,7 @@ use crate::error::ReverseError;
 use crate::proto::{
     DRAIN_RPC, DrainResponse, REGISTER_RPC, Refusal, RegisterRequest, RegisterResponse,
 };
+use crate::session::{QuicLink, ReverseSession};
 
 pub use conn::{AgentConn, AgentStream, SessionConn};
 pub use credentials::Credentials;
@@ -70,6 +72,10 @@ pub struct HubConfig {
     /// The yamux config of agent sessions. Default: [`YamuxConfig::default`], whose heartbeat
     /// pings every 5 s and declares an agent dead after 12 s without an answer.
     pub yamux: YamuxConfig,
+    /// The QUIC config of agent sessions ([`Hub::serve_quic`]). Default: [`quic_config`]:
+    /// a keep-alive every 5 s, dead after 12 s of silence, and with calls in flight a peer
+    /// silent for 1.5 s is dead (see [`crate::session`]).
+    pub quic: QuicConfig,
     /// How long an accepted connection may wait for a handshake slot and then take to
     /// register. Default: 10 s.
     pub handshake_timeout: Duration,
@@ -89,6 +95,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             yamux: YamuxConfig::default(),
+            quic: quic_config(),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 64,
             max_sessions: 100_000,
@@ -105,6 +112,19 @@ impl Default for HubConfig {
             event_capacity: 4096,
         }
     }
+}
+
+/// The QUIC config of agent sessions, on both sides: a keep-alive PING every 5 s (so at most
+/// one ping per 5 s per idle agent), the connection closed after 12 s without a packet from
+/// the peer (a frozen agent or hub is noticed within 12 s), and, while calls are in flight, a
+/// peer silent for 1.5 s taken for dead (the session probes it, see [`crate::session`]).
+/// Otherwise [`QuicConfig::default`].
+pub fn quic_config() -> QuicConfig {
+    QuicConfig {
+        dead_peer_timeout: Some(Duration::from_millis(1500)),
+        ..QuicConfig::default()
+    }
+    .with_liveness(Duration::from_secs(5), Duration::from_secs(12))
 }
 
 /// What the hub's parts share: registry, credentials, config.
@@ -169,7 +189,7 @@ impl Shared {
 /// know which agent calls.
 #[derive(Debug)]
 pub struct AgentSession {
-    session: YamuxSession,
+    session: ReverseSession,
     session_id: u64,
     peer: Option<std::net::SocketAddr>,
     identity: Option<PeerIdentity>,
@@ -186,6 +206,11 @@ impl AgentSession {
     /// The hub's number for this session.
     pub fn session(&self) -> u64 {
         self.session_id
+    }
+
+    /// The session's transport: `"yamux"` or `"quic"`.
+    pub fn transport(&self) -> &'static str {
+        self.session.transport()
     }
 }
 
@@ -296,9 +321,53 @@ impl Hub {
             .server()
             .serve_connections(listener, acceptor, move |_server, io, info| {
                 let hub = hub.clone();
-                async move { hub.run_session(io, info).await }
+                async move { hub.run_session(Accepted::Stream(io), info).await }
             })
             .await
+    }
+
+    /// Accepts agent sessions over QUIC on `endpoint` (a server endpoint, such as
+    /// `drpc_mux::quic::server_endpoint`'s; with client certificates required, the
+    /// [`Credentials::with_mtls_san`] check applies) until [`Hub::shutdown`]. Agent sessions
+    /// use [`HubConfig::quic`]'s liveness; set the endpoint's transport config from it
+    /// (`drpc_mux::quic::server_config(tls, &hub_config.quic)`).
+    ///
+    /// # Errors
+    /// As [`Hub::serve`].
+    ///
+    /// # Cancel safety
+    /// As [`Hub::serve`].
+    pub async fn serve_quic(&self, endpoint: quinn::Endpoint) -> std::io::Result<()> {
+        let hub = self.clone();
+        let closing = endpoint.clone();
+        let served = self
+            .mux
+            .server()
+            .serve_connections(
+                QuicListener::new(endpoint),
+                QuicAcceptor,
+                move |_server, conn, info| {
+                    let hub = hub.clone();
+                    async move {
+                        hub.run_session(Accepted::<tokio::net::TcpStream>::Quic(conn), info)
+                            .await
+                    }
+                },
+            )
+            .await;
+        // Draining: the sessions being drained keep the UDP socket; refuse new connections at
+        // once (the agents redial with their backoff) until those sessions have closed.
+        loop {
+            tokio::select! {
+                incoming = closing.accept() => match incoming {
+                    Some(incoming) => incoming.refuse(),
+                    None => break,
+                },
+                () = closing.wait_idle() => break,
+                () = self.mux.server().stopped() => break,
+            }
+        }
+        served
     }
 
     /// Serves the front door to ordinary drpc clients (plain storj/drpc over TCP) until
@@ -313,6 +382,23 @@ impl Hub {
     /// As [`Hub::serve`].
     pub async fn serve_front(&self, listener: TcpListener) -> std::io::Result<()> {
         self.front.serve(listener).await
+    }
+
+    /// [`Hub::serve_front`] through `acceptor` (a `drpc_core::tls::TlsAcceptor` for a front
+    /// door over TLS), until [`Hub::shutdown`].
+    ///
+    /// # Errors
+    /// As [`Hub::serve`].
+    ///
+    /// # Cancel safety
+    /// As [`Hub::serve`].
+    pub async fn serve_front_with<L, A>(&self, listener: L, acceptor: A) -> std::io::Result<()>
+    where
+        L: Listener,
+        A: Acceptor<L::Io>,
+        A::Io: Transport,
+    {
+        self.front.serve_with(listener, acceptor).await
     }
 
     /// The front door as a [`Handler`], to serve on other transports (yamux, TLS).
@@ -500,21 +586,37 @@ impl Hub {
     }
 
     /// One agent session: wait for a handshake slot, register, serve until the session ends.
-    async fn run_session<T: Transport>(self, io: T, info: ConnInfo) {
+    async fn run_session<T: Transport>(self, accepted: Accepted<T>, info: ConnInfo) {
         let config = &self.shared.config;
         let handshake = Instant::now() + config.handshake_timeout;
         let Ok(Ok(permit)) =
             timeout_at(handshake, Arc::clone(&self.handshakes).acquire_owned()).await
         else {
             tracing::debug!(peer = ?info.peer, "no handshake slot in time; closing");
+            if let Accepted::Quic(conn) = &accepted {
+                conn.close(drpc_mux::quic::CLOSE_NORMAL, b"busy");
+            }
             return;
         };
-        let (session, incoming) = YamuxSession::new(io, Mode::Server, config.yamux.clone());
+        let (session, streams) = match accepted {
+            Accepted::Stream(io) => {
+                let (session, incoming) = YamuxSession::new(io, Mode::Server, config.yamux.clone());
+                (ReverseSession::Yamux(session), Streams::Yamux(incoming))
+            }
+            Accepted::Quic(conn) => (
+                ReverseSession::Quic(QuicLink::new(conn.clone(), &config.quic)),
+                Streams::Quic(conn),
+            ),
+        };
+        let identity = match &streams {
+            Streams::Quic(conn) => drpc_mux::quic::peer_identity(conn),
+            Streams::Yamux(_) => info.extensions.get::<PeerIdentity>().cloned(),
+        };
         let slot = Arc::new(AgentSession {
             session: session.clone(),
             session_id: self.shared.next_session.fetch_add(1, Ordering::Relaxed),
             peer: info.peer,
-            identity: info.extensions.get::<PeerIdentity>().cloned(),
+            identity,
             registered: OnceLock::new(),
             decided: Notify::new(),
         });
@@ -532,7 +634,10 @@ impl Hub {
                 info
             }
         };
-        let serving = self.mux.serve_yamux_incoming(incoming, info_fn);
+        let serving: BoxFuture<'_, Result<(), drpc_mux::MuxError>> = match streams {
+            Streams::Yamux(incoming) => Box::pin(self.mux.serve_yamux_incoming(incoming, info_fn)),
+            Streams::Quic(conn) => Box::pin(self.mux.serve_quic_conn_with(conn, info_fn)),
+        };
         tokio::pin!(serving);
         let decided = tokio::select! {
             r = &mut serving => {
@@ -562,6 +667,16 @@ impl Hub {
             r = &mut serving => (r.err(), true),
             () = NewStream::closed(&session) => (NewStream::close_reason(&session), false),
         };
+        // A clean close by either side (a drained agent closes its QUIC connection with
+        // "drained") is no failure.
+        let reason = reason.filter(|r| {
+            !matches!(
+                r,
+                drpc_mux::MuxError::Closed
+                    | drpc_mux::MuxError::PeerClosed
+                    | drpc_mux::MuxError::PeerDrained
+            )
+        });
         tracing::debug!(id = %entry.id, session = entry.session_id, ?reason, "agent session ended");
         self.shared
             .registry
@@ -570,6 +685,18 @@ impl Hub {
             let _ = serving.await;
         }
     }
+}
+
+/// An accepted agent connection: a byte stream (TCP, TLS) for yamux, or a QUIC connection.
+enum Accepted<T> {
+    Stream(T),
+    Quic(quinn::Connection),
+}
+
+/// Where the agent's streams come from.
+enum Streams {
+    Yamux(drpc_mux::yamux::YamuxIncoming),
+    Quic(quinn::Connection),
 }
 
 /// What agents call on the hub: Register and Drain, then the hub's own services.
@@ -641,7 +768,7 @@ async fn register(
                 && old.session_id != slot.session_id
             {
                 tracing::info!(id = %req.id, old = old.session_id, new = slot.session_id, "agent session replaced");
-                old.conn.session().close();
+                NewStream::close(old.conn.session());
             }
             RegisterResponse {
                 accepted: true,

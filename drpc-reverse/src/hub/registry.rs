@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use drpc_core::Conn;
-use drpc_mux::yamux::YamuxSession;
 use drpc_mux::{MuxConn, MuxError, NewStream};
 use drpc_pool::balance::resolver::{Resolver, Updates};
 use tokio::sync::{broadcast, watch};
+
+use crate::session::ReverseSession;
 
 /// What the hub knows about one connected agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,7 @@ pub(crate) struct Entry {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) session_id: u64,
     pub(crate) peer: Option<SocketAddr>,
-    pub(crate) conn: MuxConn<YamuxSession>,
+    pub(crate) conn: MuxConn<ReverseSession>,
     pub(crate) draining: AtomicBool,
 }
 

@@ -17,6 +17,8 @@ use drpc_reverse::hub::{AgentSession, Credentials, Hub, HubConfig};
 pub const ECHO: &str = "/t.T/Echo";
 pub const SLOW: &str = "/t.T/Slow";
 pub const WHOAMI: &str = "/t.T/WhoAmI";
+/// Bidi: each string comes back as `NAME:<string>`, one reply per message, until CloseSend.
+pub const BIDI: &str = "/t.T/Bidi";
 pub const HUB_WHO: &str = "/hub.Hub/Who";
 pub const SERVICE: &str = "t.T";
 
@@ -24,6 +26,7 @@ pub const SERVICE: &str = "t.T";
 pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
     let n1 = name.to_string();
     let n2 = name.to_string();
+    let n3 = name.to_string();
     let c1 = Arc::clone(&calls);
     Router::new()
         .unary(ECHO, move |_ctx: Context, s: String| {
@@ -39,6 +42,18 @@ pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
             let name = n2.clone();
             async move { Ok::<_, Error>(name) }
         })
+        .streaming(
+            BIDI,
+            move |_ctx: Context, mut stream: drpc_core::TypedStream<String, String>| {
+                let name = n3.clone();
+                async move {
+                    while let Some(s) = stream.recv().await? {
+                        stream.send(&format!("{name}:{s}")).await?;
+                    }
+                    Ok::<_, Error>(())
+                }
+            },
+        )
 }
 
 /// The hub's own service: `Who` answers the calling agent's id.
@@ -139,6 +154,22 @@ impl ChildAgent {
         ChildAgent { child }
     }
 
+    /// A child agent over QUIC, trusting `cert_dir/ca.pem`.
+    pub fn spawn_quic(hub: SocketAddr, id: &str, cert_dir: &std::path::Path) -> ChildAgent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_drpc-reverse-test-agent"))
+            .args([hub.to_string(), id.to_string(), format!("tok-{id}")])
+            .arg(cert_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn drpc-reverse-test-agent");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "registered");
+        ChildAgent { child }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -158,4 +189,81 @@ impl Drop for ChildAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Development certificates (CA, `localhost`/`127.0.0.1` server, client) for QUIC hubs.
+pub struct QuicCerts {
+    pub dir: tempfile::TempDir,
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+pub fn quic_certs() -> QuicCerts {
+    let certs = drpc_core::tls::dev::DevCerts::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    certs.write(dir.path()).unwrap();
+    QuicCerts {
+        server: certs.server_config(false).unwrap(),
+        client: certs.client_config(false).unwrap(),
+        dir,
+    }
+}
+
+/// A QUIC endpoint for a hub on `addr` (retrying while the port is still taken).
+pub async fn quic_endpoint(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ServerConfig>,
+    config: &HubConfig,
+) -> quinn::Endpoint {
+    for _ in 0..100 {
+        if let Ok(e) = drpc_mux::quic::server_endpoint(addr, Arc::clone(tls), &config.quic) {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind UDP {addr}");
+}
+
+/// A hub taking QUIC agents on a loopback UDP port, with the front door on TCP.
+pub async fn quic_hub(
+    creds: Credentials,
+    config: HubConfig,
+    tls: &Arc<rustls::ServerConfig>,
+    at: Option<SocketAddr>,
+) -> (Hub, SocketAddr, SocketAddr) {
+    let endpoint = quic_endpoint(
+        at.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
+        tls,
+        &config,
+    )
+    .await;
+    let addr = endpoint.local_addr().unwrap();
+    let hub = Hub::with_config(hub_router(), creds, config);
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve_quic(endpoint).await }
+    });
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve_front(front).await }
+    });
+    (hub, addr, front_addr)
+}
+
+/// A QUIC agent `id` (token `tok-ID`) on the given hubs.
+pub fn quic_agent(
+    id: &str,
+    hubs: &[SocketAddr],
+    tls: &Arc<rustls::ClientConfig>,
+) -> (Agent, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let a = Agent::start(
+        agent_router(id, Arc::clone(&calls)),
+        agent_config(id, &format!("tok-{id}")),
+        hubs.iter()
+            .map(|a| HubTarget::quic(a.to_string(), Arc::clone(tls), "localhost")),
+    );
+    (a, calls)
 }

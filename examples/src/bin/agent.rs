@@ -1,10 +1,11 @@
-//! `agent --hub ADDR[,ADDR...] --id NAME --token T [--tls --cert-dir DIR] [--transport yamux]`:
+//! `agent --hub ADDR[,ADDR...] --id NAME --token T [--tls --cert-dir DIR] [--transport yamux|quic]`:
 //! a reverse-connection agent serving the interop echo service. It dials every hub, registers
 //! as NAME with token T, reconnects by itself (full-jitter backoff), and prints
 //! `agent NAME registered with HUB` each time a hub accepts it. Ctrl-C or SIGTERM drains: the hubs are
 //! told first, calls under way finish (up to 10 s).
 //!
-//! `--transport quic` is not implemented yet (the agent exits with status 2).
+//! `--transport quic` dials the hubs over QUIC (UDP, the same address as yamux), always TLS,
+//! trusting `--cert-dir/ca.pem` (the `hub` binary's certificates; `--tls` is implied).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +18,7 @@ use clap::{Parser, ValueEnum};
 enum Transport {
     /// yamux over TCP (or TLS with --tls).
     Yamux,
-    /// QUIC (not implemented yet).
+    /// QUIC (UDP, always TLS: trusts --cert-dir/ca.pem).
     Quic,
 }
 
@@ -52,14 +53,14 @@ async fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    if args.transport == Transport::Quic {
-        eprintln!("agent: --transport quic is not implemented yet; use yamux");
-        return ExitCode::from(2);
-    }
     let tls = args.tls.then_some(args.cert_dir.as_path());
     let mut targets = Vec::new();
     for hub in &args.hub {
-        match drpc_examples::reverse::target(hub, tls) {
+        let target = match args.transport {
+            Transport::Yamux => drpc_examples::reverse::target(hub, tls),
+            Transport::Quic => drpc_examples::reverse::quic_target(hub, &args.cert_dir),
+        };
+        match target {
             Ok(t) => targets.push(t),
             Err(e) => {
                 eprintln!("{e:#}");
