@@ -42,6 +42,10 @@ pub enum MuxError {
     #[cfg(feature = "quic")]
     #[error("quic: {0}")]
     Quic(quinn::ConnectionError),
+    /// The peer broke the yamux protocol (see [`crate::yamux::native`]); the session sent it a
+    /// GoAway with the protocol-error code.
+    #[error("yamux protocol: {0}")]
+    Protocol(#[from] crate::yamux::native::ProtocolError),
     /// A configuration that cannot work (a TLS config QUIC cannot use, a bad server name…).
     #[error("configuration: {0}")]
     Config(String),

@@ -55,6 +55,9 @@ use drpc_core::{TcpOptions, Transport};
 
 pub use ::yamux::Mode;
 
+pub mod frame;
+pub mod native;
+
 use crate::error::MuxError;
 use crate::heartbeat::{self, Heartbeat};
 use crate::session::SessionState;
