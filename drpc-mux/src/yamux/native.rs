@@ -330,7 +330,27 @@ impl NativeSession {
         let handle = Arc::new(Handle {
             shared: Arc::clone(&shared),
         });
+        // The heartbeat's stream: opened here, before any caller can take every stream slot,
+        // and without a slot or a handle (it must not keep the session open by itself).
+        let pinger = config.heartbeat.map(|hb| {
+            let id = {
+                let mut core = shared.lock();
+                let id = core.next_id;
+                core.next_id += 2;
+                core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
+                id
+            };
+            let stream = Stream {
+                id,
+                replay: None,
+                _permit: None,
+                shared: Arc::clone(&shared),
+                handle: None,
+            };
+            (stream, hb)
+        });
         let task = SessionTask {
+            pinger,
             shared,
             handle: Arc::downgrade(&handle),
             read: Box::pin(read),
@@ -339,6 +359,7 @@ impl NativeSession {
             mode,
             wakers: Vec::new(),
             opened: Vec::new(),
+            max_remote_id: 0,
         };
         tokio::spawn(task.run(config));
         NativeSession { handle }
@@ -428,6 +449,8 @@ pub async fn dial(
 /// The session task: reads and dispatches frames, finishes writes, runs the heartbeat, and
 /// closes the session.
 struct SessionTask {
+    /// The heartbeat pinger's stream, taken when the task starts.
+    pinger: Option<(Stream, crate::Heartbeat)>,
     shared: Arc<Shared>,
     handle: Weak<Handle>,
     read: Pin<Box<dyn AsyncRead + Send>>,
@@ -438,6 +461,8 @@ struct SessionTask {
     wakers: Vec<Waker>,
     /// Reused between bursts: streams the peer opened in this burst.
     opened: Vec<u32>,
+    /// The highest stream id the peer opened.
+    max_remote_id: u32,
 }
 
 /// Why the session task stops reading.
@@ -449,19 +474,7 @@ enum Stop {
 impl SessionTask {
     async fn run(mut self, config: YamuxConfig) {
         let state = Arc::clone(&self.shared.state);
-        let pinger = match (config.heartbeat, self.handle.upgrade()) {
-            (Some(hb), Some(handle)) => {
-                let session = NativeSession { handle };
-                let opened = session.open().await;
-                drop(session);
-                opened.ok().map(|mut s| {
-                    // The heartbeat must not keep the session open by itself.
-                    s.handle = None;
-                    (s, hb)
-                })
-            }
-            _ => None,
-        };
+        let pinger = self.pinger.take();
         let heartbeat = async {
             if let Some((stream, hb)) = pinger
                 && let Some(failure) = heartbeat::ping(stream, hb).await
@@ -610,14 +623,18 @@ impl SessionTask {
             FrameType::Data | FrameType::WindowUpdate => {}
         }
         let id = h.stream_id;
-        if h.has(SYN) && !core.streams.contains_key(&id) {
-            let theirs = match self.mode {
-                Mode::Client => id % 2 == 0,
-                Mode::Server => id % 2 == 1,
-            };
+        let theirs = match self.mode {
+            Mode::Client => id % 2 == 0,
+            Mode::Server => id % 2 == 1,
+        };
+        // The yamux crate closes a stream it never wrote to with a FIN that lacks the SYN: a
+        // first frame on a new id of the peer's opens the stream as well.
+        let implicit_open = theirs && id > self.max_remote_id && !h.has(RST);
+        if (h.has(SYN) || implicit_open) && !core.streams.contains_key(&id) {
             if !theirs {
                 return Err(ProtocolError::WrongParity(id));
             }
+            self.max_remote_id = self.max_remote_id.max(id);
             if !self.accepts() || core.remote_go_away || core.streams.len() >= self.shared.max_num_streams {
                 // Over the limit (or nobody accepts): refuse this stream only.
                 core.queue(Header::window_update(id, RST, 0), &[]);
