@@ -1,4 +1,4 @@
-//! The native yamux session (`drpc_mux::yamux::native`) against the `yamux` crate as the
+//! drpc-mux's yamux session (`drpc_mux::yamux`) against the `yamux` crate as the
 //! interop peer, both directions, on loopback TCP; and against a raw socket for the frames the
 //! crate does not send on demand (ping, GoAway, protocol errors, too many streams).
 
@@ -14,7 +14,7 @@ use drpc_core::{CallOptions, ConnExt};
 use drpc_mux::MuxError;
 use drpc_mux::NewStream;
 use drpc_mux::yamux::frame::{self, Header};
-use drpc_mux::yamux::native::{self, NativeSession};
+use drpc_mux::yamux::session::{self as native, YamuxSession as NativeSession};
 use drpc_mux::yamux::{Mode, YamuxConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,5 +1,6 @@
-//! A yamux session of our own, written to the hashicorp/yamux specification (`spec.md`) for
-//! RPC, and tested against the `yamux` crate in both directions (`tests/yamux_interop.rs`).
+//! The yamux session: [`YamuxSession`], [`YamuxIncoming`], [`YamuxStream`], written to the
+//! hashicorp/yamux specification (`spec.md`) for RPC, and tested against the `yamux` crate in
+//! both directions (`tests/yamux_interop.rs`).
 //!
 //! # How it runs
 //!
@@ -190,10 +191,10 @@ fn write_out(io: &mut Writer, out: &mut BytesMut, cx: &mut Context<'_>) -> Poll<
 
 /// Where the session task puts the streams the peer opens.
 enum Inbound {
-    /// To a [`Incoming`] (refused once it is gone).
-    Channel(mpsc::UnboundedSender<Stream>),
+    /// To a [`YamuxIncoming`] (refused once it is gone).
+    Channel(mpsc::UnboundedSender<YamuxStream>),
     /// To a callback.
-    Call(Box<dyn Fn(Stream) + Send + Sync>),
+    Call(Box<dyn Fn(YamuxStream) + Send + Sync>),
     /// Refused (a client that accepts nothing).
     Refuse,
 }
@@ -226,62 +227,75 @@ impl Drop for Handle {
 /// A yamux session written to the hashicorp spec: opens streams (it is a [`NewStream`]).
 /// Cheap to clone; clones share the session.
 #[derive(Clone)]
-pub struct NativeSession {
+pub struct YamuxSession {
     handle: Arc<Handle>,
 }
 
-impl std::fmt::Debug for NativeSession {
+impl std::fmt::Debug for YamuxSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeSession")
+        f.debug_struct("YamuxSession")
             .field("state", &self.handle.shared.state)
             .finish_non_exhaustive()
     }
 }
 
-/// The streams the peer opens on a [`NativeSession`].
-pub struct Incoming {
-    rx: mpsc::UnboundedReceiver<Stream>,
+/// The streams the peer opens on a [`YamuxSession`].
+pub struct YamuxIncoming {
+    rx: mpsc::UnboundedReceiver<YamuxStream>,
     handle: Arc<Handle>,
 }
 
-impl std::fmt::Debug for Incoming {
+impl std::fmt::Debug for YamuxIncoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming").finish_non_exhaustive()
+        f.debug_struct("YamuxIncoming").finish_non_exhaustive()
     }
 }
 
-impl Incoming {
+impl YamuxIncoming {
     /// The next stream the peer opened; `None` once the session has ended.
-    pub async fn accept(&mut self) -> Option<Stream> {
+    pub async fn accept(&mut self) -> Option<YamuxStream> {
         self.rx.recv().await
     }
 
     /// The session these streams belong to.
-    pub fn session(&self) -> NativeSession {
-        NativeSession {
+    pub fn session(&self) -> YamuxSession {
+        YamuxSession {
             handle: Arc::clone(&self.handle),
         }
     }
 }
 
-impl NativeSession {
-    /// A client-mode session over `io` that opens streams and refuses the peer's. Spawns the
-    /// session task, so it must be called inside a tokio runtime.
-    pub fn client<T: Transport>(io: T, config: YamuxConfig) -> NativeSession {
-        NativeSession::start(io, Mode::Client, config, |_| Inbound::Refuse)
+impl YamuxSession {
+    /// Connects to `addr` over TCP (with the config's [`drpc_core::TcpOptions`]) and starts a
+    /// client session.
+    ///
+    /// # Errors
+    /// [`MuxError::Io`] for the connect.
+    pub async fn connect(
+        addr: impl tokio::net::ToSocketAddrs,
+        config: YamuxConfig,
+    ) -> Result<YamuxSession, MuxError> {
+        let tcp = drpc_core::tcp::connect(addr, &config.tcp).await?;
+        Ok(YamuxSession::client(tcp, config))
     }
 
-    /// A server-mode session over `io`: accept the peer's streams from the [`Incoming`].
-    pub fn server<T: Transport>(io: T, config: YamuxConfig) -> (NativeSession, Incoming) {
-        NativeSession::new(io, Mode::Server, config)
+    /// A client-mode session over `io` that opens streams and refuses the peer's. Spawns the
+    /// session task, so it must be called inside a tokio runtime.
+    pub fn client<T: Transport>(io: T, config: YamuxConfig) -> YamuxSession {
+        YamuxSession::start(io, Mode::Client, config, |_| Inbound::Refuse)
+    }
+
+    /// A server-mode session over `io`: accept the peer's streams from the [`YamuxIncoming`].
+    pub fn server<T: Transport>(io: T, config: YamuxConfig) -> (YamuxSession, YamuxIncoming) {
+        YamuxSession::new(io, Mode::Server, config)
     }
 
     /// A session in either mode (the two ends must differ). Streams the peer opens are
-    /// refused once the [`Incoming`] is dropped.
-    pub fn new<T: Transport>(io: T, mode: Mode, config: YamuxConfig) -> (NativeSession, Incoming) {
+    /// refused once the [`YamuxIncoming`] is dropped.
+    pub fn new<T: Transport>(io: T, mode: Mode, config: YamuxConfig) -> (YamuxSession, YamuxIncoming) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let session = NativeSession::start(io, mode, config, |_| Inbound::Channel(tx));
-        let incoming = Incoming {
+        let session = YamuxSession::start(io, mode, config, |_| Inbound::Channel(tx));
+        let incoming = YamuxIncoming {
             rx,
             handle: Arc::clone(&session.handle),
         };
@@ -289,12 +303,12 @@ impl NativeSession {
     }
 
     /// A server-mode session that hands each stream the peer opens straight to `on_stream`.
-    pub fn server_with(
+    pub(crate) fn server_with(
         io: impl Transport,
         config: YamuxConfig,
-        on_stream: impl Fn(Stream) + Send + Sync + 'static,
-    ) -> NativeSession {
-        NativeSession::start(io, Mode::Server, config, |_| {
+        on_stream: impl Fn(YamuxStream) + Send + Sync + 'static,
+    ) -> YamuxSession {
+        YamuxSession::start(io, Mode::Server, config, |_| {
             Inbound::Call(Box::new(on_stream))
         })
     }
@@ -304,7 +318,7 @@ impl NativeSession {
         mode: Mode,
         config: YamuxConfig,
         inbound: impl FnOnce(()) -> Inbound,
-    ) -> NativeSession {
+    ) -> YamuxSession {
         let (read, write) = tokio::io::split(io);
         let state = SessionState::new(config.max_concurrent_streams);
         let shared = Arc::new(Shared {
@@ -340,12 +354,13 @@ impl NativeSession {
                 core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
                 id
             };
-            let stream = Stream {
+            let stream = YamuxStream {
                 id,
                 replay: None,
                 _permit: None,
                 shared: Arc::clone(&shared),
                 handle: None,
+                weak: Weak::new(),
             };
             (stream, hb)
         });
@@ -362,7 +377,7 @@ impl NativeSession {
             max_remote_id: 0,
         };
         tokio::spawn(task.run(config));
-        NativeSession { handle }
+        YamuxSession { handle }
     }
 
     /// Opens a stream, waiting for a free slot (see [`YamuxConfig::max_concurrent_streams`]).
@@ -370,7 +385,7 @@ impl NativeSession {
     ///
     /// # Errors
     /// Why the session closed, or [`MuxError::PeerClosed`] after the peer's GoAway.
-    pub async fn open(&self) -> Result<Stream, MuxError> {
+    pub async fn open(&self) -> Result<YamuxStream, MuxError> {
         let shared = &self.handle.shared;
         let permit = shared.state.acquire().await?;
         let id = {
@@ -388,7 +403,17 @@ impl NativeSession {
             core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
             id
         };
-        Ok(Stream::new(id, Some(permit), Arc::clone(&self.handle)))
+        Ok(YamuxStream::new(id, Some(permit), Arc::clone(&self.handle)))
+    }
+
+    /// Closes the session with `reason`.
+    pub(crate) fn fail(&self, reason: MuxError) {
+        self.handle.shared.state.set_closed(reason);
+    }
+
+    /// Streams this side may still open before callers wait.
+    pub fn available_streams(&self) -> usize {
+        self.handle.shared.state.available_streams()
     }
 
     /// Streams in the session's table (open ones of both directions, and ones the peer has
@@ -403,10 +428,10 @@ impl NativeSession {
     }
 }
 
-impl NewStream for NativeSession {
-    type Stream = Stream;
+impl NewStream for YamuxSession {
+    type Stream = YamuxStream;
 
-    fn new_stream(&self) -> impl Future<Output = Result<Stream, MuxError>> + Send {
+    fn new_stream(&self) -> impl Future<Output = Result<YamuxStream, MuxError>> + Send {
         self.open()
     }
 
@@ -431,26 +456,41 @@ impl NewStream for NativeSession {
     }
 }
 
-/// Connects to `addr` over TCP and returns a [`MuxConn`] over a new client [`NativeSession`].
+/// Connects to `addr` over TCP and returns a [`MuxConn`] over a new client session.
 ///
 /// # Errors
 /// [`MuxError::Io`] for the connect.
 pub async fn dial(
     addr: impl tokio::net::ToSocketAddrs,
     config: YamuxConfig,
-) -> Result<MuxConn<NativeSession>, MuxError> {
-    let tcp = drpc_core::tcp::connect(addr, &config.tcp).await?;
+) -> Result<MuxConn<YamuxSession>, MuxError> {
     Ok(MuxConn::with_config(
-        NativeSession::client(tcp, config),
+        YamuxSession::connect(addr, config).await?,
         MuxConnConfig::default(),
     ))
+}
+
+/// Connects to `addr` over TCP, runs the TLS handshake (see [`drpc_core::tls`]) and starts a
+/// client session over the TLS stream.
+///
+/// # Errors
+/// The TLS error (connect, handshake, certificates).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    addr: impl tokio::net::ToSocketAddrs,
+    server_name: &str,
+    connector: &drpc_core::tls::TlsConnector,
+    config: YamuxConfig,
+) -> Result<YamuxSession, drpc_core::tls::TlsError> {
+    let tls = connector.connect_tcp(addr, server_name).await?;
+    Ok(YamuxSession::client(tls, config))
 }
 
 /// The session task: reads and dispatches frames, finishes writes, runs the heartbeat, and
 /// closes the session.
 struct SessionTask {
     /// The heartbeat pinger's stream, taken when the task starts.
-    pinger: Option<(Stream, crate::Heartbeat)>,
+    pinger: Option<(YamuxStream, crate::Heartbeat)>,
     shared: Arc<Shared>,
     handle: Weak<Handle>,
     read: Pin<Box<dyn AsyncRead + Send>>,
@@ -583,10 +623,10 @@ impl SessionTask {
             return;
         };
         for id in self.opened.drain(..) {
-            let stream = Stream::new(id, None, Arc::clone(&handle));
+            let stream = YamuxStream::new(id, None, Arc::clone(&handle));
             match &self.inbound {
                 Inbound::Channel(tx) => {
-                    // Refused (reset on drop) once the Incoming is gone.
+                    // Refused (reset on drop) once the YamuxIncoming is gone.
                     let _ = tx.send(stream);
                 }
                 Inbound::Call(f) => f(stream),
@@ -761,12 +801,12 @@ impl SessionTask {
     }
 }
 
-/// One stream of a [`NativeSession`] as a drpc [`Transport`] (tokio `AsyncRead + AsyncWrite`).
+/// One stream of a [`YamuxSession`] as a drpc [`Transport`] (tokio `AsyncRead + AsyncWrite`).
 ///
 /// Holds its session open and, for streams this side opened, one of the session's stream
 /// slots. Reads and writes fail with the session's [`MuxError`] once the session is closed,
 /// with [`io::ErrorKind::ConnectionReset`] once the peer reset the stream.
-pub struct Stream {
+pub struct YamuxStream {
     id: u32,
     /// A byte read ahead by the serving side (to tell heartbeat streams apart), read first.
     replay: Option<u8>,
@@ -774,11 +814,13 @@ pub struct Stream {
     shared: Arc<Shared>,
     /// Keeps the session open (`None` for the heartbeat's own stream, which must not).
     handle: Option<Arc<Handle>>,
+    /// The session's handle without keeping it open, for [`YamuxStream::session`].
+    weak: Weak<Handle>,
 }
 
-impl std::fmt::Debug for Stream {
+impl std::fmt::Debug for YamuxStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("YamuxStream").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -787,13 +829,14 @@ fn session_error(shared: &Shared) -> io::Error {
     io::Error::new(reason.io_kind(), reason)
 }
 
-impl Stream {
-    fn new(id: u32, permit: Option<OwnedSemaphorePermit>, handle: Arc<Handle>) -> Stream {
-        Stream {
+impl YamuxStream {
+    fn new(id: u32, permit: Option<OwnedSemaphorePermit>, handle: Arc<Handle>) -> YamuxStream {
+        YamuxStream {
             id,
             replay: None,
             _permit: permit,
             shared: Arc::clone(&handle.shared),
+            weak: Arc::downgrade(&handle),
             handle: Some(handle),
         }
     }
@@ -803,11 +846,20 @@ impl Stream {
         self.id
     }
 
-    /// The session this stream belongs to (`None` for the session's own heartbeat stream).
-    pub fn session(&self) -> Option<NativeSession> {
-        self.handle.as_ref().map(|h| NativeSession {
-            handle: Arc::clone(h),
-        })
+    /// The session this stream belongs to.
+    pub fn session(&self) -> YamuxSession {
+        let handle = self
+            .handle
+            .clone()
+            .or_else(|| self.weak.upgrade())
+            // Only the session's own heartbeat stream has neither, and it never asks; a handle
+            // made here would close the session again when dropped, which changes nothing.
+            .unwrap_or_else(|| {
+                Arc::new(Handle {
+                    shared: Arc::clone(&self.shared),
+                })
+            });
+        YamuxSession { handle }
     }
 
     /// Puts one byte back to be read first.
@@ -834,7 +886,7 @@ impl Stream {
     }
 }
 
-impl AsyncRead for Stream {
+impl AsyncRead for YamuxStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -900,7 +952,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for YamuxStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -980,7 +1032,7 @@ impl AsyncWrite for Stream {
     }
 }
 
-impl Drop for Stream {
+impl Drop for YamuxStream {
     fn drop(&mut self) {
         let mut core = self.shared.lock();
         if core.dead {
