@@ -35,6 +35,7 @@ use crate::heartbeat::Heartbeat;
 
 pub mod frame;
 pub mod session;
+mod stream;
 
 #[cfg(feature = "tls")]
 pub use session::connect_tls;

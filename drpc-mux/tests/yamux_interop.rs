@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use drpc_core::{CallOptions, ConnExt};
-use drpc_mux::MuxError;
-use drpc_mux::NewStream;
+use drpc_core::{CallOptions, Conn, ConnExt};
 use drpc_mux::yamux::frame::{self, Header};
 use drpc_mux::yamux::session::{self as native, YamuxSession as NativeSession};
 use drpc_mux::yamux::{Mode, YamuxConfig};
+use drpc_mux::{MuxConn, MuxError, NewStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -327,7 +326,10 @@ async fn window_exhaustion_with_a_slow_crate_reader() {
         writer
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!writing.is_finished(), "2 MiB cannot pass a slow reader in 100 ms");
+    assert!(
+        !writing.is_finished(),
+        "2 MiB cannot pass a slow reader in 100 ms"
+    );
     assert!(
         session.queued_bytes() <= 512 * 1024,
         "the writer waits on its window instead of queueing: {} bytes queued",
@@ -343,7 +345,12 @@ async fn window_exhaustion_with_a_slow_crate_reader() {
         .await
         .unwrap()
         .unwrap();
-    assert!(got == data, "{} of {} bytes, in order", got.len(), data.len());
+    assert!(
+        got == data,
+        "{} of {} bytes, in order",
+        got.len(),
+        data.len()
+    );
 }
 
 /// A crate peer that stops reading a stream: the native writer blocks once the window is
@@ -416,9 +423,10 @@ async fn a_native_peer_that_stops_reading_blocks_only_its_stream() {
     assert!(!writing.is_finished(), "the crate writer waits for window");
     for i in 0..20u8 {
         let data = pattern(10_000, i);
-        let back = tokio::time::timeout(Duration::from_secs(5), round_trip(peer.open().await, &data))
-            .await
-            .expect("other streams are not held up");
+        let back =
+            tokio::time::timeout(Duration::from_secs(5), round_trip(peer.open().await, &data))
+                .await
+                .expect("other streams are not held up");
         assert_eq!(back, data);
     }
     writing.abort();
@@ -448,7 +456,10 @@ async fn reset_and_fin_reach_the_crate_peer_and_back() {
         theirs.write_all(b"late").await.is_err(),
         "the crate cannot write on a reset stream"
     );
-    assert!(s.write_all(b"x").await.is_err(), "a reset stream refuses writes");
+    assert!(
+        s.write_all(b"x").await.is_err(),
+        "a reset stream refuses writes"
+    );
     // Native FIN: the crate reads the end, answers, and its FIN ends our read.
     let mut s = session.open().await.unwrap();
     s.write_all(b"abc").await.unwrap();
@@ -604,28 +615,94 @@ async fn a_peer_past_the_stream_limit_gets_resets_not_a_panic() {
     ));
 }
 
-/// drpc calls on a native client session served by the crate-based `MuxServer`.
-#[tokio::test]
-async fn drpc_calls_from_a_native_session_to_the_crate_based_server() {
-    let (server, addr, _stats) = common::yamux_server().await;
-    let conn = native::dial(addr, YamuxConfig::default()).await.unwrap();
-    let calls = (0..500).map(|i| {
-        let conn = &conn;
+/// A `yamux` crate client session as a [`NewStream`], so that a [`MuxConn`] runs drpc calls
+/// on the crate's streams.
+struct CrateNewStream(CratePeer);
+
+impl NewStream for CrateNewStream {
+    type Stream = CrateStream;
+
+    fn new_stream(&self) -> impl Future<Output = Result<CrateStream, MuxError>> + Send {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.0.open.send(tx);
         async move {
-            conn.call::<String, String>(
-                common::ECHO,
-                &i.to_string(),
-                CallOptions::new().with_timeout(Duration::from_secs(20)),
-            )
-            .await
+            sent.map_err(|_| MuxError::Closed)?;
+            rx.await.map_err(|_| MuxError::Closed)
         }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.open.is_closed()
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        let open = self.0.open.clone();
+        async move { open.closed().await }
+    }
+
+    fn close_reason(&self) -> Option<MuxError> {
+        None
+    }
+
+    fn close(&self) {}
+
+    fn max_streams(&self) -> usize {
+        256
+    }
+}
+
+async fn echo_calls<N: NewStream>(conn: &MuxConn<N>, n: usize) {
+    let calls = (0..n).map(|i| async move {
+        conn.call::<String, String>(
+            common::ECHO,
+            &i.to_string(),
+            CallOptions::new().with_timeout(Duration::from_secs(20)),
+        )
+        .await
     });
     let replies = futures_util::future::join_all(calls).await;
     for (i, r) in replies.into_iter().enumerate() {
         assert_eq!(r.unwrap(), format!("echo:{i}"));
     }
+}
+
+/// drpc calls from a `yamux` crate client session to drpc-mux's `MuxServer`.
+#[tokio::test]
+async fn drpc_calls_from_a_crate_session_to_the_mux_server() {
+    let (server, addr, stats) = common::yamux_server().await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let conn = MuxConn::new(CrateNewStream(CratePeer::start(
+        tcp,
+        yamux::Mode::Client,
+        1024,
+    )));
+    echo_calls(&conn, 500).await;
+    assert_eq!(stats.calls.load(std::sync::atomic::Ordering::SeqCst), 500);
     drop(conn);
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// drpc calls from drpc-mux's client session (heartbeat on) to a server on a `yamux` crate
+/// session that serves each stream with a plain drpc `Server` (and knows no heartbeat).
+#[tokio::test]
+async fn drpc_calls_from_a_mux_session_to_a_crate_server() {
+    let (a, b) = tcp_pair().await;
+    let conn = MuxConn::new(NativeSession::client(a, YamuxConfig::default()));
+    let (drpc, stats) = common::mux_server();
+    let _ = drpc;
+    let server = drpc_core::Server::new(common::router(Arc::clone(&stats)));
+    let mut peer = CratePeer::start(b, yamux::Mode::Server, 1024);
+    tokio::spawn(async move {
+        while let Some(s) = peer.incoming.recv().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let _ = server.serve_one(s).await;
+            });
+        }
+    });
+    echo_calls(&conn, 500).await;
+    assert_eq!(stats.calls.load(std::sync::atomic::Ordering::SeqCst), 500);
+    assert!(!conn.is_closed(), "a peer without heartbeats is tolerated");
 }
 
 #[tokio::test]

@@ -259,7 +259,9 @@ impl Decoder {
     /// Payload bytes the frame being received still needs (0 when between frames).
     pub fn missing(&self) -> usize {
         match self.header {
-            Some(h) if h.kind == FrameType::Data => (h.length as usize).saturating_sub(self.buf.len()),
+            Some(h) if h.kind == FrameType::Data => {
+                (h.length as usize).saturating_sub(self.buf.len())
+            }
             _ => 0,
         }
     }
@@ -299,10 +301,16 @@ mod tests {
             Err(FrameError::TooLong { length: 11, .. })
         ));
         let b = Header::data(0, 0, 1).encode();
-        assert!(matches!(Header::decode(&b, 10), Err(FrameError::BadStream { .. })));
+        assert!(matches!(
+            Header::decode(&b, 10),
+            Err(FrameError::BadStream { .. })
+        ));
         let mut b = Header::ping(SYN, 1).encode();
         b[7] = 3;
-        assert!(matches!(Header::decode(&b, 10), Err(FrameError::BadStream { .. })));
+        assert!(matches!(
+            Header::decode(&b, 10),
+            Err(FrameError::BadStream { .. })
+        ));
     }
 
     /// A deterministic pseudo-random sequence (no extra crate needed for it).
@@ -323,7 +331,10 @@ mod tests {
                     0 | 1 => {
                         let len = (xorshift(&mut s) % 3000) as usize;
                         let payload: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
-                        (Header::data(id, (r >> 40) as u16 & 0xf, len as u32), payload)
+                        (
+                            Header::data(id, (r >> 40) as u16 & 0xf, len as u32),
+                            payload,
+                        )
                     }
                     2 => (Header::window_update(id, ACK, (r >> 20) as u32), Vec::new()),
                     _ => (Header::ping(SYN, r as u32), Vec::new()),

@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use drpc_core::Transport;
 
@@ -53,6 +53,8 @@ use crate::error::MuxError;
 use crate::heartbeat;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
+
+pub use super::stream::YamuxStream;
 
 /// The window every stream starts with, each way (the spec's initial window).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
@@ -87,30 +89,65 @@ pub enum ProtocolError {
     },
 }
 
+/// Received chunks of a stream, oldest first. The first chunk has a place of its own, so a
+/// stream that reads what it got before more arrives (an RPC) never allocates a queue.
+#[derive(Debug, Default)]
+pub(super) struct RecvQueue {
+    head: Option<Bytes>,
+    tail: VecDeque<Bytes>,
+}
+
+impl RecvQueue {
+    pub(super) fn push(&mut self, chunk: Bytes) {
+        if self.head.is_none() {
+            self.head = Some(chunk);
+        } else {
+            self.tail.push_back(chunk);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub(super) fn front_mut(&mut self) -> Option<&mut Bytes> {
+        self.head.as_mut()
+    }
+
+    pub(super) fn pop_front(&mut self) {
+        self.head = self.tail.pop_front();
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.head = None;
+        self.tail = VecDeque::new();
+    }
+}
+
 /// One stream's state, kept in the session's table.
 #[derive(Debug)]
-struct Slot {
+pub(super) struct Slot {
     /// Received data not read yet.
-    recv: VecDeque<Bytes>,
+    pub(super) recv: RecvQueue,
     /// What the peer may still send before our next window update.
-    recv_window: u32,
+    pub(super) recv_window: u32,
     /// Bytes read since the last window update.
-    consumed: u32,
+    pub(super) consumed: u32,
     /// What this side may still send.
-    send_window: u32,
+    pub(super) send_window: u32,
     /// SYN or ACK to put on this stream's next frame.
-    pending_flags: u16,
-    local_fin: bool,
-    remote_fin: bool,
-    reset: bool,
-    read_waker: Option<Waker>,
-    write_waker: Option<Waker>,
+    pub(super) pending_flags: u16,
+    pub(super) local_fin: bool,
+    pub(super) remote_fin: bool,
+    pub(super) reset: bool,
+    pub(super) read_waker: Option<Waker>,
+    pub(super) write_waker: Option<Waker>,
 }
 
 impl Slot {
     fn new(pending_flags: u16, send_window: u32) -> Slot {
         Slot {
-            recv: VecDeque::new(),
+            recv: RecvQueue::default(),
             recv_window: INITIAL_WINDOW,
             consumed: 0,
             send_window,
@@ -129,36 +166,36 @@ impl Slot {
     }
 }
 
-type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+pub(super) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// Everything under the session's lock.
-struct Core {
-    streams: HashMap<u32, Slot>,
-    next_id: u32,
+pub(super) struct Core {
+    pub(super) streams: HashMap<u32, Slot>,
+    pub(super) next_id: u32,
     /// Frames waiting to be written.
-    out: BytesMut,
+    pub(super) out: BytesMut,
     /// The write half of the transport (`None` once the session task took it to close).
-    io: Option<Writer>,
+    pub(super) io: Option<Writer>,
     /// The session task's waker: inline writes register it, so the task finishes what they
     /// could not write.
-    task: Option<Waker>,
+    pub(super) task: Option<Waker>,
     /// A write failure met by an inline write, for the session task.
-    write_error: Option<io::Error>,
+    pub(super) write_error: Option<io::Error>,
     /// Writers waiting for the write buffer to drain below [`WRITE_HIGH`].
-    out_waiters: Vec<Waker>,
+    pub(super) out_waiters: Vec<Waker>,
     /// The peer sent a GoAway: no new streams.
-    remote_go_away: bool,
+    pub(super) remote_go_away: bool,
     /// The session ended: streams fail.
-    dead: bool,
+    pub(super) dead: bool,
 }
 
 impl Core {
-    fn queue(&mut self, header: Header, payload: &[u8]) {
+    pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
         header.encode_into(payload, &mut self.out);
     }
 
     /// Writes out what is queued, registering the session task's waker.
-    fn kick(&mut self) {
+    pub(super) fn kick(&mut self) {
         if self.out.is_empty() || self.write_error.is_some() {
             return;
         }
@@ -199,23 +236,23 @@ enum Inbound {
     Refuse,
 }
 
-struct Shared {
-    core: Mutex<Core>,
-    state: Arc<SessionState>,
-    split_send_size: u32,
-    max_num_streams: usize,
+pub(super) struct Shared {
+    pub(super) core: Mutex<Core>,
+    pub(super) state: Arc<SessionState>,
+    pub(super) split_send_size: u32,
+    pub(super) max_num_streams: usize,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Core> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves consistent bytes (every change is a whole step).
         self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// What sessions, incomings and streams hold: when the last is dropped, the session closes.
-struct Handle {
-    shared: Arc<Shared>,
+pub(super) struct Handle {
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Drop for Handle {
@@ -228,7 +265,7 @@ impl Drop for Handle {
 /// Cheap to clone; clones share the session.
 #[derive(Clone)]
 pub struct YamuxSession {
-    handle: Arc<Handle>,
+    pub(super) handle: Arc<Handle>,
 }
 
 impl std::fmt::Debug for YamuxSession {
@@ -292,7 +329,11 @@ impl YamuxSession {
 
     /// A session in either mode (the two ends must differ). Streams the peer opens are
     /// refused once the [`YamuxIncoming`] is dropped.
-    pub fn new<T: Transport>(io: T, mode: Mode, config: YamuxConfig) -> (YamuxSession, YamuxIncoming) {
+    pub fn new<T: Transport>(
+        io: T,
+        mode: Mode,
+        config: YamuxConfig,
+    ) -> (YamuxSession, YamuxIncoming) {
         let (tx, rx) = mpsc::unbounded_channel();
         let session = YamuxSession::start(io, mode, config, |_| Inbound::Channel(tx));
         let incoming = YamuxIncoming {
@@ -354,14 +395,7 @@ impl YamuxSession {
                 core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
                 id
             };
-            let stream = YamuxStream {
-                id,
-                replay: None,
-                _permit: None,
-                shared: Arc::clone(&shared),
-                handle: None,
-                weak: Weak::new(),
-            };
+            let stream = YamuxStream::unattached(id, Arc::clone(&shared));
             (stream, hb)
         });
         let task = SessionTask {
@@ -675,7 +709,10 @@ impl SessionTask {
                 return Err(ProtocolError::WrongParity(id));
             }
             self.max_remote_id = self.max_remote_id.max(id);
-            if !self.accepts() || core.remote_go_away || core.streams.len() >= self.shared.max_num_streams {
+            if !self.accepts()
+                || core.remote_go_away
+                || core.streams.len() >= self.shared.max_num_streams
+            {
                 // Over the limit (or nobody accepts): refuse this stream only.
                 core.queue(Header::window_update(id, RST, 0), &[]);
                 return Ok(());
@@ -719,7 +756,7 @@ impl SessionTask {
                 }
                 slot.recv_window -= h.length;
                 if !payload.is_empty() {
-                    slot.recv.push_back(payload);
+                    slot.recv.push(payload);
                     self.wakers.extend(slot.read_waker.take());
                 }
             }
@@ -798,276 +835,5 @@ impl SessionTask {
             Ok(Err(e)) => tracing::debug!(error = %e, "yamux close failed"),
             Err(_) => tracing::debug!("yamux close timed out; dropping the transport"),
         }
-    }
-}
-
-/// One stream of a [`YamuxSession`] as a drpc [`Transport`] (tokio `AsyncRead + AsyncWrite`).
-///
-/// Holds its session open and, for streams this side opened, one of the session's stream
-/// slots. Reads and writes fail with the session's [`MuxError`] once the session is closed,
-/// with [`io::ErrorKind::ConnectionReset`] once the peer reset the stream.
-pub struct YamuxStream {
-    id: u32,
-    /// A byte read ahead by the serving side (to tell heartbeat streams apart), read first.
-    replay: Option<u8>,
-    _permit: Option<OwnedSemaphorePermit>,
-    shared: Arc<Shared>,
-    /// Keeps the session open (`None` for the heartbeat's own stream, which must not).
-    handle: Option<Arc<Handle>>,
-    /// The session's handle without keeping it open, for [`YamuxStream::session`].
-    weak: Weak<Handle>,
-}
-
-impl std::fmt::Debug for YamuxStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("YamuxStream").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-fn session_error(shared: &Shared) -> io::Error {
-    let reason = shared.state.reason_or_closed();
-    io::Error::new(reason.io_kind(), reason)
-}
-
-impl YamuxStream {
-    fn new(id: u32, permit: Option<OwnedSemaphorePermit>, handle: Arc<Handle>) -> YamuxStream {
-        YamuxStream {
-            id,
-            replay: None,
-            _permit: permit,
-            shared: Arc::clone(&handle.shared),
-            weak: Arc::downgrade(&handle),
-            handle: Some(handle),
-        }
-    }
-
-    /// The yamux stream id.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The session this stream belongs to.
-    pub fn session(&self) -> YamuxSession {
-        let handle = self
-            .handle
-            .clone()
-            .or_else(|| self.weak.upgrade())
-            // Only the session's own heartbeat stream has neither, and it never asks; a handle
-            // made here would close the session again when dropped, which changes nothing.
-            .unwrap_or_else(|| {
-                Arc::new(Handle {
-                    shared: Arc::clone(&self.shared),
-                })
-            });
-        YamuxSession { handle }
-    }
-
-    /// Puts one byte back to be read first.
-    pub(crate) fn unread(&mut self, byte: u8) {
-        debug_assert!(self.replay.is_none());
-        self.replay = Some(byte);
-    }
-
-    /// Resets the stream (RST): both directions end at once, on both sides.
-    pub fn reset(&mut self) {
-        let mut core = self.shared.lock();
-        if core.dead {
-            return;
-        }
-        if let Some(slot) = core.streams.get_mut(&self.id) {
-            let flags = slot.pending_flags | RST;
-            slot.pending_flags = 0;
-            slot.reset = true;
-            slot.local_fin = true;
-            slot.recv.clear();
-            core.queue(Header::window_update(self.id, flags, 0), &[]);
-            core.kick();
-        }
-    }
-}
-
-impl AsyncRead for YamuxStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(b) = this.replay.take() {
-            buf.put_slice(&[b]);
-            return Poll::Ready(Ok(()));
-        }
-        let shared = &*this.shared;
-        let mut core = shared.lock();
-        let dead = core.dead;
-        let Some(slot) = core.streams.get_mut(&this.id) else {
-            return Poll::Ready(Err(if dead {
-                session_error(shared)
-            } else {
-                io::ErrorKind::ConnectionReset.into()
-            }));
-        };
-        if !slot.recv.is_empty() {
-            let mut read = 0usize;
-            while buf.remaining() > 0 {
-                let Some(front) = slot.recv.front_mut() else {
-                    break;
-                };
-                let n = buf.remaining().min(front.len());
-                buf.put_slice(&front[..n]);
-                front.advance(n);
-                read += n;
-                if front.is_empty() {
-                    slot.recv.pop_front();
-                }
-            }
-            // `read` is at most what the window let in, which fits a u32.
-            slot.consumed = slot.consumed.saturating_add(read as u32);
-            if slot.consumed >= INITIAL_WINDOW / 2 && !slot.remote_fin && !slot.reset && !dead {
-                let delta = slot.consumed;
-                let flags = std::mem::take(&mut slot.pending_flags);
-                slot.consumed = 0;
-                slot.recv_window += delta;
-                core.queue(Header::window_update(this.id, flags, delta), &[]);
-                core.kick();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if slot.remote_fin {
-            return Poll::Ready(Ok(()));
-        }
-        if dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        if !slot.read_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            slot.read_waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-}
-
-impl AsyncWrite for YamuxStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let shared = &*this.shared;
-        let mut core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        let over = core.out.len() >= WRITE_HIGH;
-        let Some(slot) = core.streams.get_mut(&this.id) else {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        };
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if slot.local_fin {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if slot.send_window == 0 {
-            if !slot.write_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                slot.write_waker = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        if over {
-            core.out_waiters.push(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = buf
-            .len()
-            .min(slot.send_window as usize)
-            .min(shared.split_send_size as usize);
-        slot.send_window -= n as u32;
-        let flags = std::mem::take(&mut slot.pending_flags);
-        core.queue(Header::data(this.id, flags, n as u32), &buf[..n]);
-        core.kick();
-        Poll::Ready(Ok(n))
-    }
-
-    /// Frames are written as they are queued; what the socket did not take yet, the session
-    /// task writes as soon as it can.
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Sends FIN: the peer reads the end of the stream.
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let mut core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        let Some(slot) = core.streams.get_mut(&self.id) else {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        };
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if !slot.local_fin {
-            slot.local_fin = true;
-            let flags = std::mem::take(&mut slot.pending_flags) | FIN;
-            core.queue(Header::data(self.id, flags, 0), &[]);
-            core.kick();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for YamuxStream {
-    fn drop(&mut self) {
-        let mut core = self.shared.lock();
-        if core.dead {
-            core.streams.remove(&self.id);
-            return;
-        }
-        let id = self.id;
-        let Some(slot) = core.streams.get_mut(&id) else {
-            return;
-        };
-        if slot.reset || slot.pending_flags & SYN != 0 {
-            // Never sent a frame: the peer knows nothing of it.
-            core.streams.remove(&id);
-            return;
-        }
-        let unread = !slot.recv.is_empty();
-        // Data nobody will read: reset. Otherwise end our side (FIN) unless done already.
-        let flags = if unread {
-            Some(std::mem::take(&mut slot.pending_flags) | RST)
-        } else if !slot.local_fin {
-            Some(std::mem::take(&mut slot.pending_flags) | FIN)
-        } else {
-            None
-        };
-        // Forgotten at once, as the yamux crate does: data the peer still sends on it is
-        // answered with RST (see the session task), its FIN is ignored.
-        core.streams.remove(&id);
-        if let Some(flags) = flags {
-            let kind = if flags & RST != 0 {
-                Header::window_update(id, flags, 0)
-            } else {
-                Header::data(id, flags, 0)
-            };
-            core.queue(kind, &[]);
-        }
-        core.kick();
     }
 }
