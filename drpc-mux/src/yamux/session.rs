@@ -62,8 +62,11 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 /// Bytes waiting in the write buffer past which writers wait for the socket.
 pub const WRITE_HIGH: usize = 1024 * 1024;
 
-/// How much the session task reads at once at least.
+/// The size of the session task's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The least room a read is given before the read buffer is replaced.
+const MIN_READ: usize = 16 * 1024;
 
 /// A peer that broke the yamux protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -584,9 +587,15 @@ impl SessionTask {
             }
         }
         loop {
-            let missing = self.decoder.missing().max(READ_CHUNK);
+            // Payloads leave the read buffer as slices the streams hold until they read them,
+            // so the buffer is refilled in place while it has room and replaced by a fresh
+            // `READ_CHUNK` only once it is used up: one allocation per 64 KiB read, not per
+            // read.
+            let missing = self.decoder.missing();
             let buf = self.decoder.buffer();
-            buf.reserve(missing);
+            if buf.capacity() - buf.len() < missing.max(MIN_READ) {
+                buf.reserve(missing.max(READ_CHUNK));
+            }
             let n = match tokio_util::io::poll_read_buf(self.read.as_mut(), cx, buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e.into())),
@@ -698,8 +707,8 @@ impl SessionTask {
         }
         let id = h.stream_id;
         let theirs = match self.mode {
-            Mode::Client => id % 2 == 0,
-            Mode::Server => id % 2 == 1,
+            Mode::Client => id.is_multiple_of(2),
+            Mode::Server => !id.is_multiple_of(2),
         };
         // The yamux crate closes a stream it never wrote to with a FIN that lacks the SYN: a
         // first frame on a new id of the peer's opens the stream as well.
