@@ -12,7 +12,7 @@
 //!   under one lock, appends data to the streams' receive queues (zero-copy slices of the read
 //!   buffer) and wakes only the streams that got something. It also writes out what a writer
 //!   left behind when the socket was full (the inline writes use its waker), answers pings,
-//!   and runs the [`Heartbeat`] pinger when the config has one.
+//!   and runs the [`Heartbeat`](crate::Heartbeat) pinger when the config has one.
 //! - **Flow control** as the spec says: each stream starts with a 256 KiB window each way; a
 //!   reader sends a window update once it has consumed half of it. A writer whose window is
 //!   spent waits for the peer's update; a stream whose reader stalls holds back only itself.
