@@ -720,3 +720,20 @@ async fn native_sessions_talk_to_each_other_in_either_mode() {
     let data = pattern(300_000, 3);
     assert_eq!(round_trip(s, &data).await, data);
 }
+
+/// A stream the peer opened and that sends nothing back is still acknowledged within about a
+/// second (hashicorp/yamux closes the session of a stream unacknowledged for 75 s).
+#[tokio::test]
+#[serial_test::serial]
+async fn a_silent_accepted_stream_is_acknowledged() {
+    let (a, mut raw) = tcp_pair().await;
+    let (_session, mut incoming) = NativeSession::server(a, config(16));
+    raw.write_all(&Header::window_update(1, frame::SYN, 0).encode())
+        .await
+        .unwrap();
+    let _held = incoming.accept().await.unwrap();
+    let h = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut raw))
+        .await
+        .expect("the ACK comes without a reply");
+    assert_eq!(h, Header::window_update(1, frame::ACK, 0));
+}

@@ -19,7 +19,9 @@
 //!   When the write buffer holds more than [`WRITE_HIGH`] bytes (the socket does not drain),
 //!   writers wait: memory stays bounded.
 //! - **Streams** get odd ids on the client side and even ids on the server side. The SYN (and
-//!   the ACK of a peer's stream) rides on the stream's first frame. A stream dropped before
+//!   the ACK of a peer's stream) rides on the stream's first frame; a stream the peer opened
+//!   that sends nothing back within a second gets its ACK on its own (hashicorp/yamux closes a
+//!   session whose stream stays unacknowledged for 75 s). A stream dropped before
 //!   the peer ended its side sends FIN when nothing unread is left, RST when unread data is
 //!   discarded; data that arrives for a stream that is gone is answered with RST.
 //! - **Limits**: a peer that opens more than [`YamuxConfig::effective_max_num_streams`]
@@ -64,6 +66,11 @@ pub const WRITE_HIGH: usize = 1024 * 1024;
 
 /// The size of the session task's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long the ACK of a stream the peer opened may wait to ride on the stream's first frame
+/// back (a reply, a window update) before it is sent on its own. Far below hashicorp/yamux's
+/// StreamOpenTimeout (75 s), after which a Go peer closes the session.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The least room a read is given before the read buffer is replaced.
 const MIN_READ: usize = 16 * 1024;
@@ -412,6 +419,7 @@ impl YamuxSession {
             wakers: Vec::new(),
             opened: Vec::new(),
             max_remote_id: 0,
+            ack_timer: None,
         };
         tokio::spawn(task.run(config));
         YamuxSession { handle }
@@ -540,6 +548,8 @@ struct SessionTask {
     opened: Vec<u32>,
     /// The highest stream id the peer opened.
     max_remote_id: u32,
+    /// Armed while streams the peer opened may still owe their ACK (see [`ACK_DELAY`]).
+    ack_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why the session task stops reading.
@@ -582,6 +592,29 @@ impl SessionTask {
             if let Some(e) = core.write_error.take() {
                 return Poll::Ready(Stop::Failed(e.into()));
             }
+            // Streams the peer opened that have not answered yet get their ACK now: a
+            // hashicorp/yamux peer closes the session when a stream it opened stays
+            // unacknowledged for its StreamOpenTimeout (75 s by default).
+            if let Some(timer) = self.ack_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                self.ack_timer = None;
+                let mut acks = std::mem::take(&mut self.opened);
+                acks.extend(
+                    core.streams
+                        .iter_mut()
+                        .filter(|(_, slot)| slot.pending_flags & ACK != 0)
+                        .map(|(&id, slot)| {
+                            slot.pending_flags &= !ACK;
+                            id
+                        }),
+                );
+                for &id in &acks {
+                    core.queue(Header::window_update(id, ACK, 0), &[]);
+                }
+                acks.clear();
+                self.opened = acks;
+            }
             if let Err(e) = self.flush(&mut core, cx) {
                 return Poll::Ready(Stop::Failed(e.into()));
             }
@@ -597,7 +630,16 @@ impl SessionTask {
                 buf.reserve(missing.max(READ_CHUNK));
             }
             let n = match tokio_util::io::poll_read_buf(self.read.as_mut(), cx, buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A timer armed while reading registers now (it fires into the top of
+                    // the next poll, which sends the ACKs).
+                    if let Some(timer) = self.ack_timer.as_mut()
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e.into())),
                 Poll::Ready(Ok(n)) => n,
             };
@@ -734,6 +776,9 @@ impl SessionTask {
             core.streams
                 .insert(id, Slot::new(ACK, INITIAL_WINDOW.saturating_add(delta)));
             self.opened.push(id);
+            if self.ack_timer.is_none() {
+                self.ack_timer = Some(Box::pin(tokio::time::sleep(ACK_DELAY)));
+            }
             if h.kind == FrameType::WindowUpdate {
                 return self.stream_flags(core, &h);
             }
