@@ -34,14 +34,15 @@ pub enum MuxError {
     /// The peer broke the heartbeat protocol.
     #[error("heartbeat protocol error: {0}")]
     Heartbeat(&'static str),
-    /// The yamux session failed (transport error, bad frame, stream ids exhausted…).
-    #[error("yamux: {0}")]
-    Yamux(Arc<yamux::ConnectionError>),
     /// The QUIC connection failed; `TimedOut` is its idle timeout (a peer that stopped
     /// answering).
     #[cfg(feature = "quic")]
     #[error("quic: {0}")]
     Quic(quinn::ConnectionError),
+    /// The peer broke the yamux protocol (see [`crate::yamux::session`]); the session sent it a
+    /// GoAway with the protocol-error code.
+    #[error("yamux protocol: {0}")]
+    Protocol(#[from] crate::yamux::ProtocolError),
     /// A configuration that cannot work (a TLS config QUIC cannot use, a bad server name…).
     #[error("configuration: {0}")]
     Config(String),
@@ -69,10 +70,6 @@ impl MuxError {
             #[cfg(feature = "quic")]
             MuxError::Quic(quinn::ConnectionError::TimedOut) => io::ErrorKind::TimedOut,
             MuxError::Io(e) => e.kind(),
-            MuxError::Yamux(e) => match &**e {
-                yamux::ConnectionError::Io(io) => io.kind(),
-                _ => io::ErrorKind::ConnectionAborted,
-            },
             _ => io::ErrorKind::ConnectionAborted,
         }
     }
@@ -81,15 +78,6 @@ impl MuxError {
     /// of kind [`drpc_core::TransportKind::Session`] carrying it (see [`mux_error`]).
     pub fn into_call_error(self) -> drpc_core::Error {
         drpc_core::Error::transport(drpc_core::TransportKind::Session, self)
-    }
-}
-
-impl From<yamux::ConnectionError> for MuxError {
-    fn from(e: yamux::ConnectionError) -> Self {
-        match e {
-            yamux::ConnectionError::Closed => MuxError::PeerClosed,
-            other => MuxError::Yamux(Arc::new(other)),
-        }
     }
 }
 

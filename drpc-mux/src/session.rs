@@ -71,10 +71,6 @@ impl SessionState {
         self.dead.cancelled().await
     }
 
-    pub(crate) fn dead_token(&self) -> &CancellationToken {
-        &self.dead
-    }
-
     pub(crate) fn close_requested(&self) -> &CancellationToken {
         &self.close_requested
     }

@@ -268,7 +268,7 @@ async fn killed_peer_fails_calls_under_way_at_once() {
         let e = r.expect_err("the call under way fails");
         let why = mux_error(&e).unwrap_or_else(|| panic!("not a session error: {e:?}"));
         assert!(
-            matches!(why, MuxError::PeerClosed | MuxError::Yamux(_)),
+            matches!(why, MuxError::PeerClosed | MuxError::Io(_)),
             "{why:?}"
         );
         assert!(e.is_fatal_for_connection());

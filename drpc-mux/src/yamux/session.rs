@@ -1,0 +1,893 @@
+//! The yamux session: [`YamuxSession`], [`YamuxIncoming`], [`YamuxStream`], written to the
+//! hashicorp/yamux specification (`spec.md`) for RPC, and tested against the `yamux` crate in
+//! both directions (`tests/yamux_interop.rs`).
+//!
+//! # How it runs
+//!
+//! - **Writes run in the caller's task.** A stream's write encodes the frame header and its
+//!   payload straight into the session's one write buffer and then writes out everything
+//!   queued (its own frames and other streams'), unless the socket is busy; frames of many
+//!   streams leave in one `write`. No task hop, no per-frame allocation.
+//! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
+//!   under one lock, appends data to the streams' receive queues (zero-copy slices of the read
+//!   buffer) and wakes only the streams that got something. It also writes out what a writer
+//!   left behind when the socket was full (the inline writes use its waker), answers pings,
+//!   and runs the [`Heartbeat`](crate::Heartbeat) pinger when the config has one.
+//! - **Flow control** as the spec says: each stream starts with a 256 KiB window each way; a
+//!   reader sends a window update once it has consumed half of it. A writer whose window is
+//!   spent waits for the peer's update; a stream whose reader stalls holds back only itself.
+//!   When the write buffer holds more than [`WRITE_HIGH`] bytes (the socket does not drain),
+//!   writers wait: memory stays bounded.
+//! - **Streams** get odd ids on the client side and even ids on the server side. The SYN (and
+//!   the ACK of a peer's stream) rides on the stream's first frame; a stream the peer opened
+//!   that sends nothing back within a second gets its ACK on its own (hashicorp/yamux closes a
+//!   session whose stream stays unacknowledged for 75 s). A stream dropped before
+//!   the peer ended its side sends FIN when nothing unread is left, RST when unread data is
+//!   discarded; data that arrives for a stream that is gone is answered with RST.
+//! - **Limits**: a peer that opens more than [`YamuxConfig::effective_max_num_streams`]
+//!   streams gets those streams reset; a peer that breaks the protocol (a bad header, a frame
+//!   beyond the window, a stream id of the wrong parity or one in use) gets a GoAway with the
+//!   protocol-error code and the session closes with [`MuxError::Protocol`].
+//! - **Close**: a GoAway (normal), then everything queued is written, the write side is shut
+//!   (FIN) and the read side drained until the peer closes too (bounded by
+//!   [`YamuxConfig::close_timeout`]). A GoAway from the peer stops new streams here; the
+//!   streams under way go on until the peer closes the connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use drpc_core::Transport;
+
+use super::frame::{
+    ACK, Decoder, FIN, FrameError, FrameType, GO_AWAY_NORMAL, GO_AWAY_PROTOCOL_ERROR, Header, RST,
+    SYN,
+};
+use super::{Mode, YamuxConfig};
+use crate::error::MuxError;
+use crate::heartbeat;
+use crate::session::SessionState;
+use crate::{MuxConn, MuxConnConfig, NewStream};
+
+pub use super::stream::YamuxStream;
+
+/// The window every stream starts with, each way (the spec's initial window).
+pub const INITIAL_WINDOW: u32 = 256 * 1024;
+
+/// Bytes waiting in the write buffer past which writers wait for the socket.
+pub const WRITE_HIGH: usize = 1024 * 1024;
+
+/// The size of the session task's read buffer.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How long the ACK of a stream the peer opened may wait to ride on the stream's first frame
+/// back (a reply, a window update) before it is sent on its own. Far below hashicorp/yamux's
+/// StreamOpenTimeout (75 s), after which a Go peer closes the session.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The least room a read is given before the read buffer is replaced.
+const MIN_READ: usize = 16 * 1024;
+
+/// A peer that broke the yamux protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A frame header that is not valid.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer opened a stream with an id of this side's parity (client odd, server even).
+    #[error("the peer opened stream {0}, an id of this side's parity")]
+    WrongParity(u32),
+    /// The peer opened a stream whose id is in use.
+    #[error("the peer opened stream {0} twice")]
+    DuplicateStream(u32),
+    /// The peer sent more than the stream's window allowed.
+    #[error("the peer sent {length} bytes on stream {stream_id} with a window of {window}")]
+    WindowExceeded {
+        /// The stream.
+        stream_id: u32,
+        /// The frame's payload length.
+        length: u32,
+        /// The window the peer had.
+        window: u32,
+    },
+}
+
+/// Received chunks of a stream, oldest first. The first chunk has a place of its own, so a
+/// stream that reads what it got before more arrives (an RPC) never allocates a queue.
+#[derive(Debug, Default)]
+pub(super) struct RecvQueue {
+    head: Option<Bytes>,
+    tail: VecDeque<Bytes>,
+}
+
+impl RecvQueue {
+    pub(super) fn push(&mut self, chunk: Bytes) {
+        if self.head.is_none() {
+            self.head = Some(chunk);
+        } else {
+            self.tail.push_back(chunk);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    pub(super) fn front_mut(&mut self) -> Option<&mut Bytes> {
+        self.head.as_mut()
+    }
+
+    pub(super) fn pop_front(&mut self) {
+        self.head = self.tail.pop_front();
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.head = None;
+        self.tail = VecDeque::new();
+    }
+}
+
+/// One stream's state, kept in the session's table.
+#[derive(Debug)]
+pub(super) struct Slot {
+    /// Received data not read yet.
+    pub(super) recv: RecvQueue,
+    /// What the peer may still send before our next window update.
+    pub(super) recv_window: u32,
+    /// Bytes read since the last window update.
+    pub(super) consumed: u32,
+    /// What this side may still send.
+    pub(super) send_window: u32,
+    /// SYN or ACK to put on this stream's next frame.
+    pub(super) pending_flags: u16,
+    pub(super) local_fin: bool,
+    pub(super) remote_fin: bool,
+    pub(super) reset: bool,
+    pub(super) read_waker: Option<Waker>,
+    pub(super) write_waker: Option<Waker>,
+}
+
+impl Slot {
+    fn new(pending_flags: u16, send_window: u32) -> Slot {
+        Slot {
+            recv: RecvQueue::default(),
+            recv_window: INITIAL_WINDOW,
+            consumed: 0,
+            send_window,
+            pending_flags,
+            local_fin: false,
+            remote_fin: false,
+            reset: false,
+            read_waker: None,
+            write_waker: None,
+        }
+    }
+
+    fn wake_all(&mut self, wakers: &mut Vec<Waker>) {
+        wakers.extend(self.read_waker.take());
+        wakers.extend(self.write_waker.take());
+    }
+}
+
+pub(super) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Everything under the session's lock.
+pub(super) struct Core {
+    pub(super) streams: HashMap<u32, Slot>,
+    pub(super) next_id: u32,
+    /// Frames waiting to be written.
+    pub(super) out: BytesMut,
+    /// The write half of the transport (`None` once the session task took it to close).
+    pub(super) io: Option<Writer>,
+    /// The session task's waker: inline writes register it, so the task finishes what they
+    /// could not write.
+    pub(super) task: Option<Waker>,
+    /// A write failure met by an inline write, for the session task.
+    pub(super) write_error: Option<io::Error>,
+    /// Writers waiting for the write buffer to drain below [`WRITE_HIGH`].
+    pub(super) out_waiters: Vec<Waker>,
+    /// The peer sent a GoAway: no new streams.
+    pub(super) remote_go_away: bool,
+    /// The session ended: streams fail.
+    pub(super) dead: bool,
+}
+
+impl Core {
+    pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
+        header.encode_into(payload, &mut self.out);
+    }
+
+    /// Writes out what is queued, registering the session task's waker.
+    pub(super) fn kick(&mut self) {
+        if self.out.is_empty() || self.write_error.is_some() {
+            return;
+        }
+        let (Some(io), Some(task)) = (self.io.as_mut(), self.task.as_ref()) else {
+            return;
+        };
+        let mut cx = Context::from_waker(task);
+        if let Poll::Ready(Err(e)) = write_out(io, &mut self.out, &mut cx) {
+            self.write_error = Some(e);
+            task.wake_by_ref();
+        }
+        if self.out.len() < WRITE_HIGH / 2 {
+            for w in self.out_waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+}
+
+fn write_out(io: &mut Writer, out: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while !out.is_empty() {
+        let n = std::task::ready!(io.as_mut().poll_write(cx, out))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        out.advance(n);
+    }
+    io.as_mut().poll_flush(cx)
+}
+
+/// Where the session task puts the streams the peer opens.
+enum Inbound {
+    /// To a [`YamuxIncoming`] (refused once it is gone).
+    Channel(mpsc::UnboundedSender<YamuxStream>),
+    /// To a callback.
+    Call(Box<dyn Fn(YamuxStream) + Send + Sync>),
+    /// Refused (a client that accepts nothing).
+    Refuse,
+}
+
+pub(super) struct Shared {
+    pub(super) core: Mutex<Core>,
+    pub(super) state: Arc<SessionState>,
+    pub(super) split_send_size: u32,
+    pub(super) max_num_streams: usize,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic under the lock leaves consistent bytes (every change is a whole step).
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What sessions, incomings and streams hold: when the last is dropped, the session closes.
+pub(super) struct Handle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.state.set_closed(MuxError::Closed);
+    }
+}
+
+/// A yamux session written to the hashicorp spec: opens streams (it is a [`NewStream`]).
+/// Cheap to clone; clones share the session.
+#[derive(Clone)]
+pub struct YamuxSession {
+    pub(super) handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for YamuxSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YamuxSession")
+            .field("state", &self.handle.shared.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The streams the peer opens on a [`YamuxSession`].
+pub struct YamuxIncoming {
+    rx: mpsc::UnboundedReceiver<YamuxStream>,
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for YamuxIncoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YamuxIncoming").finish_non_exhaustive()
+    }
+}
+
+impl YamuxIncoming {
+    /// The next stream the peer opened; `None` once the session has ended.
+    pub async fn accept(&mut self) -> Option<YamuxStream> {
+        self.rx.recv().await
+    }
+
+    /// The session these streams belong to.
+    pub fn session(&self) -> YamuxSession {
+        YamuxSession {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl YamuxSession {
+    /// Connects to `addr` over TCP (with the config's [`drpc_core::TcpOptions`]) and starts a
+    /// client session.
+    ///
+    /// # Errors
+    /// [`MuxError::Io`] for the connect.
+    pub async fn connect(
+        addr: impl tokio::net::ToSocketAddrs,
+        config: YamuxConfig,
+    ) -> Result<YamuxSession, MuxError> {
+        let tcp = drpc_core::tcp::connect(addr, &config.tcp).await?;
+        Ok(YamuxSession::client(tcp, config))
+    }
+
+    /// A client-mode session over `io` that opens streams and refuses the peer's. Spawns the
+    /// session task, so it must be called inside a tokio runtime.
+    pub fn client<T: Transport>(io: T, config: YamuxConfig) -> YamuxSession {
+        YamuxSession::start(io, Mode::Client, config, |_| Inbound::Refuse)
+    }
+
+    /// A server-mode session over `io`: accept the peer's streams from the [`YamuxIncoming`].
+    pub fn server<T: Transport>(io: T, config: YamuxConfig) -> (YamuxSession, YamuxIncoming) {
+        YamuxSession::new(io, Mode::Server, config)
+    }
+
+    /// A session in either mode (the two ends must differ). Streams the peer opens are
+    /// refused once the [`YamuxIncoming`] is dropped.
+    pub fn new<T: Transport>(
+        io: T,
+        mode: Mode,
+        config: YamuxConfig,
+    ) -> (YamuxSession, YamuxIncoming) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session = YamuxSession::start(io, mode, config, |_| Inbound::Channel(tx));
+        let incoming = YamuxIncoming {
+            rx,
+            handle: Arc::clone(&session.handle),
+        };
+        (session, incoming)
+    }
+
+    /// A server-mode session that hands each stream the peer opens straight to `on_stream`.
+    pub(crate) fn server_with(
+        io: impl Transport,
+        config: YamuxConfig,
+        on_stream: impl Fn(YamuxStream) + Send + Sync + 'static,
+    ) -> YamuxSession {
+        YamuxSession::start(io, Mode::Server, config, |_| {
+            Inbound::Call(Box::new(on_stream))
+        })
+    }
+
+    fn start<T: Transport>(
+        io: T,
+        mode: Mode,
+        config: YamuxConfig,
+        inbound: impl FnOnce(()) -> Inbound,
+    ) -> YamuxSession {
+        let (read, write) = tokio::io::split(io);
+        let state = SessionState::new(config.max_concurrent_streams);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                streams: HashMap::new(),
+                next_id: match mode {
+                    Mode::Client => 1,
+                    Mode::Server => 2,
+                },
+                out: BytesMut::with_capacity(64 * 1024),
+                io: Some(Box::pin(write)),
+                task: None,
+                write_error: None,
+                out_waiters: Vec::new(),
+                remote_go_away: false,
+                dead: false,
+            }),
+            state,
+            split_send_size: u32::try_from(config.split_send_size.clamp(1, 16 << 20))
+                .unwrap_or(u32::MAX),
+            max_num_streams: config.effective_max_num_streams(),
+        });
+        let handle = Arc::new(Handle {
+            shared: Arc::clone(&shared),
+        });
+        // The heartbeat's stream: opened here, before any caller can take every stream slot,
+        // and without a slot or a handle (it must not keep the session open by itself).
+        let pinger = config.heartbeat.map(|hb| {
+            let id = {
+                let mut core = shared.lock();
+                let id = core.next_id;
+                core.next_id += 2;
+                core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
+                id
+            };
+            let stream = YamuxStream::unattached(id, Arc::clone(&shared));
+            (stream, hb)
+        });
+        let task = SessionTask {
+            pinger,
+            shared,
+            handle: Arc::downgrade(&handle),
+            read: Box::pin(read),
+            decoder: Decoder::new(),
+            inbound: inbound(()),
+            mode,
+            wakers: Vec::new(),
+            opened: Vec::new(),
+            max_remote_id: 0,
+            ack_timer: None,
+        };
+        tokio::spawn(task.run(config));
+        YamuxSession { handle }
+    }
+
+    /// Opens a stream, waiting for a free slot (see [`YamuxConfig::max_concurrent_streams`]).
+    /// Nothing is sent until the stream's first frame (which carries the SYN).
+    ///
+    /// # Errors
+    /// Why the session closed, or [`MuxError::PeerClosed`] after the peer's GoAway.
+    pub async fn open(&self) -> Result<YamuxStream, MuxError> {
+        let shared = &self.handle.shared;
+        let permit = shared.state.acquire().await?;
+        let id = {
+            let mut core = shared.lock();
+            if core.dead {
+                return Err(shared.state.reason_or_closed());
+            }
+            if core.remote_go_away {
+                return Err(MuxError::PeerClosed);
+            }
+            let id = core.next_id;
+            core.next_id = id
+                .checked_add(2)
+                .ok_or(MuxError::Config("yamux stream ids exhausted".into()))?;
+            core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
+            id
+        };
+        Ok(YamuxStream::new(id, Some(permit), Arc::clone(&self.handle)))
+    }
+
+    /// Closes the session with `reason`.
+    pub(crate) fn fail(&self, reason: MuxError) {
+        self.handle.shared.state.set_closed(reason);
+    }
+
+    /// Streams this side may still open before callers wait.
+    pub fn available_streams(&self) -> usize {
+        self.handle.shared.state.available_streams()
+    }
+
+    /// Streams in the session's table (open ones of both directions, and ones the peer has
+    /// not ended yet).
+    pub fn stream_count(&self) -> usize {
+        self.handle.shared.lock().streams.len()
+    }
+
+    /// Bytes queued for the socket and not written yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.handle.shared.lock().out.len()
+    }
+}
+
+impl NewStream for YamuxSession {
+    type Stream = YamuxStream;
+
+    fn new_stream(&self) -> impl Future<Output = Result<YamuxStream, MuxError>> + Send {
+        self.open()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.handle.shared.state.is_closed()
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        self.handle.shared.state.closed()
+    }
+
+    fn close_reason(&self) -> Option<MuxError> {
+        self.handle.shared.state.reason()
+    }
+
+    fn close(&self) {
+        self.handle.shared.state.set_closed(MuxError::Closed);
+    }
+
+    fn max_streams(&self) -> usize {
+        self.handle.shared.state.max_streams()
+    }
+}
+
+/// Connects to `addr` over TCP and returns a [`MuxConn`] over a new client session.
+///
+/// # Errors
+/// [`MuxError::Io`] for the connect.
+pub async fn dial(
+    addr: impl tokio::net::ToSocketAddrs,
+    config: YamuxConfig,
+) -> Result<MuxConn<YamuxSession>, MuxError> {
+    Ok(MuxConn::with_config(
+        YamuxSession::connect(addr, config).await?,
+        MuxConnConfig::default(),
+    ))
+}
+
+/// Connects to `addr` over TCP, runs the TLS handshake (see [`drpc_core::tls`]) and starts a
+/// client session over the TLS stream.
+///
+/// # Errors
+/// The TLS error (connect, handshake, certificates).
+#[cfg(feature = "tls")]
+pub async fn connect_tls(
+    addr: impl tokio::net::ToSocketAddrs,
+    server_name: &str,
+    connector: &drpc_core::tls::TlsConnector,
+    config: YamuxConfig,
+) -> Result<YamuxSession, drpc_core::tls::TlsError> {
+    let tls = connector.connect_tcp(addr, server_name).await?;
+    Ok(YamuxSession::client(tls, config))
+}
+
+/// The session task: reads and dispatches frames, finishes writes, runs the heartbeat, and
+/// closes the session.
+struct SessionTask {
+    /// The heartbeat pinger's stream, taken when the task starts.
+    pinger: Option<(YamuxStream, crate::Heartbeat)>,
+    shared: Arc<Shared>,
+    handle: Weak<Handle>,
+    read: Pin<Box<dyn AsyncRead + Send>>,
+    decoder: Decoder,
+    inbound: Inbound,
+    mode: Mode,
+    /// Reused between bursts: wakers to wake once the lock is released.
+    wakers: Vec<Waker>,
+    /// Reused between bursts: streams the peer opened in this burst.
+    opened: Vec<u32>,
+    /// The highest stream id the peer opened.
+    max_remote_id: u32,
+    /// Armed while streams the peer opened may still owe their ACK (see [`ACK_DELAY`]).
+    ack_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why the session task stops reading.
+enum Stop {
+    Failed(MuxError),
+    Protocol(ProtocolError),
+}
+
+impl SessionTask {
+    async fn run(mut self, config: YamuxConfig) {
+        let state = Arc::clone(&self.shared.state);
+        let pinger = self.pinger.take();
+        let heartbeat = async {
+            if let Some((stream, hb)) = pinger
+                && let Some(failure) = heartbeat::ping(stream, hb).await
+            {
+                return failure;
+            }
+            std::future::pending().await
+        };
+        let close = state.close_requested().clone();
+        let stop = {
+            let io = poll_fn(|cx| self.poll_io(cx));
+            tokio::select! {
+                biased;
+                () = close.cancelled() => Stop::Failed(state.reason_or_closed()),
+                s = io => s,
+                e = heartbeat => Stop::Failed(e),
+            }
+        };
+        self.finish(stop, &config).await;
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        {
+            let mut core = self.shared.lock();
+            if !core.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                core.task = Some(cx.waker().clone());
+            }
+            if let Some(e) = core.write_error.take() {
+                return Poll::Ready(Stop::Failed(e.into()));
+            }
+            // Streams the peer opened that have not answered yet get their ACK now: a
+            // hashicorp/yamux peer closes the session when a stream it opened stays
+            // unacknowledged for its StreamOpenTimeout (75 s by default).
+            if let Some(timer) = self.ack_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                self.ack_timer = None;
+                let mut acks = std::mem::take(&mut self.opened);
+                acks.extend(
+                    core.streams
+                        .iter_mut()
+                        .filter(|(_, slot)| slot.pending_flags & ACK != 0)
+                        .map(|(&id, slot)| {
+                            slot.pending_flags &= !ACK;
+                            id
+                        }),
+                );
+                for &id in &acks {
+                    core.queue(Header::window_update(id, ACK, 0), &[]);
+                }
+                acks.clear();
+                self.opened = acks;
+            }
+            if let Err(e) = self.flush(&mut core, cx) {
+                return Poll::Ready(Stop::Failed(e.into()));
+            }
+        }
+        loop {
+            // Payloads leave the read buffer as slices the streams hold until they read them,
+            // so the buffer is refilled in place while it has room and replaced by a fresh
+            // `READ_CHUNK` only once it is used up: one allocation per 64 KiB read, not per
+            // read.
+            let missing = self.decoder.missing();
+            let buf = self.decoder.buffer();
+            if buf.capacity() - buf.len() < missing.max(MIN_READ) {
+                buf.reserve(missing.max(READ_CHUNK));
+            }
+            let n = match tokio_util::io::poll_read_buf(self.read.as_mut(), cx, buf) {
+                Poll::Pending => {
+                    // A timer armed while reading registers now (it fires into the top of
+                    // the next poll, which sends the ACKs).
+                    if let Some(timer) = self.ack_timer.as_mut()
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Stop::Failed(e.into())),
+                Poll::Ready(Ok(n)) => n,
+            };
+            if n == 0 {
+                return Poll::Ready(Stop::Failed(MuxError::PeerClosed));
+            }
+            if let Err(stop) = self.dispatch(cx) {
+                return Poll::Ready(stop);
+            }
+        }
+    }
+
+    /// Writes out what is queued (called with the lock held), waking writers waiting for
+    /// room.
+    fn flush(&self, core: &mut Core, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(io) = core.io.as_mut()
+            && let Poll::Ready(Err(e)) = write_out(io, &mut core.out, cx)
+        {
+            return Err(e);
+        }
+        if core.out.len() < WRITE_HIGH / 2 {
+            for w in core.out_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles every whole frame read so far.
+    fn dispatch(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
+        let shared = Arc::clone(&self.shared);
+        let mut core = shared.lock();
+        let result = loop {
+            let frame = match self.decoder.next_frame(INITIAL_WINDOW) {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(ProtocolError::Frame(e)),
+            };
+            if let Err(e) = self.handle_frame(&mut core, frame.0, frame.1) {
+                break Err(e);
+            }
+        };
+        if let Err(e) = self.flush(&mut core, cx) {
+            drop(core);
+            self.wake_collected();
+            return Err(Stop::Failed(e.into()));
+        }
+        drop(core);
+        self.wake_collected();
+        self.deliver_opened();
+        result.map_err(Stop::Protocol)
+    }
+
+    fn wake_collected(&mut self) {
+        for w in self.wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    fn deliver_opened(&mut self) {
+        if self.opened.is_empty() {
+            return;
+        }
+        let Some(handle) = self.handle.upgrade() else {
+            self.opened.clear();
+            return;
+        };
+        for id in self.opened.drain(..) {
+            let stream = YamuxStream::new(id, None, Arc::clone(&handle));
+            match &self.inbound {
+                Inbound::Channel(tx) => {
+                    // Refused (reset on drop) once the YamuxIncoming is gone.
+                    let _ = tx.send(stream);
+                }
+                Inbound::Call(f) => f(stream),
+                Inbound::Refuse => drop(stream),
+            }
+        }
+    }
+
+    fn accepts(&self) -> bool {
+        match &self.inbound {
+            Inbound::Channel(tx) => !tx.is_closed(),
+            Inbound::Call(_) => true,
+            Inbound::Refuse => false,
+        }
+    }
+
+    fn handle_frame(
+        &mut self,
+        core: &mut Core,
+        h: Header,
+        payload: Bytes,
+    ) -> Result<(), ProtocolError> {
+        match h.kind {
+            FrameType::Ping => {
+                if h.has(SYN) {
+                    core.queue(Header::ping(ACK, h.length), &[]);
+                }
+                return Ok(());
+            }
+            FrameType::GoAway => {
+                core.remote_go_away = true;
+                return Ok(());
+            }
+            FrameType::Data | FrameType::WindowUpdate => {}
+        }
+        let id = h.stream_id;
+        let theirs = match self.mode {
+            Mode::Client => id.is_multiple_of(2),
+            Mode::Server => !id.is_multiple_of(2),
+        };
+        // The yamux crate closes a stream it never wrote to with a FIN that lacks the SYN: a
+        // first frame on a new id of the peer's opens the stream as well.
+        let implicit_open = theirs && id > self.max_remote_id && !h.has(RST);
+        if (h.has(SYN) || implicit_open) && !core.streams.contains_key(&id) {
+            if !theirs {
+                return Err(ProtocolError::WrongParity(id));
+            }
+            self.max_remote_id = self.max_remote_id.max(id);
+            if !self.accepts()
+                || core.remote_go_away
+                || core.streams.len() >= self.shared.max_num_streams
+            {
+                // Over the limit (or nobody accepts): refuse this stream only.
+                core.queue(Header::window_update(id, RST, 0), &[]);
+                return Ok(());
+            }
+            let delta = if h.kind == FrameType::WindowUpdate {
+                h.length
+            } else {
+                0
+            };
+            core.streams
+                .insert(id, Slot::new(ACK, INITIAL_WINDOW.saturating_add(delta)));
+            self.opened.push(id);
+            if self.ack_timer.is_none() {
+                self.ack_timer = Some(Box::pin(tokio::time::sleep(ACK_DELAY)));
+            }
+            if h.kind == FrameType::WindowUpdate {
+                return self.stream_flags(core, &h);
+            }
+        } else if h.has(SYN) {
+            return Err(ProtocolError::DuplicateStream(id));
+        }
+        let Some(slot) = core.streams.get_mut(&id) else {
+            // A stream that is gone: data on it is refused with RST (nobody reads it; the
+            // peer stops sending), anything else is ignored.
+            if h.kind == FrameType::Data && !payload.is_empty() && !h.has(RST) {
+                core.queue(Header::window_update(id, RST, 0), &[]);
+            }
+            return Ok(());
+        };
+        match h.kind {
+            FrameType::WindowUpdate => {
+                slot.send_window = slot.send_window.saturating_add(h.length);
+                if h.length > 0 {
+                    self.wakers.extend(slot.write_waker.take());
+                }
+            }
+            _ => {
+                if h.length > slot.recv_window {
+                    return Err(ProtocolError::WindowExceeded {
+                        stream_id: id,
+                        length: h.length,
+                        window: slot.recv_window,
+                    });
+                }
+                slot.recv_window -= h.length;
+                if !payload.is_empty() {
+                    slot.recv.push(payload);
+                    self.wakers.extend(slot.read_waker.take());
+                }
+            }
+        }
+        self.stream_flags(core, &h)
+    }
+
+    /// FIN and RST of a stream frame.
+    fn stream_flags(&mut self, core: &mut Core, h: &Header) -> Result<(), ProtocolError> {
+        let id = h.stream_id;
+        let Some(slot) = core.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if h.has(RST) {
+            slot.reset = true;
+            slot.wake_all(&mut self.wakers);
+        } else if h.has(FIN) {
+            slot.remote_fin = true;
+            self.wakers.extend(slot.read_waker.take());
+        }
+        Ok(())
+    }
+
+    /// Ends the session: marks it closed, wakes every stream, sends a GoAway and closes the
+    /// transport gracefully (bounded by the close timeout).
+    async fn finish(mut self, stop: Stop, config: &YamuxConfig) {
+        let (reason, code) = match stop {
+            Stop::Failed(e) => (e, GO_AWAY_NORMAL),
+            Stop::Protocol(p) => (MuxError::Protocol(p), GO_AWAY_PROTOCOL_ERROR),
+        };
+        match &reason {
+            MuxError::Closed | MuxError::PeerClosed => {
+                tracing::debug!(%reason, "yamux session closed")
+            }
+            _ => tracing::info!(%reason, "yamux session failed"),
+        }
+        self.shared.state.set_closed(reason);
+        let (io, mut out) = {
+            let mut core = self.shared.lock();
+            core.dead = true;
+            let mut wakers = std::mem::take(&mut self.wakers);
+            for slot in core.streams.values_mut() {
+                slot.wake_all(&mut wakers);
+            }
+            wakers.append(&mut core.out_waiters);
+            core.queue(Header::go_away(code), &[]);
+            let out = std::mem::take(&mut core.out);
+            let io = if core.write_error.is_some() {
+                None
+            } else {
+                core.io.take()
+            };
+            drop(core);
+            for w in wakers {
+                w.wake();
+            }
+            (io, out)
+        };
+        let Some(mut io) = io else { return };
+        let mut read = self.read;
+        let closing = async move {
+            poll_fn(|cx| write_out(&mut io, &mut out, cx)).await?;
+            io.shutdown().await?;
+            // A lingering close: frames the peer sent before it saw the GoAway do not meet a
+            // closed socket (which would answer with a reset).
+            let mut scratch = [0u8; 2048];
+            loop {
+                match tokio::io::AsyncReadExt::read(&mut read, &mut scratch).await {
+                    Ok(0) | Err(_) => return Ok::<(), io::Error>(()),
+                    Ok(_) => {}
+                }
+            }
+        };
+        match tokio::time::timeout(config.close_timeout, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "yamux close failed"),
+            Err(_) => tracing::debug!("yamux close timed out; dropping the transport"),
+        }
+    }
+}

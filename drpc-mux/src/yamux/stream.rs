@@ -1,0 +1,323 @@
+//! [`YamuxStream`]: one stream of a [`YamuxSession`]; its reads and writes run in the caller's
+//! task on the session's shared state (see [`super::session`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::frame::{FIN, Header, RST, SYN};
+use super::session::{Handle, INITIAL_WINDOW, Shared, WRITE_HIGH, YamuxSession};
+use crate::MuxError;
+
+/// One stream of a [`YamuxSession`] as a drpc [`Transport`](drpc_core::Transport) (tokio `AsyncRead + AsyncWrite`).
+///
+/// Holds its session open and, for streams this side opened, one of the session's stream
+/// slots. Reads and writes fail with the session's [`MuxError`](crate::MuxError) once the session is closed,
+/// with [`io::ErrorKind::ConnectionReset`] once the peer reset the stream.
+pub struct YamuxStream {
+    id: u32,
+    /// A byte read ahead by the serving side (to tell heartbeat streams apart), read first.
+    replay: Option<u8>,
+    _permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+    /// Keeps the session open (`None` for the heartbeat's own stream, which must not).
+    handle: Option<Arc<Handle>>,
+    /// The session's handle without keeping it open, for [`YamuxStream::session`].
+    weak: Weak<Handle>,
+}
+
+impl std::fmt::Debug for YamuxStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YamuxStream")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn session_error(shared: &Shared) -> io::Error {
+    let reason = shared.state.reason_or_closed();
+    io::Error::new(reason.io_kind(), reason)
+}
+
+/// What a read on a closed session gives: a clean end of the session (closed by either side)
+/// reads as the end of its streams, as with the yamux crate, so that a server cancels its
+/// handlers gracefully (callers learn why from the session); a failure is an error.
+fn read_after_close(shared: &Shared) -> io::Result<()> {
+    match shared.state.reason_or_closed() {
+        MuxError::Closed | MuxError::PeerClosed => Ok(()),
+        reason => Err(io::Error::new(reason.io_kind(), reason)),
+    }
+}
+
+impl YamuxStream {
+    /// The heartbeat's own stream: no stream slot, and no handle (it must not keep the
+    /// session open by itself).
+    pub(super) fn unattached(id: u32, shared: Arc<Shared>) -> YamuxStream {
+        YamuxStream {
+            id,
+            replay: None,
+            _permit: None,
+            shared,
+            handle: None,
+            weak: Weak::new(),
+        }
+    }
+
+    pub(super) fn new(
+        id: u32,
+        permit: Option<OwnedSemaphorePermit>,
+        handle: Arc<Handle>,
+    ) -> YamuxStream {
+        YamuxStream {
+            id,
+            replay: None,
+            _permit: permit,
+            shared: Arc::clone(&handle.shared),
+            weak: Arc::downgrade(&handle),
+            handle: Some(handle),
+        }
+    }
+
+    /// The yamux stream id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The session this stream belongs to.
+    pub fn session(&self) -> YamuxSession {
+        let handle = self
+            .handle
+            .clone()
+            .or_else(|| self.weak.upgrade())
+            // Only the session's own heartbeat stream has neither, and it never asks; a handle
+            // made here would close the session again when dropped, which changes nothing.
+            .unwrap_or_else(|| {
+                Arc::new(Handle {
+                    shared: Arc::clone(&self.shared),
+                })
+            });
+        YamuxSession { handle }
+    }
+
+    /// Puts one byte back to be read first.
+    pub(crate) fn unread(&mut self, byte: u8) {
+        debug_assert!(self.replay.is_none());
+        self.replay = Some(byte);
+    }
+
+    /// Resets the stream (RST): both directions end at once, on both sides.
+    pub fn reset(&mut self) {
+        let mut core = self.shared.lock();
+        if core.dead {
+            return;
+        }
+        if let Some(slot) = core.streams.get_mut(&self.id) {
+            let flags = slot.pending_flags | RST;
+            slot.pending_flags = 0;
+            slot.reset = true;
+            slot.local_fin = true;
+            slot.recv.clear();
+            core.queue(Header::window_update(self.id, flags, 0), &[]);
+            core.kick();
+        }
+    }
+}
+
+impl AsyncRead for YamuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(b) = this.replay.take() {
+            buf.put_slice(&[b]);
+            return Poll::Ready(Ok(()));
+        }
+        let shared = &*this.shared;
+        let mut core = shared.lock();
+        let dead = core.dead;
+        let Some(slot) = core.streams.get_mut(&this.id) else {
+            return Poll::Ready(if dead {
+                read_after_close(shared)
+            } else {
+                Err(io::ErrorKind::ConnectionReset.into())
+            });
+        };
+        if !slot.recv.is_empty() {
+            let mut read = 0usize;
+            while buf.remaining() > 0 {
+                let Some(front) = slot.recv.front_mut() else {
+                    break;
+                };
+                let n = buf.remaining().min(front.len());
+                buf.put_slice(&front[..n]);
+                front.advance(n);
+                read += n;
+                if front.is_empty() {
+                    slot.recv.pop_front();
+                }
+            }
+            // `read` is at most what the window let in, which fits a u32.
+            slot.consumed = slot.consumed.saturating_add(read as u32);
+            if slot.consumed >= INITIAL_WINDOW / 2 && !slot.remote_fin && !slot.reset && !dead {
+                let delta = slot.consumed;
+                let flags = std::mem::take(&mut slot.pending_flags);
+                slot.consumed = 0;
+                slot.recv_window += delta;
+                core.queue(Header::window_update(this.id, flags, delta), &[]);
+                core.kick();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if slot.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if slot.remote_fin {
+            return Poll::Ready(Ok(()));
+        }
+        if dead {
+            return Poll::Ready(read_after_close(shared));
+        }
+        if !slot
+            .read_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            slot.read_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for YamuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let shared = &*this.shared;
+        let mut core = shared.lock();
+        if core.dead {
+            return Poll::Ready(Err(session_error(shared)));
+        }
+        let over = core.out.len() >= WRITE_HIGH;
+        let Some(slot) = core.streams.get_mut(&this.id) else {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        };
+        if slot.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if slot.local_fin {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if slot.send_window == 0 {
+            if !slot
+                .write_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                slot.write_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        if over {
+            core.out_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf
+            .len()
+            .min(slot.send_window as usize)
+            .min(shared.split_send_size as usize);
+        slot.send_window -= n as u32;
+        let flags = std::mem::take(&mut slot.pending_flags);
+        core.queue(Header::data(this.id, flags, n as u32), &buf[..n]);
+        core.kick();
+        Poll::Ready(Ok(n))
+    }
+
+    /// Frames are written as they are queued; what the socket did not take yet, the session
+    /// task writes as soon as it can.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shared = &*self.shared;
+        let core = shared.lock();
+        if core.dead {
+            return Poll::Ready(Err(session_error(shared)));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends FIN: the peer reads the end of the stream.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let shared = &*self.shared;
+        let mut core = shared.lock();
+        if core.dead {
+            return Poll::Ready(Err(session_error(shared)));
+        }
+        let Some(slot) = core.streams.get_mut(&self.id) else {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        };
+        if slot.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
+        if !slot.local_fin {
+            slot.local_fin = true;
+            let flags = std::mem::take(&mut slot.pending_flags) | FIN;
+            core.queue(Header::data(self.id, flags, 0), &[]);
+            core.kick();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for YamuxStream {
+    fn drop(&mut self) {
+        let mut core = self.shared.lock();
+        if core.dead {
+            core.streams.remove(&self.id);
+            return;
+        }
+        let id = self.id;
+        let Some(slot) = core.streams.get_mut(&id) else {
+            return;
+        };
+        if slot.reset || slot.pending_flags & SYN != 0 {
+            // Never sent a frame: the peer knows nothing of it.
+            core.streams.remove(&id);
+            return;
+        }
+        let unread = !slot.recv.is_empty();
+        // Data nobody will read: reset. Otherwise end our side (FIN) unless done already.
+        let flags = if unread {
+            Some(std::mem::take(&mut slot.pending_flags) | RST)
+        } else if !slot.local_fin {
+            Some(std::mem::take(&mut slot.pending_flags) | FIN)
+        } else {
+            None
+        };
+        // Forgotten at once, as the yamux crate does: data the peer still sends on it is
+        // answered with RST (see the session task), its FIN is ignored.
+        core.streams.remove(&id);
+        if let Some(flags) = flags {
+            let kind = if flags & RST != 0 {
+                Header::window_update(id, flags, 0)
+            } else {
+                Header::data(id, flags, 0)
+            };
+            core.queue(kind, &[]);
+        }
+        core.kick();
+    }
+}
