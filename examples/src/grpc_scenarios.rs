@@ -237,20 +237,16 @@ async fn one(
         }
         "large" => {
             let text = large_text(settings.large_size);
-            let r = client.unary(Msg::new(text.clone(), 1)).await;
-            let r = match r {
-                Ok(r) => r.into_inner(),
+            match client.unary(Msg::new(text.clone(), 1)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    lines.push(line::large(&text, Some((&r.text, r.n))));
+                }
                 Err(e) => {
-                    lines.push("large Unary -> len=0 n=0 ok=false".to_string());
+                    lines.push(line::large(&text, None));
                     return Err(e.into());
                 }
-            };
-            lines.push(format!(
-                "large Unary -> len={} n={} ok={}",
-                r.text.len(),
-                r.n,
-                r.text == text && r.n == 2
-            ));
+            }
         }
         "concurrent" => concurrent(&client, lines).await?,
         other => bail!("unknown scenario {other:?}"),

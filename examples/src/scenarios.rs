@@ -172,8 +172,7 @@ pub async fn run(name: &str, dial: &Dial, settings: &Settings) -> anyhow::Result
 pub fn expected(name: &str, settings: &Settings) -> Option<Vec<String>> {
     let lines: &[&str] = match name {
         "large" => {
-            let n = settings.large_size;
-            return Some(vec![format!("large Unary -> len={n} n=2 ok=true")]);
+            return Some(vec![line::large_expected(settings.large_size)]);
         }
         "unary" => &["Unary -> \"echo:hi\" n=8"],
         "unary-md" => &["Unary(md) -> \"echo:hi [md k=v]\" n=8"],
@@ -255,6 +254,23 @@ pub(crate) mod line {
             ),
             Ok(_) => "Fail -> err=<nil> code=0".into(),
         }
+    }
+
+    /// The `large` scenario's line for a reply `(text, n)` to `sent` (`None`: nothing came
+    /// back); `ok` when the same text came back with `n=2`.
+    pub(crate) fn large(sent: &str, reply: Option<(&str, i64)>) -> String {
+        let (len, n) = reply.map_or((0, 0), |(text, n)| (text.len(), n));
+        let ok = reply.is_some_and(|(text, n)| text == sent && n == 2);
+        large_line(len, n, ok)
+    }
+
+    /// The `large` line a correct reply to a message of `len` bytes gives.
+    pub(crate) fn large_expected(len: usize) -> String {
+        large_line(len, 2, true)
+    }
+
+    fn large_line(len: usize, n: i64, ok: bool) -> String {
+        format!("large Unary -> len={len} n={n} ok={ok}")
     }
 
     /// The line of the `Unary` call that follows `Fail` on the same connection.
@@ -371,21 +387,17 @@ async fn cancel(dial: &Dial, mode: CancelMode, lines: &mut Vec<String>) -> anyho
 async fn large(dial: &Dial, size: usize, lines: &mut Vec<String>) -> anyhow::Result<()> {
     let client = client(dial, CancelMode::Soft).await?;
     let text = large_text(size);
-    let r = match client.unary(&Msg::new(text.clone(), 1)).await {
-        Ok(r) => r,
+    match client.unary(&Msg::new(text.clone(), 1)).await {
+        Ok(r) => {
+            lines.push(line::large(&text, Some((&r.text, r.n))));
+            Ok(())
+        }
         Err(e) => {
             // Nothing came back: report what was got (nothing), then the error.
-            lines.push("large Unary -> len=0 n=0 ok=false".to_string());
-            return Err(e.into());
+            lines.push(line::large(&text, None));
+            Err(e.into())
         }
-    };
-    lines.push(format!(
-        "large Unary -> len={} n={} ok={}",
-        r.text.len(),
-        r.n,
-        r.text == text && r.n == 2
-    ));
-    Ok(())
+    }
 }
 
 async fn concurrent(

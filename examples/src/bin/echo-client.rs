@@ -197,19 +197,7 @@ async fn grpc(args: &Args) -> ExitCode {
     };
     let mut failed = false;
     for name in names {
-        let outcome = match g::run(name, &target, &settings).await {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("FAIL {name}: {e:#}");
-                failed = true;
-                continue;
-            }
-        };
-        print_outcome(name, &outcome);
-        if let Some(why) = outcome.failure {
-            eprintln!("FAIL {name}: {why}");
-            failed = true;
-        }
+        failed |= !report(name, g::run(name, &target, &settings).await);
     }
     if failed {
         ExitCode::from(1)
@@ -219,6 +207,26 @@ async fn grpc(args: &Args) -> ExitCode {
 }
 
 /// A scenario's lines, then its server error with the code, if it failed with one.
+/// Prints a scenario's lines, or `FAIL NAME: why` on stderr; true when it passed.
+fn report(name: &str, run: anyhow::Result<scenarios::Outcome>) -> bool {
+    match run {
+        Ok(outcome) => {
+            print_outcome(name, &outcome);
+            match outcome.failure {
+                Some(why) => {
+                    eprintln!("FAIL {name}: {why}");
+                    false
+                }
+                None => true,
+            }
+        }
+        Err(e) => {
+            eprintln!("FAIL {name}: {e:#}");
+            false
+        }
+    }
+}
+
 fn print_outcome(name: &str, outcome: &scenarios::Outcome) {
     let mut out = std::io::stdout().lock();
     for line in &outcome.lines {
@@ -321,19 +329,7 @@ async fn main() -> ExitCode {
         } else {
             scenarios::run(name, &dial, &settings).await
         };
-        let outcome = match run {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("FAIL {name}: {e:#}");
-                failed = true;
-                continue;
-            }
-        };
-        print_outcome(name, &outcome);
-        if let Some(why) = outcome.failure {
-            eprintln!("FAIL {name}: {why}");
-            failed = true;
-        }
+        failed |= !report(name, run);
     }
     if failed {
         ExitCode::from(1)
