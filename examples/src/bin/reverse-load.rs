@@ -296,8 +296,7 @@ async fn driver(args: &Args) -> anyhow::Result<bool> {
             p50 = f[4].parse()?;
             p99 = f[6].parse()?;
         }
-        front_door(&front, n, args.calls).await?;
-        forward_mux(args.calls).await?;
+        front_door_and_forward(&front, n, args.calls).await?;
     }
 
     // Kill the hub and start it again on the same port.
@@ -327,57 +326,80 @@ async fn driver(args: &Args) -> anyhow::Result<bool> {
     Ok(registered == n && again == n && ok == args.calls)
 }
 
-/// The same calls through the front door, from this process (on stderr).
-async fn front_door(front: &str, n: usize, calls: u64) -> anyhow::Result<()> {
-    let conn = drpc_core::dial(front.to_string()).await?;
-    let mut lat = Vec::with_capacity(calls as usize);
+/// The same calls through the front door, from this process, and the forward baselines: calls
+/// to an echo server in another process over one yamux session and over one plain drpc
+/// connection. The three kinds take turns call by call, so that all see the same machine (this
+/// VM's wake-up latency swings several-fold between runs). On stderr, with the front door's
+/// goal from the same run: forward yamux p50 + 3 x drpc-tcp p50.
+async fn front_door_and_forward(front: &str, n: usize, calls: u64) -> anyhow::Result<()> {
+    let mut server = Proc::spawn(&["--role".into(), "echo".into()])?;
+    let wait = Duration::from_secs(30);
+    let yamux_addr = server.line("echo listening on ", wait).await?;
+    let tcp_addr = server.line("echo tcp listening on ", wait).await?;
+    let front = drpc_core::dial(front.to_string()).await?;
+    let yamux = drpc_mux::yamux::dial(yamux_addr, drpc_mux::yamux::YamuxConfig::default()).await?;
+    let tcp = drpc_core::dial(tcp_addr).await?;
+    let mut lat = [(); 3].map(|_| Vec::with_capacity(calls as usize));
     let mut ok = 0;
     for c in 0..calls {
         let opts = CallOptions::new()
             .with_metadata("agent", id(c as usize % n))
             .with_timeout(Duration::from_secs(10));
-        let began = Instant::now();
-        let r: Result<Msg, _> = conn.call(rpc::UNARY, &Msg::new("hi", 7), opts).await;
-        lat.push(began.elapsed().as_micros() as u64);
+        let (us, r) = timed(front.call(rpc::UNARY, &Msg::new("hi", 7), opts)).await;
+        lat[0].push(us);
         ok += u64::from(matches!(r, Ok(m) if m.text == "echo:hi"));
+        lat[1].push(
+            timed(yamux.call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new()))
+                .await
+                .0,
+        );
+        lat[2].push(
+            timed(tcp.call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new()))
+                .await
+                .0,
+        );
     }
-    let (p50, p99) = percentiles(lat);
+    let [
+        (front_p50, front_p99),
+        (mux_p50, mux_p99),
+        (tcp_p50, tcp_p99),
+    ] = lat.map(percentiles);
     eprintln!(
-        "reverse-load: front door (client -> hub -> agent) calls={calls} ok={ok} p50_us={p50} p99_us={p99}"
+        "reverse-load: front door (client -> hub -> agent) calls={calls} ok={ok} p50_us={front_p50} p99_us={front_p99}"
     );
-    Ok(())
-}
-
-/// An echo server over yamux in its own process (the forward baseline): prints
-/// `echo listening on ADDR`, runs until killed.
-async fn echo() -> anyhow::Result<bool> {
-    let server = drpc_mux::MuxServer::new(drpc_core::Server::new(drpc_examples::echo::router()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("echo listening on {}", listener.local_addr()?);
-    server.serve_yamux(listener).await?;
-    Ok(true)
-}
-
-/// Forward calls over one yamux session to an echo server in another process (on stderr).
-async fn forward_mux(calls: u64) -> anyhow::Result<()> {
-    let mut server = Proc::spawn(&["--role".into(), "echo".into()])?;
-    let addr = server
-        .line("echo listening on ", Duration::from_secs(30))
-        .await?;
-    let conn = drpc_mux::yamux::dial(addr, drpc_mux::yamux::YamuxConfig::default()).await?;
-    let mut lat = Vec::with_capacity(calls as usize);
-    for _ in 0..calls {
-        let began = Instant::now();
-        let _: Result<Msg, _> = conn
-            .call(rpc::UNARY, &Msg::new("hi", 7), CallOptions::new())
-            .await;
-        lat.push(began.elapsed().as_micros() as u64);
-    }
-    let (p50, p99) = percentiles(lat);
     eprintln!(
-        "reverse-load: forward yamux (client -> server process) calls={calls} p50_us={p50} p99_us={p99}"
+        "reverse-load: forward yamux (client -> server process) calls={calls} p50_us={mux_p50} p99_us={mux_p99}"
     );
-    conn.close();
+    eprintln!(
+        "reverse-load: forward drpc-tcp (client -> server process) calls={calls} p50_us={tcp_p50} p99_us={tcp_p99}"
+    );
+    eprintln!(
+        "reverse-load: front door goal p50_us <= {} (forward yamux + 3 x drpc-tcp)",
+        mux_p50 + 3 * tcp_p50
+    );
+    yamux.close();
     let _ = server.child.kill().await;
     Ok(())
+}
+
+/// Runs one call; its latency in microseconds and its result.
+async fn timed(
+    call: impl Future<Output = Result<Msg, drpc_core::Error>>,
+) -> (u64, Result<Msg, drpc_core::Error>) {
+    let began = Instant::now();
+    let r = call.await;
+    (began.elapsed().as_micros() as u64, r)
+}
+
+/// An echo server in its own process (the forward baselines), over yamux and over plain TCP:
+/// prints `echo listening on ADDR` (yamux) and `echo tcp listening on ADDR`, runs until killed.
+async fn echo() -> anyhow::Result<bool> {
+    let server = drpc_core::Server::new(drpc_examples::echo::router());
+    let mux = drpc_mux::MuxServer::new(server.clone());
+    let yamux = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("echo listening on {}", yamux.local_addr()?);
+    println!("echo tcp listening on {}", tcp.local_addr()?);
+    tokio::try_join!(mux.serve_yamux(yamux), server.serve(tcp))?;
+    Ok(true)
 }
