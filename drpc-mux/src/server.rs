@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::MuxError;
 use crate::heartbeat;
-use crate::yamux::{YamuxConfig, YamuxIncoming, YamuxSession, YamuxStream};
+use crate::yamux::{Mode, YamuxConfig, YamuxIncoming, YamuxSession, YamuxStream};
 
 /// Settings of a [`MuxServer`].
 #[derive(Debug, Clone)]
@@ -220,29 +220,69 @@ impl MuxServer {
             .await
     }
 
+    /// Serves the streams the peer opens on a new yamux session in `mode` over `io` (with
+    /// `config`), each spawned straight from the session as [`MuxServer::serve_yamux_conn`]
+    /// does, while this side opens streams of its own on the returned session: what the
+    /// dialling side of a reverse connection (an agent serving its hub) runs. The future serves
+    /// until the session ends (errors as [`MuxServer::serve_yamux_conn`]); dropping it closes
+    /// the session.
+    pub fn serve_yamux_session<T: Transport>(
+        &self,
+        io: T,
+        mode: Mode,
+        config: YamuxConfig,
+        info: impl Fn() -> ConnInfo + Send + Sync + 'static,
+    ) -> (
+        YamuxSession,
+        impl Future<Output = Result<(), MuxError>> + Send + '_,
+    ) {
+        let (session, calls, opened) = self.start_yamux(io, mode, config, info);
+        let serving = {
+            let session = session.clone();
+            async move {
+                let _live = Live::new("session", "yamux");
+                self.inner
+                    .sessions
+                    .track_future(self.wait_session(session, calls, opened))
+                    .await
+            }
+        };
+        (session, serving)
+    }
+
     /// Serves a server-mode session over `io`: its driver spawns a task per stream at once.
     async fn run_yamux<T: Transport>(&self, io: T, info: Info) -> Result<(), MuxError> {
         let _live = Live::new("session", "yamux");
+        let config = self.inner.config.yamux.clone();
+        let (session, calls, opened) =
+            self.start_yamux(io, Mode::Server, config, move || info.conn_info());
+        self.wait_session(session, calls, opened).await
+    }
+
+    /// A session whose peer-opened streams are each spawned as a serving task from the
+    /// session; the tracker of those tasks and the count of streams opened.
+    fn start_yamux<T: Transport>(
+        &self,
+        io: T,
+        mode: Mode,
+        config: YamuxConfig,
+        info: impl Fn() -> ConnInfo + Send + Sync + 'static,
+    ) -> (YamuxSession, TaskTracker, Arc<std::sync::atomic::AtomicU64>) {
         let server = self.server.clone();
         let first_byte = self.inner.config.first_byte_timeout;
         let calls = TaskTracker::new();
         let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let session = YamuxSession::server_with(io, self.inner.config.yamux.clone(), {
+        let session = YamuxSession::with_handler(io, mode, config, {
             let calls = calls.clone();
             let opened = Arc::clone(&opened);
             move |stream| {
                 opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let serving = serve_yamux_stream(
-                    server.clone(),
-                    stream,
-                    info.conn_info(),
-                    first_byte,
-                    calls.clone(),
-                );
+                let serving =
+                    serve_yamux_stream(server.clone(), stream, info(), first_byte, calls.clone());
                 tokio::spawn(serving);
             }
         });
-        self.wait_session(session, calls, opened).await
+        (session, calls, opened)
     }
 
     /// Waits until `session` ends, or until shutdown has begun and its calls are done (or the

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use drpc_core::tls::TlsConnector;
 use drpc_core::{CallOptions, Conn, ConnInfo, Error, Handler, Server};
 use drpc_mux::quic::{QuicConfig, QuicSession};
-use drpc_mux::yamux::{Mode, YamuxConfig, YamuxIncoming, YamuxSession};
+use drpc_mux::yamux::{Mode, YamuxConfig};
 use drpc_mux::{MuxConn, MuxServer, MuxServerConfig, NewStream};
 use drpc_pool::{Backoff, BackoffConfig, Jitter};
 use prost::Message;
@@ -57,9 +57,10 @@ enum Dial {
     Quic(Arc<rustls::ClientConfig>, String),
 }
 
-/// A new session with a hub and where the hub's streams come from.
+/// A new connection to a hub: the transport a yamux session will run on, or a QUIC session.
 enum Connected {
-    Yamux(YamuxSession, YamuxIncoming),
+    Tcp(tokio::net::TcpStream),
+    Tls(drpc_core::tls::ClientTlsStream),
     Quic(QuicLink),
 }
 
@@ -110,7 +111,6 @@ impl HubTarget {
     }
 
     async fn connect(&self, config: &AgentConfig) -> Result<Connected, ReverseError> {
-        let yamux = config.yamux.clone();
         let connect_failed = |e: std::io::Error| ReverseError::Connect {
             addr: self.addr.clone(),
             source: Arc::new(e),
@@ -133,14 +133,13 @@ impl HubTarget {
                 Ok(Connected::Quic(QuicLink::with_session(session)))
             }
             Dial::Tcp => {
-                let tcp = drpc_core::tcp::connect(&self.addr, &yamux.tcp)
+                let tcp = drpc_core::tcp::connect(&self.addr, &config.yamux.tcp)
                     .await
                     .map_err(|e| ReverseError::Connect {
                         addr: self.addr.clone(),
                         source: Arc::new(e),
                     })?;
-                let (session, incoming) = YamuxSession::new(tcp, Mode::Client, yamux);
-                Ok(Connected::Yamux(session, incoming))
+                Ok(Connected::Tcp(tcp))
             }
             Dial::Tls(connector, name) => {
                 let tls = connector.connect_tcp(&self.addr, name).await.map_err(|e| {
@@ -149,8 +148,7 @@ impl HubTarget {
                         source: Arc::new(e),
                     }
                 })?;
-                let (session, incoming) = YamuxSession::new(tls, Mode::Client, yamux);
-                Ok(Connected::Yamux(session, incoming))
+                Ok(Connected::Tls(tls))
             }
         }
     }
@@ -522,6 +520,27 @@ async fn run_link(inner: Arc<Inner>, i: usize) {
     }
 }
 
+/// A client-mode yamux session over `io` whose hub-opened streams are served straight from
+/// the session (no accept hop), and the future that serves it.
+fn serve_yamux<T: drpc_core::Transport>(
+    inner: &Inner,
+    io: T,
+    peer: Option<std::net::SocketAddr>,
+) -> (
+    ReverseSession,
+    drpc_core::BoxFuture<'_, Result<(), drpc_mux::MuxError>>,
+) {
+    let info = move || ConnInfo {
+        peer,
+        ..ConnInfo::default()
+    };
+    let config = inner.config.yamux.clone();
+    let (session, serving) = inner
+        .mux
+        .serve_yamux_session(io, Mode::Client, config, info);
+    (ReverseSession::Yamux(session), Box::pin(serving))
+}
+
 /// Registers on a new session and serves it until it ends; why it ended, when it failed.
 async fn serve_session(
     inner: &Inner,
@@ -534,13 +553,8 @@ async fn serve_session(
     // Serve from the start: the hub's heartbeat stream comes first, and the hub may open a
     // call as soon as it accepted us.
     let (session, serving): (ReverseSession, drpc_core::BoxFuture<'_, _>) = match connected {
-        Connected::Yamux(session, incoming) => (
-            ReverseSession::Yamux(session),
-            Box::pin(inner.mux.serve_yamux_incoming(incoming, move || ConnInfo {
-                peer,
-                ..ConnInfo::default()
-            })),
-        ),
+        Connected::Tcp(io) => serve_yamux(inner, io, peer),
+        Connected::Tls(io) => serve_yamux(inner, io, peer),
         Connected::Quic(link) => {
             let conn = link.connection().clone();
             (

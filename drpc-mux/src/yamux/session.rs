@@ -353,15 +353,15 @@ impl YamuxSession {
         (session, incoming)
     }
 
-    /// A server-mode session that hands each stream the peer opens straight to `on_stream`.
-    pub(crate) fn server_with(
+    /// A session in `mode` that hands each stream the peer opens straight to `on_stream`, on
+    /// the session's task (no accept channel in between).
+    pub(crate) fn with_handler(
         io: impl Transport,
+        mode: Mode,
         config: YamuxConfig,
         on_stream: impl Fn(YamuxStream) + Send + Sync + 'static,
     ) -> YamuxSession {
-        YamuxSession::start(io, Mode::Server, config, |_| {
-            Inbound::Call(Box::new(on_stream))
-        })
+        YamuxSession::start(io, mode, config, |_| Inbound::Call(Box::new(on_stream)))
     }
 
     fn start<T: Transport>(

@@ -137,23 +137,33 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
             }
         }
         let (p50, p99) = percentiles(latencies);
-        // The same calls to one agent only (one session, as a forward client has).
-        let mut one = Vec::with_capacity(args.calls as usize);
+        // The same calls to one agent only (one session, as a forward client has), taking
+        // turns call by call with forward calls from this process to an echo server in another
+        // process over one yamux session, so that both see the same machine.
+        let mut echo = Proc::spawn(&["--role".into(), "echo".into()])?;
+        let echo_addr = echo
+            .line("echo listening on ", Duration::from_secs(30))
+            .await?;
+        let forward =
+            drpc_mux::yamux::dial(echo_addr, drpc_mux::yamux::YamuxConfig::default()).await?;
+        let (mut one, mut fwd) = (Vec::new(), Vec::new());
         for _ in 0..args.calls {
-            let began = Instant::now();
-            let _: Result<Msg, _> = conns[0]
-                .call(
-                    rpc::UNARY,
-                    &Msg::new("hi", 7),
-                    CallOptions::new().with_timeout(Duration::from_secs(10)),
-                )
-                .await;
-            one.push(began.elapsed().as_micros() as u64);
+            let opts = CallOptions::new().with_timeout(Duration::from_secs(10));
+            one.push(timed(conns[0].call(rpc::UNARY, &Msg::new("hi", 7), opts)).await.0);
+            let opts = CallOptions::new().with_timeout(Duration::from_secs(10));
+            fwd.push(timed(forward.call(rpc::UNARY, &Msg::new("hi", 7), opts)).await.0);
         }
-        let (one50, one99) = percentiles(one);
+        forward.close();
+        let _ = echo.child.kill().await;
+        let ((one50, one99), (fwd50, fwd99)) = (percentiles(one), percentiles(fwd));
         eprintln!(
             "reverse-load: hub -> one agent (one session) calls={} p50_us={one50} p99_us={one99}",
             args.calls
+        );
+        eprintln!(
+            "reverse-load: forward yamux from the hub process (taking turns with the line above) calls={} p50_us={fwd50} p99_us={fwd99} ratio={:.2}",
+            args.calls,
+            one50 as f64 / fwd50.max(1) as f64
         );
         println!("calls {} ok {ok} p50_us {p50} p99_us {p99}", args.calls);
     }
