@@ -60,7 +60,7 @@ enum Dial {
 /// A new connection to a hub: the transport a yamux session will run on, or a QUIC session.
 enum Connected {
     Tcp(tokio::net::TcpStream),
-    Tls(drpc_core::tls::ClientTlsStream),
+    Tls(Box<drpc_core::tls::ClientTlsStream>),
     Quic(QuicLink),
 }
 
@@ -148,7 +148,7 @@ impl HubTarget {
                         source: Arc::new(e),
                     }
                 })?;
-                Ok(Connected::Tls(tls))
+                Ok(Connected::Tls(Box::new(tls)))
             }
         }
     }

@@ -149,9 +149,17 @@ async fn hub(args: &Args) -> anyhow::Result<bool> {
         let (mut one, mut fwd) = (Vec::new(), Vec::new());
         for _ in 0..args.calls {
             let opts = CallOptions::new().with_timeout(Duration::from_secs(10));
-            one.push(timed(conns[0].call(rpc::UNARY, &Msg::new("hi", 7), opts)).await.0);
+            one.push(
+                timed(conns[0].call(rpc::UNARY, &Msg::new("hi", 7), opts))
+                    .await
+                    .0,
+            );
             let opts = CallOptions::new().with_timeout(Duration::from_secs(10));
-            fwd.push(timed(forward.call(rpc::UNARY, &Msg::new("hi", 7), opts)).await.0);
+            fwd.push(
+                timed(forward.call(rpc::UNARY, &Msg::new("hi", 7), opts))
+                    .await
+                    .0,
+            );
         }
         forward.close();
         let _ = echo.child.kill().await;
