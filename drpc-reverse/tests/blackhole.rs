@@ -25,7 +25,6 @@ use common::*;
 const SILENT: Duration = Duration::from_secs(2);
 /// The hub notices within SILENT (pings every 500 ms); 3x plus a little.
 const NOTICE_BOUND: Duration = Duration::from_secs(7);
-const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 #[serial_test::serial]

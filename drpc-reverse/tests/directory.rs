@@ -18,8 +18,6 @@ use tokio::time::Instant;
 
 use common::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
 async fn etcd() -> Option<EtcdProcess> {
     match EtcdProcess::start().await {
         Ok(e) => Some(e),

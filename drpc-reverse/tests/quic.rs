@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drpc_core::{CallOptions, Conn, ConnExt, Error};
+use drpc_core::{CallOptions, ConnExt, Error};
 use drpc_reverse::ReverseError;
 use drpc_reverse::agent::{Agent, HubTarget};
 use drpc_reverse::hub::{AgentEvent, HubConfig};
@@ -17,17 +17,6 @@ use serial_test::serial;
 use tokio::time::Instant;
 
 use common::*;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn echo(conn: &impl Conn, text: &str) -> Result<String, Error> {
-    conn.call::<String, String>(
-        ECHO,
-        &text.to_string(),
-        CallOptions::new().with_timeout(WAIT),
-    )
-    .await
-}
 
 #[tokio::test]
 async fn a_quic_agent_registers_and_calls_go_both_ways() {
@@ -185,39 +174,7 @@ async fn quic_mtls_identity_must_name_the_id() {
         let config = client_config(ca.roots(), Some(cert.identity())).unwrap();
         HubTarget::quic(addr.to_string(), config, "localhost")
     };
-    let ok = Agent::start(
-        agent_router("edge-1", Arc::default()),
-        agent_config("edge-1", ""),
-        [target("edge-1")],
-    );
-    ok.wait_registered(1, WAIT).await.unwrap();
-    assert_eq!(
-        echo(&hub.conn("edge-1"), "mtls").await.unwrap(),
-        "edge-1:mtls"
-    );
-    let bad = Agent::start(
-        agent_router("edge-3", Arc::default()),
-        agent_config("edge-3", ""),
-        [target("edge-2")],
-    );
-    let e = bad
-        .wait_registered(1, Duration::from_secs(3))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ReverseError::Refused {
-                code: Refusal::IdNotAllowed,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert_eq!(hub.len(), 1);
-    bad.abort().await;
-    ok.shutdown(WAIT).await;
-    hub.shutdown(WAIT).await;
+    check_san_identity(hub, target, "mtls").await;
 }
 
 #[tokio::test]

@@ -19,17 +19,6 @@ use drpc_reverse::proto::Refusal;
 
 use common::*;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-async fn echo(conn: &impl Conn, text: &str) -> Result<String, Error> {
-    conn.call::<String, String>(
-        ECHO,
-        &text.to_string(),
-        CallOptions::new().with_timeout(WAIT),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn hub_calls_an_agent_by_id_and_by_service() {
     let (hub, addr, _) = hub(credentials(&["a", "b"]), HubConfig::default()).await;
@@ -533,41 +522,7 @@ async fn mtls_identity_must_name_the_id() {
         let config = client_config(ca.roots(), Some(cert.identity())).unwrap();
         HubTarget::tls(addr.clone(), TlsConnector::new(config), "127.0.0.1")
     };
-    // The certificate names edge-1: edge-1 registers without a token.
-    let ok = Agent::start(
-        agent_router("edge-1", Arc::default()),
-        agent_config("edge-1", ""),
-        [target("edge-1")],
-    );
-    ok.wait_registered(1, WAIT).await.unwrap();
-    assert_eq!(
-        echo(&hub.conn("edge-1"), "tls").await.unwrap(),
-        "edge-1:tls"
-    );
-    // A certificate for edge-2 cannot register edge-3.
-    let bad = Agent::start(
-        agent_router("edge-3", Arc::default()),
-        agent_config("edge-3", ""),
-        [target("edge-2")],
-    );
-    let e = bad
-        .wait_registered(1, Duration::from_secs(2))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ReverseError::Refused {
-                code: Refusal::IdNotAllowed,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert_eq!(hub.len(), 1);
-    bad.abort().await;
-    ok.shutdown(WAIT).await;
-    hub.shutdown(WAIT).await;
+    check_san_identity(hub, target, "tls").await;
 }
 
 #[tokio::test]

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use drpc_core::{Context, Error, Router};
+use drpc_core::{CallOptions, Conn, ConnExt, Context, Error, Router};
+use drpc_reverse::ReverseError;
 use drpc_reverse::agent::{Agent, AgentConfig, HubTarget};
 use drpc_reverse::hub::{AgentSession, Credentials, Hub, HubConfig};
+use drpc_reverse::proto::Refusal;
 
 pub const ECHO: &str = "/t.T/Echo";
 pub const SLOW: &str = "/t.T/Slow";
@@ -21,6 +23,60 @@ pub const WHOAMI: &str = "/t.T/WhoAmI";
 pub const BIDI: &str = "/t.T/Bidi";
 pub const HUB_WHO: &str = "/hub.Hub/Who";
 pub const SERVICE: &str = "t.T";
+
+/// How long a test waits for what should come at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Calls the test service's Echo on `conn`.
+pub async fn echo(conn: &impl Conn, text: &str) -> Result<String, Error> {
+    conn.call::<String, String>(
+        ECHO,
+        &text.to_string(),
+        CallOptions::new().with_timeout(WAIT),
+    )
+    .await
+}
+
+/// The certificate-SAN identity rule on any transport, against `hub` (which takes
+/// `Credentials::with_mtls_san`); `target(name)` dials it with a client certificate for
+/// `name`. edge-1's certificate registers edge-1 without a token and serves calls (echoes
+/// `edge-1:LABEL`); edge-2's cannot register edge-3: refused, nothing registered. Shuts all
+/// down.
+pub async fn check_san_identity(hub: Hub, target: impl Fn(&str) -> HubTarget, label: &str) {
+    let ok = Agent::start(
+        agent_router("edge-1", Arc::default()),
+        agent_config("edge-1", ""),
+        [target("edge-1")],
+    );
+    ok.wait_registered(1, WAIT).await.unwrap();
+    assert_eq!(
+        echo(&hub.conn("edge-1"), label).await.unwrap(),
+        format!("edge-1:{label}")
+    );
+    let bad = Agent::start(
+        agent_router("edge-3", Arc::default()),
+        agent_config("edge-3", ""),
+        [target("edge-2")],
+    );
+    let e = bad
+        .wait_registered(1, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ReverseError::Refused {
+                code: Refusal::IdNotAllowed,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(hub.len(), 1);
+    bad.abort().await;
+    ok.shutdown(WAIT).await;
+    hub.shutdown(WAIT).await;
+}
 
 /// The agents' service: `Echo` (string → `NAME:<string>`), `Slow` (sleep n ms), `WhoAmI`.
 pub fn agent_router(name: &str, calls: Arc<AtomicUsize>) -> Router {
