@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::outlier::Ejection;
+use super::ready::{ReadyBits, Views};
 use crate::backoff::Backoff;
 use crate::keyed::KeyedConn;
 
@@ -149,6 +150,8 @@ pub(crate) struct Endpoint<C: Conn + 'static> {
     shared: Arc<Shared>,
     /// Set once the endpoint left the set; its state then no longer counts.
     removed: Mutex<bool>,
+    /// The snapshots' ready bitmaps it appears in (routed picks read those).
+    views: Views,
 }
 
 impl<C: Conn + 'static> std::fmt::Debug for Endpoint<C> {
@@ -186,7 +189,18 @@ impl<C: Conn + 'static> Endpoint<C> {
             kick: Notify::new(),
             shared,
             removed: Mutex::new(false),
+            views: Views::default(),
         }
+    }
+
+    /// READY and not ejected: what its bit in a snapshot's [`ReadyBits`] says.
+    fn pickable(&self) -> bool {
+        self.state() == EndpointState::Ready && !self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Makes slot `slot` of `bits` (a new snapshot's) follow this endpoint's readiness.
+    pub(crate) fn register_view(&self, bits: &Arc<ReadyBits>, slot: usize) {
+        self.views.register(bits, slot, || self.pickable());
     }
 
     /// The health state.
@@ -210,6 +224,7 @@ impl<C: Conn + 'static> Endpoint<C> {
     /// Sets the ejection flag (the outlier detector's decision).
     pub(crate) fn set_ejected(&self, ejected: bool) {
         if self.ejected.swap(ejected, Ordering::AcqRel) != ejected {
+            self.views.publish(|| self.pickable());
             tracing::debug!(endpoint = %self.addr, ejected, "balance: outlier ejection");
             if !ejected {
                 self.shared.changed.notify_waiters();
@@ -234,6 +249,7 @@ impl<C: Conn + 'static> Endpoint<C> {
         }
         drop(removed);
         if from != to {
+            self.views.publish(|| self.pickable());
             tracing::debug!(endpoint = %self.addr, from = from.as_str(), to = to.as_str(), "balance: endpoint state");
         }
         if to == EndpointState::Ready {

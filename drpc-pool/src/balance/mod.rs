@@ -49,6 +49,7 @@ mod endpoint;
 pub(crate) mod hash;
 pub mod outlier;
 pub mod picker;
+mod ready;
 pub mod resolver;
 pub mod route;
 mod stats;
@@ -78,6 +79,7 @@ use crate::pool::Pool;
 use endpoint::{Endpoint, EndpointCounters, Outstanding, Shared};
 use outlier::{Detector, Sample};
 use picker::Candidate;
+use ready::ReadyBits;
 use resolver::{Published, ResolvedEndpoint, Resolver, Subscription, Updates};
 use route::RouteTable;
 
@@ -150,6 +152,9 @@ const REMEMBERED: usize = 256;
 struct Snapshot<C: Conn + 'static> {
     endpoints: Vec<Arc<Endpoint<C>>>,
     route: Option<RouteTable>,
+    /// One bit per endpoint (by index): READY and not ejected, kept current by the
+    /// endpoints themselves; a routed pick reads it before touching the endpoint.
+    ready: Arc<ReadyBits>,
 }
 
 struct Inner<C: Conn + 'static> {
@@ -193,6 +198,7 @@ impl<C: Conn + 'static> Balanced<C> {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 endpoints: Vec::new(),
                 route: None,
+                ready: Arc::new(ReadyBits::new(0)),
             }),
             members: Mutex::new(HashMap::new()),
             history: Mutex::new(Vec::new()),
@@ -364,9 +370,14 @@ impl<C: Conn + 'static> Inner<C> {
             keep.insert(e.addr.clone(), member);
         }
         let removed = std::mem::replace(&mut *members, keep);
+        let ready = Arc::new(ReadyBits::new(next.len()));
+        for (slot, ep) in next.iter().enumerate() {
+            ep.register_view(&ready, slot);
+        }
         self.snapshot.store(Arc::new(Snapshot {
             endpoints: next,
             route,
+            ready,
         }));
         self.forget_old(&members);
         drop(members);
@@ -442,7 +453,7 @@ impl<C: Conn + 'static> Inner<C> {
         let set = &snapshot.endpoints;
         let not_avoided = |e: &Endpoint<C>| avoid.is_none_or(|a| !std::ptr::eq(a, e));
         if let (Some(key), Some(table)) = (key, &snapshot.route) {
-            return self.route(set, table, key, &not_avoided);
+            return self.route(set, &snapshot.ready, table, key, &not_avoided);
         }
         // The fast path: the picker samples a few endpoints by index.
         let mut usable = |i: usize| {
@@ -485,14 +496,20 @@ impl<C: Conn + 'static> Inner<C> {
 
     /// The key's endpoint among the ready ones (then, in the key's order, the next ready
     /// one), within the bounded-load cap when one is set.
+    ///
+    /// Readiness comes from the snapshot's bitmap (one load; the endpoint itself is not
+    /// read unless the pick avoids one or caps load). A connection that closed a moment ago
+    /// clears its bit as soon as its endpoint's task sees the close; a call picked on it in
+    /// between fails unsent and is retried on another endpoint.
     fn route(
         &self,
         set: &[Arc<Endpoint<C>>],
+        ready: &ReadyBits,
         table: &RouteTable,
         key: u64,
         not_avoided: &dyn Fn(&Endpoint<C>) -> bool,
     ) -> Option<Arc<Endpoint<C>>> {
-        let ok = |i: usize| set.get(i).is_some_and(|e| e.is_ready() && not_avoided(e));
+        let ok = |i: usize| ready.get(i) && set.get(i).is_some_and(|e| not_avoided(e));
         let bound = self.config.route.as_ref().and_then(|r| r.bounded_load);
         let found = match bound {
             Some(c) => {
@@ -508,7 +525,7 @@ impl<C: Conn + 'static> Inner<C> {
         };
         let found = found.or_else(|| {
             // Only `avoid` is ready: use it again rather than fail.
-            table.route_where(key, |i| set.get(i).is_some_and(|e| e.is_ready()))
+            table.route_where(key, |i| ready.get(i) && i < set.len())
         });
         found.map(|i| Arc::clone(&set[i]))
     }
