@@ -104,7 +104,9 @@ fn subsetting(quick: bool) {
     let ms: &[u64] = if quick { &[300] } else { &[100, 300, 1000] };
     let ns: &[usize] = if quick { &[100] } else { &[10, 100, 300] };
     let ks: &[usize] = if quick { &[10] } else { &[5, 10, 20] };
+    // Seeds for the churn rows, and (more: the mean must estimate an expectation) for G1.
     let seeds = if quick { 1 } else { 5 };
+    let g1_seeds = if quick { 1 } else { 20 };
     for scheme in ["ring", "rendezvous"] {
         for &m in ms {
             for &n in ns {
@@ -114,7 +116,7 @@ fn subsetting(quick: bool) {
                     let k_eff = k.min(n);
                     let mean = (m as f64) * k_eff as f64 / n as f64;
                     let (mut worst_max, mut worst_min) = (0.0f64, f64::MAX);
-                    let runs = if scheme == "ring" { 1 } else { seeds };
+                    let runs = if scheme == "ring" { 1 } else { g1_seeds };
                     let mut sum_max = 0.0;
                     for seed in 0..runs {
                         let mut count = vec![0usize; n];
@@ -149,28 +151,43 @@ fn subsetting(quick: bool) {
                         );
                     } else {
                         // The bound is the expected maximum of N binomial counts (mean μ):
-                        // an expectation, compared with the mean over seeds; the worst seed
-                        // is printed as well, on a line of its own.
+                        // an expectation, compared with the mean over seeds. The exact
+                        // expectation for any scheme that is a function of a random client
+                        // id alone is printed beside it, and flagged where it already exceeds
+                        // the bound (the normal approximation is optimistic for small μ).
+                        // The worst seed is printed on a line of its own (`G1_worst_seed`): a
+                        // maximum over seeds, not an expectation; its `pass` only says whether
+                        // it stays within the bound anyway.
                         let target = 1.0 + (2.0 * (n as f64).ln()).sqrt() / mean.sqrt();
                         let exact = expected_max_binomial(m, k_eff as f64 / n as f64, n) / mean;
-                        for (stat, value) in [
-                            (format!("mean_of_{runs}_seeds"), mean_of_seeds),
-                            (format!("worst_of_{runs}_seeds"), worst_max),
-                        ] {
-                            line(
-                                "G1",
-                                &[
-                                    ("scheme", scheme.into()),
-                                    ("scenario", scenario.clone()),
-                                    ("stat", stat),
-                                    ("min", format!("{worst_min:.2}")),
-                                    ("expected_max_binomial", format!("{exact:.4}")),
-                                ],
-                                value,
-                                target,
-                                value <= target + 1e-9,
-                            );
-                        }
+                        let below = exact > target + 1e-9;
+                        line(
+                            "G1",
+                            &[
+                                ("scheme", scheme.into()),
+                                ("scenario", scenario.clone()),
+                                ("stat", format!("mean_of_{runs}_seeds")),
+                                ("min", format!("{worst_min:.2}")),
+                                ("expected_max_binomial", format!("{exact:.4}")),
+                                ("bound_below_exact", below.to_string()),
+                            ],
+                            mean_of_seeds,
+                            target,
+                            mean_of_seeds <= target + 1e-9,
+                        );
+                        line(
+                            "G1_worst_seed",
+                            &[
+                                ("scheme", scheme.into()),
+                                ("scenario", scenario),
+                                ("stat", format!("worst_of_{runs}_seeds")),
+                                ("min", format!("{worst_min:.2}")),
+                                ("expected_max_binomial", format!("{exact:.4}")),
+                            ],
+                            worst_max,
+                            target,
+                            worst_max <= target + 1e-9,
+                        );
                     }
                 }
             }

@@ -132,6 +132,67 @@ async fn a_keys_backend_that_is_down_sends_its_calls_to_the_next_in_key_order() 
     assert_eq!(b[next].served() - before, 10);
 }
 
+/// Routed picks read readiness from a bitmap per snapshot, indexed by the endpoint's place
+/// in the list: it must follow the endpoints through a new list (other places, one more
+/// endpoint) and through an endpoint going down afterwards.
+#[tokio::test]
+#[serial]
+async fn routed_picks_follow_readiness_through_a_reordered_set_and_a_backend_going_down() {
+    let b = backends(4, Duration::ZERO).await;
+    let all = named(&b);
+    let config = RouteConfig::on("tenant");
+    let (handle, resolver) = manual(Vec::new());
+    handle.set_endpoints(all[..3].to_vec());
+    let conn: Balanced<Tcp> = Balanced::new(
+        resolver,
+        dial,
+        BalanceConfig {
+            route: Some(config.clone()),
+            ..BalanceConfig::default()
+        },
+    );
+    within("three ready", T, || conn.count(EndpointState::Ready) == 3).await;
+    // The same endpoints (ready all along) at other places, and a fourth one.
+    let next: Vec<ResolvedEndpoint> = all.iter().rev().cloned().collect();
+    handle.set_endpoints(next.clone());
+    within("four ready", T, || conn.count(EndpointState::Ready) == 4).await;
+    let table = RouteTable::new(next.iter().map(|e| (e.key(), 1)), &config);
+    let keys: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let owner_of = |key: &str| table.route(RouteTable::key_hash(key)).unwrap();
+    for key in &keys {
+        assert_eq!(conn.route_pick(key), Some(next[owner_of(key)].addr.clone()));
+    }
+    // Every endpoint owns some of the keys, so each slot's bit was checked above.
+    for i in 0..4 {
+        assert!(keys.iter().any(|k| owner_of(k) == i), "slot {i} owns no key");
+    }
+    let before: Vec<u64> = b.iter().map(Backend::served).collect();
+    for key in &keys {
+        call_with_key(&conn, key).await.unwrap();
+    }
+    for (i, backend) in b.iter().enumerate() {
+        let owned = keys
+            .iter()
+            .filter(|k| next[owner_of(k)].addr == backend.addr())
+            .count() as u64;
+        assert_eq!(backend.served() - before[i], owned, "backend {i}");
+    }
+    // One goes down: its keys go to their next endpoint, the others stay.
+    let down = owner_of(&keys[0]);
+    let down_addr = next[down].addr.clone();
+    b.iter().find(|x| x.addr() == down_addr).unwrap().kill().await;
+    within("its endpoint leaves the picker", T, || {
+        conn.count(EndpointState::Ready) == 3
+    })
+    .await;
+    for key in &keys {
+        let h = RouteTable::key_hash(key);
+        let want = table.route_where(h, |i| i != down).unwrap();
+        assert_eq!(conn.route_pick(key), Some(next[want].addr.clone()), "{key}");
+        call_with_key(&conn, key).await.unwrap();
+    }
+}
+
 #[tokio::test]
 #[serial]
 async fn bounded_load_spills_a_hot_key_to_its_next_endpoint() {

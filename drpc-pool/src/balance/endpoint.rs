@@ -243,13 +243,17 @@ impl<C: Conn + 'static> Endpoint<C> {
     fn set_state(&self, to: EndpointState) {
         let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
         let from = EndpointState::from_u8(self.state.swap(to as u8, Ordering::AcqRel));
+        if from != to {
+            // The pickers' bits first, then the counts: whoever sees the new count finds
+            // the bits already changed.
+            self.views.publish(|| self.pickable());
+        }
         if from != to && !*removed {
             self.shared.leave(from);
             self.shared.enter(to);
         }
         drop(removed);
         if from != to {
-            self.views.publish(|| self.pickable());
             tracing::debug!(endpoint = %self.addr, from = from.as_str(), to = to.as_str(), "balance: endpoint state");
         }
         if to == EndpointState::Ready {
