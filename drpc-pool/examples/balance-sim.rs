@@ -117,7 +117,7 @@ fn subsetting(quick: bool) {
                     let mean = (m as f64) * k_eff as f64 / n as f64;
                     let (mut worst_max, mut worst_min) = (0.0f64, f64::MAX);
                     let runs = if scheme == "ring" { 1 } else { g1_seeds };
-                    let mut sum_max = 0.0;
+                    let (mut sum_max, mut sum_sq) = (0.0, 0.0);
                     for seed in 0..runs {
                         let mut count = vec![0usize; n];
                         for set in conns(scheme, seed, m, &backends, k) {
@@ -129,9 +129,13 @@ fn subsetting(quick: bool) {
                         let min = *count.iter().min().unwrap() as f64 / mean;
                         worst_max = worst_max.max(max);
                         sum_max += max;
+                        sum_sq += max * max;
                         worst_min = worst_min.min(min);
                     }
                     let mean_of_seeds = sum_max / runs as f64;
+                    // The standard error of that mean (0 for one run).
+                    let var = (sum_sq / runs as f64 - mean_of_seeds * mean_of_seeds).max(0.0);
+                    let stderr = (var / (runs as f64 - 1.0).max(1.0)).sqrt();
                     if scheme == "ring" {
                         // 1.10 where integer counts allow it, else the best any assignment
                         // can do: ⌈μ⌉/μ.
@@ -167,6 +171,7 @@ fn subsetting(quick: bool) {
                                 ("scheme", scheme.into()),
                                 ("scenario", scenario.clone()),
                                 ("stat", format!("mean_of_{runs}_seeds")),
+                                ("stderr", format!("{stderr:.4}")),
                                 ("min", format!("{worst_min:.2}")),
                                 ("expected_max_binomial", format!("{exact:.4}")),
                                 ("bound_below_exact", below.to_string()),

@@ -164,7 +164,10 @@ async fn routed_picks_follow_readiness_through_a_reordered_set_and_a_backend_goi
     }
     // Every endpoint owns some of the keys, so each slot's bit was checked above.
     for i in 0..4 {
-        assert!(keys.iter().any(|k| owner_of(k) == i), "slot {i} owns no key");
+        assert!(
+            keys.iter().any(|k| owner_of(k) == i),
+            "slot {i} owns no key"
+        );
     }
     let before: Vec<u64> = b.iter().map(Backend::served).collect();
     for key in &keys {
@@ -180,7 +183,11 @@ async fn routed_picks_follow_readiness_through_a_reordered_set_and_a_backend_goi
     // One goes down: its keys go to their next endpoint, the others stay.
     let down = owner_of(&keys[0]);
     let down_addr = next[down].addr.clone();
-    b.iter().find(|x| x.addr() == down_addr).unwrap().kill().await;
+    b.iter()
+        .find(|x| x.addr() == down_addr)
+        .unwrap()
+        .kill()
+        .await;
     within("its endpoint leaves the picker", T, || {
         conn.count(EndpointState::Ready) == 3
     })
