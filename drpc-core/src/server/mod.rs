@@ -374,7 +374,34 @@ impl Server {
             .await
     }
 
+    /// [`Server::serve_one_with`] for one stream of a mux session: every stream of a session
+    /// shares `extensions` (the session's TLS identity…) instead of a copy per stream.
+    ///
+    /// # Errors
+    /// As [`Server::serve_one_with`].
+    pub async fn serve_stream<T: Transport>(
+        &self,
+        transport: T,
+        peer: Option<SocketAddr>,
+        extensions: Arc<Extensions>,
+    ) -> Result<(), Error> {
+        self.inner
+            .tracker
+            .track_future(self.serve_shared(transport, peer, extensions))
+            .await
+    }
+
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
+        self.serve_shared(transport, info.peer, Arc::new(info.extensions))
+            .await
+    }
+
+    async fn serve_shared<T: Transport>(
+        &self,
+        transport: T,
+        peer: Option<SocketAddr>,
+        extensions: Arc<Extensions>,
+    ) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
         let cfg = &self.inner.config;
         let core = crate::connection::Connection::new(
@@ -387,7 +414,22 @@ impl Server {
             tokio::time::Instant::now().into_std(),
         );
         let writer = Writer::new(Box::new(write), cfg.split_size, core);
-        let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
+        // Pinned here, in this future, rather than boxed per connection.
+        let shutdown = std::pin::pin!(self.inner.shutdown.clone().cancelled_owned());
+        let stop = std::pin::pin!(self.inner.stop.clone().cancelled_owned());
+        let timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+        let waits = conn::Waits {
+            shutdown,
+            stop,
+            timer,
+        };
+        let mut conn = conn::ServerConn::new(
+            read,
+            writer,
+            Arc::clone(&self.inner),
+            (peer, extensions),
+            waits,
+        );
         let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
         if let Err(e) = &result {
             tracing::debug!(error = %e, "closing connection");

@@ -444,7 +444,7 @@ impl YamuxSession {
             let id = core.next_id;
             core.next_id = id
                 .checked_add(2)
-                .ok_or(MuxError::Config("yamux stream ids exhausted".into()))?;
+                .ok_or_else(|| MuxError::Config("yamux stream ids exhausted".into()))?;
             core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
             id
         };
