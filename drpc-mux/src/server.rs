@@ -604,7 +604,7 @@ async fn serve_yamux_stream(
     // streams are not counted).
     let _live = Live::new("stream", "yamux");
     if let Err(e) = calls
-        .track_future(server.serve_stream(stream, peer, extensions))
+        .track_future(server.serve_stream(stream.into_split(), peer, extensions))
         .await
     {
         tracing::debug!(error = %e, "yamux stream ended with an error");

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -374,35 +375,46 @@ impl Server {
             .await
     }
 
-    /// [`Server::serve_one_with`] for one stream of a mux session: every stream of a session
-    /// shares `extensions` (the session's TLS identity…) instead of a copy per stream.
+    /// [`Server::serve_one_with`] for one stream of a mux session, already split into its
+    /// read and write halves (a mux stream splits without the lock and allocation of
+    /// `tokio::io::split`); every stream of a session shares `extensions` (the session's TLS
+    /// identity…) instead of a copy per stream.
     ///
     /// # Errors
     /// As [`Server::serve_one_with`].
-    pub async fn serve_stream<T: Transport>(
+    pub async fn serve_stream<R, W>(
         &self,
-        transport: T,
+        (read, write): (R, W),
         peer: Option<SocketAddr>,
         extensions: Arc<Extensions>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         self.inner
             .tracker
-            .track_future(self.serve_shared(transport, peer, extensions))
+            .track_future(self.serve_halves(read, write, peer, extensions))
             .await
     }
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
-        self.serve_shared(transport, info.peer, Arc::new(info.extensions))
+        let (read, write) = tokio::io::split(transport);
+        self.serve_halves(read, write, info.peer, Arc::new(info.extensions))
             .await
     }
 
-    async fn serve_shared<T: Transport>(
+    async fn serve_halves<R, W>(
         &self,
-        transport: T,
+        read: R,
+        write: W,
         peer: Option<SocketAddr>,
         extensions: Arc<Extensions>,
-    ) -> Result<(), Error> {
-        let (read, write) = tokio::io::split(transport);
+    ) -> Result<(), Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let cfg = &self.inner.config;
         let core = crate::connection::Connection::new(
             crate::connection::Side::Server,

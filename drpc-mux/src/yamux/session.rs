@@ -56,7 +56,7 @@ use crate::heartbeat;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
 
-pub use super::stream::YamuxStream;
+pub use super::stream::{YamuxReadHalf, YamuxStream, YamuxWriteHalf};
 
 /// The window every stream starts with, each way (the spec's initial window).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
@@ -152,6 +152,8 @@ pub(super) struct Slot {
     pub(super) reset: bool,
     pub(super) read_waker: Option<Waker>,
     pub(super) write_waker: Option<Waker>,
+    /// Halves of a split stream still alive (0: not split); the last one ends the stream.
+    pub(super) halves: u8,
 }
 
 impl Slot {
@@ -167,6 +169,7 @@ impl Slot {
             reset: false,
             read_waker: None,
             write_waker: None,
+            halves: 0,
         }
     }
 
