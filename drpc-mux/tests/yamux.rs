@@ -527,8 +527,8 @@ async fn replies_stay_intact_while_later_calls_reuse_the_buffers() {
     let sizes = [1usize, 10, 300, 900, 5_000, 40_000, 3, 70_000, 17, 1_000];
     let mut held = Vec::new();
     for i in 0..200usize {
-        let text: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), sizes[i % 10])
-            .collect();
+        let text: String =
+            std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), sizes[i % 10]).collect();
         let request = Bytes::from(text.encode_to_vec());
         let reply = conn.unary(ECHO, request, secs(30)).await.unwrap();
         held.push((text, reply));
