@@ -1,5 +1,7 @@
 //! [`MuxServer`]: serves every stream of yamux sessions and QUIC connections with a
-//! [`drpc_core::Server`], each stream on its own task through [`Server::serve_one_with`].
+//! [`drpc_core::Server`], each stream on its own task: yamux streams through
+//! [`Server::serve_stream`] (split without an allocation, the session's extensions shared),
+//! QUIC streams through [`Server::serve_one_with`].
 //!
 //! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
 //! they count against the same [`drpc_core::ServerConfig::max_connections`] as plain and TLS
@@ -42,7 +44,8 @@ impl Default for MuxServerConfig {
 
 /// Serves drpc over yamux sessions and QUIC connections: each stream the peer opens is one
 /// plain drpc connection for the wrapped [`Server`] (spawned per stream, served with
-/// [`Server::serve_one_with`]). Cheap to clone; clones share shutdown.
+/// [`Server::serve_stream`] or [`Server::serve_one_with`]). Cheap to clone; clones share
+/// shutdown.
 ///
 /// Sessions count against the server's [`drpc_core::ServerConfig::max_connections`] (one
 /// limit with plain and TLS connections). Stop it with [`MuxServer::shutdown`] (or
