@@ -465,7 +465,13 @@ fn release(shared: &Shared, id: u32) {
         } else {
             Header::data(id, flags, 0)
         };
+        let idle = core.out.is_empty();
         core.queue(kind, &[]);
+        // No write of its own: the stream's end rides on the next frame any stream writes,
+        // and the session task writes it when nothing else does first (it is woken here
+        // when nothing else was waiting to be written; otherwise it is due to write anyway).
+        if idle && let Some(task) = core.task.as_ref() {
+            task.wake_by_ref();
+        }
     }
-    core.kick();
 }
