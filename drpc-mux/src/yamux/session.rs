@@ -7,7 +7,9 @@
 //! - **Writes run in the caller's task.** A stream's write encodes the frame header and its
 //!   payload straight into the session's one write buffer and then writes out everything
 //!   queued (its own frames and other streams'), unless the socket is busy; frames of many
-//!   streams leave in one `write`. No task hop, no per-frame allocation.
+//!   streams leave in one `write`. No task hop, no per-frame allocation. A stream's end (the
+//!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
+//!   written, or the session task writes it when nothing else does first.
 //! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
 //!   under one lock, appends data to the streams' receive queues (zero-copy slices of the read
 //!   buffer) and wakes only the streams that got something. It also writes out what a writer
