@@ -76,7 +76,9 @@ impl ReadHalf {
         io: &mut R,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < self.chunk {
+        // Room of at least a quarter chunk is read into as it is: the bytes after a packet
+        // just split off (a call's reply, or the end of a mux stream) need no new buffer.
+        if self.buf.capacity() - self.buf.len() < (self.chunk / 4).max(1) {
             self.buf.reserve(self.chunk);
         }
         let room = self.buf.capacity() - self.buf.len();
@@ -111,12 +113,99 @@ impl ReadHalf {
         }
     }
 
+    /// [`ReadHalf::poll_packet`] that reports the end of stream as `Ok(None)` (no error made,
+    /// so nothing allocated: every mux stream ends this way on the serving side).
+    pub(crate) fn poll_packet_or_end<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Packet>, Error>> {
+        loop {
+            if let Some(packet) = self.try_decode()? {
+                return Poll::Ready(Ok(Some(packet)));
+            }
+            match std::task::ready!(self.poll_fill(io, cx)) {
+                Ok(0) => return Poll::Ready(Ok(None)),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+
     /// [`ReadHalf::poll_packet`] as a future. Cancel safe: bytes read stay buffered.
     pub(crate) async fn read_packet<R: AsyncRead + Unpin>(
         &mut self,
         io: &mut R,
     ) -> Result<Packet, Error> {
         poll_fn(|cx| self.poll_packet(io, cx)).await
+    }
+}
+
+/// The buffers of a connection's read and write sides, handed from a finished connection to
+/// a new one ([`crate::conn::ClientIo::with_buffers`]): a mux session runs each call on a
+/// fresh stream, and reusing the buffers saves their allocations per call.
+#[derive(Debug, Default)]
+pub struct IoBuffers {
+    read: BytesMut,
+    write: BytesMut,
+}
+
+impl IoBuffers {
+    /// The bytes both buffers hold room for.
+    pub fn capacity(&self) -> usize {
+        self.read.capacity() + self.write.capacity()
+    }
+}
+
+impl ReadHalf {
+    /// A read side that reads into `buf` (emptied first).
+    pub(crate) fn with_buffer(codec: PacketCodec, mut buf: BytesMut) -> ReadHalf {
+        buf.clear();
+        ReadHalf {
+            buf,
+            codec,
+            chunk: FIRST_READ_CHUNK,
+        }
+    }
+
+    /// Takes the buffer, leaving an empty one (bytes not decoded yet are dropped).
+    pub(crate) fn take_buffer(&mut self) -> BytesMut {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf
+    }
+}
+
+impl WriteHalf {
+    /// A write side that collects frames in `buf` (emptied first).
+    pub(crate) fn with_buffer(split_size: usize, mut buf: BytesMut) -> WriteHalf {
+        buf.clear();
+        if buf.capacity() < WRITE_BUF {
+            buf.reserve(WRITE_BUF);
+        }
+        WriteHalf {
+            queue: VecDeque::new(),
+            buf,
+            split_size,
+        }
+    }
+
+    /// Takes the buffer, leaving an empty one (frames not written yet are dropped).
+    pub(crate) fn take_buffer(&mut self) -> BytesMut {
+        self.queue.clear();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf
+    }
+}
+
+impl IoBuffers {
+    pub(crate) fn into_parts(self) -> (BytesMut, BytesMut) {
+        (self.read, self.write)
+    }
+
+    pub(crate) fn from_parts(read: BytesMut, write: BytesMut) -> IoBuffers {
+        IoBuffers { read, write }
     }
 }
 

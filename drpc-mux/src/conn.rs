@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drpc_core::conn::ClientIo;
+use drpc_core::transport::IoBuffers;
 use drpc_core::{CallOptions, CancelMode, Conn, ConnConfig, Error, RawStream};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,41 @@ pub struct MuxConn<N: NewStream> {
     going_away: CancellationToken,
     /// What every stream's core runs with.
     core: ConnConfig,
+    /// Read and write buffers of finished calls, for the next calls' streams.
+    buffers: Arc<BufferList>,
+}
+
+/// A small free list of [`IoBuffers`]: a call on a fresh stream takes a set instead of
+/// allocating two buffers, and gives it back when its stream ended cleanly. Bounded in count
+/// and in the size of a set kept, so a burst of large calls does not pin memory.
+#[derive(Debug, Default)]
+struct BufferList {
+    free: std::sync::Mutex<Vec<IoBuffers>>,
+}
+
+impl BufferList {
+    /// Sets kept at most (about one per call in flight, up to this many).
+    const MAX_SETS: usize = 64;
+    /// The largest set kept, in bytes of capacity.
+    const MAX_SET_BYTES: usize = 16 * 1024;
+
+    fn take(&self) -> IoBuffers {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give(&self, buffers: IoBuffers) {
+        if buffers.capacity() > Self::MAX_SET_BYTES {
+            return;
+        }
+        let mut free = self.lock();
+        if free.len() < Self::MAX_SETS {
+            free.push(buffers);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IoBuffers>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<N: NewStream> MuxConn<N> {
@@ -84,6 +120,7 @@ impl<N: NewStream> MuxConn<N> {
             config,
             going_away: CancellationToken::new(),
             core,
+            buffers: Arc::default(),
         }
     }
 
@@ -127,18 +164,25 @@ impl<N: NewStream> MuxConn<N> {
             _ if self.session.is_closed() => Error::Closed,
             other => other.into_call_error(),
         })?;
-        Ok(Call(ClientIo::new(stream, &self.core)))
+        let buffers = self.buffers.take();
+        Ok(Call(
+            ClientIo::with_buffers(stream, &self.core, buffers),
+            Arc::clone(&self.buffers),
+        ))
     }
 }
 
 /// One RPC's client core on its own stream; dropped while the RPC runs (the caller gave up),
-/// it cancels the RPC (soft: a Cancel packet, then the stream's end).
-struct Call<S: drpc_core::Transport>(ClientIo<S>);
+/// it cancels the RPC (soft: a Cancel packet, then the stream's end). A call that ended
+/// cleanly gives its buffers back to the connection's free list.
+struct Call<S: drpc_core::Transport>(ClientIo<S>, Arc<BufferList>);
 
 impl<S: drpc_core::Transport> Drop for Call<S> {
     fn drop(&mut self) {
         if self.0.is_running() {
             self.0.cancel_now();
+        } else if let Some(buffers) = self.0.take_buffers() {
+            self.1.give(buffers);
         }
     }
 }

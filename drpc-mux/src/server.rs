@@ -1,5 +1,7 @@
 //! [`MuxServer`]: serves every stream of yamux sessions and QUIC connections with a
-//! [`drpc_core::Server`], each stream on its own task through [`Server::serve_one_with`].
+//! [`drpc_core::Server`], each stream on its own task: yamux streams through
+//! [`Server::serve_stream`] (split without an allocation, the session's extensions shared),
+//! QUIC streams through [`Server::serve_one_with`].
 //!
 //! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
 //! they count against the same [`drpc_core::ServerConfig::max_connections`] as plain and TLS
@@ -42,7 +44,8 @@ impl Default for MuxServerConfig {
 
 /// Serves drpc over yamux sessions and QUIC connections: each stream the peer opens is one
 /// plain drpc connection for the wrapped [`Server`] (spawned per stream, served with
-/// [`Server::serve_one_with`]). Cheap to clone; clones share shutdown.
+/// [`Server::serve_stream`] or [`Server::serve_one_with`]). Cheap to clone; clones share
+/// shutdown.
 ///
 /// Sessions count against the server's [`drpc_core::ServerConfig::max_connections`] (one
 /// limit with plain and TLS connections). Stop it with [`MuxServer::shutdown`] (or
@@ -223,7 +226,8 @@ impl MuxServer {
     /// Serves the streams the peer opens on a new yamux session in `mode` over `io` (with
     /// `config`), each spawned straight from the session as [`MuxServer::serve_yamux_conn`]
     /// does, while this side opens streams of its own on the returned session: what the
-    /// dialling side of a reverse connection (an agent serving its hub) runs. The future serves
+    /// dialling side of a reverse connection (an agent serving its hub) runs. `info` is called
+    /// once: every stream of the session is served with that [`ConnInfo`]. The future serves
     /// until the session ends (errors as [`MuxServer::serve_yamux_conn`]); dropping it closes
     /// the session.
     pub fn serve_yamux_session<T: Transport>(
@@ -272,13 +276,22 @@ impl MuxServer {
         let first_byte = self.inner.config.first_byte_timeout;
         let calls = TaskTracker::new();
         let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // What every stream of the session is served with, made once: the streams share it.
+        let info = info();
+        let peer = info.peer;
+        let extensions = Arc::new(info.extensions);
         let session = YamuxSession::with_handler(io, mode, config, {
             let calls = calls.clone();
             let opened = Arc::clone(&opened);
             move |stream| {
                 opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let serving =
-                    serve_yamux_stream(server.clone(), stream, info(), first_byte, calls.clone());
+                let serving = serve_yamux_stream(
+                    server.clone(),
+                    stream,
+                    (peer, Arc::clone(&extensions)),
+                    first_byte,
+                    calls.clone(),
+                );
                 tokio::spawn(serving);
             }
         });
@@ -345,7 +358,7 @@ impl MuxServer {
             tokio::spawn(serve_yamux_stream(
                 server,
                 stream,
-                conn_info,
+                (conn_info.peer, Arc::new(conn_info.extensions)),
                 first_byte,
                 calls.clone(),
             ));
@@ -560,7 +573,7 @@ impl Drop for Live {
 async fn serve_yamux_stream(
     server: Server,
     mut stream: YamuxStream,
-    info: ConnInfo,
+    (peer, extensions): (Option<SocketAddr>, Arc<drpc_core::Extensions>),
     first_byte_timeout: Duration,
     calls: TaskTracker,
 ) {
@@ -594,7 +607,7 @@ async fn serve_yamux_stream(
     // streams are not counted).
     let _live = Live::new("stream", "yamux");
     if let Err(e) = calls
-        .track_future(server.serve_one_with(stream, info))
+        .track_future(server.serve_stream(stream.into_split(), peer, extensions))
         .await
     {
         tracing::debug!(error = %e, "yamux stream ended with an error");

@@ -39,7 +39,9 @@ mod stream;
 
 #[cfg(feature = "tls")]
 pub use session::connect_tls;
-pub use session::{ProtocolError, YamuxIncoming, YamuxSession, YamuxStream, dial};
+pub use session::{
+    ProtocolError, YamuxIncoming, YamuxReadHalf, YamuxSession, YamuxStream, YamuxWriteHalf, dial,
+};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;

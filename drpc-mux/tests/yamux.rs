@@ -513,3 +513,78 @@ async fn yamux_session_over_any_transport() {
     }
     server.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_stay_intact_while_later_calls_reuse_the_buffers() {
+    use prost::Message as _;
+    let (server, addr, _stats) = yamux_server().await;
+    let conn = drpc_mux::yamux::dial(addr, YamuxConfig::default())
+        .await
+        .unwrap();
+    // Replies are slices of a call's read buffer, and finished calls hand their buffers to
+    // the next calls: every reply held here must keep its bytes while later calls reuse them.
+    // Sizes cross the largest buffer set the connection keeps (16 KiB).
+    let sizes = [1usize, 10, 300, 900, 5_000, 40_000, 3, 70_000, 17, 1_000];
+    let mut held = Vec::new();
+    for i in 0..200usize {
+        let text: String =
+            std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), sizes[i % 10]).collect();
+        let request = Bytes::from(text.encode_to_vec());
+        let reply = conn.unary(ECHO, request, secs(30)).await.unwrap();
+        held.push((text, reply));
+    }
+    for (text, reply) in held {
+        let got = String::decode(reply).unwrap();
+        assert_eq!(got, format!("echo:{text}"));
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_end_the_stream_only_when_both_are_gone() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (session, mut incoming) =
+            YamuxSession::server(tcp, YamuxConfig::default().without_heartbeat());
+        let stream = incoming.accept().await.unwrap();
+        (session, incoming, stream)
+    });
+    let client = YamuxSession::connect(addr, YamuxConfig::default().without_heartbeat())
+        .await
+        .unwrap();
+    let mut stream = client.open().await.unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    let (_session, _incoming, accepted) = accepting.await.unwrap();
+    let (mut read, mut write) = accepted.into_split();
+    // The halves work from different tasks.
+    let reading = tokio::spawn(async move {
+        let mut buf = [0u8; 4];
+        read.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        read
+    });
+    let writing = tokio::spawn(async move {
+        write.write_all(b"pong").await.unwrap();
+        write
+    });
+    let mut read = reading.await.unwrap();
+    drop(writing.await.unwrap());
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    // The write half is gone but the stream is not: the read half still gets what comes.
+    stream.write_all(b"more").await.unwrap();
+    read.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"more");
+    // Both gone: the stream ends (FIN), and the client reads its end.
+    drop(read);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends once both halves are dropped")
+        .unwrap();
+    assert!(rest.is_empty());
+}

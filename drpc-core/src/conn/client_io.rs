@@ -16,7 +16,7 @@ use super::transport::{ConnConfig, check_size};
 use crate::connection::{Connection, CoreConfig, Event, Side};
 use crate::error::Error;
 use crate::metadata::Metadata;
-use crate::transport::{ReadHalf, Transport, WriteHalf};
+use crate::transport::{IoBuffers, ReadHalf, Transport, WriteHalf};
 use crate::wire::{Kind, PacketCodec};
 
 /// What happened on the running stream ([`ClientIo::next_event`]).
@@ -77,6 +77,11 @@ fn now() -> std::time::Instant {
 impl<T: Transport> ClientIo<T> {
     /// A client core over `transport` with `config` (`watch_idle` is the owner's business).
     pub fn new(transport: T, config: &ConnConfig) -> ClientIo<T> {
+        ClientIo::new_with(transport, config, IoBuffers::default())
+    }
+
+    fn new_with(transport: T, config: &ConnConfig, buffers: IoBuffers) -> ClientIo<T> {
+        let (read_buf, write_buf) = buffers.into_parts();
         let clock = now();
         let core = Connection::new(
             Side::Client,
@@ -89,8 +94,11 @@ impl<T: Transport> ClientIo<T> {
         );
         ClientIo {
             transport,
-            read: ReadHalf::new(PacketCodec::new(config.max_packet_size, config.split_size)),
-            write: WriteHalf::new(config.split_size),
+            read: ReadHalf::with_buffer(
+                PacketCodec::new(config.max_packet_size, config.split_size),
+                read_buf,
+            ),
+            write: WriteHalf::with_buffer(config.split_size, write_buf),
             core,
             stream: 0,
             recv_closed: false,
@@ -99,6 +107,25 @@ impl<T: Transport> ClientIo<T> {
             max_packet_size: config.max_packet_size,
             clock,
         }
+    }
+
+    /// [`ClientIo::new`] reading and writing through `buffers` (from
+    /// [`ClientIo::take_buffers`] of a finished one) instead of new ones.
+    pub fn with_buffers(transport: T, config: &ConnConfig, buffers: IoBuffers) -> ClientIo<T> {
+        ClientIo::new_with(transport, config, buffers)
+    }
+
+    /// Takes the read and write buffers for a next [`ClientIo::with_buffers`], when the last
+    /// stream ended cleanly with nothing left to write; `None` otherwise (the buffers stay).
+    /// The transport should not be used for drpc afterwards: bytes read ahead are dropped.
+    pub fn take_buffers(&mut self) -> Option<IoBuffers> {
+        if self.is_running() || self.writing || !self.write.is_empty() {
+            return None;
+        }
+        Some(IoBuffers::from_parts(
+            self.read.take_buffer(),
+            self.write.take_buffer(),
+        ))
     }
 
     /// The transport.

@@ -15,7 +15,7 @@ use tokio::io::AsyncRead;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{ConnInfo, Inner};
+use super::Inner;
 use crate::BoxFuture;
 use crate::connection::{CloseReason, Connection, Event};
 use crate::context::{Context, Extensions};
@@ -62,7 +62,16 @@ struct Closing {
     shut: bool,
 }
 
-pub(crate) struct ServerConn<R> {
+/// The futures a connection waits on, pinned where the connection is served (no allocation
+/// per connection): the server's shutdown and stop, and the connection's one timer.
+pub(crate) struct Waits<'a> {
+    pub(crate) shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
+    pub(crate) stop: Pin<&'a mut WaitForCancellationFutureOwned>,
+    /// Only polled once armed ([`ServerConn::timer_armed`]).
+    pub(crate) timer: Pin<&'a mut Sleep>,
+}
+
+pub(crate) struct ServerConn<'a, R> {
     io: R,
     read: ReadHalf,
     writer: Arc<Writer>,
@@ -80,16 +89,17 @@ pub(crate) struct ServerConn<R> {
     /// Whether the shutdown and stop futures were polled once (their wakers registered).
     armed: bool,
     frame_started: Option<(Instant, u64)>,
-    /// Made on first need: a connection that never waits on a deadline (a mux stream with no
-    /// idle timeout) never allocates one.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Armed on first need: a connection that never waits on a deadline (a mux stream with
+    /// no idle timeout) never registers it.
+    timer: Pin<&'a mut Sleep>,
+    timer_armed: bool,
     timer_at: Instant,
     /// The clock, read once per [`ServerConn::poll_conn`] on first need: every packet, the
     /// handler's end and the timeouts of one poll share it (a clock read costs more than the
     /// rest of routing a small packet on some virtual machines).
     now: Option<Instant>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
+    stop: Pin<&'a mut WaitForCancellationFutureOwned>,
 }
 
 /// What one read attempt did.
@@ -110,8 +120,14 @@ enum Timeout {
     Frame,
 }
 
-impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
-    pub(crate) fn new(io: R, writer: Writer, server: Arc<Inner>, info: ConnInfo) -> Self {
+impl<'a, R: AsyncRead + Send + Unpin> ServerConn<'a, R> {
+    pub(crate) fn new(
+        io: R,
+        writer: Writer,
+        server: Arc<Inner>,
+        (peer, extensions): (Option<std::net::SocketAddr>, Arc<Extensions>),
+        waits: Waits<'a>,
+    ) -> Self {
         let cfg = &server.config;
         let mut codec = crate::wire::PacketCodec::new(cfg.max_packet_size, cfg.split_size);
         if cfg.accept_preface {
@@ -121,11 +137,11 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             io,
             read: ReadHalf::new(codec),
             writer: Arc::new(writer),
-            shutdown: Box::pin(server.shutdown.clone().cancelled_owned()),
-            stop: Box::pin(server.stop.clone().cancelled_owned()),
+            shutdown: waits.shutdown,
+            stop: waits.stop,
             server,
-            peer: info.peer,
-            extensions: Arc::new(info.extensions),
+            peer,
+            extensions,
             active: None,
             eof: false,
             draining: false,
@@ -133,7 +149,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
             read_first: true,
             armed: false,
             frame_started: None,
-            timer: None,
+            timer: waits.timer,
+            timer_armed: false,
             timer_at: Instant::now(),
             now: None,
         }
@@ -210,10 +227,8 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
     fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
         let until = self.now() + CLOSE_LINGER;
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(until),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(until))),
-        }
+        self.timer.as_mut().reset(until);
+        self.timer_armed = true;
         self.timer_at = until;
         self.closing = Some(Closing { shut: false });
         self.poll_closing(cx)
@@ -223,11 +238,7 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
     /// drop whatever the client still sends until it closes too, for at most
     /// [`CLOSE_LINGER`]. Nothing read now is started.
     fn poll_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        if self
-            .timer
-            .as_mut()
-            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
-        {
+        if self.timer_armed && self.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Ok(()));
         }
         let shut = self.closing.as_ref().is_some_and(|c| c.shut);
@@ -282,15 +293,19 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         {
             return ReadStep::NoRoom; // Go's one-message buffer: wait for the handler
         }
-        match self.read.poll_packet(&mut self.io, cx) {
-            Poll::Ready(Ok(packet)) => match self.handle(packet, cx.waker()) {
+        match self.read.poll_packet_or_end(&mut self.io, cx) {
+            Poll::Ready(Ok(Some(packet))) => match self.handle(packet, cx.waker()) {
                 Ok(()) => ReadStep::Routed,
                 Err(e) => {
                     self.cancel_active("protocol error");
                     ReadStep::End(Err(e))
                 }
             },
-            Poll::Ready(Err(e)) => match self.on_read_error(e) {
+            Poll::Ready(Ok(None)) => match self.on_read_error(None) {
+                Some(end) => ReadStep::End(end),
+                None => ReadStep::Routed,
+            },
+            Poll::Ready(Err(e)) => match self.on_read_error(Some(e)) {
                 Some(end) => ReadStep::End(end),
                 None => ReadStep::Routed,
             },
@@ -298,25 +313,29 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
         }
     }
 
-    /// The transport ended or failed: a clean EOF lets the running handler finish (it is
-    /// canceled); anything else ends the connection with the error.
-    fn on_read_error(&mut self, e: Error) -> Option<Result<(), Error>> {
-        let clean = matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
-            && !self.read.is_mid_frame();
+    /// The transport ended (`None`) or failed: a clean EOF lets the running handler finish
+    /// (it is canceled); anything else ends the connection with the error.
+    fn on_read_error(&mut self, e: Option<Error>) -> Option<Result<(), Error>> {
+        let clean = match &e {
+            None => true,
+            Some(Error::Io(io)) => io.kind() == std::io::ErrorKind::UnexpectedEof,
+            Some(_) => false,
+        } && !self.read.is_mid_frame();
         self.eof = true;
         let now = self.now().into_std();
-        self.writer.with_core(|core| {
-            if clean {
-                core.handle_eof(now, false);
-            } else {
-                core.handle_transport_error(e.clone());
+        if clean {
+            self.writer.with_core(|core| core.handle_eof(now, false));
+            if let Some(active) = &self.active {
+                active.shared.cancel();
             }
-        });
+            return None;
+        }
+        // An end in the middle of a frame is an error like any other.
+        let e = e.unwrap_or_else(crate::transport::eof);
+        self.writer
+            .with_core(|core| core.handle_transport_error(e.clone()));
         if let Some(active) = &self.active {
             active.shared.cancel();
-        }
-        if clean {
-            return None;
         }
         self.cancel_active("transport error");
         Some(Err(e))
@@ -481,25 +500,16 @@ impl<R: AsyncRead + Send + Unpin> ServerConn<R> {
                 return Poll::Ready(Timeout::Idle);
             }
         }
-        let timer = match &mut self.timer {
-            Some(timer) => {
-                if deadline < self.timer_at || timer.is_elapsed() {
-                    timer.as_mut().reset(deadline);
-                    self.timer_at = deadline;
-                }
-                timer
-            }
-            None => {
-                self.timer_at = deadline;
-                self.timer
-                    .insert(Box::pin(tokio::time::sleep_until(deadline)))
-            }
-        };
-        if timer.as_mut().poll(cx).is_ready() {
-            // Fired for an older deadline: move it to the current one and wait again.
-            timer.as_mut().reset(deadline);
+        if !self.timer_armed || deadline < self.timer_at || self.timer.is_elapsed() {
+            self.timer.as_mut().reset(deadline);
             self.timer_at = deadline;
-            let _ = timer.as_mut().poll(cx);
+            self.timer_armed = true;
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            // Fired for an older deadline: move it to the current one and wait again.
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+            let _ = self.timer.as_mut().poll(cx);
         }
         Poll::Pending
     }

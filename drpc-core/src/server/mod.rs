@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -374,8 +375,46 @@ impl Server {
             .await
     }
 
+    /// [`Server::serve_one_with`] for one stream of a mux session, already split into its
+    /// read and write halves (a mux stream splits without the lock and allocation of
+    /// `tokio::io::split`); every stream of a session shares `extensions` (the session's TLS
+    /// identity…) instead of a copy per stream.
+    ///
+    /// # Errors
+    /// As [`Server::serve_one_with`].
+    pub async fn serve_stream<R, W>(
+        &self,
+        (read, write): (R, W),
+        peer: Option<SocketAddr>,
+        extensions: Arc<Extensions>,
+    ) -> Result<(), Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        self.inner
+            .tracker
+            .track_future(self.serve_halves(read, write, peer, extensions))
+            .await
+    }
+
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
+        self.serve_halves(read, write, info.peer, Arc::new(info.extensions))
+            .await
+    }
+
+    async fn serve_halves<R, W>(
+        &self,
+        read: R,
+        write: W,
+        peer: Option<SocketAddr>,
+        extensions: Arc<Extensions>,
+    ) -> Result<(), Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
         let cfg = &self.inner.config;
         let core = crate::connection::Connection::new(
             crate::connection::Side::Server,
@@ -387,7 +426,22 @@ impl Server {
             tokio::time::Instant::now().into_std(),
         );
         let writer = Writer::new(Box::new(write), cfg.split_size, core);
-        let mut conn = conn::ServerConn::new(read, writer, Arc::clone(&self.inner), info);
+        // Pinned here, in this future, rather than boxed per connection.
+        let shutdown = std::pin::pin!(self.inner.shutdown.clone().cancelled_owned());
+        let stop = std::pin::pin!(self.inner.stop.clone().cancelled_owned());
+        let timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+        let waits = conn::Waits {
+            shutdown,
+            stop,
+            timer,
+        };
+        let mut conn = conn::ServerConn::new(
+            read,
+            writer,
+            Arc::clone(&self.inner),
+            (peer, extensions),
+            waits,
+        );
         let result = std::future::poll_fn(|cx| conn.poll_conn(cx)).await;
         if let Err(e) = &result {
             tracing::debug!(error = %e, "closing connection");

@@ -7,7 +7,9 @@
 //! - **Writes run in the caller's task.** A stream's write encodes the frame header and its
 //!   payload straight into the session's one write buffer and then writes out everything
 //!   queued (its own frames and other streams'), unless the socket is busy; frames of many
-//!   streams leave in one `write`. No task hop, no per-frame allocation.
+//!   streams leave in one `write`. No task hop, no per-frame allocation. A stream's end (the
+//!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
+//!   written, or the session task writes it when nothing else does first.
 //! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
 //!   under one lock, appends data to the streams' receive queues (zero-copy slices of the read
 //!   buffer) and wakes only the streams that got something. It also writes out what a writer
@@ -56,7 +58,7 @@ use crate::heartbeat;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
 
-pub use super::stream::YamuxStream;
+pub use super::stream::{YamuxReadHalf, YamuxStream, YamuxWriteHalf};
 
 /// The window every stream starts with, each way (the spec's initial window).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
@@ -152,6 +154,8 @@ pub(super) struct Slot {
     pub(super) reset: bool,
     pub(super) read_waker: Option<Waker>,
     pub(super) write_waker: Option<Waker>,
+    /// Halves of a split stream still alive (0: not split); the last one ends the stream.
+    pub(super) halves: u8,
 }
 
 impl Slot {
@@ -167,6 +171,7 @@ impl Slot {
             reset: false,
             read_waker: None,
             write_waker: None,
+            halves: 0,
         }
     }
 
@@ -444,7 +449,7 @@ impl YamuxSession {
             let id = core.next_id;
             core.next_id = id
                 .checked_add(2)
-                .ok_or(MuxError::Config("yamux stream ids exhausted".into()))?;
+                .ok_or_else(|| MuxError::Config("yamux stream ids exhausted".into()))?;
             core.streams.insert(id, Slot::new(SYN, INITIAL_WINDOW));
             id
         };

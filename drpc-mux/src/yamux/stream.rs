@@ -29,6 +29,8 @@ pub struct YamuxStream {
     handle: Option<Arc<Handle>>,
     /// The session's handle without keeping it open, for [`YamuxStream::session`].
     weak: Weak<Handle>,
+    /// Split into halves ([`YamuxStream::into_split`]): they end the stream, not this.
+    split: bool,
 }
 
 impl std::fmt::Debug for YamuxStream {
@@ -65,6 +67,7 @@ impl YamuxStream {
             shared,
             handle: None,
             weak: Weak::new(),
+            split: false,
         }
     }
 
@@ -80,6 +83,7 @@ impl YamuxStream {
             shared: Arc::clone(&handle.shared),
             weak: Arc::downgrade(&handle),
             handle: Some(handle),
+            split: false,
         }
     }
 
@@ -110,6 +114,32 @@ impl YamuxStream {
         self.replay = Some(byte);
     }
 
+    /// Splits the stream into a read half and a write half that can be used (and moved)
+    /// apart, without an allocation or a lock of their own. The stream ends (FIN, or RST when
+    /// data is left unread) once both halves are dropped.
+    pub fn into_split(mut self) -> (YamuxReadHalf, YamuxWriteHalf) {
+        self.split = true;
+        {
+            let mut core = self.shared.lock();
+            if let Some(slot) = core.streams.get_mut(&self.id) {
+                slot.halves = 2;
+            }
+        }
+        let read = YamuxReadHalf {
+            id: self.id,
+            replay: self.replay.take(),
+            shared: Arc::clone(&self.shared),
+            _handle: self.handle.clone(),
+        };
+        let write = YamuxWriteHalf {
+            id: self.id,
+            _permit: self._permit.take(),
+            shared: Arc::clone(&self.shared),
+            _handle: self.handle.take(),
+        };
+        (read, write)
+    }
+
     /// Resets the stream (RST): both directions end at once, on both sides.
     pub fn reset(&mut self) {
         let mut core = self.shared.lock();
@@ -128,6 +158,39 @@ impl YamuxStream {
     }
 }
 
+/// The read half of a [`YamuxStream`] ([`YamuxStream::into_split`]).
+pub struct YamuxReadHalf {
+    id: u32,
+    replay: Option<u8>,
+    shared: Arc<Shared>,
+    _handle: Option<Arc<Handle>>,
+}
+
+/// The write half of a [`YamuxStream`] ([`YamuxStream::into_split`]); holds the stream's slot
+/// of the session's stream limit.
+pub struct YamuxWriteHalf {
+    id: u32,
+    _permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+    _handle: Option<Arc<Handle>>,
+}
+
+impl std::fmt::Debug for YamuxReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YamuxReadHalf")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for YamuxWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YamuxWriteHalf")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AsyncRead for YamuxStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -135,189 +198,280 @@ impl AsyncRead for YamuxStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(b) = this.replay.take() {
-            buf.put_slice(&[b]);
-            return Poll::Ready(Ok(()));
-        }
-        let shared = &*this.shared;
-        let mut core = shared.lock();
-        let dead = core.dead;
-        let Some(slot) = core.streams.get_mut(&this.id) else {
-            return Poll::Ready(if dead {
-                read_after_close(shared)
-            } else {
-                Err(io::ErrorKind::ConnectionReset.into())
-            });
-        };
-        if !slot.recv.is_empty() {
-            let mut read = 0usize;
-            while buf.remaining() > 0 {
-                let Some(front) = slot.recv.front_mut() else {
-                    break;
-                };
-                let n = buf.remaining().min(front.len());
-                buf.put_slice(&front[..n]);
-                front.advance(n);
-                read += n;
-                if front.is_empty() {
-                    slot.recv.pop_front();
-                }
-            }
-            // `read` is at most what the window let in, which fits a u32.
-            slot.consumed = slot.consumed.saturating_add(read as u32);
-            if slot.consumed >= INITIAL_WINDOW / 2 && !slot.remote_fin && !slot.reset && !dead {
-                let delta = slot.consumed;
-                let flags = std::mem::take(&mut slot.pending_flags);
-                slot.consumed = 0;
-                slot.recv_window += delta;
-                core.queue(Header::window_update(this.id, flags, delta), &[]);
-                core.kick();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if slot.remote_fin {
-            return Poll::Ready(Ok(()));
-        }
-        if dead {
-            return Poll::Ready(read_after_close(shared));
-        }
-        if !slot
-            .read_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            slot.read_waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
+        poll_read(&this.shared, this.id, &mut this.replay, cx, buf)
+    }
+}
+
+impl AsyncRead for YamuxReadHalf {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        poll_read(&this.shared, this.id, &mut this.replay, cx, buf)
     }
 }
 
 impl AsyncWrite for YamuxStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let shared = &*this.shared;
-        let mut core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        let over = core.out.len() >= WRITE_HIGH;
-        let Some(slot) = core.streams.get_mut(&this.id) else {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        };
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if slot.local_fin {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        if slot.send_window == 0 {
-            if !slot
-                .write_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                slot.write_waker = Some(cx.waker().clone());
-            }
-            return Poll::Pending;
-        }
-        if over {
-            core.out_waiters.push(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let n = buf
-            .len()
-            .min(slot.send_window as usize)
-            .min(shared.split_send_size as usize);
-        slot.send_window -= n as u32;
-        let flags = std::mem::take(&mut slot.pending_flags);
-        core.queue(Header::data(this.id, flags, n as u32), &buf[..n]);
-        core.kick();
-        Poll::Ready(Ok(n))
+        poll_write(&self.shared, self.id, cx, buf)
     }
 
     /// Frames are written as they are queued; what the socket did not take yet, the session
     /// task writes as soon as it can.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
-        }
-        Poll::Ready(Ok(()))
+        poll_flush(&self.shared)
     }
 
     /// Sends FIN: the peer reads the end of the stream.
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let shared = &*self.shared;
-        let mut core = shared.lock();
-        if core.dead {
-            return Poll::Ready(Err(session_error(shared)));
+        poll_shutdown(&self.shared, self.id)
+    }
+}
+
+impl AsyncWrite for YamuxWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        poll_write(&self.shared, self.id, cx, buf)
+    }
+
+    /// As [`YamuxStream`]'s.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_flush(&self.shared)
+    }
+
+    /// Sends FIN: the peer reads the end of the stream.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        poll_shutdown(&self.shared, self.id)
+    }
+}
+
+fn poll_read(
+    shared: &Shared,
+    id: u32,
+    replay: &mut Option<u8>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if buf.remaining() == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    if let Some(b) = replay.take() {
+        buf.put_slice(&[b]);
+        return Poll::Ready(Ok(()));
+    }
+    let mut core = shared.lock();
+    let dead = core.dead;
+    let Some(slot) = core.streams.get_mut(&id) else {
+        return Poll::Ready(if dead {
+            read_after_close(shared)
+        } else {
+            Err(io::ErrorKind::ConnectionReset.into())
+        });
+    };
+    if !slot.recv.is_empty() {
+        let mut read = 0usize;
+        while buf.remaining() > 0 {
+            let Some(front) = slot.recv.front_mut() else {
+                break;
+            };
+            let n = buf.remaining().min(front.len());
+            buf.put_slice(&front[..n]);
+            front.advance(n);
+            read += n;
+            if front.is_empty() {
+                slot.recv.pop_front();
+            }
         }
-        let Some(slot) = core.streams.get_mut(&self.id) else {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        };
-        if slot.reset {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
-        }
-        if !slot.local_fin {
-            slot.local_fin = true;
-            let flags = std::mem::take(&mut slot.pending_flags) | FIN;
-            core.queue(Header::data(self.id, flags, 0), &[]);
+        // `read` is at most what the window let in, which fits a u32.
+        slot.consumed = slot.consumed.saturating_add(read as u32);
+        if slot.consumed >= INITIAL_WINDOW / 2 && !slot.remote_fin && !slot.reset && !dead {
+            let delta = slot.consumed;
+            let flags = std::mem::take(&mut slot.pending_flags);
+            slot.consumed = 0;
+            slot.recv_window += delta;
+            core.queue(Header::window_update(id, flags, delta), &[]);
             core.kick();
         }
-        Poll::Ready(Ok(()))
+        return Poll::Ready(Ok(()));
     }
+    if slot.reset {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    }
+    if slot.remote_fin {
+        return Poll::Ready(Ok(()));
+    }
+    if dead {
+        return Poll::Ready(read_after_close(shared));
+    }
+    if !slot
+        .read_waker
+        .as_ref()
+        .is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        slot.read_waker = Some(cx.waker().clone());
+    }
+    Poll::Pending
+}
+
+fn poll_write(
+    shared: &Shared,
+    id: u32,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>> {
+    let mut core = shared.lock();
+    if core.dead {
+        return Poll::Ready(Err(session_error(shared)));
+    }
+    let over = core.out.len() >= WRITE_HIGH;
+    let Some(slot) = core.streams.get_mut(&id) else {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    };
+    if slot.reset {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    }
+    if slot.local_fin {
+        return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+    }
+    if buf.is_empty() {
+        return Poll::Ready(Ok(0));
+    }
+    if slot.send_window == 0 {
+        if !slot
+            .write_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            slot.write_waker = Some(cx.waker().clone());
+        }
+        return Poll::Pending;
+    }
+    if over {
+        core.out_waiters.push(cx.waker().clone());
+        return Poll::Pending;
+    }
+    let n = buf
+        .len()
+        .min(slot.send_window as usize)
+        .min(shared.split_send_size as usize);
+    slot.send_window -= n as u32;
+    let flags = std::mem::take(&mut slot.pending_flags);
+    core.queue(Header::data(id, flags, n as u32), &buf[..n]);
+    core.kick();
+    Poll::Ready(Ok(n))
+}
+
+fn poll_flush(shared: &Shared) -> Poll<io::Result<()>> {
+    let core = shared.lock();
+    if core.dead {
+        return Poll::Ready(Err(session_error(shared)));
+    }
+    Poll::Ready(Ok(()))
+}
+
+fn poll_shutdown(shared: &Shared, id: u32) -> Poll<io::Result<()>> {
+    let mut core = shared.lock();
+    if core.dead {
+        return Poll::Ready(Err(session_error(shared)));
+    }
+    let Some(slot) = core.streams.get_mut(&id) else {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    };
+    if slot.reset {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    }
+    if !slot.local_fin {
+        slot.local_fin = true;
+        let flags = std::mem::take(&mut slot.pending_flags) | FIN;
+        core.queue(Header::data(id, flags, 0), &[]);
+        core.kick();
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl Drop for YamuxStream {
     fn drop(&mut self) {
-        let mut core = self.shared.lock();
-        if core.dead {
-            core.streams.remove(&self.id);
+        if !self.split {
+            release(&self.shared, self.id);
+        }
+    }
+}
+
+impl Drop for YamuxReadHalf {
+    fn drop(&mut self) {
+        drop_half(&self.shared, self.id);
+    }
+}
+
+impl Drop for YamuxWriteHalf {
+    fn drop(&mut self) {
+        drop_half(&self.shared, self.id);
+    }
+}
+
+/// One half of a split stream is gone: the last one ends the stream.
+fn drop_half(shared: &Shared, id: u32) {
+    {
+        let mut core = shared.lock();
+        if let Some(slot) = core.streams.get_mut(&id)
+            && slot.halves > 1
+        {
+            slot.halves -= 1;
             return;
         }
-        let id = self.id;
-        let Some(slot) = core.streams.get_mut(&id) else {
-            return;
-        };
-        if slot.reset || slot.pending_flags & SYN != 0 {
-            // Never sent a frame: the peer knows nothing of it.
-            core.streams.remove(&id);
-            return;
-        }
-        let unread = !slot.recv.is_empty();
-        // Data nobody will read: reset. Otherwise end our side (FIN) unless done already.
-        let flags = if unread {
-            Some(std::mem::take(&mut slot.pending_flags) | RST)
-        } else if !slot.local_fin {
-            Some(std::mem::take(&mut slot.pending_flags) | FIN)
-        } else {
-            None
-        };
-        // Forgotten at once, as the yamux crate does: data the peer still sends on it is
-        // answered with RST (see the session task), its FIN is ignored.
+    }
+    release(shared, id);
+}
+
+/// Ends a stream dropped by this side.
+fn release(shared: &Shared, id: u32) {
+    let mut core = shared.lock();
+    if core.dead {
         core.streams.remove(&id);
-        if let Some(flags) = flags {
-            let kind = if flags & RST != 0 {
-                Header::window_update(id, flags, 0)
-            } else {
-                Header::data(id, flags, 0)
-            };
-            core.queue(kind, &[]);
+        return;
+    }
+    let Some(slot) = core.streams.get_mut(&id) else {
+        return;
+    };
+    if slot.reset || slot.pending_flags & SYN != 0 {
+        // Never sent a frame: the peer knows nothing of it.
+        core.streams.remove(&id);
+        return;
+    }
+    let unread = !slot.recv.is_empty();
+    // Data nobody will read: reset. Otherwise end our side (FIN) unless done already.
+    let flags = if unread {
+        Some(std::mem::take(&mut slot.pending_flags) | RST)
+    } else if !slot.local_fin {
+        Some(std::mem::take(&mut slot.pending_flags) | FIN)
+    } else {
+        None
+    };
+    // Forgotten at once, as the yamux crate does: data the peer still sends on it is
+    // answered with RST (see the session task), its FIN is ignored.
+    core.streams.remove(&id);
+    if let Some(flags) = flags {
+        let kind = if flags & RST != 0 {
+            Header::window_update(id, flags, 0)
+        } else {
+            Header::data(id, flags, 0)
+        };
+        let idle = core.out.is_empty();
+        core.queue(kind, &[]);
+        // No write of its own: the stream's end rides on the next frame any stream writes,
+        // and the session task writes it when nothing else does first (it is woken here
+        // when nothing else was waiting to be written; otherwise it is due to write anyway).
+        if idle && let Some(task) = core.task.as_ref() {
+            task.wake_by_ref();
         }
-        core.kick();
     }
 }
