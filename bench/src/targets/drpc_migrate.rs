@@ -3,19 +3,24 @@
 //! once and capped at 64 MiB, past which records are dropped and counted); `drpc-shadow` is
 //! `drpc-tcp` with every caller's unary calls mirrored (`layers::shadow::ShadowConn`, fraction
 //! 1) to a second in-process drpc server over a connection of its own; `drpc-shadow-layer` is
-//! the same through the tower form (`ShadowLayer` in a `LayeredConn`).
+//! the same through the tower form (`ShadowLayer` in a `LayeredConn`); `drpc-shadow-echo` is
+//! `drpc-shadow` mirroring to an in-process echo instead of a second server (the layer's own
+//! cost without the mirrored RPC's work).
 //!
 //! `BENCH_FRACTION=F` (environment, default 1) records or mirrors that fraction of the calls
 //! instead (a realistic sampling: 0.01, 0.1); the report's header line names it.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Result;
+use bytes::Bytes;
+use drpc_core::conn::BoxStream;
 use drpc_core::conn::{ConnService, LayeredConn};
 use drpc_core::layers::record::{RecordConfig, Recorder};
 use drpc_core::layers::shadow::{Shadow, ShadowConfig, ShadowConn, ShadowLayer};
-use drpc_core::{DynConn, HandlerExt, Server, TransportConn};
+use drpc_core::{CallOptions, Conn, DynConn, Error, HandlerExt, Server, TransportConn};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::drpc_tcp::{DrpcClient, router};
@@ -64,6 +69,46 @@ impl Target for DrpcRecord {
 #[derive(Debug)]
 pub(crate) struct DrpcShadow;
 
+/// `ShadowConn` mirroring to [`EchoShadow`] instead of a second server: the shadow layer's own
+/// cost (sampling, copies, queue, worker, comparison) without the mirrored RPC's client and
+/// server work, which at fraction 1 doubles the work on the same cores.
+#[derive(Debug)]
+pub(crate) struct DrpcShadowEcho;
+
+/// An in-process shadow target: answers every unary call with its request (what the bench's
+/// echo server answers, byte for byte), without a socket or a server. Streams are refused.
+#[derive(Debug)]
+struct EchoShadow;
+
+impl Conn for EchoShadow {
+    type Stream = BoxStream;
+
+    fn unary(
+        &self,
+        _rpc: &str,
+        request: Bytes,
+        _options: CallOptions,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send {
+        std::future::ready(Ok(request))
+    }
+
+    fn open_stream(
+        &self,
+        _rpc: &str,
+        _options: CallOptions,
+    ) -> impl Future<Output = Result<BoxStream, Error>> + Send {
+        std::future::ready(Err(Error::Closed))
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn closed(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+}
+
 /// The same through the tower form: `ShadowLayer` in a `LayeredConn`.
 #[derive(Debug)]
 pub(crate) struct DrpcShadowLayer;
@@ -106,6 +151,27 @@ impl Target for DrpcShadow {
     async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Self::Client>> {
         let mut clients = Vec::with_capacity(count);
         for layer in shadow_layers(count).await? {
+            clients.push(DrpcClient::new(layer.conn(drpc_core::dial(addr).await?)));
+        }
+        Ok(clients)
+    }
+}
+
+impl Target for DrpcShadowEcho {
+    type Client = DrpcClient<ShadowConn<Tcp>>;
+
+    async fn serve(listener: TcpListener) -> Result<()> {
+        serve_plain(listener).await
+    }
+
+    async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Self::Client>> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            let config = ShadowConfig {
+                fraction: fraction(),
+                ..ShadowConfig::default()
+            };
+            let layer = ShadowLayer::new(Arc::new(EchoShadow), config);
             clients.push(DrpcClient::new(layer.conn(drpc_core::dial(addr).await?)));
         }
         Ok(clients)

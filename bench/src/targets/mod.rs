@@ -41,10 +41,12 @@ pub(crate) enum Impl {
     DrpcShadow,
     /// The same mirrored through the tower form (`ShadowLayer` in a `LayeredConn`).
     DrpcShadowLayer,
+    /// `DrpcShadow` mirroring to an in-process echo instead of a second server.
+    DrpcShadowEcho,
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 10] = [
+    pub(crate) const ALL: [Impl; 11] = [
         Impl::Raw,
         Impl::Tonic,
         Impl::DrpcTcp,
@@ -55,6 +57,7 @@ impl Impl {
         Impl::DrpcRecord,
         Impl::DrpcShadow,
         Impl::DrpcShadowLayer,
+        Impl::DrpcShadowEcho,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl Impl {
             Impl::DrpcRecord => "drpc-record",
             Impl::DrpcShadow => "drpc-shadow",
             Impl::DrpcShadowLayer => "drpc-shadow-layer",
+            Impl::DrpcShadowEcho => "drpc-shadow-echo",
         }
     }
 
@@ -95,6 +99,7 @@ impl Impl {
             Impl::DrpcRecord => drpc_migrate::DrpcRecord::serve(listener).await,
             Impl::DrpcShadow => drpc_migrate::DrpcShadow::serve(listener).await,
             Impl::DrpcShadowLayer => drpc_migrate::DrpcShadowLayer::serve(listener).await,
+            Impl::DrpcShadowEcho => drpc_migrate::DrpcShadowEcho::serve(listener).await,
         }
     }
 
@@ -155,6 +160,16 @@ impl Impl {
             }
             Impl::DrpcShadowLayer => {
                 harness::run_unary::<drpc_migrate::DrpcShadowLayer>(
+                    addr,
+                    size,
+                    conc,
+                    timing,
+                    count_allocs,
+                )
+                .await
+            }
+            Impl::DrpcShadowEcho => {
+                harness::run_unary::<drpc_migrate::DrpcShadowEcho>(
                     addr,
                     size,
                     conc,
