@@ -215,6 +215,9 @@ impl Impl {
             Impl::DrpcShadowLayer => {
                 harness::run_stream::<drpc_migrate::DrpcShadowLayer>(addr, chunk, total, runs).await
             }
+            Impl::DrpcShadowEcho => {
+                harness::run_stream::<drpc_migrate::DrpcShadowEcho>(addr, chunk, total, runs).await
+            }
         }
     }
 }
