@@ -50,6 +50,11 @@ pub struct ShadowConfig {
     pub timeout: Duration,
     /// Mismatches kept for the report. Default: 10.
     pub keep: usize,
+    /// How long a worker woken from idle lets mirrored calls gather before it starts them,
+    /// and how often a busy one looks for new ones (besides whenever a shadow call ends).
+    /// An idle worker has no timer. Zero: start each call at once (one wake per call).
+    /// Default: 2 ms.
+    pub interval: Duration,
     /// How replies are compared. Default: byte equality.
     pub comparator: Arc<dyn Comparator>,
 }
@@ -73,6 +78,7 @@ impl Default for ShadowConfig {
             concurrency: 16,
             timeout: Duration::from_secs(5),
             keep: 10,
+            interval: Duration::from_millis(2),
             comparator: Arc::new(ByteEqual),
         }
     }

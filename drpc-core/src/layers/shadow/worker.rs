@@ -4,8 +4,8 @@
 //!
 //! The caller's path does a counter step (the sampler) per call and, for a sampled call that
 //! got an answer, one `try_send` into a bounded `tokio::sync::mpsc` channel (full: dropped and
-//! counted). The worker waits on that channel and on its running shadow calls only: no timer
-//! while idle or busy (each shadow call has its own timeout), so an idle worker costs nothing.
+//! counted). An idle worker waits on that channel alone (no timer), so it costs nothing; a
+//! woken one gathers jobs for an interval (see `worker`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +153,12 @@ async fn mirror(
 }
 
 /// Runs queued jobs, at most `concurrency` at once, until every [`Mirror`] is dropped and the
-/// last shadow call ended. Waits on the queue and the running calls only (no timer).
+/// last shadow call ended.
+///
+/// Idle (nothing running), it waits on the queue alone: no timer. The first job wakes it;
+/// it then lets jobs gather for [`ShadowConfig::interval`] and starts what is queued, so at
+/// a steady rate the callers wake it about once per interval rather than once per call.
+/// While shadow calls run it starts queued jobs as calls end and at every interval.
 async fn worker(
     mut rx: mpsc::Receiver<Job>,
     shadow: Arc<dyn DynConn>,
@@ -161,23 +166,55 @@ async fn worker(
     shared: Arc<Shared>,
 ) {
     let limit = config.concurrency.max(1);
+    let interval = config.interval;
     let mut running = FuturesUnordered::new();
+    let start = |job| {
+        mirror(
+            Arc::clone(&shared),
+            Arc::clone(&shadow),
+            Arc::clone(&config.comparator),
+            config.timeout,
+            job,
+        )
+    };
     let mut open = true;
+    let tick = tokio::time::sleep(interval);
+    tokio::pin!(tick);
     loop {
+        if running.is_empty() {
+            // Idle: no timer, only the queue.
+            let Some(job) = rx.recv().await else { return };
+            if !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            running.push(start(job));
+        }
+        while open && running.len() < limit {
+            match rx.try_recv() {
+                Ok(job) => running.push(start(job)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if running.is_empty() {
+            if open {
+                continue;
+            }
+            return;
+        }
+        // Busy: a shadow call ends, or the next interval comes (zero interval: a new job).
+        if !interval.is_zero() {
+            tick.as_mut().reset(tokio::time::Instant::now() + interval);
+        }
         tokio::select! {
             biased;
-            Some(()) = running.next(), if !running.is_empty() => {}
-            job = rx.recv(), if open && running.len() < limit => match job {
-                Some(job) => running.push(mirror(
-                    Arc::clone(&shared),
-                    Arc::clone(&shadow),
-                    Arc::clone(&config.comparator),
-                    config.timeout,
-                    job,
-                )),
+            Some(()) = running.next() => {}
+            job = rx.recv(), if interval.is_zero() && open && running.len() < limit => match job {
+                Some(job) => running.push(start(job)),
                 None => open = false,
             },
-            else => return,
+            () = &mut tick, if !interval.is_zero() => {}
+            else => {}
         }
     }
 }
