@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{ShadowConfig, ShadowReport};
 use crate::conn::{CallOptions, Conn, DynConn};
 use crate::error::Error;
-use crate::migrate::compare::{CallResult, Comparator, DiffStats, Outcome, compare};
+use crate::migrate::compare::{Comparator, DiffStats, Outcome, compare_answers};
 use crate::migrate::sample::Sampler;
 
 /// One mirrored call: what the shadow is sent and what the primary answered.
@@ -138,11 +138,11 @@ async fn mirror(
     shared.mirrored.fetch_add(1, Ordering::Relaxed);
     let actual = tokio::time::timeout(timeout, shadow.unary(&job.rpc, job.request, job.options))
         .await
-        .unwrap_or(Err(Error::DeadlineExceeded))
-        .map(|r| vec![r]);
-    let primary: CallResult = job.primary.map(|r| vec![r]);
-    let outcome = compare(&*comparator, &job.rpc, &primary, &actual);
-    shared.stats.add(&job.rpc, outcome, &primary, &actual);
+        .unwrap_or(Err(Error::DeadlineExceeded));
+    let primary = job.primary.as_ref().map(std::slice::from_ref);
+    let actual = actual.as_ref().map(std::slice::from_ref);
+    let outcome = compare_answers(&*comparator, &job.rpc, primary, actual);
+    shared.stats.add_answers(&job.rpc, outcome, primary, actual);
     let label = match outcome {
         Outcome::Matched => "matched",
         Outcome::Mismatched => "mismatched",
