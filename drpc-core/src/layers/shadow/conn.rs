@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 
 use super::worker::{Job, Mirror, answer};
 use super::{ShadowLayer, ShadowReport};
@@ -66,14 +67,12 @@ impl<C: Conn> Conn for ShadowConn<C> {
         request: Bytes,
         options: CallOptions,
     ) -> impl Future<Output = Result<Bytes, Error>> + Send {
-        let kept = self
-            .mirror
-            .sample()
-            .then(|| (request.clone(), options.clone()));
-        async move {
-            let Some((kept_request, kept_options)) = kept else {
-                return self.primary.unary(rpc, request, options).await;
-            };
+        if !self.mirror.sample() {
+            // Not mirrored: the primary's own future, nothing around it but the `Either`.
+            return Either::Left(self.primary.unary(rpc, request, options));
+        }
+        let (kept_request, kept_options) = (request.clone(), options.clone());
+        Either::Right(async move {
             let result = self.primary.unary(rpc, request, options).await;
             if let Some(primary) = answer(result.as_ref()) {
                 self.mirror.enqueue(Job {
@@ -84,7 +83,7 @@ impl<C: Conn> Conn for ShadowConn<C> {
                 });
             }
             result
-        }
+        })
     }
 
     fn open_stream(
