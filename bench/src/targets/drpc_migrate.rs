@@ -1,8 +1,8 @@
 //! The cost of the migration layers on drpc over TCP: `drpc-record` is `drpc-tcp` with the
 //! server recording every call (`layers::record`, fraction 1, to a file that is unlinked at
 //! once and capped at 64 MiB, past which records are dropped and counted); `drpc-shadow` is
-//! `drpc-tcp` with every caller's unary calls mirrored (`layers::shadow::ShadowConn`, fraction
-//! 1) to a second in-process drpc server over a connection of its own; `drpc-shadow-layer` is
+//! `drpc-tcp` with every caller's unary calls mirrored (`layers::shadow::ShadowConn`, all of
+//! them) to a second in-process drpc server over a connection of its own; `drpc-shadow-layer` is
 //! the same through the tower form (`ShadowLayer` in a `LayeredConn`); `drpc-shadow-echo` is
 //! `drpc-shadow` mirroring to an in-process echo instead of a second server (the layer's own
 //! cost without the mirrored RPC's work).
