@@ -32,9 +32,13 @@ pub(super) struct Job {
 
 /// The primary's answer as it is compared: `None` when the primary was not reached (a
 /// transport error has no answer to compare with), else the reply or the remote error.
+///
+/// The reply is copied, not shared: a reply is a slice of its connection's read buffer, and a
+/// reference held until the worker runs would keep the connection from reusing that buffer
+/// (every later read would allocate a new one).
 pub(super) fn answer(result: Result<&Bytes, &Error>) -> Option<Result<Bytes, Error>> {
     match result {
-        Ok(reply) => Some(Ok(reply.clone())),
+        Ok(reply) => Some(Ok(Bytes::copy_from_slice(reply))),
         Err(e @ Error::Remote { .. }) => Some(Err(e.clone())),
         Err(_) => None,
     }
