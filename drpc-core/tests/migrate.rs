@@ -545,3 +545,43 @@ async fn shadow_conn_shares_the_layer_counts_and_ends_its_worker() {
         s.shutdown(Duration::from_millis(100)).await;
     }
 }
+
+/// `ShadowConfig::interval` zero (the worker started per mirrored call, no gathering) and a
+/// concurrency of 2 mirror every call and compare each: an identical shadow matches them all.
+#[tokio::test]
+async fn shadow_conn_without_gathering_mirrors_every_call() {
+    let (primary, primary_addr) = serve(router("echo:")).await;
+    let (same, same_addr) = serve(router("echo:")).await;
+    let layer = ShadowLayer::new(
+        Arc::new(drpc_core::dial(same_addr).await.unwrap()),
+        ShadowConfig {
+            interval: Duration::ZERO,
+            concurrency: 2,
+            ..ShadowConfig::default()
+        },
+    );
+    let conn = layer.conn(drpc_core::dial(primary_addr).await.unwrap());
+    for i in 0..30 {
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg("z", i), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(r.n, i + 1);
+    }
+    assert!(conn.drain(Duration::from_secs(10)).await);
+    let r = conn.report();
+    assert_eq!(
+        (
+            r.mirrored,
+            r.total().matched,
+            r.total().mismatched,
+            r.dropped
+        ),
+        (30, 30, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.diff.per_rpc["/e.E/Unary"].matched, 30);
+    for s in [primary, same] {
+        s.shutdown(Duration::from_millis(100)).await;
+    }
+}
