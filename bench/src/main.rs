@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Implementations, in report order: `raw`, `tonic`, `drpc-tcp`, `drpc-pool`, `drpc-tls`,
-//! `drpc-yamux`, `drpc-quic` (see [`targets::Impl`]).
+//! `drpc-yamux`, `drpc-quic`, `drpc-record`, `drpc-shadow`, `drpc-shadow-layer`,
+//! `drpc-shadow-echo` (see [`targets::Impl`]).
 //!
 //! Options: `--split` (servers in a child process), `--impl raw,tonic,drpc-tcp,…`,
 //! `--shape unary|stream`, `--size N`, `--conc N`, `--secs S` (timed seconds per unary run),
@@ -16,8 +17,8 @@
 //! runs in the child: it serves IMPL on 127.0.0.1 (drpc-quic: UDP on the printed port),
 //! prints the port and exits when its stdin closes; `--cert-dir DIR` makes it use the TLS
 //! certificates the parent wrote there instead of generating its own. `BENCH_FRACTION=F`
-//! (environment) makes `drpc-record` and `drpc-shadow` record or mirror that fraction of
-//! the calls instead of all of them.
+//! (environment) makes `drpc-record` and the `drpc-shadow*` rows record or mirror that
+//! fraction of the calls instead of all of them.
 //!
 //! Output: one `key=value` line per result, a markdown table with ratios to raw TCP and
 //! tonic, then the project's targets.
@@ -283,11 +284,12 @@ async fn run(args: &Args) -> Result<()> {
     if args.split {
         println!("# allocs_per_call counts the client process only (--split)");
     }
-    if args
-        .impls
-        .iter()
-        .any(|i| matches!(i, Impl::DrpcRecord | Impl::DrpcShadow))
-    {
+    if args.impls.iter().any(|i| {
+        matches!(
+            i,
+            Impl::DrpcRecord | Impl::DrpcShadow | Impl::DrpcShadowLayer | Impl::DrpcShadowEcho
+        )
+    }) {
         println!(
             "# drpc-record/drpc-shadow fraction={} (BENCH_FRACTION)",
             targets::drpc_migrate::fraction()

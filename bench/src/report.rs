@@ -254,7 +254,12 @@ pub(crate) fn targets(rows: &[Row]) -> String {
         );
     }
     // The migration layers' cost on unary p50 (issue 18's goal: at most 10 % over drpc-tcp).
-    for (imp, name) in [(Impl::DrpcRecord, "record"), (Impl::DrpcShadow, "shadow")] {
+    // `shadow` is `ShadowConn`; `shadow_layer` the same through the tower stack.
+    for (imp, name) in [
+        (Impl::DrpcRecord, "record"),
+        (Impl::DrpcShadow, "shadow"),
+        (Impl::DrpcShadowLayer, "shadow_layer"),
+    ] {
         for size in [64, 4096] {
             check(
                 &format!("{name}_unary_{size}B_conc1_p50_vs_drpc_tcp"),

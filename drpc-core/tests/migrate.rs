@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use drpc_core::Conn;
 use drpc_core::conn::LayeredConn;
 use drpc_core::layers::record::{RecordConfig, Recorder};
 use drpc_core::layers::shadow::{ShadowConfig, ShadowLayer};
@@ -392,6 +393,195 @@ async fn shadow_compares_with_the_primary() {
         );
     }
     for s in [primary, same, changed] {
+        s.shutdown(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`ShadowConn`](drpc_core::layers::shadow::ShadowConn), the layer-free form: the primary
+/// stays fast while the shadow stalls (3 s handler, 1 s shadow timeout) or hangs up; mirrored
+/// calls time out or fail and are counted, a full queue drops and counts, and every primary
+/// call answers from the primary within milliseconds (checked against 1 s).
+#[tokio::test]
+#[serial_test::serial]
+async fn shadow_conn_keeps_the_primary_fast_when_the_shadow_stalls_or_fails() {
+    let (primary, primary_addr) = serve(router("echo:")).await;
+    let stall = Router::new().unary("/e.E/Unary", |_: Context, m: Msg| async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok::<_, Error>(m)
+    });
+    let (stalled, stalled_addr) = serve(stall).await;
+    let layer = ShadowLayer::new(
+        Arc::new(drpc_core::dial(stalled_addr).await.unwrap()),
+        ShadowConfig {
+            queue: 2,
+            concurrency: 1,
+            timeout: Duration::from_secs(1),
+            ..ShadowConfig::default()
+        },
+    );
+    let conn = layer.conn(drpc_core::dial(primary_addr).await.unwrap());
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let t = Instant::now();
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg("p", i), CallOptions::new())
+            .await
+            .unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!((r.text.as_str(), r.n), ("echo:p", i + 1));
+    }
+    assert!(slowest < Duration::from_secs(1), "primary took {slowest:?}");
+    // At most one running and two queued: the rest were dropped at once.
+    assert!(conn.report().dropped >= 17, "{:?}", conn.report());
+    assert!(conn.drain(Duration::from_secs(10)).await);
+    let report = conn.report();
+    assert_eq!(report.mirrored + report.dropped, 20, "{report:?}");
+    assert_eq!(report.total().errors, report.mirrored, "{report:?}");
+    // The layer and the connection share one set of counters.
+    assert_eq!(layer.report(), report);
+
+    stalled.shutdown(Duration::from_millis(100)).await;
+    let hangup = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hangup_addr = hangup.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = hangup.accept().await {
+            drop(tcp);
+        }
+    });
+    let gone: Arc<dyn DynConn> = Arc::new(drpc_core::dial(hangup_addr).await.unwrap());
+    let conn = ShadowLayer::new(gone, ShadowConfig::default())
+        .conn(drpc_core::dial(primary_addr).await.unwrap());
+    for i in 0..5 {
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg("p", i), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(r.text, "echo:p");
+    }
+    assert!(conn.drain(Duration::from_secs(10)).await);
+    let report = conn.report();
+    assert_eq!(
+        (report.mirrored, report.total().errors, report.dropped),
+        (5, 5, 0),
+        "{report:?}"
+    );
+    primary.shutdown(Duration::from_millis(100)).await;
+}
+
+/// A `ShadowConn` and a `LayeredConn` made from one `ShadowLayer` share its sampler and
+/// counters: at fraction 0.5 exactly half the unary calls of both are mirrored and compared
+/// (a changed shadow mismatches, remote errors compare by code and text), streams pass through
+/// unmirrored, and once the layer and its connections are dropped the worker ends and lets go
+/// of the shadow connection.
+#[tokio::test]
+async fn shadow_conn_shares_the_layer_counts_and_ends_its_worker() {
+    let (primary, primary_addr) = serve(router("echo:")).await;
+    let (changed, changed_addr) = serve(router("new:")).await;
+    let shadow: Arc<dyn DynConn> = Arc::new(drpc_core::dial(changed_addr).await.unwrap());
+    let watch = Arc::downgrade(&shadow);
+    let layer = ShadowLayer::new(
+        shadow,
+        ShadowConfig {
+            fraction: 0.5,
+            ..ShadowConfig::default()
+        },
+    );
+    let direct = layer.conn(drpc_core::dial(primary_addr).await.unwrap());
+    let layered = LayeredConn::new(drpc_core::dial(primary_addr).await.unwrap(), layer.clone());
+    // Two direct calls, then one layered: the sampler takes every second call of the three.
+    for i in 0..10 {
+        let _: Msg = direct
+            .call("/e.E/Unary", &msg("d", i), CallOptions::new())
+            .await
+            .unwrap();
+        let a: Msg = direct
+            .call("/e.E/Unary", &msg("d", i), CallOptions::new())
+            .await
+            .unwrap();
+        let b: Msg = layered
+            .call("/e.E/Unary", &msg("l", i), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!((a.text.as_str(), b.text.as_str()), ("echo:d", "echo:l"));
+    }
+    // Fails on both sides with the same code and text: a match.
+    for i in 0..4 {
+        let e = direct
+            .call::<_, Msg>("/e.E/Fail", &msg("f", 7), CallOptions::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Remote { code: 7, .. }), "{i}: {e:?}");
+    }
+    let mut count = direct
+        .server_streaming::<Msg, Msg>("/e.E/Count", &msg("s", 3), CallOptions::new())
+        .await
+        .unwrap();
+    let mut got = 0;
+    while let Some(m) = count.recv().await.unwrap() {
+        assert_eq!(m.text, "echo:s");
+        got += 1;
+    }
+    assert_eq!(got, 3);
+    assert!(layer.drain(Duration::from_secs(10)).await);
+    let r = direct.report();
+    assert_eq!((r.mirrored, r.dropped), (17, 0), "{r:?}");
+    assert_eq!(
+        (r.total().matched, r.total().mismatched, r.total().errors),
+        (2, 15, 0),
+        "{r:?}"
+    );
+    assert_eq!(layered.get_ref().is_closed(), direct.get_ref().is_closed());
+
+    drop((direct, layered, layer));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watch.strong_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker kept the shadow connection"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for s in [primary, changed] {
+        s.shutdown(Duration::from_millis(100)).await;
+    }
+}
+
+/// `ShadowConfig::interval` zero (the worker started per mirrored call, no gathering) and a
+/// concurrency of 2 mirror every call and compare each: an identical shadow matches them all.
+#[tokio::test]
+async fn shadow_conn_without_gathering_mirrors_every_call() {
+    let (primary, primary_addr) = serve(router("echo:")).await;
+    let (same, same_addr) = serve(router("echo:")).await;
+    let layer = ShadowLayer::new(
+        Arc::new(drpc_core::dial(same_addr).await.unwrap()),
+        ShadowConfig {
+            interval: Duration::ZERO,
+            concurrency: 2,
+            ..ShadowConfig::default()
+        },
+    );
+    let conn = layer.conn(drpc_core::dial(primary_addr).await.unwrap());
+    for i in 0..30 {
+        let r: Msg = conn
+            .call("/e.E/Unary", &msg("z", i), CallOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(r.n, i + 1);
+    }
+    assert!(conn.drain(Duration::from_secs(10)).await);
+    let r = conn.report();
+    assert_eq!(
+        (
+            r.mirrored,
+            r.total().matched,
+            r.total().mismatched,
+            r.dropped
+        ),
+        (30, 30, 0, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.diff.per_rpc["/e.E/Unary"].matched, 30);
+    for s in [primary, same] {
         s.shutdown(Duration::from_millis(100)).await;
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use drpc_core::conn::LayeredConn;
 use drpc_core::layers::shadow::{ShadowConfig, ShadowLayer, ShadowReport};
 use drpc_core::migrate::compare::DiffReport;
 use drpc_core::migrate::{recording, replay::Replay};
@@ -86,13 +85,14 @@ pub async fn shadow_layer(shadow_dial: &Dial, fraction: f64) -> anyhow::Result<S
     ))
 }
 
-/// `dial` with every connection's calls mirrored through `layer`.
+/// `dial` with every connection's unary calls mirrored through `layer` (as a
+/// [`ShadowConn`](drpc_core::layers::shadow::ShadowConn): no tower stack per call).
 pub fn with_shadow(dial: Dial, layer: ShadowLayer) -> Dial {
     Arc::new(move |cancel| {
         let (dial, layer) = (Arc::clone(&dial), layer.clone());
         Box::pin(async move {
             let conn = dial(cancel).await?;
-            Ok(Arc::new(LayeredConn::new(conn, layer)) as SharedConn)
+            Ok(Arc::new(layer.conn(conn)) as SharedConn)
         })
     })
 }

@@ -37,12 +37,16 @@ pub(crate) enum Impl {
     DrpcQuic,
     /// drpc-core over TCP with the server's record layer recording every call.
     DrpcRecord,
-    /// drpc-core over TCP with every unary call mirrored by the client's shadow layer.
+    /// drpc-core over TCP with every unary call mirrored by the client's `ShadowConn`.
     DrpcShadow,
+    /// The same mirrored through the tower form (`ShadowLayer` in a `LayeredConn`).
+    DrpcShadowLayer,
+    /// `DrpcShadow` mirroring to an in-process echo instead of a second server.
+    DrpcShadowEcho,
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 9] = [
+    pub(crate) const ALL: [Impl; 11] = [
         Impl::Raw,
         Impl::Tonic,
         Impl::DrpcTcp,
@@ -52,6 +56,8 @@ impl Impl {
         Impl::DrpcQuic,
         Impl::DrpcRecord,
         Impl::DrpcShadow,
+        Impl::DrpcShadowLayer,
+        Impl::DrpcShadowEcho,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -65,6 +71,8 @@ impl Impl {
             Impl::DrpcQuic => "drpc-quic",
             Impl::DrpcRecord => "drpc-record",
             Impl::DrpcShadow => "drpc-shadow",
+            Impl::DrpcShadowLayer => "drpc-shadow-layer",
+            Impl::DrpcShadowEcho => "drpc-shadow-echo",
         }
     }
 
@@ -90,6 +98,8 @@ impl Impl {
             Impl::DrpcQuic => drpc_quic::DrpcQuic::serve(listener).await,
             Impl::DrpcRecord => drpc_migrate::DrpcRecord::serve(listener).await,
             Impl::DrpcShadow => drpc_migrate::DrpcShadow::serve(listener).await,
+            Impl::DrpcShadowLayer => drpc_migrate::DrpcShadowLayer::serve(listener).await,
+            Impl::DrpcShadowEcho => drpc_migrate::DrpcShadowEcho::serve(listener).await,
         }
     }
 
@@ -148,6 +158,26 @@ impl Impl {
                 )
                 .await
             }
+            Impl::DrpcShadowLayer => {
+                harness::run_unary::<drpc_migrate::DrpcShadowLayer>(
+                    addr,
+                    size,
+                    conc,
+                    timing,
+                    count_allocs,
+                )
+                .await
+            }
+            Impl::DrpcShadowEcho => {
+                harness::run_unary::<drpc_migrate::DrpcShadowEcho>(
+                    addr,
+                    size,
+                    conc,
+                    timing,
+                    count_allocs,
+                )
+                .await
+            }
         }
     }
 
@@ -181,6 +211,12 @@ impl Impl {
             }
             Impl::DrpcShadow => {
                 harness::run_stream::<drpc_migrate::DrpcShadow>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcShadowLayer => {
+                harness::run_stream::<drpc_migrate::DrpcShadowLayer>(addr, chunk, total, runs).await
+            }
+            Impl::DrpcShadowEcho => {
+                harness::run_stream::<drpc_migrate::DrpcShadowEcho>(addr, chunk, total, runs).await
             }
         }
     }

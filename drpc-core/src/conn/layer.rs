@@ -6,6 +6,9 @@
 //! Without a layer nothing here runs: a plain [`Conn`] keeps its hot path (the unary call in
 //! the caller's task, no allocation for the RPC name). Through a layer each call allocates its
 //! request (the RPC name) and one boxed future.
+//! (tower requests are `'static`, and the future of [`Conn::unary`] cannot be named in
+//! `Service::Future` on stable Rust.) A layer that wants no per-call cost can be a [`Conn`]
+//! wrapper instead, as `layers::shadow::ShadowConn` (feature `migrate`) is.
 
 use std::future::{Future, poll_fn};
 use std::sync::Arc;

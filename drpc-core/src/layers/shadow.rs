@@ -1,14 +1,19 @@
-//! [`ShadowLayer`]: a client layer that mirrors a sampled fraction of unary calls to a second
-//! connection (the new server) and compares its answers with the primary's.
+//! [`ShadowLayer`]: mirrors a sampled fraction of unary calls to a second connection (the new
+//! server) and compares its answers with the primary's; [`ShadowConn`] is the same without the
+//! tower layer stack.
 //!
 //! The primary call never waits for the shadow and its result never depends on it: once the
-//! primary answered, the call's request and answer go into a bounded queue (full: dropped and
-//! counted); one worker task sends them to the shadow connection, at most
-//! [`ShadowConfig::concurrency`] at a time, each bounded by [`ShadowConfig::timeout`].
-//! The caller wakes the worker only when it sleeps with nothing to do (then it gathers jobs
-//! for [`ShadowConfig::interval`] before starting them); a busy worker picks up new jobs as
-//! its shadow calls finish or at the next interval. Calls never wake it one by one.
-//! Streaming calls are not mirrored.
+//! primary answered, the call's request and answer go into a bounded queue with one
+//! `try_send` (full: dropped and counted); one worker task sends them to the shadow
+//! connection, at most [`ShadowConfig::concurrency`] at a time, each bounded by
+//! [`ShadowConfig::timeout`]. The worker waits on the queue and its shadow calls only (no
+//! timer), so an idle shadow costs nothing. Streaming calls are not mirrored.
+//!
+//! Two ways in, one worker and one set of counters:
+//! - [`ShadowConn`] (`layer.conn(primary)`): a [`Conn`](crate::Conn) of its own; the
+//!   primary's unary future runs as it is, so an unsampled call costs a sampler step.
+//! - [`ShadowLayer`] as a `tower::Layer` in a [`crate::conn::LayeredConn`], for stacks of
+//!   layers; every call pays the stack's cost (see [`crate::conn::LayeredConn`]).
 //!
 //! Metrics through the `metrics` facade (the application's recorder):
 //!
@@ -16,27 +21,23 @@
 //! |---|---|---|
 //! | `drpc_shadow_calls_total` | counter | `outcome`: `matched`, `mismatched`, `error`, `dropped` |
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+mod conn;
+mod worker;
+
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
-use tokio::sync::Notify;
-
-use crate::conn::{Body, CallOptions, ClientRequest, ClientResponse, Conn, DynConn};
+use crate::conn::{Body, ClientRequest, ClientResponse, DynConn};
 use crate::error::Error;
 use crate::layers::sampled::SampledFuture;
 use crate::middleware::{BoxError, into_error};
-use crate::migrate::compare::{
-    ByteEqual, CallResult, Comparator, Counts, DiffReport, DiffStats, Outcome, compare,
-};
-use crate::migrate::sample::Sampler;
+use crate::migrate::compare::{ByteEqual, Comparator, Counts, DiffReport};
 
-/// How a [`ShadowLayer`] mirrors.
+pub use conn::ShadowConn;
+use worker::{Job, Mirror, answer};
+
+/// How a [`ShadowLayer`] (and its [`ShadowConn`]s) mirror.
 #[derive(Clone)]
 pub struct ShadowConfig {
     /// The fraction of unary calls mirrored (0 to 1). Default: 1.
@@ -49,8 +50,10 @@ pub struct ShadowConfig {
     pub timeout: Duration,
     /// Mismatches kept for the report. Default: 10.
     pub keep: usize,
-    /// How long a woken worker gathers jobs before it starts them, and how often a busy
-    /// worker looks for new ones. Default: 2 ms.
+    /// How long a worker woken from idle lets mirrored calls gather before it starts them,
+    /// and how often a busy one looks for new ones (besides whenever a shadow call ends).
+    /// An idle worker has no timer. Zero: start each call at once (one wake per call).
+    /// Default: 2 ms.
     pub interval: Duration,
     /// How replies are compared. Default: byte equality.
     pub comparator: Arc<dyn Comparator>,
@@ -81,7 +84,7 @@ impl Default for ShadowConfig {
     }
 }
 
-/// The counters of a [`ShadowLayer`].
+/// The counters of a [`ShadowLayer`] and its [`ShadowConn`]s.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShadowReport {
     /// Calls sent to the shadow (matched + mismatched + errors once they all finished).
@@ -99,33 +102,13 @@ impl ShadowReport {
     }
 }
 
-struct Job {
-    rpc: String,
-    request: Bytes,
-    options: CallOptions,
-    primary: Result<Bytes, Error>,
-}
-
-struct Shared {
-    queue: Mutex<VecDeque<Job>>,
-    capacity: usize,
-    /// The worker sleeps with nothing to do: the next job wakes it.
-    parked: AtomicBool,
-    wake: Arc<Notify>,
-    sampler: Sampler,
-    stats: DiffStats,
-    mirrored: AtomicU64,
-    dropped: AtomicU64,
-    /// Jobs queued or running.
-    pending: AtomicU64,
-    idle: Notify,
-}
-
 /// Mirrors sampled unary calls to a shadow connection; a `tower::Layer` for
-/// [`crate::conn::LayeredConn`]. Cheap to clone: clones share the queue and the counters.
+/// [`crate::conn::LayeredConn`], or a plain [`Conn`](crate::Conn) wrapper through
+/// [`ShadowLayer::conn`] (the cheaper path). Cheap to clone: clones, the services it makes and
+/// its [`ShadowConn`]s share one queue, one worker and the counters.
 #[derive(Clone)]
 pub struct ShadowLayer {
-    shared: Arc<Shared>,
+    mirror: Arc<Mirror>,
 }
 
 impl std::fmt::Debug for ShadowLayer {
@@ -135,168 +118,33 @@ impl std::fmt::Debug for ShadowLayer {
 }
 
 impl ShadowLayer {
-    /// Mirrors to `shadow`; the worker task starts on the current tokio runtime.
+    /// Mirrors to `shadow`; the worker task starts on the current tokio runtime and ends
+    /// once the layer, its services and its [`ShadowConn`]s are all dropped.
     pub fn new(shadow: Arc<dyn DynConn>, config: ShadowConfig) -> ShadowLayer {
-        let capacity = config.queue.max(1);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::with_capacity(capacity)),
-            capacity,
-            parked: AtomicBool::new(false),
-            wake: Arc::new(Notify::new()),
-            sampler: Sampler::new(config.fraction),
-            stats: DiffStats::new(config.keep),
-            mirrored: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            idle: Notify::new(),
-        });
-        tokio::spawn(worker(shadow, config, Arc::downgrade(&shared)));
-        ShadowLayer { shared }
+        ShadowLayer {
+            mirror: Arc::new(Mirror::start(shadow, config)),
+        }
+    }
+
+    fn from_mirror(mirror: Arc<Mirror>) -> ShadowLayer {
+        ShadowLayer { mirror }
+    }
+
+    /// `primary` with its unary calls mirrored through this layer's queue and worker,
+    /// without the tower stack: see [`ShadowConn`].
+    pub fn conn<C>(&self, primary: C) -> ShadowConn<C> {
+        ShadowConn::new(primary, Arc::clone(&self.mirror))
     }
 
     /// The counters so far.
     pub fn report(&self) -> ShadowReport {
-        ShadowReport {
-            mirrored: self.shared.mirrored.load(Ordering::Relaxed),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
-            diff: self.shared.stats.report(),
-        }
+        self.mirror.report()
     }
 
     /// Waits until no mirrored call is queued or running, or `timeout` passed; whether it
     /// drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let idle = self.shared.idle.notified();
-                if self.shared.pending.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
-    }
-
-    fn enqueue(&self, job: Job) {
-        let shared = &self.shared;
-        shared.pending.fetch_add(1, Ordering::AcqRel);
-        let queued = {
-            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() < shared.capacity {
-                q.push_back(job);
-                true
-            } else {
-                false
-            }
-        };
-        if !queued {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("drpc_shadow_calls_total", "outcome" => "dropped").increment(1);
-            shared.done_one();
-        } else if shared.parked.swap(false, Ordering::SeqCst) {
-            shared.wake.notify_one();
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // The worker, if parked, wakes to find the layer gone.
-        self.wake.notify_one();
-    }
-}
-
-impl Shared {
-    fn done_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    fn pop(&self) -> Option<Job> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-    }
-
-    fn queue_is_empty(&self) -> bool {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-    }
-}
-
-/// One shadow call, compared and counted.
-async fn mirror(
-    shared: Arc<Shared>,
-    shadow: Arc<dyn DynConn>,
-    comparator: Arc<dyn Comparator>,
-    timeout: Duration,
-    job: Job,
-) {
-    shared.mirrored.fetch_add(1, Ordering::Relaxed);
-    let actual = tokio::time::timeout(timeout, shadow.unary(&job.rpc, job.request, job.options))
-        .await
-        .unwrap_or(Err(Error::DeadlineExceeded))
-        .map(|r| vec![r]);
-    let primary: CallResult = job.primary.map(|r| vec![r]);
-    let outcome = compare(&*comparator, &job.rpc, &primary, &actual);
-    shared.stats.add(&job.rpc, outcome, &primary, &actual);
-    let label = match outcome {
-        Outcome::Matched => "matched",
-        Outcome::Mismatched => "mismatched",
-        Outcome::Error => "error",
-    };
-    metrics::counter!("drpc_shadow_calls_total", "outcome" => label).increment(1);
-    shared.done_one();
-}
-
-/// Runs queued jobs, at most `concurrency` at once, until the layer is dropped.
-async fn worker(shadow: Arc<dyn DynConn>, config: ShadowConfig, weak: std::sync::Weak<Shared>) {
-    let limit = config.concurrency.max(1);
-    let mut running = FuturesUnordered::new();
-    let Some(wake) = weak.upgrade().map(|s| Arc::clone(&s.wake)) else {
-        return;
-    };
-    loop {
-        let Some(shared) = weak.upgrade() else {
-            return;
-        };
-        while running.len() < limit {
-            let Some(job) = shared.pop() else { break };
-            running.push(mirror(
-                Arc::clone(&shared),
-                Arc::clone(&shadow),
-                Arc::clone(&config.comparator),
-                config.timeout,
-                job,
-            ));
-        }
-        if running.is_empty() {
-            // Nothing to do: park until a job arrives (or the layer is gone), then let jobs
-            // gather for an interval.
-            shared.parked.store(true, Ordering::SeqCst);
-            if shared.queue_is_empty() {
-                drop(shared);
-                wake.notified().await;
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                tokio::time::sleep(config.interval).await;
-            } else {
-                shared.parked.store(false, Ordering::Release);
-            }
-            continue;
-        }
-        drop(shared);
-        // Busy: new jobs start as calls finish, or at the next interval.
-        tokio::select! {
-            _ = running.next() => {}
-            () = tokio::time::sleep(config.interval) => {}
-        }
+        self.mirror.drain(timeout).await
     }
 }
 
@@ -335,7 +183,7 @@ where
 
     fn call(&mut self, req: ClientRequest) -> Self::Future {
         let mirror = match &req.body {
-            Body::Unary(request) if self.layer.shared.sampler.sample() => {
+            Body::Unary(request) if self.layer.mirror.sample() => {
                 Some((req.rpc.clone(), request.clone(), req.options.clone()))
             }
             _ => None,
@@ -349,14 +197,12 @@ where
             fut: Box::pin(async move {
                 let result = fut.await.map_err(|e| into_error(e.into()));
                 let primary = match &result {
-                    Ok(ClientResponse::Unary(reply)) => Some(Ok(reply.clone())),
+                    Ok(ClientResponse::Unary(reply)) => answer(Ok(reply)),
                     Ok(ClientResponse::Stream(_)) => None,
-                    // Only answers are compared: a primary that could not be reached has none.
-                    Err(e) if !matches!(e, Error::Remote { .. }) => None,
-                    Err(e) => Some(Err(e.clone())),
+                    Err(e) => answer(Err(e)),
                 };
                 if let Some(primary) = primary {
-                    layer.enqueue(Job {
+                    layer.mirror.enqueue(Job {
                         rpc,
                         request,
                         options,

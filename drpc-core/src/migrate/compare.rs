@@ -60,6 +60,20 @@ pub fn compare(
     expected: &CallResult,
     actual: &CallResult,
 ) -> Outcome {
+    compare_answers(comparator, rpc, expected.as_deref(), actual.as_deref())
+}
+
+/// A borrowed [`CallResult`]: reply messages, or the error. A single reply `r` is
+/// `Ok(std::slice::from_ref(&r))`, without building a `Vec`.
+pub type Answer<'a> = Result<&'a [Bytes], &'a Error>;
+
+/// [`compare`] on borrowed answers.
+pub fn compare_answers(
+    comparator: &dyn Comparator,
+    rpc: &str,
+    expected: Answer<'_>,
+    actual: Answer<'_>,
+) -> Outcome {
     match (expected, actual) {
         (_, Err(e)) if !matches!(e, Error::Remote { .. }) => Outcome::Error,
         (Ok(want), Ok(got)) => {
@@ -157,6 +171,17 @@ impl DiffStats {
 
     /// Counts one compared call.
     pub fn add(&self, rpc: &str, outcome: Outcome, expected: &CallResult, actual: &CallResult) {
+        self.add_answers(rpc, outcome, expected.as_deref(), actual.as_deref());
+    }
+
+    /// [`DiffStats::add`] on borrowed answers.
+    pub fn add_answers(
+        &self,
+        rpc: &str,
+        outcome: Outcome,
+        expected: Answer<'_>,
+        actual: Answer<'_>,
+    ) {
         let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         r.total.add(outcome);
         match r.per_rpc.get_mut(rpc) {
@@ -183,7 +208,7 @@ impl DiffStats {
 }
 
 /// Bytes shown as text: printable ASCII as is, other bytes as `\xNN`, at most 80 of them.
-fn show(r: &CallResult) -> String {
+fn show(r: Answer<'_>) -> String {
     match r {
         Err(e) => format!("error code={} {:?}", e.code(), e.to_string()),
         Ok(msgs) => {
