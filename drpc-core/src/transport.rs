@@ -91,6 +91,25 @@ impl ReadHalf {
         Poll::Ready(read)
     }
 
+    /// Reads more bytes from `io` without growing the buffer: into the room it has, or, when
+    /// it has none, through a small buffer on the stack. For an idle connection's reads while
+    /// the last reply may still hold the buffer (a reserve then could not reclaim it and would
+    /// allocate). `Ready(Ok(0))` is end of stream.
+    pub(crate) fn poll_fill_idle<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() > self.buf.len() {
+            return tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf);
+        }
+        let mut tmp = [0u8; 256];
+        let mut read = tokio::io::ReadBuf::new(&mut tmp);
+        std::task::ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        self.buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    }
+
     /// Decodes the next packet, reading from `io` as needed.
     ///
     /// End of stream is an `Io(UnexpectedEof)` error: callers read only when they expect more.
@@ -125,6 +144,15 @@ pub(crate) fn eof() -> Error {
     // The bare kind, not a message: no allocation, and every stream of a mux session ends
     // this way on the serving side.
     io::Error::from(io::ErrorKind::UnexpectedEof).into()
+}
+
+/// The error for an encoder that wrote `wrote` bytes of a message it said was `len` long
+/// (nothing of it was queued).
+pub(crate) fn fill_error(len: usize, wrote: usize) -> Error {
+    Error::codec(
+        "message",
+        format_args!("the encoder wrote {wrote} bytes of a {len}-byte message"),
+    )
 }
 
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
@@ -195,31 +223,65 @@ impl WriteHalf {
         }
     }
 
-    /// Appends a packet whose payload is written by `fill` (which must write exactly `len`
-    /// bytes). Used to encode messages straight into the write buffer.
+    /// Appends a packet whose payload is written by `fill`, which must write exactly `len`
+    /// bytes. Used to encode messages straight into the write buffer: the payload is written
+    /// once, in place. A payload split into several frames is encoded in one piece too; the
+    /// headers of the later frames go out between its slices with a vectored write, so the
+    /// payload is never moved (and the buffer is reused once the write gave it back).
+    ///
+    /// Returns how many bytes `fill` wrote when that was not `len`: nothing is queued then.
     pub(crate) fn push_with(
         &mut self,
         id: Id,
         kind: Kind,
         len: usize,
         fill: impl FnOnce(&mut BytesMut),
-    ) {
-        if packet::frame_ranges(len, self.split_size).len() > 1 {
-            let mut tmp = BytesMut::with_capacity(len);
-            fill(&mut tmp);
-            debug_assert_eq!(tmp.len(), len, "fill wrote a different length");
-            self.push_bytes(id, kind, tmp.freeze());
-            return;
-        }
-        self.buf.reserve(frame::encoded_len(id, len));
-        frame::encode_header(&mut self.buf, id, kind, true, false, len);
+    ) -> Result<(), usize> {
+        let ranges = packet::frame_ranges(len, self.split_size);
+        let frames = ranges.len();
         let before = self.buf.len();
+        if frames == 1 {
+            self.buf.reserve(frame::encoded_len(id, len));
+            frame::encode_header(&mut self.buf, id, kind, true, false, len);
+            let start = self.buf.len();
+            fill(&mut self.buf);
+            return self.check_fill(before, start, len);
+        }
+        // One buffer, laid out [earlier frames][first header][payload][later headers], then
+        // queued as slices in wire order.
+        self.buf.reserve(frames * frame::MAX_HEADER_LEN + len);
+        let mut ranges = ranges;
+        let first = ranges.next().unwrap_or(0..len);
+        frame::encode_header(&mut self.buf, id, kind, false, false, first.len());
+        let start = self.buf.len();
         fill(&mut self.buf);
-        debug_assert_eq!(
-            self.buf.len() - before,
-            len,
-            "fill wrote a different length"
-        );
+        self.check_fill(before, start, len)?;
+        for (i, range) in ranges.enumerate() {
+            let last = i + 2 == frames;
+            frame::encode_header(&mut self.buf, id, kind, last, false, range.len());
+        }
+        let all = self.buf.split().freeze();
+        self.queue.push_back(all.slice(..start + first.end));
+        let mut at = start + len; // the later headers, in order
+        for range in packet::frame_ranges(len, self.split_size).skip(1) {
+            let header = frame::encoded_len(id, range.len()) - range.len();
+            self.queue.push_back(all.slice(at..at + header));
+            self.queue
+                .push_back(all.slice(start + range.start..start + range.end));
+            at += header;
+        }
+        Ok(())
+    }
+
+    /// After a fill from `start`: when it wrote other than `len` bytes, drops the packet
+    /// (everything from `before`) and returns how many it wrote.
+    fn check_fill(&mut self, before: usize, start: usize, len: usize) -> Result<(), usize> {
+        let wrote = self.buf.len() - start;
+        if wrote != len {
+            self.buf.truncate(before);
+            return Err(wrote);
+        }
+        Ok(())
     }
 
     /// Drops everything not written yet.
@@ -349,7 +411,8 @@ pub mod fuzzing {
                 Path::Bytes => self.0.push_bytes(id, kind, data.clone()),
                 Path::EncodeInPlace => self
                     .0
-                    .push_with(id, kind, data.len(), |b| b.extend_from_slice(data)),
+                    .push_with(id, kind, data.len(), |b| b.extend_from_slice(data))
+                    .unwrap_or_default(),
             }
         }
 

@@ -193,6 +193,27 @@ pub trait RawStream: Send + 'static {
     /// and transport errors.
     fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Sends one message of `len` bytes that `fill` writes (it must write exactly `len`
+    /// bytes). The default fills a buffer of its own and [`RawStream::send`]s it; a
+    /// [`TransportConn`]'s stream encodes straight into the connection's write buffer, so a
+    /// large message is written once in user space (the typed streams send prost messages
+    /// this way).
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn send_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        fill(&mut buf);
+        self.send(buf.freeze())
+    }
+
     /// Tells the server no more messages will be sent (CloseSend).
     ///
     /// # Errors
