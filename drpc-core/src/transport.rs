@@ -223,6 +223,36 @@ impl WriteHalf {
         }
     }
 
+    /// Appends a packet whose payload is `parts` one after the other: pieces of
+    /// [`ZERO_COPY_MIN`] bytes or more go out from their own buffers (vectored), smaller ones
+    /// are copied; frames split across pieces as [`packet::frame_ranges`] says.
+    pub(crate) fn push_parts(&mut self, id: Id, kind: Kind, parts: &[Bytes]) {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let ranges = packet::frame_ranges(len, self.split_size);
+        let frames = ranges.len();
+        let (mut part, mut offset) = (0, 0); // the next payload byte: parts[part][offset]
+        for (i, range) in ranges.enumerate() {
+            frame::encode_header(&mut self.buf, id, kind, i + 1 == frames, false, range.len());
+            let mut left = range.len();
+            while left > 0 {
+                let piece = &parts[part];
+                let take = (piece.len() - offset).min(left);
+                if take >= ZERO_COPY_MIN {
+                    self.queue.push_back(self.buf.split().freeze());
+                    self.queue.push_back(piece.slice(offset..offset + take));
+                } else {
+                    self.buf.extend_from_slice(&piece[offset..offset + take]);
+                }
+                left -= take;
+                offset += take;
+                if offset == piece.len() {
+                    part += 1;
+                    offset = 0;
+                }
+            }
+        }
+    }
+
     /// Appends a packet whose payload is written by `fill`, which must write exactly `len`
     /// bytes. Used to encode messages straight into the write buffer: the payload is written
     /// once, in place. A payload split into several frames is encoded in one piece too; the
@@ -392,6 +422,8 @@ pub mod fuzzing {
         Bytes,
         /// Encoded in place by a fill function.
         EncodeInPlace,
+        /// Handed over in pieces (split in three where the payload allows).
+        Parts,
     }
 
     /// The connection write side, as the client and the server use it.
@@ -413,6 +445,11 @@ pub mod fuzzing {
                     .0
                     .push_with(id, kind, data.len(), |b| b.extend_from_slice(data))
                     .unwrap_or_default(),
+                Path::Parts => {
+                    let (a, b) = (data.len() / 3, data.len() * 2 / 3);
+                    let parts = [data.slice(..a), data.slice(a..b), data.slice(b..)];
+                    self.0.push_parts(id, kind, &parts)
+                }
             }
         }
 
@@ -644,7 +681,8 @@ mod tests {
         prop_oneof![
             Just(Path::Copy),
             Just(Path::Bytes),
-            Just(Path::EncodeInPlace)
+            Just(Path::EncodeInPlace),
+            Just(Path::Parts)
         ]
     }
 
@@ -738,7 +776,7 @@ mod tests {
 
     #[test]
     fn empty_payloads_are_one_empty_frame_on_every_path() {
-        for path in [Path::Copy, Path::Bytes, Path::EncodeInPlace] {
+        for path in [Path::Copy, Path::Bytes, Path::EncodeInPlace, Path::Parts] {
             for split in [0, 1, 64 << 10] {
                 let ops = [Op {
                     path,

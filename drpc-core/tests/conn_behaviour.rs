@@ -130,6 +130,31 @@ async fn client_stream_messages_encoded_in_place_span_frames() {
     );
 }
 
+/// A message sent in pieces (`RawStream::send_parts`: large ones written from their own
+/// buffers) arrives as the one message they make, also when the pieces cross frame borders.
+#[tokio::test]
+async fn a_message_sent_in_parts_arrives_whole() {
+    use drpc_core::RawStream;
+    let s = echo_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut stream = conn.open_stream(rpc::CLIENT_STREAM, opts()).await.unwrap();
+    let text: String = (0..150_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let whole = drpc_core::encoding::encode(&Msg::new(text.clone(), 5));
+    let cuts = [0, 3, 20_000, 65_540, whole.len() - 1, whole.len()];
+    let parts: Vec<bytes::Bytes> = cuts.windows(2).map(|w| whole.slice(w[0]..w[1])).collect();
+    stream.send_parts(&parts).await.unwrap();
+    stream
+        .send_parts(&[drpc_core::encoding::encode(&Msg::new("tail", 1))])
+        .await
+        .unwrap();
+    stream.close_send().await.unwrap();
+    let reply: Msg = drpc_core::encoding::decode(stream.recv().await.unwrap().unwrap()).unwrap();
+    assert_eq!(reply, Msg::new(format!("{text}+tail"), 6));
+    assert_eq!(stream.recv().await.unwrap(), None);
+}
+
 /// Prost, except that it states one byte more than it writes for messages with `n < 0`.
 #[derive(Debug, Clone, Copy)]
 struct MisstatingCodec;

@@ -300,6 +300,10 @@ impl<K: Key, C: Conn + 'static> RawStream for PooledStream<K, C> {
         self.stream.send_with(len, fill)
     }
 
+    fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.send_parts(parts)
+    }
+
     fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
         self.stream.close_send()
     }

@@ -324,6 +324,21 @@ impl<T: Transport> ClientIo<T> {
         self.flush().await
     }
 
+    /// Sends a Message whose bytes are `parts` one after the other, and flushes it: large
+    /// pieces are written from their own buffers (no copy in user space).
+    ///
+    /// # Errors
+    /// As [`ClientIo::send`].
+    pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        check_size(parts.iter().map(Bytes::len).sum(), self.max_packet_size)?;
+        let id = self.core.begin_send(self.stream)?;
+        self.write.push_parts(id, Kind::Message, parts);
+        self.flush().await
+    }
+
     /// Sends CloseSend on the running stream (nothing when it cannot send any more).
     ///
     /// # Errors

@@ -214,6 +214,21 @@ pub trait RawStream: Send + 'static {
         self.send(buf.freeze())
     }
 
+    /// Sends one message made of `parts` one after the other (a protobuf field header and a
+    /// large payload `Bytes`, say). The default joins them and [`RawStream::send`]s the result;
+    /// a [`TransportConn`]'s stream writes large pieces from their own buffers with vectored
+    /// writes, so the payload is not copied in user space.
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in parts {
+            joined.extend_from_slice(p);
+        }
+        self.send(joined.freeze())
+    }
+
     /// Tells the server no more messages will be sent (CloseSend).
     ///
     /// # Errors

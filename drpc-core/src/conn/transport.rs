@@ -523,6 +523,19 @@ impl<T: Transport> RawStream for TransportStream<T> {
         self.on_deadline(r)
     }
 
+    async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let Some(io) = self.call.io.as_deref_mut() else {
+            return Err(self
+                .call
+                .ended
+                .clone()
+                .flatten()
+                .unwrap_or(Error::SendClosed));
+        };
+        let r = until(self.deadline, io.send_parts(parts)).await;
+        self.on_deadline(r)
+    }
+
     async fn close_send(&mut self) -> Result<(), Error> {
         let Some(io) = self.call.io.as_deref_mut() else {
             return Ok(());
