@@ -484,6 +484,19 @@ impl<T: Transport> TransportStream<T> {
         self.id
     }
 
+    /// The core to send on, or the error a send reports once the transport was given back.
+    fn sending(&mut self) -> Result<&mut ClientIo<T>, Error> {
+        match self.call.io.as_deref_mut() {
+            Some(io) => Ok(io),
+            None => Err(self
+                .call
+                .ended
+                .clone()
+                .flatten()
+                .unwrap_or(Error::SendClosed)),
+        }
+    }
+
     fn on_deadline<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
         if matches!(result, Err(Error::DeadlineExceeded)) {
             self.call.cancel_now();
@@ -495,15 +508,9 @@ impl<T: Transport> TransportStream<T> {
 
 impl<T: Transport> RawStream for TransportStream<T> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        let Some(io) = self.call.io.as_deref_mut() else {
-            return Err(self
-                .call
-                .ended
-                .clone()
-                .flatten()
-                .unwrap_or(Error::SendClosed));
-        };
-        let r = until(self.deadline, io.send(message)).await;
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.send(message)).await;
         self.on_deadline(r)
     }
 
@@ -511,28 +518,16 @@ impl<T: Transport> RawStream for TransportStream<T> {
     where
         F: FnOnce(&mut bytes::BytesMut) + Send,
     {
-        let Some(io) = self.call.io.as_deref_mut() else {
-            return Err(self
-                .call
-                .ended
-                .clone()
-                .flatten()
-                .unwrap_or(Error::SendClosed));
-        };
-        let r = until(self.deadline, io.send_with(len, fill)).await;
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.send_with(len, fill)).await;
         self.on_deadline(r)
     }
 
     async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
-        let Some(io) = self.call.io.as_deref_mut() else {
-            return Err(self
-                .call
-                .ended
-                .clone()
-                .flatten()
-                .unwrap_or(Error::SendClosed));
-        };
-        let r = until(self.deadline, io.send_parts(parts)).await;
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.send_parts(parts)).await;
         self.on_deadline(r)
     }
 
