@@ -93,6 +93,25 @@ impl ReadHalf {
         Poll::Ready(read)
     }
 
+    /// Reads more bytes from `io` without growing the buffer: into the room it has, or, when
+    /// it has none, through a small buffer on the stack. For an idle connection's reads while
+    /// the last reply may still hold the buffer (a reserve then could not reclaim it and would
+    /// allocate). `Ready(Ok(0))` is end of stream.
+    pub(crate) fn poll_fill_idle<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() > self.buf.len() {
+            return tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf);
+        }
+        let mut tmp = [0u8; 256];
+        let mut read = tokio::io::ReadBuf::new(&mut tmp);
+        std::task::ready!(Pin::new(io).poll_read(cx, &mut read))?;
+        self.buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    }
+
     /// Decodes the next packet, reading from `io` as needed.
     ///
     /// End of stream is an `Io(UnexpectedEof)` error: callers read only when they expect more.
@@ -216,6 +235,15 @@ pub(crate) fn eof() -> Error {
     io::Error::from(io::ErrorKind::UnexpectedEof).into()
 }
 
+/// The error for an encoder that wrote `wrote` bytes of a message it said was `len` long
+/// (nothing of it was queued).
+pub(crate) fn fill_error(len: usize, wrote: usize) -> Error {
+    Error::codec(
+        "message",
+        format_args!("the encoder wrote {wrote} bytes of a {len}-byte message"),
+    )
+}
+
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
 const ZERO_COPY_MIN: usize = 16 << 10;
 
@@ -284,31 +312,95 @@ impl WriteHalf {
         }
     }
 
-    /// Appends a packet whose payload is written by `fill` (which must write exactly `len`
-    /// bytes). Used to encode messages straight into the write buffer.
+    /// Appends a packet whose payload is `parts` one after the other: pieces of
+    /// [`ZERO_COPY_MIN`] bytes or more go out from their own buffers (vectored), smaller ones
+    /// are copied; frames split across pieces as [`packet::frame_ranges`] says.
+    pub(crate) fn push_parts(&mut self, id: Id, kind: Kind, parts: &[Bytes]) {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let ranges = packet::frame_ranges(len, self.split_size);
+        let frames = ranges.len();
+        let (mut part, mut offset) = (0, 0); // the next payload byte: parts[part][offset]
+        for (i, range) in ranges.enumerate() {
+            frame::encode_header(&mut self.buf, id, kind, i + 1 == frames, false, range.len());
+            let mut left = range.len();
+            while left > 0 {
+                let piece = &parts[part];
+                let take = (piece.len() - offset).min(left);
+                if take >= ZERO_COPY_MIN {
+                    self.queue.push_back(self.buf.split().freeze());
+                    self.queue.push_back(piece.slice(offset..offset + take));
+                } else {
+                    self.buf.extend_from_slice(&piece[offset..offset + take]);
+                }
+                left -= take;
+                offset += take;
+                if offset == piece.len() {
+                    part += 1;
+                    offset = 0;
+                }
+            }
+        }
+    }
+
+    /// Appends a packet whose payload is written by `fill`, which must write exactly `len`
+    /// bytes. Used to encode messages straight into the write buffer: the payload is written
+    /// once, in place. A payload split into several frames is encoded in one piece too; the
+    /// headers of the later frames go out between its slices with a vectored write, so the
+    /// payload is never moved (and the buffer is reused once the write gave it back).
+    ///
+    /// Returns how many bytes `fill` wrote when that was not `len`: nothing is queued then.
     pub(crate) fn push_with(
         &mut self,
         id: Id,
         kind: Kind,
         len: usize,
         fill: impl FnOnce(&mut BytesMut),
-    ) {
-        if packet::frame_ranges(len, self.split_size).len() > 1 {
-            let mut tmp = BytesMut::with_capacity(len);
-            fill(&mut tmp);
-            debug_assert_eq!(tmp.len(), len, "fill wrote a different length");
-            self.push_bytes(id, kind, tmp.freeze());
-            return;
-        }
-        self.buf.reserve(frame::encoded_len(id, len));
-        frame::encode_header(&mut self.buf, id, kind, true, false, len);
+    ) -> Result<(), usize> {
+        let ranges = packet::frame_ranges(len, self.split_size);
+        let frames = ranges.len();
         let before = self.buf.len();
+        if frames == 1 {
+            self.buf.reserve(frame::encoded_len(id, len));
+            frame::encode_header(&mut self.buf, id, kind, true, false, len);
+            let start = self.buf.len();
+            fill(&mut self.buf);
+            return self.check_fill(before, start, len);
+        }
+        // One buffer, laid out [earlier frames][first header][payload][later headers], then
+        // queued as slices in wire order.
+        self.buf.reserve(frames * frame::MAX_HEADER_LEN + len);
+        let mut ranges = ranges;
+        let first = ranges.next().unwrap_or(0..len);
+        frame::encode_header(&mut self.buf, id, kind, false, false, first.len());
+        let start = self.buf.len();
         fill(&mut self.buf);
-        debug_assert_eq!(
-            self.buf.len() - before,
-            len,
-            "fill wrote a different length"
-        );
+        self.check_fill(before, start, len)?;
+        for (i, range) in ranges.enumerate() {
+            let last = i + 2 == frames;
+            frame::encode_header(&mut self.buf, id, kind, last, false, range.len());
+        }
+        let all = self.buf.split().freeze();
+        self.queue.push_back(all.slice(..start + first.end));
+        let mut at = start + len; // the later headers, in order
+        for range in packet::frame_ranges(len, self.split_size).skip(1) {
+            let header = frame::encoded_len(id, range.len()) - range.len();
+            self.queue.push_back(all.slice(at..at + header));
+            self.queue
+                .push_back(all.slice(start + range.start..start + range.end));
+            at += header;
+        }
+        Ok(())
+    }
+
+    /// After a fill from `start`: when it wrote other than `len` bytes, drops the packet
+    /// (everything from `before`) and returns how many it wrote.
+    fn check_fill(&mut self, before: usize, start: usize, len: usize) -> Result<(), usize> {
+        let wrote = self.buf.len() - start;
+        if wrote != len {
+            self.buf.truncate(before);
+            return Err(wrote);
+        }
+        Ok(())
     }
 
     /// Drops everything not written yet.
@@ -419,6 +511,8 @@ pub mod fuzzing {
         Bytes,
         /// Encoded in place by a fill function.
         EncodeInPlace,
+        /// Handed over in pieces (split in three where the payload allows).
+        Parts,
     }
 
     /// The connection write side, as the client and the server use it.
@@ -438,7 +532,13 @@ pub mod fuzzing {
                 Path::Bytes => self.0.push_bytes(id, kind, data.clone()),
                 Path::EncodeInPlace => self
                     .0
-                    .push_with(id, kind, data.len(), |b| b.extend_from_slice(data)),
+                    .push_with(id, kind, data.len(), |b| b.extend_from_slice(data))
+                    .unwrap_or_default(),
+                Path::Parts => {
+                    let (a, b) = (data.len() / 3, data.len() * 2 / 3);
+                    let parts = [data.slice(..a), data.slice(a..b), data.slice(b..)];
+                    self.0.push_parts(id, kind, &parts)
+                }
             }
         }
 
@@ -670,7 +770,8 @@ mod tests {
         prop_oneof![
             Just(Path::Copy),
             Just(Path::Bytes),
-            Just(Path::EncodeInPlace)
+            Just(Path::EncodeInPlace),
+            Just(Path::Parts)
         ]
     }
 
@@ -764,7 +865,7 @@ mod tests {
 
     #[test]
     fn empty_payloads_are_one_empty_frame_on_every_path() {
-        for path in [Path::Copy, Path::Bytes, Path::EncodeInPlace] {
+        for path in [Path::Copy, Path::Bytes, Path::EncodeInPlace, Path::Parts] {
             for split in [0, 1, 64 << 10] {
                 let ops = [Op {
                     path,

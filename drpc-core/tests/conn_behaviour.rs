@@ -93,6 +93,121 @@ async fn client_stream_round_trip() {
     );
 }
 
+/// Typed client streams encode prost messages straight into the connection's write buffer;
+/// messages larger than the 64 KiB split size go out as several frames around one in-place
+/// encoding, and arrive whole and in order.
+#[tokio::test]
+async fn client_stream_messages_encoded_in_place_span_frames() {
+    let s = echo_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut stream = conn
+        .client_streaming::<Msg, Msg>(rpc::CLIENT_STREAM, opts())
+        .await
+        .unwrap();
+    // Over one split, exactly one split's worth with its field header, and over two.
+    let texts: Vec<String> = [70_000usize, 65_533, 140_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (0..len)
+                .map(|j| char::from(b'a' + ((i * 7 + j) % 26) as u8))
+                .collect()
+        })
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        stream
+            .send(&Msg::new(t.clone(), i as i64 + 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stream.close_and_recv().await.unwrap(),
+        Msg::new(texts.join("+"), 6)
+    );
+    assert_eq!(
+        unary(&conn, "after", 1).await.unwrap(),
+        Msg::new("echo:after", 2)
+    );
+}
+
+/// A message sent in pieces (`RawStream::send_parts`: large ones written from their own
+/// buffers) arrives as the one message they make, also when the pieces cross frame borders.
+#[tokio::test]
+async fn a_message_sent_in_parts_arrives_whole() {
+    use drpc_core::RawStream;
+    let s = echo_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut stream = conn.open_stream(rpc::CLIENT_STREAM, opts()).await.unwrap();
+    let text: String = (0..150_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let whole = drpc_core::encoding::encode(&Msg::new(text.clone(), 5));
+    let cuts = [0, 3, 20_000, 65_540, whole.len() - 1, whole.len()];
+    let parts: Vec<bytes::Bytes> = cuts.windows(2).map(|w| whole.slice(w[0]..w[1])).collect();
+    stream.send_parts(&parts).await.unwrap();
+    stream
+        .send_parts(&[drpc_core::encoding::encode(&Msg::new("tail", 1))])
+        .await
+        .unwrap();
+    stream.close_send().await.unwrap();
+    let reply: Msg = drpc_core::encoding::decode(stream.recv().await.unwrap().unwrap()).unwrap();
+    assert_eq!(reply, Msg::new(format!("{text}+tail"), 6));
+    assert_eq!(stream.recv().await.unwrap(), None);
+}
+
+/// Prost, except that it states one byte more than it writes for messages with `n < 0`.
+#[derive(Debug, Clone, Copy)]
+struct MisstatingCodec;
+
+impl drpc_core::encoding::Codec<Msg> for MisstatingCodec {
+    const NAME: &'static str = "misstating";
+
+    fn encode(&self, message: &Msg) -> Result<bytes::Bytes, Error> {
+        Ok(drpc_core::encoding::encode(message))
+    }
+
+    fn decode(&self, bytes: bytes::Bytes) -> Result<Msg, Error> {
+        drpc_core::encoding::decode(bytes)
+    }
+
+    fn encoded_len(&self, message: &Msg) -> Option<usize> {
+        use prost::Message;
+        Some(message.encoded_len() + usize::from(message.n < 0))
+    }
+
+    fn encode_into(&self, message: &Msg, buf: &mut bytes::BytesMut) -> Result<(), Error> {
+        use prost::Message;
+        message.encode_raw(buf);
+        Ok(())
+    }
+}
+
+/// An encoder that writes other than the length it stated gets a typed error and sends
+/// nothing (no frame with a wrong length reaches the wire); the stream carries on.
+#[tokio::test]
+async fn a_codec_misstating_its_length_is_a_typed_error_and_sends_nothing() {
+    let s = echo_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut stream = conn
+        .client_streaming_with::<_, Msg, Msg>(MisstatingCodec, rpc::CLIENT_STREAM, opts())
+        .await
+        .unwrap();
+    stream.send(&Msg::new("one", 1)).await.unwrap();
+    for len in [10, 100_000] {
+        let r = stream.send(&Msg::new("x".repeat(len), -1)).await;
+        assert!(
+            matches!(&r, Err(Error::Codec { message, .. }) if message.contains("bytes of a")),
+            "{r:?}"
+        );
+    }
+    stream.send(&Msg::new("two", 2)).await.unwrap();
+    assert_eq!(
+        stream.close_and_recv().await.unwrap(),
+        Msg::new("one+two", 3)
+    );
+    assert!(!conn.is_closed());
+}
+
 #[tokio::test]
 async fn bidi_round_trip() {
     let s = echo_server().await;

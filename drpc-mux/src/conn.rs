@@ -355,6 +355,27 @@ impl<N: NewStream> RawStream for MuxStream<N> {
         self.after(r).await
     }
 
+    async fn send_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let r = tokio::select! {
+            biased;
+            r = until(self.deadline, self.io.0.send_with(len, fill)) => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        self.after(r).await
+    }
+
+    async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let r = tokio::select! {
+            biased;
+            r = until(self.deadline, self.io.0.send_parts(parts)) => r,
+            () = self.session.closed() => Err(Error::Closed),
+        };
+        self.after(r).await
+    }
+
     async fn close_send(&mut self) -> Result<(), Error> {
         let r = tokio::select! {
             biased;

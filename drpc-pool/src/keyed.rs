@@ -289,6 +289,21 @@ impl<K: Key, C: Conn + 'static> RawStream for PooledStream<K, C> {
         self.stream.send(message)
     }
 
+    fn send_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        self.stream.send_with(len, fill)
+    }
+
+    fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.send_parts(parts)
+    }
+
     fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
         self.stream.close_send()
     }

@@ -58,10 +58,11 @@ fuzz_target!(|input: Input| {
         .iter()
         .enumerate()
         .map(|(i, op)| {
-            let path = match op.path % 3 {
+            let path = match op.path % 4 {
                 0 => Path::Copy,
                 1 => Path::Bytes,
-                _ => Path::EncodeInPlace,
+                2 => Path::EncodeInPlace,
+                _ => Path::Parts,
             };
             let kind = Kind::from_bits(op.kind % 16);
             // Megabyte payloads only on a rare marker (zero bytes are common in inputs), and

@@ -16,7 +16,7 @@ use super::transport::{ConnConfig, check_size};
 use crate::connection::{Connection, CoreConfig, Event, Side};
 use crate::error::Error;
 use crate::metadata::Metadata;
-use crate::transport::{IoBuffers, ReadHalf, Transport, WriteHalf};
+use crate::transport::{IoBuffers, ReadHalf, Transport, WriteHalf, fill_error};
 use crate::wire::{Kind, PacketCodec};
 
 /// What happened on the running stream ([`ClientIo::next_event`]).
@@ -183,10 +183,10 @@ impl<T: Transport> ClientIo<T> {
     pub fn start(&mut self, rpc: &str, metadata: &Metadata) -> Result<u64, Error> {
         let opened = self.core.begin_open(!metadata.is_empty(), None)?;
         if let Some(id) = opened.metadata {
+            let len = metadata.encoded_len();
             self.write
-                .push_with(id, Kind::InvokeMetadata, metadata.encoded_len(), |b| {
-                    metadata.encode(b)
-                });
+                .push_with(id, Kind::InvokeMetadata, len, |b| metadata.encode(b))
+                .map_err(|wrote| fill_error(len, wrote))?;
         }
         self.write
             .push(opened.invoke, Kind::Invoke, false, rpc.as_bytes());
@@ -330,6 +330,42 @@ impl<T: Transport> ClientIo<T> {
         self.flush().await
     }
 
+    /// Sends a Message of `len` bytes that `fill` writes straight into the write buffer
+    /// (a message encoded in place: no buffer of its own, no copy), and flushes it.
+    ///
+    /// # Errors
+    /// As [`ClientIo::send`].
+    pub async fn send_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        check_size(len, self.max_packet_size)?;
+        let id = self.core.begin_send(self.stream)?;
+        self.write
+            .push_with(id, Kind::Message, len, fill)
+            .map_err(|wrote| fill_error(len, wrote))?;
+        self.flush().await
+    }
+
+    /// Sends a Message whose bytes are `parts` one after the other, and flushes it: large
+    /// pieces are written from their own buffers (no copy in user space).
+    ///
+    /// # Errors
+    /// As [`ClientIo::send`].
+    pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        check_size(parts.iter().map(Bytes::len).sum(), self.max_packet_size)?;
+        let id = self.core.begin_send(self.stream)?;
+        self.write.push_parts(id, Kind::Message, parts);
+        self.flush().await
+    }
+
     /// Sends CloseSend on the running stream (nothing when it cannot send any more).
     ///
     /// # Errors
@@ -404,9 +440,40 @@ impl<T: Transport> ClientIo<T> {
     /// the connection closed (the peer ended it, a read failed, or a packet came for no
     /// stream).
     pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_idle_with(cx, false)
+    }
+
+    /// [`ClientIo::poll_idle`] that never grows the read buffer (a reply just returned may
+    /// still hold it): for registering an idle watcher's waker from the caller's task when
+    /// the stream ends, without waking the watcher.
+    pub fn poll_idle_light(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_idle_with(cx, true)
+    }
+
+    fn poll_idle_with(&mut self, cx: &mut Context<'_>, light: bool) -> Poll<()> {
+        if self.core.is_closed() {
+            return Poll::Ready(());
+        }
         loop {
-            match self.read.poll_packet(&mut self.transport, cx) {
-                Poll::Ready(Ok(p)) => {
+            let packet = match self.read.try_decode() {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => {
+                    let filled = if light {
+                        self.read.poll_fill_idle(&mut self.transport, cx)
+                    } else {
+                        self.read.poll_fill(&mut self.transport, cx)
+                    };
+                    match filled {
+                        Poll::Ready(Ok(0)) => Err(crate::transport::eof()),
+                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Ready(Err(e)) => Err(e.into()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match packet {
+                Ok(p) => {
                     let (stream, kind) = (p.id.stream, p.kind);
                     if self.core.handle_packet(self.clock, p).is_err() {
                         tracing::debug!(stream, ?kind, "packet for no stream");
@@ -419,12 +486,11 @@ impl<T: Transport> ClientIo<T> {
                         return Poll::Ready(());
                     }
                 }
-                Poll::Ready(Err(e)) => {
+                Err(e) => {
                     tracing::debug!(error = %e, "idle connection closed");
                     self.fail(e);
                     return Poll::Ready(());
                 }
-                Poll::Pending => return Poll::Pending,
             }
         }
     }

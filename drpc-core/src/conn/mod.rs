@@ -193,6 +193,42 @@ pub trait RawStream: Send + 'static {
     /// and transport errors.
     fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Sends one message of `len` bytes that `fill` writes (it must write exactly `len`
+    /// bytes). The default fills a buffer of its own and [`RawStream::send`]s it; a
+    /// [`TransportConn`]'s stream encodes straight into the connection's write buffer, so a
+    /// large message is written once in user space (the typed streams send prost messages
+    /// this way).
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn send_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        fill(&mut buf);
+        self.send(buf.freeze())
+    }
+
+    /// Sends one message made of `parts` one after the other (a protobuf field header and a
+    /// large payload `Bytes`, say). The default joins them and [`RawStream::send`]s the result;
+    /// a [`TransportConn`]'s stream writes large pieces from their own buffers with vectored
+    /// writes, so the payload is not copied in user space.
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in parts {
+            joined.extend_from_slice(p);
+        }
+        self.send(joined.freeze())
+    }
+
     /// Tells the server no more messages will be sent (CloseSend).
     ///
     /// # Errors

@@ -198,6 +198,32 @@ pub trait ConnExt: Conn {
 
 impl<C: Conn + ?Sized> ConnExt for C {}
 
+/// Sends one message: encoded straight into the stream's write buffer when the codec can
+/// ([`Codec::encoded_len`]; prost can), else encoded into a buffer of its own first.
+async fn send<S: RawStream, M: Sync, C: Codec<M>>(
+    stream: &mut S,
+    codec: C,
+    message: &M,
+) -> Result<(), Error> {
+    match codec.encoded_len(message) {
+        Some(len) => {
+            let mut failed = None;
+            let r = stream
+                .send_with(len, |buf| {
+                    if let Err(e) = codec.encode_into(message, buf) {
+                        failed = Some(e);
+                    }
+                })
+                .await;
+            match failed {
+                Some(e) => Err(e),
+                None => r,
+            }
+        }
+        None => stream.send(codec.encode(message)?).await,
+    }
+}
+
 /// The replies of a server-streaming call.
 #[derive(Debug)]
 pub struct ServerStreaming<S, Resp, C = Prost> {
@@ -252,8 +278,11 @@ impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> ClientStreaming<S, Re
     ///
     /// # Errors
     /// As [`RawStream::send`].
-    pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
-        self.stream.send(self.codec.encode(request)?).await
+    pub async fn send(&mut self, request: &Req) -> Result<(), Error>
+    where
+        Req: Sync,
+    {
+        send(&mut self.stream, self.codec, request).await
     }
 
     /// Closes the sending side and receives the one reply.
@@ -282,8 +311,11 @@ impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> BidiStreaming<S, Req,
     ///
     /// # Errors
     /// As [`RawStream::send`].
-    pub async fn send(&mut self, request: &Req) -> Result<(), Error> {
-        self.stream.send(self.codec.encode(request)?).await
+    pub async fn send(&mut self, request: &Req) -> Result<(), Error>
+    where
+        Req: Sync,
+    {
+        send(&mut self.stream, self.codec, request).await
     }
 
     /// Closes the sending side; replies can still be received.

@@ -52,4 +52,23 @@ pub trait Codec<M>: Copy + Send + Sync + 'static {
         let bytes = self.encode(message)?;
         stream.buffer_bytes(bytes)
     }
+
+    /// The encoded length of `message` when the codec can encode it straight into a buffer
+    /// it is given ([`Codec::encode_into`]); `None` (the default) when it cannot. [`Prost`]
+    /// can: the typed client streams then encode into the connection's write buffer instead
+    /// of a buffer of the message's own.
+    fn encoded_len(&self, message: &M) -> Option<usize> {
+        let _ = message;
+        None
+    }
+
+    /// Appends exactly [`Codec::encoded_len`] bytes of `message` to `buf`. Only called when
+    /// [`Codec::encoded_len`] gave a length; the default encodes and copies.
+    ///
+    /// # Errors
+    /// As [`Codec::encode`].
+    fn encode_into(&self, message: &M, buf: &mut bytes::BytesMut) -> Result<(), Error> {
+        buf.extend_from_slice(&self.encode(message)?);
+        Ok(())
+    }
 }

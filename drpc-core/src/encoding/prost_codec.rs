@@ -39,4 +39,13 @@ impl<M: prost::Message + Default + 'static> Codec<M> for Prost {
     fn buffer(&self, stream: &mut ServerStream, message: &M) -> Result<(), Error> {
         stream.buffer_message(message)
     }
+
+    fn encoded_len(&self, message: &M) -> Option<usize> {
+        Some(message.encoded_len())
+    }
+
+    fn encode_into(&self, message: &M, buf: &mut BytesMut) -> Result<(), Error> {
+        message.encode_raw(buf);
+        Ok(())
+    }
 }

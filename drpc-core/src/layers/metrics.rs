@@ -514,6 +514,28 @@ impl<S: RawStream> RawStream for MetricsStream<S> {
         r
     }
 
+    async fn send_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let r = self.stream.send_with(len, fill).await;
+        match &r {
+            Ok(()) => self.sent += len as u64,
+            Err(e) => self.end(Some(e.code())),
+        }
+        r
+    }
+
+    async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let r = self.stream.send_parts(parts).await;
+        match &r {
+            Ok(()) => self.sent += len as u64,
+            Err(e) => self.end(Some(e.code())),
+        }
+        r
+    }
+
     async fn close_send(&mut self) -> Result<(), Error> {
         let r = self.stream.close_send().await;
         if let Err(e) = &r {

@@ -91,8 +91,10 @@ impl Writer {
     ) -> Result<(), Error> {
         let mut inner = self.lock();
         let id = inner.core.begin_send(stream)?;
-        inner.buf.push_with(id, Kind::Message, len, fill);
-        Ok(())
+        inner
+            .buf
+            .push_with(id, Kind::Message, len, fill)
+            .map_err(|wrote| crate::transport::fill_error(len, wrote))
     }
 
     /// Whether nothing waits to be written or flushed.

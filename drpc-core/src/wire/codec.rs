@@ -269,7 +269,30 @@ impl Decoder for PacketCodec {
                 return Ok(None);
             };
             self.assembler.check_header(&h)?;
-            if !h.done && !self.assembler.continues(&h) {
+            let continues = self.assembler.continues(&h);
+            if h.done && !continues {
+                // The common case, one whole frame per packet: its payload is split off the
+                // buffer as the packet's (`check_header` enforced the id order and the size
+                // limit), without the frame and assembler steps of the general path.
+                let total = h.header_len + h.data_len as usize;
+                if src.len() < total {
+                    src.reserve(total - src.len());
+                    return Ok(None);
+                }
+                let data = if h.data_len == 0 {
+                    src.advance(total);
+                    bytes::Bytes::new()
+                } else {
+                    let mut bytes = src.split_to(total);
+                    bytes.advance(h.header_len);
+                    bytes.freeze()
+                };
+                if !std::mem::take(&mut self.counted_first) {
+                    self.frames_decoded += 1;
+                }
+                return Ok(Some(self.assembler.joined(h.id, h.kind, h.control, data)));
+            }
+            if !h.done && !continues {
                 match self.join_in_place(&h, src) {
                     Join::Packet(packet) => return Ok(Some(packet)),
                     Join::Wait => return Ok(None),
