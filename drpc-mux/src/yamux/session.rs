@@ -189,6 +189,11 @@ pub(super) struct Core {
     pub(super) next_id: u32,
     /// Frames waiting to be written.
     pub(super) out: BytesMut,
+    /// The buffer a writer swaps in for `out` while it writes what `out` held.
+    pub(super) spare: BytesMut,
+    /// A writer is writing with the lock released (it holds `io`): frames queued meanwhile
+    /// are its to write, before it lets go of the socket.
+    pub(super) writing: bool,
     /// The write half of the transport (`None` once the session task took it to close).
     pub(super) io: Option<Writer>,
     /// The session task's waker: inline writes register it, so the task finishes what they
@@ -207,26 +212,6 @@ pub(super) struct Core {
 impl Core {
     pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
         header.encode_into(payload, &mut self.out);
-    }
-
-    /// Writes out what is queued, registering the session task's waker.
-    pub(super) fn kick(&mut self) {
-        if self.out.is_empty() || self.write_error.is_some() {
-            return;
-        }
-        let (Some(io), Some(task)) = (self.io.as_mut(), self.task.as_ref()) else {
-            return;
-        };
-        let mut cx = Context::from_waker(task);
-        if let Poll::Ready(Err(e)) = write_out(io, &mut self.out, &mut cx) {
-            self.write_error = Some(e);
-            task.wake_by_ref();
-        }
-        if self.out.len() < WRITE_HIGH / 2 {
-            for w in self.out_waiters.drain(..) {
-                w.wake();
-            }
-        }
     }
 }
 
@@ -262,6 +247,61 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves consistent bytes (every change is a whole step).
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes out what is queued, in the caller's task, with the lock released during the
+    /// `write`: frames other streams queue meanwhile are written by this writer too, in its
+    /// next `write`, before it lets go of the socket. When another writer is already writing,
+    /// this returns at once (that writer carries the frames just queued). What the socket
+    /// does not take stays queued for the session task, whose waker the writes register.
+    pub(super) fn kick<'a>(&'a self, mut core: MutexGuard<'a, Core>) {
+        if core.writing || core.out.is_empty() || core.write_error.is_some() || core.dead {
+            return;
+        }
+        let Some(task) = core.task.clone() else {
+            return;
+        };
+        let Some(mut io) = core.io.take() else {
+            return;
+        };
+        core.writing = true;
+        let mut cx = Context::from_waker(&task);
+        let mut buf = std::mem::take(&mut core.spare);
+        loop {
+            std::mem::swap(&mut buf, &mut core.out);
+            drop(core);
+            let written = write_out(&mut io, &mut buf, &mut cx);
+            core = self.lock();
+            match written {
+                Poll::Ready(Ok(())) if !core.out.is_empty() && !core.dead => continue,
+                Poll::Ready(Ok(())) => break,
+                Poll::Ready(Err(e)) => {
+                    core.write_error = Some(e);
+                    task.wake_by_ref();
+                    break;
+                }
+                // The socket is full: the session task writes the rest once it drains.
+                Poll::Pending => break,
+            }
+        }
+        if !buf.is_empty() {
+            // Unwritten bytes go before what was queued meanwhile.
+            buf.extend_from_slice(&core.out);
+            std::mem::swap(&mut buf, &mut core.out);
+        }
+        buf.clear();
+        core.spare = buf;
+        core.io = Some(io);
+        core.writing = false;
+        if core.out.len() < WRITE_HIGH / 2 {
+            for w in core.out_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if core.dead {
+            // The session task waits for this writer to hand the socket back to close it.
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -385,6 +425,8 @@ impl YamuxSession {
                     Mode::Server => 2,
                 },
                 out: BytesMut::with_capacity(64 * 1024),
+                spare: BytesMut::with_capacity(64 * 1024),
+                writing: false,
                 io: Some(Box::pin(write)),
                 task: None,
                 write_error: None,
@@ -853,7 +895,7 @@ impl SessionTask {
             _ => tracing::info!(%reason, "yamux session failed"),
         }
         self.shared.state.set_closed(reason);
-        let (io, mut out) = {
+        {
             let mut core = self.shared.lock();
             core.dead = true;
             let mut wakers = std::mem::take(&mut self.wakers);
@@ -861,6 +903,19 @@ impl SessionTask {
                 slot.wake_all(&mut wakers);
             }
             wakers.append(&mut core.out_waiters);
+            drop(core);
+            for w in wakers {
+                w.wake();
+            }
+        }
+        // A writer writing with the lock released holds the socket: wait for it (it wakes
+        // this task when it sees the session dead).
+        let (io, mut out) = poll_fn(|cx| {
+            let mut core = self.shared.lock();
+            if core.writing {
+                core.task = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             core.queue(Header::go_away(code), &[]);
             let out = std::mem::take(&mut core.out);
             let io = if core.write_error.is_some() {
@@ -868,12 +923,9 @@ impl SessionTask {
             } else {
                 core.io.take()
             };
-            drop(core);
-            for w in wakers {
-                w.wake();
-            }
-            (io, out)
-        };
+            Poll::Ready((io, out))
+        })
+        .await;
         let Some(mut io) = io else { return };
         let mut read = self.read;
         let closing = async move {
