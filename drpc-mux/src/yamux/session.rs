@@ -66,6 +66,10 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 /// Bytes waiting in the write buffer past which writers wait for the socket.
 pub const WRITE_HIGH: usize = 1024 * 1024;
 
+/// How many `write`s one writer makes for frames other streams queued meanwhile before it
+/// leaves the rest to the session task.
+const MAX_WRITE_ROUNDS: u32 = 8;
+
 /// The size of the session task's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -267,14 +271,21 @@ impl Shared {
         core.writing = true;
         let mut cx = Context::from_waker(&task);
         let mut buf = std::mem::take(&mut core.spare);
+        let mut rounds = 0;
         loop {
             std::mem::swap(&mut buf, &mut core.out);
             drop(core);
             let written = write_out(&mut io, &mut buf, &mut cx);
             core = self.lock();
+            rounds += 1;
             match written {
-                Poll::Ready(Ok(())) if !core.out.is_empty() && !core.dead => continue,
-                Poll::Ready(Ok(())) => break,
+                Poll::Ready(Ok(())) if core.out.is_empty() || core.dead => break,
+                Poll::Ready(Ok(())) if rounds < MAX_WRITE_ROUNDS => continue,
+                Poll::Ready(Ok(())) => {
+                    // Enough for one caller: the session task writes the rest.
+                    task.wake_by_ref();
+                    break;
+                }
                 Poll::Ready(Err(e)) => {
                     core.write_error = Some(e);
                     task.wake_by_ref();
