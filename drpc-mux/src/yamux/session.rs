@@ -6,8 +6,11 @@
 //!
 //! - **Writes run in the caller's task.** A stream's write encodes the frame header and its
 //!   payload straight into the session's one write buffer and then writes out everything
-//!   queued (its own frames and other streams'), unless the socket is busy; frames of many
-//!   streams leave in one `write`. No task hop, no per-frame allocation. A stream's end (the
+//!   queued (its own frames and other streams'), with the session's lock released during the
+//!   `write`. A stream that writes while another writer is writing only queues its frame and
+//!   returns: the active writer writes it in its next `write` before it lets go of the
+//!   socket. So frames of many streams leave in one `write`, and writers do not wait on the
+//!   lock for each other's syscalls. No task hop, no per-frame allocation. A stream's end (the
 //!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
 //!   written, or the session task writes it when nothing else does first.
 //! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
