@@ -6,8 +6,11 @@
 //!
 //! - **Writes run in the caller's task.** A stream's write encodes the frame header and its
 //!   payload straight into the session's one write buffer and then writes out everything
-//!   queued (its own frames and other streams'), unless the socket is busy; frames of many
-//!   streams leave in one `write`. No task hop, no per-frame allocation. A stream's end (the
+//!   queued (its own frames and other streams'), with the session's lock released during the
+//!   `write`. A stream that writes while another writer is writing only queues its frame and
+//!   returns: the active writer writes it in its next `write` before it lets go of the
+//!   socket. So frames of many streams leave in one `write`, and writers do not wait on the
+//!   lock for each other's syscalls. No task hop, no per-frame allocation. A stream's end (the
 //!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
 //!   written, or the session task writes it when nothing else does first.
 //! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
@@ -65,6 +68,10 @@ pub const INITIAL_WINDOW: u32 = 256 * 1024;
 
 /// Bytes waiting in the write buffer past which writers wait for the socket.
 pub const WRITE_HIGH: usize = 1024 * 1024;
+
+/// How many `write`s one writer makes for frames other streams queued meanwhile before it
+/// leaves the rest to the session task.
+const MAX_WRITE_ROUNDS: u32 = 8;
 
 /// The size of the session task's read buffer.
 const READ_CHUNK: usize = 64 * 1024;
@@ -189,6 +196,11 @@ pub(super) struct Core {
     pub(super) next_id: u32,
     /// Frames waiting to be written.
     pub(super) out: BytesMut,
+    /// The buffer a writer swaps in for `out` while it writes what `out` held.
+    pub(super) spare: BytesMut,
+    /// A writer is writing with the lock released (it holds `io`): frames queued meanwhile
+    /// are its to write, before it lets go of the socket.
+    pub(super) writing: bool,
     /// The write half of the transport (`None` once the session task took it to close).
     pub(super) io: Option<Writer>,
     /// The session task's waker: inline writes register it, so the task finishes what they
@@ -207,26 +219,6 @@ pub(super) struct Core {
 impl Core {
     pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
         header.encode_into(payload, &mut self.out);
-    }
-
-    /// Writes out what is queued, registering the session task's waker.
-    pub(super) fn kick(&mut self) {
-        if self.out.is_empty() || self.write_error.is_some() {
-            return;
-        }
-        let (Some(io), Some(task)) = (self.io.as_mut(), self.task.as_ref()) else {
-            return;
-        };
-        let mut cx = Context::from_waker(task);
-        if let Poll::Ready(Err(e)) = write_out(io, &mut self.out, &mut cx) {
-            self.write_error = Some(e);
-            task.wake_by_ref();
-        }
-        if self.out.len() < WRITE_HIGH / 2 {
-            for w in self.out_waiters.drain(..) {
-                w.wake();
-            }
-        }
     }
 }
 
@@ -262,6 +254,68 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves consistent bytes (every change is a whole step).
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes out what is queued, in the caller's task, with the lock released during the
+    /// `write`: frames other streams queue meanwhile are written by this writer too, in its
+    /// next `write`, before it lets go of the socket. When another writer is already writing,
+    /// this returns at once (that writer carries the frames just queued). What the socket
+    /// does not take stays queued for the session task, whose waker the writes register.
+    pub(super) fn kick<'a>(&'a self, mut core: MutexGuard<'a, Core>) {
+        if core.writing || core.out.is_empty() || core.write_error.is_some() || core.dead {
+            return;
+        }
+        let Some(task) = core.task.clone() else {
+            return;
+        };
+        let Some(mut io) = core.io.take() else {
+            return;
+        };
+        core.writing = true;
+        let mut cx = Context::from_waker(&task);
+        let mut buf = std::mem::take(&mut core.spare);
+        let mut rounds = 0;
+        loop {
+            std::mem::swap(&mut buf, &mut core.out);
+            drop(core);
+            let written = write_out(&mut io, &mut buf, &mut cx);
+            core = self.lock();
+            rounds += 1;
+            match written {
+                Poll::Ready(Ok(())) if core.out.is_empty() || core.dead => break,
+                Poll::Ready(Ok(())) if rounds < MAX_WRITE_ROUNDS => continue,
+                Poll::Ready(Ok(())) => {
+                    // Enough for one caller: the session task writes the rest.
+                    task.wake_by_ref();
+                    break;
+                }
+                Poll::Ready(Err(e)) => {
+                    core.write_error = Some(e);
+                    task.wake_by_ref();
+                    break;
+                }
+                // The socket is full: the session task writes the rest once it drains.
+                Poll::Pending => break,
+            }
+        }
+        if !buf.is_empty() {
+            // Unwritten bytes go before what was queued meanwhile.
+            buf.extend_from_slice(&core.out);
+            std::mem::swap(&mut buf, &mut core.out);
+        }
+        buf.clear();
+        core.spare = buf;
+        core.io = Some(io);
+        core.writing = false;
+        if core.out.len() < WRITE_HIGH / 2 {
+            for w in core.out_waiters.drain(..) {
+                w.wake();
+            }
+        }
+        if core.dead {
+            // The session task waits for this writer to hand the socket back to close it.
+            task.wake_by_ref();
+        }
     }
 }
 
@@ -385,6 +439,8 @@ impl YamuxSession {
                     Mode::Server => 2,
                 },
                 out: BytesMut::with_capacity(64 * 1024),
+                spare: BytesMut::with_capacity(64 * 1024),
+                writing: false,
                 io: Some(Box::pin(write)),
                 task: None,
                 write_error: None,
@@ -853,7 +909,7 @@ impl SessionTask {
             _ => tracing::info!(%reason, "yamux session failed"),
         }
         self.shared.state.set_closed(reason);
-        let (io, mut out) = {
+        {
             let mut core = self.shared.lock();
             core.dead = true;
             let mut wakers = std::mem::take(&mut self.wakers);
@@ -861,6 +917,19 @@ impl SessionTask {
                 slot.wake_all(&mut wakers);
             }
             wakers.append(&mut core.out_waiters);
+            drop(core);
+            for w in wakers {
+                w.wake();
+            }
+        }
+        // A writer writing with the lock released holds the socket: wait for it (it wakes
+        // this task when it sees the session dead).
+        let (io, mut out) = poll_fn(|cx| {
+            let mut core = self.shared.lock();
+            if core.writing {
+                core.task = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             core.queue(Header::go_away(code), &[]);
             let out = std::mem::take(&mut core.out);
             let io = if core.write_error.is_some() {
@@ -868,12 +937,9 @@ impl SessionTask {
             } else {
                 core.io.take()
             };
-            drop(core);
-            for w in wakers {
-                w.wake();
-            }
-            (io, out)
-        };
+            Poll::Ready((io, out))
+        })
+        .await;
         let Some(mut io) = io else { return };
         let mut read = self.read;
         let closing = async move {
@@ -893,6 +959,89 @@ impl SessionTask {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "yamux close failed"),
             Err(_) => tracing::debug!("yamux close timed out; dropping the transport"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{YamuxConfig, YamuxSession};
+
+    /// The byte at `offset` of stream `n`'s data.
+    fn pattern(n: usize, offset: usize) -> u8 {
+        (n.wrapping_mul(31) ^ offset.wrapping_mul(7) ^ (offset >> 8)) as u8
+    }
+
+    /// Many streams write at once on two worker threads, in uneven chunks and more than the
+    /// socket holds: writers that find another writer writing only queue their frames, the
+    /// active writer carries them, and a writer that fills the socket leaves the rest to the
+    /// session task. Every stream's bytes arrive whole and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_frames_arrive_whole_and_in_order() {
+        const STREAMS: usize = 64;
+        const LEN: usize = 96 * 1024;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let config = YamuxConfig::default().without_heartbeat();
+            let (_session, mut incoming) = YamuxSession::server(tcp, config);
+            let mut readers = Vec::new();
+            for _ in 0..STREAMS {
+                let mut stream = incoming.accept().await.unwrap();
+                readers.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    stream.read_to_end(&mut got).await.unwrap();
+                    got
+                }));
+            }
+            let mut all = Vec::new();
+            for r in readers {
+                all.push(r.await.unwrap());
+            }
+            all
+        });
+        // No heartbeat: its stream would be one of those the server accepts.
+        let session = YamuxSession::connect(addr, YamuxConfig::default().without_heartbeat())
+            .await
+            .unwrap();
+        let mut writers = Vec::new();
+        for n in 0..STREAMS {
+            let mut stream = session.open().await.unwrap();
+            writers.push(tokio::spawn(async move {
+                let data: Vec<u8> = (0..LEN).map(|i| pattern(n, i)).collect();
+                // The stream's first byte says which stream it is (accept order is not
+                // open order).
+                stream.write_all(&[n as u8]).await.unwrap();
+                for chunk in data.chunks(1000 + n) {
+                    stream.write_all(chunk).await.unwrap();
+                }
+                stream.shutdown().await.unwrap();
+                // Hold the stream until the peer has read everything.
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).await.unwrap();
+            }));
+        }
+        let all = tokio::time::timeout(std::time::Duration::from_secs(30), server)
+            .await
+            .expect("all streams arrive")
+            .unwrap();
+        let mut seen = [false; STREAMS];
+        for got in all {
+            assert_eq!(got.len(), LEN + 1);
+            let n = usize::from(got[0]);
+            assert!(!seen[n], "stream {n} twice");
+            seen[n] = true;
+            let bad = got[1..]
+                .iter()
+                .enumerate()
+                .position(|(i, &b)| b != pattern(n, i));
+            assert_eq!(bad, None, "stream {n} differs at this offset");
+        }
+        for w in writers {
+            w.await.unwrap();
         }
     }
 }
