@@ -44,11 +44,16 @@ pub(crate) struct MultiProbe {
     ranks: Vec<u32>,
     /// Rank → index in the list the ring was built from.
     index_of: Vec<u32>,
-    /// Cell `c` (the top bits of a position) → the first three points at or after the
-    /// cell's start, each packed as `position << RANK_BITS | rank`, where a point past the end of
-    /// the ring is the first one again, 2³² further on (a 33-bit position): one memory read
-    /// and no wrap test answer almost every lookup.
-    cells: Vec<[u64; CELL]>,
+    /// Every point packed as `position << RANK_BITS | rank`, ascending, followed by the
+    /// first [`CELL`] points again, 2³² further on (33-bit positions), so that [`CELL`]
+    /// consecutive entries from any index up to the ring's length are the next points
+    /// round the ring without a wrap test (for an empty ring, [`CELL`] times `u64::MAX`).
+    packed: Vec<u64>,
+    /// Cell `c` (the top bits of a position) → the index in `packed` of the first point at
+    /// or after the cell's start: the cell's candidates are the [`CELL`] entries from there.
+    /// Two bytes a cell while the ring fits (32 KiB plus 32 KiB of points at N = 1000,
+    /// where three packed points per cell took 384 KiB and lived in L2, not L1).
+    starts: Starts,
     shift: u32,
     probes: usize,
 }
@@ -59,6 +64,32 @@ const RANK_BITS: u32 = 31;
 
 /// Points per cell of the lookup table.
 const CELL: usize = 3;
+
+/// The cell table's start indices: `u16` while every index fits, else `u32`.
+#[derive(Debug, Clone)]
+enum Starts {
+    Short(Vec<u16>),
+    Long(Vec<u32>),
+}
+
+/// A start index as stored in [`Starts`].
+trait Start: Copy {
+    fn index(self) -> usize;
+}
+
+impl Start for u16 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        usize::from(self)
+    }
+}
+
+impl Start for u32 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// Packed distances at or above this are not distances (a point before the probe).
 const FAR: u64 = 1 << 63;
@@ -91,20 +122,27 @@ impl MultiProbe {
             let wrap = if i >= ring.len() { 1u64 << 32 } else { 0 };
             (u64::from(p) + wrap) << RANK_BITS | u64::from(r)
         };
-        let mut cells = Vec::with_capacity(1 << bits);
+        let packed: Vec<u64> = (0..ring.len() + CELL).map(packed).collect();
+        let mut starts = Vec::with_capacity(1 << bits);
         let mut next = 0usize;
         for c in 0..1u64 << bits {
             let start = (c << shift) as u32;
             while next < ring.len() && ring[next].0 < start {
                 next += 1;
             }
-            cells.push([packed(next), packed(next + 1), packed(next + 2)]);
+            starts.push(next as u32);
         }
+        let starts = if ring.len() <= usize::from(u16::MAX) {
+            Starts::Short(starts.iter().map(|&s| s as u16).collect())
+        } else {
+            Starts::Long(starts)
+        };
         MultiProbe {
             points: ring.iter().map(|&(p, _)| p).collect(),
             ranks: ring.iter().map(|&(_, r)| r).collect(),
             index_of,
-            cells,
+            packed,
+            starts,
             shift,
             probes: probes.clamp(1, MAX_PROBES),
         }
@@ -119,12 +157,28 @@ impl MultiProbe {
     /// The point following position `x` (the first at or after it, wrapping), packed as
     /// `distance << RANK_BITS | rank`. The ring is not empty.
     fn successor(&self, x: u32) -> u64 {
-        let cell = &self.cells[(x >> self.shift) as usize];
         let at = u64::from(x) << RANK_BITS;
-        match Self::closer(cell, at) {
+        match Self::closer(&self.cell(x), at) {
             d if d < FAR => d,
             _ => self.successor_slow(x),
         }
+    }
+
+    /// The candidates of the cell holding position `x`.
+    fn cell(&self, x: u32) -> [u64; CELL] {
+        let c = (x >> self.shift) as usize;
+        let s = match &self.starts {
+            Starts::Short(v) => v[c].index(),
+            Starts::Long(v) => v[c].index(),
+        };
+        Self::window(&self.packed, s)
+    }
+
+    /// The [`CELL`] packed points from index `s`.
+    #[inline(always)]
+    fn window(packed: &[u64], s: usize) -> [u64; CELL] {
+        let w = &packed[s..s + CELL];
+        [w[0], w[1], w[2]]
     }
 
     /// The distance from `at` to the first of a cell's points at or after it; at least
@@ -152,19 +206,28 @@ impl MultiProbe {
         if self.points.is_empty() {
             return None;
         }
-        // The hot loop: no branch but the cell's bounds check. Four independent running
-        // minima, so that one compare does not wait for the previous one; `far` collects
-        // whether some probe fell past its cell's two points (rare), which the exact loop
-        // then handles.
+        let rank = match &self.starts {
+            Starts::Short(v) => self.nearest(key, v),
+            Starts::Long(v) => self.nearest(key, v),
+        };
+        Some(self.index_of[rank] as usize)
+    }
+
+    /// The rank of the key's closest point, through the cell table `starts`.
+    #[inline(always)]
+    fn nearest<S: Start>(&self, key: u64, starts: &[S]) -> usize {
+        // The hot loop: no branch but the bounds checks. Two independent running minima,
+        // so that one compare does not wait for the previous one; `far` collects whether
+        // some probe fell past its cell's points (rare), which the exact loop then handles.
         let mut best = [u64::MAX; 2];
         let mut far = 0u64;
         let shift = self.shift;
-        let cells = &self.cells[..];
+        let packed = &self.packed[..];
         let mut lookup = |m: u64| {
             let product = key.wrapping_mul(m);
-            let cell = &cells[(product >> 32 >> shift) as usize];
+            let s = starts[(product >> 32 >> shift) as usize].index();
             let at = (product >> (32 - RANK_BITS)) & !((1 << RANK_BITS) - 1);
-            let d = Self::closer(cell, at);
+            let d = Self::closer(&Self::window(packed, s), at);
             far |= d;
             d
         };
@@ -185,7 +248,7 @@ impl MultiProbe {
                 .min()
                 .unwrap_or(u64::MAX);
         }
-        Some(self.index_of[(best & ((1 << RANK_BITS) - 1)) as usize] as usize)
+        (best & ((1 << RANK_BITS) - 1)) as usize
     }
 
     /// The key's endpoints in its order: by the distance from each probe to its point,
@@ -317,13 +380,74 @@ mod tests {
                 far += usize::from(MULTIPLIERS[..32].iter().any(|&m| {
                     r.successor(MultiProbe::probe(key, m)) != {
                         let x = MultiProbe::probe(key, m);
-                        let cell = &r.cells[(x >> r.shift) as usize];
-                        MultiProbe::closer(cell, u64::from(x) << RANK_BITS)
+                        MultiProbe::closer(&r.cell(x), u64::from(x) << RANK_BITS)
                     }
                 }));
             }
             // The exact pass runs for few keys (a probe past its cell's three points).
             assert!(far < 20_000 / 20, "N={n}: {far} keys took the exact pass");
+        }
+    }
+
+    /// The endpoint of a key through the earlier table (three packed points in each cell,
+    /// 24 bytes a cell): the compact table must route every key the same.
+    fn by_wide_cells(r: &MultiProbe) -> impl Fn(u64) -> usize + '_ {
+        let n = r.points.len();
+        let packed = |i: usize| {
+            let wrap = if i >= n { 1u64 << 32 } else { 0 };
+            (u64::from(r.points[i % n]) + wrap) << RANK_BITS | u64::from(r.ranks[i % n])
+        };
+        let bits = 32 - r.shift;
+        let mut cells: Vec<[u64; CELL]> = Vec::with_capacity(1 << bits);
+        let mut next = 0usize;
+        for c in 0..1u64 << bits {
+            let start = (c << r.shift) as u32;
+            while next < n && r.points[next] < start {
+                next += 1;
+            }
+            cells.push([packed(next), packed(next + 1), packed(next + 2)]);
+        }
+        move |key| {
+            let mut far = 0u64;
+            let mut best = MULTIPLIERS[..r.probes]
+                .iter()
+                .map(|&m| {
+                    let x = MultiProbe::probe(key, m);
+                    let d = MultiProbe::closer(
+                        &cells[(x >> r.shift) as usize],
+                        u64::from(x) << RANK_BITS,
+                    );
+                    far |= d;
+                    d
+                })
+                .min()
+                .unwrap();
+            if far >= FAR {
+                best = MULTIPLIERS[..r.probes]
+                    .iter()
+                    .map(|&m| r.successor_slow(MultiProbe::probe(key, m)))
+                    .min()
+                    .unwrap();
+            }
+            r.index_of[(best & ((1 << RANK_BITS) - 1)) as usize] as usize
+        }
+    }
+
+    #[test]
+    fn compact_cells_route_like_wide_cells() {
+        // A million keys at each size; the exact definition (binary searches) on a sample.
+        for n in [10, 64, 100, 128, 300, 1000, 3000] {
+            let r = ring(n, 4, 32);
+            let wide = by_wide_cells(&r);
+            let mut rng = 0x5eed ^ n as u64;
+            for k in 0..1_000_000u64 {
+                rng = mix64(rng);
+                let fast = r.route(rng).unwrap();
+                assert_eq!(fast, wide(rng), "N={n} key {rng:#x}");
+                if k % 64 == 0 {
+                    assert_eq!(fast, by_search(&r, rng), "N={n} key {rng:#x}");
+                }
+            }
         }
     }
 
