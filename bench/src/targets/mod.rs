@@ -17,6 +17,59 @@ use tokio::net::TcpListener;
 
 use crate::harness::{self, StreamResult, Target, Timing, UnaryResult};
 
+/// Evaluates `$body` with the type name `$t` standing for `$impl`'s [`Target`]: the one
+/// place that maps each [`Impl`] to its module.
+macro_rules! with_target {
+    ($impl:expr, $t:ident => $body:expr) => {
+        match $impl {
+            Impl::Raw => {
+                type $t = raw::Raw;
+                $body
+            }
+            Impl::Tonic => {
+                type $t = grpc::Tonic;
+                $body
+            }
+            Impl::DrpcTcp => {
+                type $t = drpc_tcp::DrpcTcp;
+                $body
+            }
+            Impl::DrpcPool => {
+                type $t = drpc_pool::DrpcPool;
+                $body
+            }
+            Impl::DrpcTls => {
+                type $t = drpc_tls::DrpcTls;
+                $body
+            }
+            Impl::DrpcYamux => {
+                type $t = drpc_yamux::DrpcYamux;
+                $body
+            }
+            Impl::DrpcQuic => {
+                type $t = drpc_quic::DrpcQuic;
+                $body
+            }
+            Impl::DrpcRecord => {
+                type $t = drpc_migrate::DrpcRecord;
+                $body
+            }
+            Impl::DrpcShadow => {
+                type $t = drpc_migrate::DrpcShadow;
+                $body
+            }
+            Impl::DrpcShadowLayer => {
+                type $t = drpc_migrate::DrpcShadowLayer;
+                $body
+            }
+            Impl::DrpcShadowEcho => {
+                type $t = drpc_migrate::DrpcShadowEcho;
+                $body
+            }
+        }
+    };
+}
+
 /// Every implementation, in report order. Raw TCP comes first: it is the reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Impl {
@@ -88,19 +141,7 @@ impl Impl {
 
     /// Serves this implementation on `listener` until the process ends.
     pub(crate) async fn serve(self, listener: TcpListener) -> Result<()> {
-        match self {
-            Impl::Raw => raw::Raw::serve(listener).await,
-            Impl::Tonic => grpc::Tonic::serve(listener).await,
-            Impl::DrpcTcp => drpc_tcp::DrpcTcp::serve(listener).await,
-            Impl::DrpcPool => drpc_pool::DrpcPool::serve(listener).await,
-            Impl::DrpcTls => drpc_tls::DrpcTls::serve(listener).await,
-            Impl::DrpcYamux => drpc_yamux::DrpcYamux::serve(listener).await,
-            Impl::DrpcQuic => drpc_quic::DrpcQuic::serve(listener).await,
-            Impl::DrpcRecord => drpc_migrate::DrpcRecord::serve(listener).await,
-            Impl::DrpcShadow => drpc_migrate::DrpcShadow::serve(listener).await,
-            Impl::DrpcShadowLayer => drpc_migrate::DrpcShadowLayer::serve(listener).await,
-            Impl::DrpcShadowEcho => drpc_migrate::DrpcShadowEcho::serve(listener).await,
-        }
+        with_target!(self, T => T::serve(listener).await)
     }
 
     pub(crate) async fn unary(
@@ -111,74 +152,7 @@ impl Impl {
         timing: Timing,
         count_allocs: bool,
     ) -> Result<UnaryResult> {
-        match self {
-            Impl::Raw => {
-                harness::run_unary::<raw::Raw>(addr, size, conc, timing, count_allocs).await
-            }
-            Impl::Tonic => {
-                harness::run_unary::<grpc::Tonic>(addr, size, conc, timing, count_allocs).await
-            }
-            Impl::DrpcTcp => {
-                harness::run_unary::<drpc_tcp::DrpcTcp>(addr, size, conc, timing, count_allocs)
-                    .await
-            }
-            Impl::DrpcPool => {
-                harness::run_unary::<drpc_pool::DrpcPool>(addr, size, conc, timing, count_allocs)
-                    .await
-            }
-            Impl::DrpcTls => {
-                harness::run_unary::<drpc_tls::DrpcTls>(addr, size, conc, timing, count_allocs)
-                    .await
-            }
-            Impl::DrpcYamux => {
-                harness::run_unary::<drpc_yamux::DrpcYamux>(addr, size, conc, timing, count_allocs)
-                    .await
-            }
-            Impl::DrpcQuic => {
-                harness::run_unary::<drpc_quic::DrpcQuic>(addr, size, conc, timing, count_allocs)
-                    .await
-            }
-            Impl::DrpcRecord => {
-                harness::run_unary::<drpc_migrate::DrpcRecord>(
-                    addr,
-                    size,
-                    conc,
-                    timing,
-                    count_allocs,
-                )
-                .await
-            }
-            Impl::DrpcShadow => {
-                harness::run_unary::<drpc_migrate::DrpcShadow>(
-                    addr,
-                    size,
-                    conc,
-                    timing,
-                    count_allocs,
-                )
-                .await
-            }
-            Impl::DrpcShadowLayer => {
-                harness::run_unary::<drpc_migrate::DrpcShadowLayer>(
-                    addr,
-                    size,
-                    conc,
-                    timing,
-                    count_allocs,
-                )
-                .await
-            }
-            Impl::DrpcShadowEcho => {
-                harness::run_unary::<drpc_migrate::DrpcShadowEcho>(
-                    addr,
-                    size,
-                    conc,
-                    timing,
-                    count_allocs,
-                )
-                .await
-            }
-        }
+        with_target!(self, T => harness::run_unary::<T>(addr, size, conc, timing, count_allocs).await)
     }
 
     pub(crate) async fn stream(
@@ -188,36 +162,6 @@ impl Impl {
         total: u64,
         runs: usize,
     ) -> Result<StreamResult> {
-        match self {
-            Impl::Raw => harness::run_stream::<raw::Raw>(addr, chunk, total, runs).await,
-            Impl::Tonic => harness::run_stream::<grpc::Tonic>(addr, chunk, total, runs).await,
-            Impl::DrpcTcp => {
-                harness::run_stream::<drpc_tcp::DrpcTcp>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcPool => {
-                harness::run_stream::<drpc_pool::DrpcPool>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcTls => {
-                harness::run_stream::<drpc_tls::DrpcTls>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcYamux => {
-                harness::run_stream::<drpc_yamux::DrpcYamux>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcQuic => {
-                harness::run_stream::<drpc_quic::DrpcQuic>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcRecord => {
-                harness::run_stream::<drpc_migrate::DrpcRecord>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcShadow => {
-                harness::run_stream::<drpc_migrate::DrpcShadow>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcShadowLayer => {
-                harness::run_stream::<drpc_migrate::DrpcShadowLayer>(addr, chunk, total, runs).await
-            }
-            Impl::DrpcShadowEcho => {
-                harness::run_stream::<drpc_migrate::DrpcShadowEcho>(addr, chunk, total, runs).await
-            }
-        }
+        with_target!(self, T => harness::run_stream::<T>(addr, chunk, total, runs).await)
     }
 }
