@@ -57,10 +57,15 @@ fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("web-{i}")).collect()
 }
 
-/// A client's subset under `scheme` (ring by ordinal, or rendezvous by a seeded id).
-fn subset(scheme: &str, seed: u64, client: u64, k: usize) -> Subset {
+/// A client's subset under `scheme` (ring by ordinal, capped with the client count `m`, or
+/// rendezvous by a seeded id).
+fn subset(scheme: &str, seed: u64, client: u64, m: u64, k: usize) -> Subset {
     match scheme {
-        "ring" => Subset::Ring { ordinal: client, k },
+        "ring" => Subset::Ring {
+            ordinal: client,
+            clients: Some(m),
+            k,
+        },
         _ => Subset::Rendezvous {
             client: format!("s{seed}-client-{client}"),
             k,
@@ -89,7 +94,7 @@ fn expected_max_binomial(m: u64, p: f64, n: usize) -> f64 {
 fn conns(scheme: &str, seed: u64, m: u64, backends: &[String], k: usize) -> Vec<HashSet<String>> {
     (0..m)
         .map(|c| {
-            subset(scheme, seed, c, k)
+            subset(scheme, seed, c, m, k)
                 .select(backends)
                 .into_iter()
                 .map(|i| backends[i].clone())

@@ -242,7 +242,11 @@ async fn bounded_load_spills_a_hot_key_to_its_next_endpoint() {
 async fn subsetting_connects_to_k_of_the_listed_backends() {
     let b = backends(6, Duration::ZERO).await;
     let endpoints = named(&b);
-    let subset = Subset::Ring { ordinal: 3, k: 2 };
+    let subset = Subset::Ring {
+        ordinal: 3,
+        clients: Some(4),
+        k: 2,
+    };
     let names: Vec<&str> = endpoints.iter().map(|e| e.key()).collect();
     let want: Vec<String> = subset
         .select(&names)
