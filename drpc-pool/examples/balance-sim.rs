@@ -10,7 +10,8 @@
 //!
 //! `cargo run --release -p drpc-pool --example balance-sim [-- --quick]`: `--quick` (for CI)
 //! runs a smaller grid and skips the slow real-time rows; `--only PART` runs one part
-//! (`subsetting`, `routing`, `hot_keys`, `g11` or `realtime`).
+//! (`subsetting`, `routing`, `hot_keys`, `g11` or `realtime`; or `sweep`, which the default
+//! run leaves out: ring subsetting at every N near the grid's).
 //!
 //! ci-skip: .ci/run runs it in a step of its own (`--quick`), which checks its output lines.
 
@@ -64,6 +65,11 @@ fn subset(scheme: &str, seed: u64, client: u64, m: u64, k: usize) -> Subset {
         "ring" => Subset::Ring {
             ordinal: client,
             clients: Some(m),
+            k,
+        },
+        "ring_plain" => Subset::Ring {
+            ordinal: client,
+            clients: None,
             k,
         },
         _ => Subset::Rendezvous {
@@ -202,6 +208,30 @@ fn subsetting(quick: bool) {
                 }
             }
         }
+        // What one client's subset costs to compute (the capped ring computes everyone's).
+        if !quick {
+            let backends = names(300);
+            let (m, k) = (1000, 20);
+            let mut samples: Vec<f64> = (0..15)
+                .map(|i| {
+                    let t = Instant::now();
+                    std::hint::black_box(subset(scheme, 0, i * 61 % m, m, k).select(&backends));
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            samples.sort_by(f64::total_cmp);
+            let p50 = samples[samples.len() / 2];
+            line(
+                "subset_select_ms",
+                &[
+                    ("scheme", scheme.into()),
+                    ("scenario", format!("M{m}_N300_k{k}")),
+                ],
+                p50,
+                5.0,
+                p50 <= 5.0,
+            );
+        }
         let churn_grid: &[(u64, usize, usize)] = if quick {
             &[(300, 100, 10)]
         } else {
@@ -261,6 +291,61 @@ fn subsetting(quick: bool) {
                 .sum();
             let g3 = changed as f64 / total as f64;
             line("G3", &f, g3, 1.0 / m as f64, g3 <= 1.0 / m as f64);
+        }
+    }
+}
+
+/// `--only sweep` (not in the default run): the capped ring (`ring`) against plain windows
+/// (`ring_plain`) at every N within 5 of each grid point's: the worst G1 and the worst churn
+/// on adding a backend, as a multiple of the minimum 1/(N+1), with how many of the ten sizes
+/// miss the goal.
+fn sweep() {
+    for scheme in ["ring", "ring_plain"] {
+        for m in [100u64, 300, 1000] {
+            for n in [10usize, 100, 300] {
+                for k in [5usize, 10, 20] {
+                    if k >= n {
+                        continue;
+                    }
+                    let (mut g1, mut g1_miss, mut add, mut add_miss) = (0.0f64, 0, 0.0f64, 0);
+                    for size in n.saturating_sub(5).max(k + 1)..n + 5 {
+                        let backends = names(size);
+                        let before = conns(scheme, 0, m, &backends, k);
+                        let mut count = vec![0usize; size];
+                        for set in &before {
+                            for b in set {
+                                count[b[4..].parse::<usize>().unwrap()] += 1;
+                            }
+                        }
+                        let mean = (m as f64) * k as f64 / size as f64;
+                        let max = *count.iter().max().unwrap() as f64 / mean;
+                        g1 = g1.max(max);
+                        g1_miss += usize::from(max > (mean.ceil() / mean).max(1.10) + 1e-9);
+                        let mut more = backends.clone();
+                        more.push(format!("web-{size}"));
+                        let after = conns(scheme, 0, m, &more, k);
+                        let closed: usize = before
+                            .iter()
+                            .zip(&after)
+                            .map(|(b, a)| b.difference(a).count())
+                            .sum();
+                        let ratio = closed as f64 / (m as f64 * k as f64) * (size as f64 + 1.0);
+                        add = add.max(ratio);
+                        add_miss += usize::from(ratio > 1.5);
+                    }
+                    let f = [
+                        ("scheme", scheme.to_string()),
+                        (
+                            "scenario",
+                            format!("M{m}_N{}to{}_k{k}", n.saturating_sub(5).max(k + 1), n + 4),
+                        ),
+                        ("g1_misses", g1_miss.to_string()),
+                        ("g1_worst", format!("{g1:.4}")),
+                        ("add_misses", add_miss.to_string()),
+                    ];
+                    line("G2_add_sweep", &f, add, 1.5, add_miss == 0 && g1_miss == 0);
+                }
+            }
         }
     }
 }
@@ -1012,6 +1097,9 @@ async fn main() {
     let start = Instant::now();
     if part("subsetting") {
         subsetting(quick);
+    }
+    if only.as_deref() == Some("sweep") {
+        sweep();
     }
     if part("routing") {
         routing(quick);
