@@ -64,12 +64,16 @@ impl Subset {
     }
 
     /// The indices into `names` (each backend's stable name) of this client's subset, in
-    /// the order of `names`. All of them when `k` ≥ the number of backends.
+    /// the order of `names`. All of them when `k` ≥ the number of backends; none when `k`
+    /// is 0.
     pub fn select<S: AsRef<str>>(&self, names: &[S]) -> Vec<usize> {
         let n = names.len();
         let k = self.k();
         if k >= n {
             return (0..n).collect();
+        }
+        if k == 0 {
+            return Vec::new();
         }
         let mut chosen = match self {
             Subset::Ring {
@@ -355,5 +359,37 @@ mod tests {
         assert_eq!(s.select(&names), s.select(&names));
         assert_eq!(s.select(&names).len(), 4);
         assert_eq!(s.select(&names[..3]), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_zero_k_selects_nothing_and_does_not_panic() {
+        let names = pods(10);
+        for s in [
+            Subset::Ring {
+                ordinal: 1,
+                clients: Some(5),
+                k: 0,
+            },
+            Subset::Ring {
+                ordinal: 1,
+                clients: None,
+                k: 0,
+            },
+            Subset::Rendezvous {
+                client: "a".into(),
+                k: 0,
+            },
+        ] {
+            assert!(s.select(&names).is_empty(), "{s:?}");
+        }
+        let none: [&str; 0] = [];
+        assert!(
+            Subset::Rendezvous {
+                client: "a".into(),
+                k: 0
+            }
+            .select(&none)
+            .is_empty()
+        );
     }
 }
