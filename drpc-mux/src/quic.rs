@@ -32,6 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::error::MuxError;
+
+mod runtime;
+
+pub use runtime::BatchingRuntime;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
 
@@ -161,7 +165,13 @@ pub fn server_endpoint(
     tls: Arc<rustls::ServerConfig>,
     config: &QuicConfig,
 ) -> Result<quinn::Endpoint, MuxError> {
-    Ok(quinn::Endpoint::server(server_config(tls, config)?, addr)?)
+    let socket = std::net::UdpSocket::bind(addr)?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config(tls, config)?),
+        socket,
+        Arc::new(BatchingRuntime),
+    )?)
 }
 
 /// A client-only QUIC endpoint on an ephemeral UDP port of the unspecified address of `family`
@@ -178,7 +188,13 @@ pub fn client_endpoint(
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
-    let mut endpoint = quinn::Endpoint::client(bind)?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(BatchingRuntime),
+    )?;
     endpoint.set_default_client_config(client_config(tls, config)?);
     Ok(endpoint)
 }
