@@ -34,8 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use crate::error::MuxError;
 
 mod runtime;
+pub(crate) mod serve;
 
 pub use runtime::BatchingRuntime;
+pub use serve::StreamServing;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
 
