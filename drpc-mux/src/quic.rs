@@ -36,10 +36,10 @@ use crate::error::MuxError;
 mod runtime;
 pub(crate) mod serve;
 
-pub use runtime::BatchingRuntime;
-pub use serve::StreamServing;
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
+pub use runtime::BatchingRuntime;
+pub use serve::StreamServing;
 
 /// The application error code a [`QuicSession::close`] sends.
 pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
