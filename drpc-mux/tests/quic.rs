@@ -394,3 +394,36 @@ async fn quic_streams_on_tasks_serve_and_drain() {
         .expect("the client sees the connection closed");
     assert!(matches!(conn.close_reason(), Some(MuxError::PeerDrained)));
 }
+
+/// With a connection's streams served on its one task, a handler that panics ends only its
+/// own call: a call under way on another stream of the same connection completes, and the
+/// connection serves new calls after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_only_its_own_quic_call() {
+    const PANIC: &str = "/t/Panic";
+    let stats = Arc::new(common::Stats::default());
+    let router = common::router(Arc::clone(&stats)).unary(
+        PANIC,
+        |_ctx: drpc_core::Context, n: u64| async move {
+            if n > 0 {
+                panic!("handler panics on purpose");
+            }
+            Ok::<_, Error>(n)
+        },
+    );
+    let server = MuxServer::new(drpc_core::Server::new(router));
+    let conn = Arc::new(common::quic_session(&server, false, QuicConfig::default()).await);
+    let slow = tokio::spawn({
+        let conn = Arc::clone(&conn);
+        async move { conn.call::<u64, u64>(SLOW, &300, secs(10)).await }
+    });
+    while stats.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failed = conn.call::<u64, u64>(PANIC, &1, secs(10)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(slow.await.unwrap().unwrap(), 300);
+    assert!(!conn.is_closed());
+    assert_eq!(echo(&*conn, "after").await.unwrap(), "echo:after");
+    server.shutdown(Duration::from_secs(1)).await;
+}

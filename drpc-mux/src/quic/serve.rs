@@ -2,12 +2,13 @@
 //! one plain drpc connection for the [`Server`], served on the connection's own task
 //! ([`StreamServing::Inline`], the default) or on a task per stream.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drpc_core::{ConnInfo, Server};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::task::TaskTracker;
 
 use crate::error::MuxError;
@@ -115,8 +116,15 @@ pub(crate) async fn serve_connection(
         let conn_info = info();
         async move {
             let _live = Live::new("stream", "quic");
-            if let Err(e) = server.serve_one_with(stream, conn_info).await {
-                tracing::debug!(error = %e, "QUIC stream ended with an error");
+            // A panicking handler ends its own stream (dropped: the client's call fails), not
+            // the connection's other streams that share this task.
+            let served = AssertUnwindSafe(server.serve_one_with(stream, conn_info))
+                .catch_unwind()
+                .await;
+            match served {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "QUIC stream ended with an error"),
+                Err(_) => tracing::error!("a handler panicked; its QUIC stream was dropped"),
             }
             super::settle_send(back_rx, grace).await;
         }
