@@ -2,7 +2,7 @@
 //! [`drpc_core::Server`], each stream on its own task: yamux streams through
 //! [`Server::serve_stream`] (split without an allocation, the session's extensions shared),
 //! QUIC streams through [`Server::serve_one_with`] on the connection's task (or a task each,
-//! [`MuxServerConfig::quic_streams`]; see `quic::serve`).
+//! `MuxServerConfig::quic_streams`; see `quic::serve`).
 //!
 //! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
 //! they count against the same [`drpc_core::ServerConfig::max_connections`] as plain and TLS
@@ -50,9 +50,10 @@ impl Default for MuxServerConfig {
 }
 
 /// Serves drpc over yamux sessions and QUIC connections: each stream the peer opens is one
-/// plain drpc connection for the wrapped [`Server`] (spawned per stream, served with
-/// [`Server::serve_stream`] or [`Server::serve_one_with`]). Cheap to clone; clones share
-/// shutdown.
+/// plain drpc connection for the wrapped [`Server`] (yamux: a task per stream, served with
+/// [`Server::serve_stream`]; QUIC: on the connection's task by default, served with
+/// [`Server::serve_one_with`], see `MuxServerConfig::quic_streams`). Cheap to clone; clones
+/// share shutdown.
 ///
 /// Sessions count against the server's [`drpc_core::ServerConfig::max_connections`] (one
 /// limit with plain and TLS connections). Stop it with [`MuxServer::shutdown`] (or
