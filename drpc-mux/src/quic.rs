@@ -5,6 +5,16 @@
 //! accepts. QUIC is always TLS: the rustls configurations of [`drpc_core::tls`] (ALPN `drpc`,
 //! TLS 1.3 is used) work as they are.
 //!
+//! # Packets shared by calls in flight
+//!
+//! The endpoints of [`server_endpoint`] and [`client_endpoint`] (so [`QuicSession::connect`]
+//! and [`dial`]) run on [`BatchingRuntime`]: a connection's driver, once woken, lets the tasks
+//! already scheduled make their writes before it builds packets, and the server polls all the
+//! streams of a connection on one task ([`StreamServing::Inline`]), so the requests and replies
+//! of calls in flight together leave in shared datagrams instead of one each (64 calls in
+//! flight on loopback: about 0.07 `sendmsg` per call instead of 2, half the CPU per call).
+//! An endpoint made with quinn's own constructors works too, one datagram per write.
+//!
 //! # Limits, windows and liveness
 //!
 //! | Setting | Default | Why |
@@ -32,8 +42,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::error::MuxError;
+
+mod runtime;
+pub(crate) mod serve;
+
 use crate::session::SessionState;
 use crate::{MuxConn, MuxConnConfig, NewStream};
+pub use runtime::BatchingRuntime;
+pub use serve::StreamServing;
 
 /// The application error code a [`QuicSession::close`] sends.
 pub const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
@@ -59,7 +75,7 @@ pub struct QuicConfig {
     pub receive_window: Option<u64>,
     /// Unacknowledged bytes in flight, all streams together. Default: 8 MiB.
     pub send_window: u64,
-    /// Send a keep-alive when nothing else was sent for this long. Default: 5 s.
+    /// Send a keep-alive when nothing else was sent for this long. Default: 500 ms.
     pub keep_alive_interval: Duration,
     /// Close the connection when the peer acknowledged nothing for this long (the smaller of
     /// the two sides' values applies). Default: 15 s.
@@ -151,8 +167,8 @@ pub fn client_config(
     Ok(client)
 }
 
-/// A QUIC endpoint listening on `addr` (UDP) with `tls` and `config`; serve it with
-/// [`crate::MuxServer::serve_quic`].
+/// A QUIC endpoint listening on `addr` (UDP) with `tls` and `config`, on [`BatchingRuntime`];
+/// serve it with [`crate::MuxServer::serve_quic`].
 ///
 /// # Errors
 /// [`MuxError::Config`], or [`MuxError::Io`] when the socket cannot be bound.
@@ -161,11 +177,18 @@ pub fn server_endpoint(
     tls: Arc<rustls::ServerConfig>,
     config: &QuicConfig,
 ) -> Result<quinn::Endpoint, MuxError> {
-    Ok(quinn::Endpoint::server(server_config(tls, config)?, addr)?)
+    let socket = std::net::UdpSocket::bind(addr)?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config(tls, config)?),
+        socket,
+        Arc::new(BatchingRuntime),
+    )?)
 }
 
 /// A client-only QUIC endpoint on an ephemeral UDP port of the unspecified address of `family`
-/// (IPv4 or IPv6, as the server's address), with `tls` and `config` as its default.
+/// (IPv4 or IPv6, as the server's address), with `tls` and `config` as its default, on
+/// [`BatchingRuntime`].
 ///
 /// # Errors
 /// As [`server_endpoint`].
@@ -178,7 +201,13 @@ pub fn client_endpoint(
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
-    let mut endpoint = quinn::Endpoint::client(bind)?;
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(BatchingRuntime),
+    )?;
     endpoint.set_default_client_config(client_config(tls, config)?);
     Ok(endpoint)
 }

@@ -1,7 +1,8 @@
 //! [`MuxServer`]: serves every stream of yamux sessions and QUIC connections with a
 //! [`drpc_core::Server`], each stream on its own task: yamux streams through
 //! [`Server::serve_stream`] (split without an allocation, the session's extensions shared),
-//! QUIC streams through [`Server::serve_one_with`].
+//! QUIC streams through [`Server::serve_one_with`] on the connection's task (or a task each,
+//! `MuxServerConfig::quic_streams`; see `quic::serve`).
 //!
 //! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
 //! they count against the same [`drpc_core::ServerConfig::max_connections`] as plain and TLS
@@ -31,6 +32,10 @@ pub struct MuxServerConfig {
     /// How long a new yamux stream may stay silent before its first byte; a stream that sends
     /// nothing in that time is closed. Default: 30 s.
     pub first_byte_timeout: Duration,
+    /// How the streams of a QUIC connection are run: on the connection's task (the default;
+    /// replies that are ready together share packets) or each on a task of its own.
+    #[cfg(feature = "quic")]
+    pub quic_streams: crate::quic::StreamServing,
 }
 
 impl Default for MuxServerConfig {
@@ -38,14 +43,17 @@ impl Default for MuxServerConfig {
         MuxServerConfig {
             yamux: YamuxConfig::default().without_heartbeat(),
             first_byte_timeout: Duration::from_secs(30),
+            #[cfg(feature = "quic")]
+            quic_streams: crate::quic::StreamServing::default(),
         }
     }
 }
 
 /// Serves drpc over yamux sessions and QUIC connections: each stream the peer opens is one
-/// plain drpc connection for the wrapped [`Server`] (spawned per stream, served with
-/// [`Server::serve_stream`] or [`Server::serve_one_with`]). Cheap to clone; clones share
-/// shutdown.
+/// plain drpc connection for the wrapped [`Server`] (yamux: a task per stream, served with
+/// [`Server::serve_stream`]; QUIC: on the connection's task by default, served with
+/// [`Server::serve_one_with`], see `MuxServerConfig::quic_streams`). Cheap to clone; clones
+/// share shutdown.
 ///
 /// Sessions count against the server's [`drpc_core::ServerConfig::max_connections`] (one
 /// limit with plain and TLS connections). Stop it with [`MuxServer::shutdown`] (or
@@ -451,62 +459,15 @@ impl MuxServer {
     #[cfg(feature = "quic")]
     async fn run_quic(&self, conn: quinn::Connection, info: InfoFn) -> Result<(), MuxError> {
         let _live = Live::new("session", "quic");
-        let streams = TaskTracker::new();
-        let grace = self.inner.config.yamux.close_timeout;
-        let ended = loop {
-            // Draining: streams are still accepted (the drpc server answers each with a
-            // go-away at once, so the client learns and retries elsewhere) until the calls
-            // under way have finished.
-            let drained = async {
-                self.server.shutdown_started().await;
-                while !streams.is_empty() {
-                    tokio::time::sleep(DRAIN_POLL).await;
-                }
-            };
-            let accepted = tokio::select! {
-                biased;
-                () = self.server.stopped() => break Ok(()),
-                () = drained => break Ok(()),
-                a = conn.accept_bi() => a,
-            };
-            let (send, recv) = match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    break match MuxError::from(e) {
-                        MuxError::Closed | MuxError::PeerClosed | MuxError::PeerDrained => Ok(()),
-                        other => Err(other),
-                    };
-                }
-            };
-            let server = self.server.clone();
-            let (back_tx, back_rx) = tokio::sync::oneshot::channel();
-            let stream = crate::quic::QuicStream::new(send, recv).give_back_send(back_tx);
-            let conn_info = info();
-            streams.spawn(async move {
-                let _live = Live::new("stream", "quic");
-                if let Err(e) = server.serve_one_with(stream, conn_info).await {
-                    tracing::debug!(error = %e, "QUIC stream ended with an error");
-                }
-                crate::quic::settle_send(back_rx, grace).await;
-            });
-        };
-        // Calls under way finish (until the drain deadline), and replies already written reach
-        // the client before the connection closes.
-        streams.close();
-        tokio::select! {
-            () = streams.wait() => {}
-            () = self.server.stopped() => {
-                let _ = tokio::time::timeout(grace, streams.wait()).await;
-            }
-        }
-        // "Drained" only when no call was cut: then a stream without a reply was not started.
-        let code = if self.server.is_stopped() {
-            crate::quic::CLOSE_STOPPED
-        } else {
-            crate::quic::CLOSE_SHUTDOWN
-        };
-        conn.close(code, b"server shutdown");
-        ended
+        let config = &self.inner.config;
+        crate::quic::serve::serve_connection(
+            &self.server,
+            conn,
+            info,
+            config.yamux.close_timeout,
+            config.quic_streams,
+        )
+        .await
     }
 
     /// Shuts the [`Server`] down: accept loops stop, running calls get up to `drain`, each
@@ -539,14 +500,14 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 const YAMUX_DRAIN_QUIET: Duration = Duration::from_millis(50);
 
 /// One served session or stream in the `drpc_mux_*` gauges (feature `metrics`) while alive.
-struct Live {
+pub(crate) struct Live {
     #[cfg(feature = "metrics")]
     gauge: metrics::Gauge,
 }
 
 impl Live {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn new(what: &'static str, transport: &'static str) -> Live {
+    pub(crate) fn new(what: &'static str, transport: &'static str) -> Live {
         #[cfg(feature = "metrics")]
         {
             let gauge = match what {

@@ -12,9 +12,9 @@ use common::{BLOB_STREAM, BlobRequest, ECHO, Peer, SLOW, WHO};
 use drpc_core::tls::dev::DevCerts;
 use drpc_core::tls::{TlsAcceptor, TlsConnector};
 use drpc_core::{CallOptions, Conn, ConnExt, Error};
-use drpc_mux::quic::{QuicConfig, QuicSession};
+use drpc_mux::quic::{QuicConfig, QuicSession, StreamServing};
 use drpc_mux::yamux::YamuxConfig;
-use drpc_mux::{MuxConn, MuxError, MuxServer, mux_error};
+use drpc_mux::{MuxConn, MuxError, MuxServer, MuxServerConfig, mux_error};
 use serial_test::serial;
 
 fn secs(s: u64) -> CallOptions {
@@ -310,5 +310,120 @@ async fn yamux_over_mutual_tls() {
             .ok()
     };
     assert!(refused.await.is_none());
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Calls in flight together share datagrams (the endpoints run on `BatchingRuntime`, and the
+/// server writes the replies of a connection's streams in one pass): 64 callers on one
+/// connection send and receive fewer than one datagram per two calls. With quinn's plain
+/// tokio runtime each call took about one datagram each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_share_datagrams() {
+    const CALLERS: usize = 64;
+    const ROUNDS: usize = 50;
+    let (server, conn, stats) = quic_pair(false, QuicConfig::default()).await;
+    let conn = Arc::new(conn);
+    assert_eq!(echo(&*conn, "warm").await.unwrap(), "echo:warm");
+    let before = conn.session().connection().stats();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|c| {
+            let conn = Arc::clone(&conn);
+            tokio::spawn(async move {
+                for r in 0..ROUNDS {
+                    let text = format!("{c}-{r}");
+                    assert_eq!(echo(&*conn, &text).await.unwrap(), format!("echo:{text}"));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let after = conn.session().connection().stats();
+    let calls = (CALLERS * ROUNDS) as u64;
+    assert_eq!(stats.calls.load(Ordering::SeqCst) as u64, calls + 1);
+    let sent = after.udp_tx.datagrams - before.udp_tx.datagrams;
+    let received = after.udp_rx.datagrams - before.udp_rx.datagrams;
+    eprintln!("{calls} calls: {sent} datagrams sent, {received} received");
+    assert!(sent * 2 < calls, "{sent} datagrams sent for {calls} calls");
+    assert!(
+        received * 2 < calls,
+        "{received} datagrams received for {calls} calls"
+    );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `StreamServing::Task` (a task per stream) serves concurrent and slow calls alike, and a
+/// drain lets the call under way finish before the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_streams_on_tasks_serve_and_drain() {
+    let stats = Arc::new(common::Stats::default());
+    let server = MuxServer::with_config(
+        drpc_core::Server::new(common::router(Arc::clone(&stats))),
+        MuxServerConfig {
+            quic_streams: StreamServing::Task,
+            ..MuxServerConfig::default()
+        },
+    );
+    let conn = Arc::new(common::quic_session(&server, false, QuicConfig::default()).await);
+    let calls = (0..200).map(|i| {
+        let conn = &conn;
+        async move { (i, echo(&**conn, &i.to_string()).await) }
+    });
+    for (i, r) in futures_util::future::join_all(calls).await {
+        assert_eq!(r.unwrap(), format!("echo:{i}"));
+    }
+    assert!(stats.max_in_flight.load(Ordering::SeqCst) >= 2);
+    let start = Instant::now();
+    let slow = (0..10).map(|_| conn.call::<u64, u64>(SLOW, &300, secs(30)));
+    for r in futures_util::future::join_all(slow).await {
+        assert_eq!(r.unwrap(), 300);
+    }
+    assert!(start.elapsed() < Duration::from_millis(1500));
+    let draining = tokio::spawn({
+        let conn = Arc::clone(&conn);
+        async move { conn.call::<u64, u64>(SLOW, &200, secs(10)).await }
+    });
+    while stats.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(draining.await.unwrap().unwrap(), 200);
+    tokio::time::timeout(Duration::from_secs(2), conn.closed())
+        .await
+        .expect("the client sees the connection closed");
+    assert!(matches!(conn.close_reason(), Some(MuxError::PeerDrained)));
+}
+
+/// With a connection's streams served on its one task, a handler that panics ends only its
+/// own call: a call under way on another stream of the same connection completes, and the
+/// connection serves new calls after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_only_its_own_quic_call() {
+    const PANIC: &str = "/t/Panic";
+    let stats = Arc::new(common::Stats::default());
+    let router = common::router(Arc::clone(&stats)).unary(
+        PANIC,
+        |_ctx: drpc_core::Context, n: u64| async move {
+            if n > 0 {
+                panic!("handler panics on purpose");
+            }
+            Ok::<_, Error>(n)
+        },
+    );
+    let server = MuxServer::new(drpc_core::Server::new(router));
+    let conn = Arc::new(common::quic_session(&server, false, QuicConfig::default()).await);
+    let slow = tokio::spawn({
+        let conn = Arc::clone(&conn);
+        async move { conn.call::<u64, u64>(SLOW, &300, secs(10)).await }
+    });
+    while stats.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failed = conn.call::<u64, u64>(PANIC, &1, secs(10)).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(slow.await.unwrap().unwrap(), 300);
+    assert!(!conn.is_closed());
+    assert_eq!(echo(&*conn, "after").await.unwrap(), "echo:after");
     server.shutdown(Duration::from_secs(1)).await;
 }
