@@ -61,10 +61,13 @@ pub(crate) struct MultiProbe {
 }
 
 /// Cells of the lookup table per ring point (rounded up to a power of two of cells).
-const CELLS_PER_POINT: usize = 8;
+const CELLS_PER_POINT: usize = 16;
 
 /// Points compared per probe: the first at or after the cell's start and the next.
 const WINDOW: usize = 2;
+
+/// Points past a window scanned for a probe's successor before a binary search.
+const SCAN: usize = 8;
 
 /// The most cells (2²⁰: past about 32 000 endpoints a probe takes the exact pass more often).
 const MAX_CELL_BITS: u32 = 20;
@@ -173,8 +176,22 @@ impl MultiProbe {
         };
         match Self::closer(&self.packed, s, product) {
             d if d < FAR => d,
-            _ => self.successor_slow(x),
+            _ => self.successor_past(s + WINDOW, x),
         }
+    }
+
+    /// [`MultiProbe::successor`] when the window from index `s − WINDOW` is before `x`:
+    /// the next few points (the rest of a crowded cell), else a binary search.
+    #[cold]
+    fn successor_past(&self, from: usize, x: u32) -> u64 {
+        let at = u64::from(x) << 32;
+        self.packed
+            .iter()
+            .skip(from)
+            .take(SCAN)
+            .map(|&q| q.wrapping_sub(at))
+            .find(|&d| d < FAR)
+            .unwrap_or_else(|| self.successor_slow(x))
     }
 
     /// The smallest packed distance from the probe whose product is `product` to the
