@@ -602,6 +602,27 @@ mod tests {
         );
     }
 
+    /// Multi-probe routes of 100 000 keys, folded into one FNV-1a value per size: a change
+    /// here reroutes keys of deployed fleets. The values are those of every earlier layout
+    /// of the lookup table (24-byte cells, then two-byte starts into 33-bit packed points).
+    #[test]
+    fn multiprobe_routes_are_stable_across_table_layouts() {
+        for (n, want) in [
+            (100, 0x8c13_5bf9_d4fb_965c_u64),
+            (1000, 0xfb74_31f8_91c3_5b54),
+            (3000, 0x535c_0598_ee3c_966d),
+        ] {
+            let t = table(&names(n), &RouteConfig::default());
+            assert_eq!(t.method(), RouteMethod::MultiProbe);
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for k in 0..100_000u64 {
+                let i = t.route(RouteTable::key_hash(&format!("user-{k}"))).unwrap() as u64;
+                h = (h ^ i).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            assert_eq!(h, want, "N={n}: routes changed");
+        }
+    }
+
     #[test]
     fn weighted_multiprobe_follows_the_weights_roughly() {
         let config = RouteConfig {
