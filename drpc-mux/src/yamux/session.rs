@@ -81,6 +81,10 @@ const READ_CHUNK: usize = 64 * 1024;
 /// StreamOpenTimeout (75 s), after which a Go peer closes the session.
 const ACK_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Bytes queued past which a stream's write is written at once rather than left for the
+/// session task's deferred flush.
+const INLINE_BYTES: usize = 16 * 1024;
+
 /// The least room a read is given before the read buffer is replaced.
 const MIN_READ: usize = 16 * 1024;
 
@@ -212,6 +216,12 @@ pub(super) struct Core {
     pub(super) out_waiters: Vec<Waker>,
     /// The peer sent a GoAway: no new streams.
     pub(super) remote_go_away: bool,
+    /// Frames wait for the session task's deferred flush (see [`Shared::send`]); its wake is
+    /// on the way.
+    pub(super) flush_wanted: bool,
+    /// Streams the last burst read handed data to or opened: when more than one, their
+    /// writes are likely to follow one another on the same worker, and are written together.
+    pub(super) burst: usize,
     /// The session ended: streams fail.
     pub(super) dead: bool,
 }
@@ -220,6 +230,16 @@ impl Core {
     pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
         header.encode_into(payload, &mut self.out);
     }
+}
+
+/// Wakes `task` once the worker this runs on has run the tasks that are ready now: tokio
+/// defers the wake of a task that yields ([`tokio::task::yield_now`]) until its worker has
+/// nothing else to run (or its periodic maintenance, every few dozen polls), so a `yield_now`
+/// polled with `task`'s waker defers `task`. Outside a runtime, `task` is woken at once. Only
+/// when frames leave depends on this, never whether they do.
+fn defer_wake(task: &Waker) {
+    let mut cx = Context::from_waker(task);
+    let _ = std::pin::pin!(tokio::task::yield_now()).poll(&mut cx);
 }
 
 fn write_out(io: &mut Writer, out: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -254,6 +274,31 @@ impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves consistent bytes (every change is a whole step).
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends what a stream just queued. When the last burst read woke one stream at most (one
+    /// call in flight, a bulk stream) or much is queued, the caller writes it at once
+    /// ([`Shared::kick`]); otherwise the streams that burst woke are likely to write next on
+    /// the same worker, so the frame waits for the session task's deferred flush
+    /// ([`Shared::defer_flush`]) and their frames leave in one `write`.
+    pub(super) fn send<'a>(&'a self, mut core: MutexGuard<'a, Core>) {
+        if core.burst <= 1 || core.out.len() >= INLINE_BYTES {
+            self.kick(core);
+        } else {
+            Shared::defer_flush(&mut core);
+        }
+    }
+
+    /// Has the session task write what is queued once the worker running the caller has run
+    /// the tasks that are ready now (see [`defer_wake`]).
+    pub(super) fn defer_flush(core: &mut Core) {
+        if core.flush_wanted {
+            return;
+        }
+        core.flush_wanted = true;
+        if let Some(task) = core.task.as_ref() {
+            defer_wake(task);
+        }
     }
 
     /// Writes out what is queued, in the caller's task, with the lock released during the
@@ -446,6 +491,8 @@ impl YamuxSession {
                 write_error: None,
                 out_waiters: Vec::new(),
                 remote_go_away: false,
+                flush_wanted: false,
+                burst: 0,
                 dead: false,
             }),
             state,
@@ -481,6 +528,7 @@ impl YamuxSession {
             opened: Vec::new(),
             max_remote_id: 0,
             ack_timer: None,
+            data_wakes: 0,
         };
         tokio::spawn(task.run(config));
         YamuxSession { handle }
@@ -611,6 +659,8 @@ struct SessionTask {
     max_remote_id: u32,
     /// Armed while streams the peer opened may still owe their ACK (see [`ACK_DELAY`]).
     ack_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Streams of this burst woken with data.
+    data_wakes: usize,
 }
 
 /// Why the session task stops reading.
@@ -676,6 +726,8 @@ impl SessionTask {
                 acks.clear();
                 self.opened = acks;
             }
+            // The deferred flush (or what an inline writer left when the socket was full).
+            core.flush_wanted = false;
             if let Err(e) = self.flush(&mut core, cx) {
                 return Poll::Ready(Stop::Failed(e.into()));
             }
@@ -707,7 +759,7 @@ impl SessionTask {
             if n == 0 {
                 return Poll::Ready(Stop::Failed(MuxError::PeerClosed));
             }
-            if let Err(stop) = self.dispatch(cx) {
+            if let Err(stop) = self.dispatch() {
                 return Poll::Ready(stop);
             }
         }
@@ -730,7 +782,7 @@ impl SessionTask {
     }
 
     /// Handles every whole frame read so far.
-    fn dispatch(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
+    fn dispatch(&mut self) -> Result<(), Stop> {
         let shared = Arc::clone(&self.shared);
         let mut core = shared.lock();
         let result = loop {
@@ -743,10 +795,11 @@ impl SessionTask {
                 break Err(e);
             }
         };
-        if let Err(e) = self.flush(&mut core, cx) {
-            drop(core);
-            self.wake_collected();
-            return Err(Stop::Failed(e.into()));
+        core.burst = std::mem::take(&mut self.data_wakes) + self.opened.len();
+        // What the burst queued (pings, resets, ACKs) leaves with the frames of the streams
+        // it woke, once they have run.
+        if !core.out.is_empty() {
+            Shared::defer_flush(&mut core);
         }
         drop(core);
         self.wake_collected();
@@ -872,7 +925,10 @@ impl SessionTask {
                 slot.recv_window -= h.length;
                 if !payload.is_empty() {
                     slot.recv.push(payload);
-                    self.wakers.extend(slot.read_waker.take());
+                    if let Some(w) = slot.read_waker.take() {
+                        self.data_wakes += 1;
+                        self.wakers.push(w);
+                    }
                 }
             }
         }

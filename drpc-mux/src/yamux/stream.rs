@@ -153,7 +153,7 @@ impl YamuxStream {
             slot.local_fin = true;
             slot.recv.clear();
             core.queue(Header::window_update(self.id, flags, 0), &[]);
-            self.shared.kick(core);
+            self.shared.send(core);
         }
     }
 }
@@ -299,7 +299,7 @@ fn poll_read(
             slot.consumed = 0;
             slot.recv_window += delta;
             core.queue(Header::window_update(id, flags, delta), &[]);
-            shared.kick(core);
+            shared.send(core);
         }
         return Poll::Ready(Ok(()));
     }
@@ -366,7 +366,7 @@ fn poll_write(
     slot.send_window -= n as u32;
     let flags = std::mem::take(&mut slot.pending_flags);
     core.queue(Header::data(id, flags, n as u32), &buf[..n]);
-    shared.kick(core);
+    shared.send(core);
     Poll::Ready(Ok(n))
 }
 
@@ -393,7 +393,7 @@ fn poll_shutdown(shared: &Shared, id: u32) -> Poll<io::Result<()>> {
         slot.local_fin = true;
         let flags = std::mem::take(&mut slot.pending_flags) | FIN;
         core.queue(Header::data(id, flags, 0), &[]);
-        shared.kick(core);
+        shared.send(core);
     }
     Poll::Ready(Ok(()))
 }
@@ -465,13 +465,9 @@ fn release(shared: &Shared, id: u32) {
         } else {
             Header::data(id, flags, 0)
         };
-        let idle = core.out.is_empty() && !core.writing;
         core.queue(kind, &[]);
         // No write of its own: the stream's end rides on the next frame any stream writes,
-        // and the session task writes it when nothing else does first (it is woken here
-        // when nothing else was waiting to be written; otherwise it is due to write anyway).
-        if idle && let Some(task) = core.task.as_ref() {
-            task.wake_by_ref();
-        }
+        // or leaves with the session task's deferred flush when nothing else is written first.
+        Shared::defer_flush(&mut core);
     }
 }
