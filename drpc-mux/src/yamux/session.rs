@@ -1101,3 +1101,128 @@ mod tests {
         }
     }
 }
+
+/// The deferred flush: replies of streams one burst woke leave together.
+#[cfg(test)]
+mod batching_tests {
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+    use tokio::net::TcpStream;
+
+    use super::super::frame::{Decoder, FIN, FrameType, Header, SYN};
+    use super::{INITIAL_WINDOW, YamuxConfig, YamuxSession};
+
+    /// A TCP stream that counts the writes the session makes on it.
+    struct CountingWrites {
+        tcp: TcpStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingWrites {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingWrites {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
+            if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    /// 64 streams opened in one burst (one TCP write of SYN frames from a raw peer) each get
+    /// a reply from their own task, then end: the replies wait for the session task's
+    /// deferred flush and leave in a few `write`s, not one each, and every reply and every
+    /// stream's FIN arrives although nothing else is written after them.
+    #[tokio::test(flavor = "current_thread")]
+    async fn replies_of_one_burst_leave_in_a_few_writes_and_all_arrive() {
+        const STREAMS: u32 = 64;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let writes = Arc::new(AtomicUsize::new(0));
+        let io = CountingWrites {
+            tcp,
+            writes: Arc::clone(&writes),
+        };
+        let (_session, mut incoming) =
+            YamuxSession::server(io, YamuxConfig::default().without_heartbeat());
+        tokio::spawn(async move {
+            while let Some(mut stream) = incoming.accept().await {
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    stream.read_exact(&mut byte).await.unwrap();
+                    stream.write_all(&[byte[0], byte[0]]).await.unwrap();
+                });
+            }
+        });
+
+        // Stream n (odd ids, as a client opens them) sends the byte n, all in one write.
+        let mut burst = BytesMut::new();
+        for n in 0..STREAMS {
+            Header::data(2 * n + 1, SYN, 1).encode_into(&[n as u8], &mut burst);
+        }
+        peer.write_all(&burst).await.unwrap();
+
+        let mut decoder = Decoder::new();
+        let mut replies = vec![Vec::new(); STREAMS as usize];
+        let mut fins = 0;
+        let read_all = async {
+            while fins < STREAMS || replies.iter().any(|r| r.len() < 2) {
+                if decoder.buffer().capacity() - decoder.buffer().len() < 4096 {
+                    decoder.buffer().reserve(64 * 1024);
+                }
+                let n = peer.read_buf(decoder.buffer()).await.unwrap();
+                assert!(n > 0, "the session closed the connection");
+                while let Some((h, payload)) = decoder.next_frame(INITIAL_WINDOW).unwrap() {
+                    let n = (h.stream_id / 2) as usize;
+                    if h.kind == FrameType::Data {
+                        replies[n].extend_from_slice(&payload);
+                    }
+                    if h.has(FIN) {
+                        fins += 1;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+            .await
+            .expect("every reply and FIN arrives");
+        for (n, reply) in replies.iter().enumerate() {
+            assert_eq!(reply, &[n as u8, n as u8], "stream {n}'s reply");
+        }
+        let writes = writes.load(Ordering::Relaxed);
+        assert!(
+            writes <= 8,
+            "{STREAMS} replies and FINs took {writes} writes (one each without the deferred flush)"
+        );
+    }
+}
