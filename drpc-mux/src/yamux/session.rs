@@ -12,7 +12,15 @@
 //!   socket. So frames of many streams leave in one `write`, and writers do not wait on the
 //!   lock for each other's syscalls. No task hop, no per-frame allocation. A stream's end (the
 //!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
-//!   written, or the session task writes it when nothing else does first.
+//!   written, or leaves with the deferred flush below.
+//! - **Under load, writes are deferred and written together.** When the last burst the
+//!   session task read handed data to (or opened) more than one stream, those streams' tasks
+//!   are about to run one after another on the same worker, each writing a frame. Their
+//!   writes then only queue, and the session task writes them all in one `write` once the
+//!   worker has run the tasks that were ready (its wake is deferred the way tokio defers a
+//!   task that yields). At 64 calls in flight this took the `sendto`s from 2.6 per call to
+//!   under 0.1. One stream woken at a time (one call in flight, a bulk stream) and writes
+//!   past [`INLINE_BYTES`] queued still write at once, as above.
 //! - **One session task reads.** It reads a burst of bytes, parses every whole frame in it
 //!   under one lock, appends data to the streams' receive queues (zero-copy slices of the read
 //!   buffer) and wakes only the streams that got something. It also writes out what a writer
@@ -83,7 +91,7 @@ const ACK_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bytes queued past which a stream's write is written at once rather than left for the
 /// session task's deferred flush.
-const INLINE_BYTES: usize = 16 * 1024;
+pub const INLINE_BYTES: usize = 16 * 1024;
 
 /// The least room a read is given before the read buffer is replaced.
 const MIN_READ: usize = 16 * 1024;
