@@ -1,7 +1,7 @@
 //! [`MuxServer`]: serves every stream of yamux sessions and QUIC connections with a
 //! [`drpc_core::Server`], each stream on its own task: yamux streams through
 //! [`Server::serve_stream`] (split without an allocation, the session's extensions shared),
-//! QUIC streams through [`Server::serve_one_with`] on the connection's task (or a task each,
+//! QUIC streams through [`Server::serve_one_with`] (or all on the connection's task,
 //! `MuxServerConfig::quic_streams`; see `quic::serve`).
 //!
 //! Sessions are accepted by the server's one accept loop ([`Server::serve_connections`]), so
@@ -32,8 +32,9 @@ pub struct MuxServerConfig {
     /// How long a new yamux stream may stay silent before its first byte; a stream that sends
     /// nothing in that time is closed. Default: 30 s.
     pub first_byte_timeout: Duration,
-    /// How the streams of a QUIC connection are run: on the connection's task (the default;
-    /// replies that are ready together share packets) or each on a task of its own.
+    /// How the streams of a QUIC connection are run: each on a task of its own (the default)
+    /// or all on the connection's task (replies that are ready together share packets; the
+    /// handlers of one connection share one thread).
     #[cfg(feature = "quic")]
     pub quic_streams: crate::quic::StreamServing,
 }
@@ -51,7 +52,7 @@ impl Default for MuxServerConfig {
 
 /// Serves drpc over yamux sessions and QUIC connections: each stream the peer opens is one
 /// plain drpc connection for the wrapped [`Server`] (yamux: a task per stream, served with
-/// [`Server::serve_stream`]; QUIC: on the connection's task by default, served with
+/// [`Server::serve_stream`]; QUIC: a task per stream by default, served with
 /// [`Server::serve_one_with`], see `MuxServerConfig::quic_streams`). Cheap to clone; clones
 /// share shutdown.
 ///

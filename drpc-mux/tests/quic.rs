@@ -313,9 +313,9 @@ async fn yamux_over_mutual_tls() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Calls in flight together share datagrams (the endpoints run on `BatchingRuntime`, and the
-/// server writes the replies of a connection's streams in one pass): 64 callers on one
-/// connection send and receive fewer than one datagram per two calls. With quinn's plain
+/// Calls in flight together share datagrams (the endpoints run on `BatchingRuntime`; the
+/// server serves each stream on its own task, the default): 64 callers on one connection send
+/// and receive fewer than one datagram per two calls. With quinn's plain
 /// tokio runtime each call took about one datagram each way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_share_datagrams() {
@@ -353,15 +353,23 @@ async fn calls_in_flight_share_datagrams() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-/// `StreamServing::Task` (a task per stream) serves concurrent and slow calls alike, and a
-/// drain lets the call under way finish before the connection closes.
+/// Both ways of serving a connection's streams (a task each, the default, and all on the
+/// connection's task) serve concurrent and slow calls alike, and a drain lets the call under
+/// way finish before the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quic_streams_on_tasks_serve_and_drain() {
+async fn quic_streams_inline_or_on_tasks_serve_and_drain() {
+    assert_eq!(StreamServing::default(), StreamServing::Task);
+    for mode in [StreamServing::Task, StreamServing::Inline] {
+        serve_and_drain(mode).await;
+    }
+}
+
+async fn serve_and_drain(mode: StreamServing) {
     let stats = Arc::new(common::Stats::default());
     let server = MuxServer::with_config(
         drpc_core::Server::new(common::router(Arc::clone(&stats))),
         MuxServerConfig {
-            quic_streams: StreamServing::Task,
+            quic_streams: mode,
             ..MuxServerConfig::default()
         },
     );
@@ -395,11 +403,17 @@ async fn quic_streams_on_tasks_serve_and_drain() {
     assert!(matches!(conn.close_reason(), Some(MuxError::PeerDrained)));
 }
 
-/// With a connection's streams served on its one task, a handler that panics ends only its
+/// Served inline or on tasks, a handler that panics ends only its
 /// own call: a call under way on another stream of the same connection completes, and the
 /// connection serves new calls after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_only_its_own_quic_call() {
+    for mode in [StreamServing::Inline, StreamServing::Task] {
+        panicking_handler(mode).await;
+    }
+}
+
+async fn panicking_handler(mode: StreamServing) {
     const PANIC: &str = "/t/Panic";
     let stats = Arc::new(common::Stats::default());
     let router = common::router(Arc::clone(&stats)).unary(
@@ -411,7 +425,13 @@ async fn a_panicking_handler_fails_only_its_own_quic_call() {
             Ok::<_, Error>(n)
         },
     );
-    let server = MuxServer::new(drpc_core::Server::new(router));
+    let server = MuxServer::with_config(
+        drpc_core::Server::new(router),
+        MuxServerConfig {
+            quic_streams: mode,
+            ..MuxServerConfig::default()
+        },
+    );
     let conn = Arc::new(common::quic_session(&server, false, QuicConfig::default()).await);
     let slow = tokio::spawn({
         let conn = Arc::clone(&conn);

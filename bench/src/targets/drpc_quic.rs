@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use drpc_core::Server;
+use drpc_mux::quic::StreamServing;
 use drpc_mux::quic::{self, QuicConfig, QuicSession};
-use drpc_mux::{MuxConn, MuxServer};
+use drpc_mux::{MuxConn, MuxServer, MuxServerConfig};
 use tokio::net::TcpListener;
 
 use super::certs;
@@ -29,7 +30,16 @@ impl Target for DrpcQuic {
         drop(listener);
         let endpoint =
             quic::server_endpoint(addr, certs::get()?.server.clone(), &QuicConfig::default())?;
-        let server = MuxServer::new(Server::new(router()));
+        // `BENCH_QUIC_STREAMS=inline`: all streams of a connection on its task (the opt-in);
+        // else a task per stream (the library's default).
+        let config = MuxServerConfig {
+            quic_streams: match std::env::var("BENCH_QUIC_STREAMS").as_deref() {
+                Ok("inline") => StreamServing::Inline,
+                _ => StreamServing::Task,
+            },
+            ..MuxServerConfig::default()
+        };
+        let server = MuxServer::with_config(Server::new(router()), config);
         tokio::spawn(async move { server.serve_quic(endpoint).await });
         Ok(())
     }
