@@ -109,6 +109,24 @@ fn conns(scheme: &str, seed: u64, m: u64, backends: &[String], k: usize) -> Vec<
         .collect()
 }
 
+/// Connections per backend `web-i`, indexed by i, over every client's subset.
+fn per_backend(sets: &[HashSet<String>], n: usize) -> Vec<usize> {
+    let mut count = vec![0usize; n];
+    for b in sets.iter().flatten() {
+        count[b[4..].parse::<usize>().unwrap()] += 1;
+    }
+    count
+}
+
+/// The connections of `before` missing from `after`, client by client (the churn).
+fn closed(before: &[HashSet<String>], after: &[HashSet<String>]) -> usize {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| b.difference(a).count())
+        .sum()
+}
+
 /// G1: connection balance over the grid; G2: churn when a backend is added or removed; G3:
 /// churn when a client joins.
 fn subsetting(quick: bool) {
@@ -130,12 +148,7 @@ fn subsetting(quick: bool) {
                     let runs = if scheme == "ring" { 1 } else { g1_seeds };
                     let (mut sum_max, mut sum_sq) = (0.0, 0.0);
                     for seed in 0..runs {
-                        let mut count = vec![0usize; n];
-                        for set in conns(scheme, seed, m, &backends, k) {
-                            for b in set {
-                                count[b[4..].parse::<usize>().unwrap()] += 1;
-                            }
-                        }
+                        let count = per_backend(&conns(scheme, seed, m, &backends, k), n);
                         let max = *count.iter().max().unwrap() as f64 / mean;
                         let min = *count.iter().min().unwrap() as f64 / mean;
                         worst_max = worst_max.max(max);
@@ -254,12 +267,7 @@ fn subsetting(quick: bool) {
                 let mut more = backends.clone();
                 more.push(format!("web-{n}"));
                 let after = conns(scheme, seed, m, &more, k);
-                let closed: usize = before
-                    .iter()
-                    .zip(&after)
-                    .map(|(b, a)| b.difference(a).count())
-                    .sum();
-                add = add.max(closed as f64 / total as f64);
+                add = add.max(closed(&before, &after) as f64 / total as f64);
                 // G2 remove: web-N/2 leaves; its own connections are unavoidable.
                 let gone = format!("web-{}", n / 2);
                 let fewer: Vec<String> = backends.iter().filter(|b| **b != gone).cloned().collect();
@@ -284,12 +292,7 @@ fn subsetting(quick: bool) {
             let before = conns(scheme, 0, m, &backends, k);
             let after = conns(scheme, 0, m + 1, &backends, k);
             let total: usize = before.iter().map(HashSet::len).sum();
-            let changed: usize = before
-                .iter()
-                .zip(&after)
-                .map(|(b, a)| b.difference(a).count())
-                .sum();
-            let g3 = changed as f64 / total as f64;
+            let g3 = closed(&before, &after) as f64 / total as f64;
             line("G3", &f, g3, 1.0 / m as f64, g3 <= 1.0 / m as f64);
         }
     }
@@ -311,12 +314,7 @@ fn sweep() {
                     for size in n.saturating_sub(5).max(k + 1)..n + 5 {
                         let backends = names(size);
                         let before = conns(scheme, 0, m, &backends, k);
-                        let mut count = vec![0usize; size];
-                        for set in &before {
-                            for b in set {
-                                count[b[4..].parse::<usize>().unwrap()] += 1;
-                            }
-                        }
+                        let count = per_backend(&before, size);
                         let mean = (m as f64) * k as f64 / size as f64;
                         let max = *count.iter().max().unwrap() as f64 / mean;
                         g1 = g1.max(max);
@@ -324,12 +322,8 @@ fn sweep() {
                         let mut more = backends.clone();
                         more.push(format!("web-{size}"));
                         let after = conns(scheme, 0, m, &more, k);
-                        let closed: usize = before
-                            .iter()
-                            .zip(&after)
-                            .map(|(b, a)| b.difference(a).count())
-                            .sum();
-                        let ratio = closed as f64 / (m as f64 * k as f64) * (size as f64 + 1.0);
+                        let ratio = closed(&before, &after) as f64 / (m as f64 * k as f64)
+                            * (size as f64 + 1.0);
                         add = add.max(ratio);
                         add_miss += usize::from(ratio > 1.5);
                     }

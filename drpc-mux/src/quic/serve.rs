@@ -67,7 +67,8 @@ impl<F: Future<Output = ()> + Send + 'static> Streams<F> {
     }
 
     /// Resolves once no stream is left (inline: only if none is left now; the caller asks
-    /// again after each stream ends).
+    /// again after each stream ends). Awaited only while draining, so closing the tracker
+    /// then (which lets `wait` finish; streams may still be spawned on it) is for good.
     fn all_ended(&self) -> impl Future<Output = ()> + use<F> {
         let (tracker, empty) = match self {
             Streams::Inline(s) => (None, s.is_empty()),
@@ -76,9 +77,8 @@ impl<F: Future<Output = ()> + Send + 'static> Streams<F> {
         async move {
             match tracker {
                 Some(t) => {
-                    while !t.is_empty() {
-                        tokio::time::sleep(DRAIN_POLL).await;
-                    }
+                    t.close();
+                    t.wait().await;
                 }
                 None if empty => {}
                 None => std::future::pending().await,
@@ -97,9 +97,6 @@ impl<F: Future<Output = ()> + Send + 'static> Streams<F> {
         }
     }
 }
-
-/// How often a draining connection with streams on tasks checks whether they have ended.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Serves every bidirectional stream of `conn` with `server` until the connection ends or the
 /// server's drain is over, then closes the connection (with [`super::CLOSE_SHUTDOWN`], or
