@@ -1,6 +1,7 @@
 //! [`MuxConn`]: a [`Conn`] that runs every RPC on a fresh stream of one session.
 
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +32,13 @@ pub struct MuxConnConfig {
     pub max_packet_size: usize,
     /// Outgoing frames carry at most this many payload bytes. Default: 64 KiB.
     pub split_size: usize,
+    /// Streams whose call ended cleanly kept open for the next calls, at most (see
+    /// [`MuxConn`]). 0: every call opens a stream of its own and closes it. Default: 64.
+    pub max_idle_streams: usize,
+    /// How long a kept stream may wait for its next call before it is closed (when the next
+    /// call or return finds it). Keep it below the server's idle timeout (drpc-rs servers:
+    /// 5 minutes by default). Default: 30 s.
+    pub idle_stream_timeout: Duration,
 }
 
 impl Default for MuxConnConfig {
@@ -41,19 +49,30 @@ impl Default for MuxConnConfig {
             close_session_on_cancel: false,
             max_packet_size: core.max_packet_size,
             split_size: core.split_size,
+            max_idle_streams: 64,
+            idle_stream_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// A client connection that runs each RPC on its own stream of a session (yamux or QUIC), so
-/// RPCs run concurrently, each speaking the plain storj/drpc wire on its stream.
+/// A client connection that runs each RPC on a stream of its own of a session (yamux or
+/// QUIC), so RPCs run concurrently, each speaking the plain storj/drpc wire on its stream.
 ///
-/// Per call: wait for a stream slot (the session's stream limit; bounded by the call's
-/// deadline, then [`Error::ResourceExhausted`]), open a stream, run the call in the caller's
-/// task on a [`ClientIo`] over it (drpc-core's sans-IO connection core with its I/O: no
-/// task, lock or shared state per call), close the stream. When the session fails under a call, the call
-/// fails with [`Error::Transport`] carrying the [`MuxError`] (see [`crate::mux_error`]); a call that
-/// begins on a closed session gets [`Error::Closed`] (nothing was sent).
+/// Per call: take a stream kept from an earlier call, or wait for a stream slot (the
+/// session's stream limit; bounded by the call's deadline, then
+/// [`Error::ResourceExhausted`]) and open one; run the call in the caller's task on a
+/// [`ClientIo`] over it (drpc-core's sans-IO connection core with its I/O: no task, lock or
+/// shared state per call). A stream whose call ended cleanly is kept for the next call, as a
+/// plain drpc connection runs one RPC after another ([`MuxConnConfig::max_idle_streams`], at
+/// most [`MuxConnConfig::idle_stream_timeout`]): a call then costs no stream open and close,
+/// and the server no task of its own. A canceled call's stream is closed. A kept stream the
+/// server closed (its idle timeout, a drain) is seen and dropped when a call would take it;
+/// a unary call whose kept stream turns out closed before any reply runs again on a new
+/// stream.
+///
+/// When the session fails under a call, the call fails with [`Error::Transport`] carrying the
+/// [`MuxError`] (see [`crate::mux_error`]); a call that begins on a closed session gets
+/// [`Error::Closed`] (nothing was sent).
 #[derive(Debug)]
 pub struct MuxConn<N: NewStream> {
     session: Arc<N>,
@@ -64,8 +83,94 @@ pub struct MuxConn<N: NewStream> {
     going_away: CancellationToken,
     /// What every stream's core runs with.
     core: ConnConfig,
-    /// Read and write buffers of finished calls, for the next calls' streams.
-    buffers: Arc<BufferList>,
+    /// Streams of finished calls, and read and write buffers, for the next calls.
+    idle: Arc<IdleList<N::Stream>>,
+}
+
+/// Streams kept between calls, most recently used last, and a small free list of
+/// [`IoBuffers`] for fresh streams.
+struct IdleList<S: drpc_core::Transport> {
+    streams: std::sync::Mutex<Vec<(ClientIo<S>, Instant)>>,
+    buffers: BufferList,
+    /// Told when a stream is kept.
+    kept: tokio::sync::Notify,
+    max: usize,
+    timeout: Duration,
+}
+
+impl<S: drpc_core::Transport> std::fmt::Debug for IdleList<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleList")
+            .field("streams", &self.lock().len())
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: drpc_core::Transport> IdleList<S> {
+    fn new(max: usize, timeout: Duration) -> IdleList<S> {
+        IdleList {
+            streams: std::sync::Mutex::new(Vec::new()),
+            buffers: BufferList::default(),
+            kept: tokio::sync::Notify::new(),
+            max,
+            timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ClientIo<S>, Instant)>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently kept stream that is still open; streams the server closed or kept
+    /// too long are dropped on the way (outside the lock).
+    fn take(&self) -> Option<ClientIo<S>> {
+        if self.max == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let found = loop {
+            let Some((mut io, since)) = self.lock().pop() else {
+                break None;
+            };
+            // Late packets of the last call are read and dropped here; a closed stream (the
+            // peer ended it, a go-away, a reset) is Ready.
+            let open = now.saturating_duration_since(since) < self.timeout
+                && io
+                    .poll_idle_light(&mut Context::from_waker(Waker::noop()))
+                    .is_pending();
+            if open {
+                break Some(io);
+            }
+            stale.push(io);
+        };
+        drop(stale);
+        found
+    }
+
+    /// Keeps `io` for a next call when there is room; the oldest kept past the timeout go.
+    fn give(&self, io: ClientIo<S>) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let mut streams = self.lock();
+        let expired = streams
+            .iter()
+            .take_while(|(_, since)| now.saturating_duration_since(*since) >= self.timeout)
+            .count();
+        gone.extend(streams.drain(..expired).map(|(io, _)| io));
+        let kept = streams.len() < self.max;
+        if kept {
+            streams.push((io, now));
+        } else {
+            gone.push(io);
+        }
+        drop(streams);
+        drop(gone);
+        if kept {
+            self.kept.notify_waiters();
+        }
+    }
 }
 
 /// A small free list of [`IoBuffers`]: a call on a fresh stream takes a set instead of
@@ -117,10 +222,13 @@ impl<N: NewStream> MuxConn<N> {
         };
         MuxConn {
             session: Arc::new(session),
-            config,
             going_away: CancellationToken::new(),
             core,
-            buffers: Arc::default(),
+            idle: Arc::new(IdleList::new(
+                config.max_idle_streams,
+                config.idle_stream_timeout,
+            )),
+            config,
         }
     }
 
@@ -144,11 +252,34 @@ impl<N: NewStream> MuxConn<N> {
         self.session.close_reason()
     }
 
-    /// Opens a stream and puts a client core on it.
-    async fn begin(&self, deadline: Option<Instant>) -> Result<Call<N::Stream>, Error> {
+    /// A kept stream's client core, or a new stream with a client core on it; whether it
+    /// was kept.
+    async fn begin(&self, deadline: Option<Instant>) -> Result<(Call<N::Stream>, bool), Error> {
         if self.session.is_closed() || self.going_away.is_cancelled() {
             return Err(Error::Closed);
         }
+        if self.idle.max == 0 {
+            return Ok((self.open(deadline).await?, false));
+        }
+        loop {
+            // Registered before the look at the kept streams, so a stream kept in between
+            // is not missed: a caller waiting for a stream slot takes a stream a finished
+            // call keeps (kept streams hold their slots).
+            let kept = self.idle.kept.notified();
+            let mut kept = std::pin::pin!(kept);
+            kept.as_mut().enable();
+            if let Some(io) = self.idle.take() {
+                return Ok((Call::new(io, &self.idle), true));
+            }
+            tokio::select! {
+                opened = self.open(deadline) => return Ok((opened?, false)),
+                () = kept => {}
+            }
+        }
+    }
+
+    /// Opens a stream and puts a client core on it.
+    async fn open(&self, deadline: Option<Instant>) -> Result<Call<N::Stream>, Error> {
         let open = self.session.new_stream();
         let opened = match deadline {
             None => open.await,
@@ -164,26 +295,79 @@ impl<N: NewStream> MuxConn<N> {
             _ if self.session.is_closed() => Error::Closed,
             other => other.into_call_error(),
         })?;
-        let buffers = self.buffers.take();
-        Ok(Call(
+        let buffers = self.idle.buffers.take();
+        Ok(Call::new(
             ClientIo::with_buffers(stream, &self.core, buffers),
-            Arc::clone(&self.buffers),
+            &self.idle,
         ))
     }
 }
 
 /// One RPC's client core on its own stream; dropped while the RPC runs (the caller gave up),
 /// it cancels the RPC (soft: a Cancel packet, then the stream's end). A call that ended
-/// cleanly gives its buffers back to the connection's free list.
-struct Call<S: drpc_core::Transport>(ClientIo<S>, Arc<BufferList>);
+/// cleanly leaves its stream to the connection's kept streams (or, when those are full or
+/// off, its buffers to the free list).
+struct Call<S: drpc_core::Transport> {
+    /// `None` only inside `drop`.
+    io: Option<ClientIo<S>>,
+    idle: Arc<IdleList<S>>,
+}
+
+impl<S: drpc_core::Transport> Call<S> {
+    fn new(io: ClientIo<S>, idle: &Arc<IdleList<S>>) -> Call<S> {
+        Call {
+            io: Some(io),
+            idle: Arc::clone(idle),
+        }
+    }
+}
+
+impl<S: drpc_core::Transport> std::ops::Deref for Call<S> {
+    type Target = ClientIo<S>;
+
+    fn deref(&self) -> &ClientIo<S> {
+        self.io
+            .as_ref()
+            .expect("a call's core is taken only when it drops")
+    }
+}
+
+impl<S: drpc_core::Transport> std::ops::DerefMut for Call<S> {
+    fn deref_mut(&mut self) -> &mut ClientIo<S> {
+        self.io
+            .as_mut()
+            .expect("a call's core is taken only when it drops")
+    }
+}
 
 impl<S: drpc_core::Transport> Drop for Call<S> {
     fn drop(&mut self) {
-        if self.0.is_running() {
-            self.0.cancel_now();
-        } else if let Some(buffers) = self.0.take_buffers() {
-            self.1.give(buffers);
+        let Some(mut io) = self.io.take() else {
+            return;
+        };
+        if io.is_running() {
+            io.cancel_now();
+        } else if self.idle.max > 0 && io.is_reusable() {
+            self.idle.give(io);
+        } else if let Some(buffers) = io.take_buffers() {
+            self.idle.buffers.give(buffers);
         }
+    }
+}
+
+/// Whether a unary call ended because its stream was closed under it before any reply: an
+/// end of stream (a unary call that got a reply or the server's error does not end so), a
+/// reset or a broken pipe on the stream.
+fn closed_before_reply(result: &Result<Bytes, Error>) -> bool {
+    match result {
+        Err(Error::Eof | Error::StreamClosed) => true,
+        Err(Error::Io(e)) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 
@@ -248,17 +432,29 @@ impl<N: NewStream> Conn for MuxConn<N> {
     async fn unary(&self, rpc: &str, request: Bytes, options: CallOptions) -> Result<Bytes, Error> {
         let options = options.started();
         let deadline = options.deadline();
-        let mut io = self.begin(deadline).await?;
+        let (mut io, mut kept) = self.begin(deadline).await?;
         let mut guard = CancelGuard {
             session: self
                 .config
                 .close_session_on_cancel
                 .then_some(&*self.session),
         };
-        let result = tokio::select! {
-            biased;
-            r = until(deadline, io.0.unary(rpc, request, &options.metadata)) => r,
-            () = self.session.closed() => Err(Error::Closed),
+        let result = loop {
+            let result = tokio::select! {
+                biased;
+                r = until(deadline, io.unary(rpc, request.clone(), &options.metadata)) => r,
+                () = self.session.closed() => Err(Error::Closed),
+            };
+            // A kept stream the server closed just before this call took it (its idle
+            // timeout, a drain): the server read nothing of it, so the call runs again on a
+            // new stream.
+            if kept && closed_before_reply(&result) && !self.session.is_closed() {
+                drop(io);
+                io = self.open(deadline).await?;
+                kept = false;
+                continue;
+            }
+            break result;
         };
         // A call cut short (its deadline) cancels its stream; a finished one just ends.
         drop(io);
@@ -278,8 +474,8 @@ impl<N: NewStream> Conn for MuxConn<N> {
     async fn open_stream(&self, rpc: &str, options: CallOptions) -> Result<MuxStream<N>, Error> {
         let options = options.started();
         let deadline = options.deadline();
-        let mut io = self.begin(deadline).await?;
-        io.0.start(rpc, &options.metadata)?;
+        let (mut io, _) = self.begin(deadline).await?;
+        io.start(rpc, &options.metadata)?;
         Ok(MuxStream {
             io,
             deadline,
@@ -330,7 +526,7 @@ impl<N: NewStream> std::fmt::Debug for MuxStream<N> {
 impl<N: NewStream> MuxStream<N> {
     async fn after<R>(&mut self, result: Result<R, Error>) -> Result<R, Error> {
         if matches!(result, Err(Error::DeadlineExceeded)) {
-            self.io.0.cancel_now();
+            self.io.cancel_now();
         }
         match result {
             Ok(r) => Ok(r),
@@ -349,7 +545,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
         let r = tokio::select! {
             biased;
-            r = until(self.deadline, self.io.0.send(message)) => r,
+            r = until(self.deadline, self.io.send(message)) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -361,7 +557,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     {
         let r = tokio::select! {
             biased;
-            r = until(self.deadline, self.io.0.send_with(len, fill)) => r,
+            r = until(self.deadline, self.io.send_with(len, fill)) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -370,7 +566,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
         let r = tokio::select! {
             biased;
-            r = until(self.deadline, self.io.0.send_parts(parts)) => r,
+            r = until(self.deadline, self.io.send_parts(parts)) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -379,7 +575,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn close_send(&mut self) -> Result<(), Error> {
         let r = tokio::select! {
             biased;
-            r = until(self.deadline, self.io.0.close_send()) => r,
+            r = until(self.deadline, self.io.close_send()) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         self.after(r).await
@@ -388,7 +584,7 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
         let r = tokio::select! {
             biased;
-            r = until(self.deadline, self.io.0.recv()) => r,
+            r = until(self.deadline, self.io.recv()) => r,
             () = self.session.closed() => Err(Error::Closed),
         };
         if matches!(r, Ok(None)) {

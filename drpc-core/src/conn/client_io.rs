@@ -148,6 +148,12 @@ impl<T: Transport> ClientIo<T> {
         self.stream != 0 && self.core.current_stream() == Some(self.stream)
     }
 
+    /// Whether the next stream can start here: none runs, nothing is left to write and the
+    /// connection is open (a connection kept between calls).
+    pub fn is_reusable(&self) -> bool {
+        !self.is_running() && !self.writing && self.write.is_empty() && !self.core.is_closed()
+    }
+
     /// Whether the connection is closed (the transport is unusable).
     pub fn is_closed(&self) -> bool {
         self.core.is_closed()

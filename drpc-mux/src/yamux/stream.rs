@@ -468,6 +468,16 @@ fn release(shared: &Shared, id: u32) {
         core.queue(kind, &[]);
         // No write of its own: the stream's end rides on the next frame any stream writes,
         // or leaves with the session task's deferred flush when nothing else is written first.
-        Shared::defer_flush(&mut core);
+        if core.burst <= 1 {
+            // One stream at a time: the session task runs next on this worker (a plain wake
+            // takes tokio's LIFO slot) and no other worker is woken, where a deferred wake
+            // would meet the peer's next frames at the worker's next poll of the driver and
+            // hand one of the two tasks to the other worker.
+            if let Some(task) = core.task.as_ref() {
+                task.wake_by_ref();
+            }
+        } else {
+            Shared::defer_flush(&mut core);
+        }
     }
 }
