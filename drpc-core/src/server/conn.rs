@@ -69,6 +69,10 @@ pub(crate) struct Waits<'a> {
     pub(crate) stop: Pin<&'a mut WaitForCancellationFutureOwned>,
     /// Only polled once armed ([`ServerConn::timer_armed`]).
     pub(crate) timer: Pin<&'a mut Sleep>,
+    /// How long a closing connection reads what the client still sends
+    /// ([`CLOSE_LINGER`] for a connection of its own; none for a mux stream, whose end
+    /// touches only that stream).
+    pub(crate) linger: std::time::Duration,
 }
 
 pub(crate) struct ServerConn<'a, R> {
@@ -100,6 +104,7 @@ pub(crate) struct ServerConn<'a, R> {
     now: Option<Instant>,
     shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
     stop: Pin<&'a mut WaitForCancellationFutureOwned>,
+    linger: std::time::Duration,
 }
 
 /// What one read attempt did.
@@ -139,6 +144,7 @@ impl<'a, R: AsyncRead + Send + Unpin> ServerConn<'a, R> {
             writer: Arc::new(writer),
             shutdown: waits.shutdown,
             stop: waits.stop,
+            linger: waits.linger,
             server,
             peer,
             extensions,
@@ -226,7 +232,7 @@ impl<'a, R: AsyncRead + Send + Unpin> ServerConn<'a, R> {
     /// Starts the graceful close of an idle connection (draining, or past its idle
     /// timeout): the core has queued the go-away packet (`docs/wire.md` appendix B).
     fn begin_closing(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Error>> {
-        let until = self.now() + CLOSE_LINGER;
+        let until = self.now() + self.linger;
         self.timer.as_mut().reset(until);
         self.timer_armed = true;
         self.timer_at = until;

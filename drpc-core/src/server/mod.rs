@@ -378,7 +378,10 @@ impl Server {
     /// [`Server::serve_one_with`] for one stream of a mux session, already split into its
     /// read and write halves (a mux stream splits without the lock and allocation of
     /// `tokio::io::split`); every stream of a session shares `extensions` (the session's TLS
-    /// identity…) instead of a copy per stream.
+    /// identity…) instead of a copy per stream. A stream that closes at a call boundary
+    /// (drained, or idle past the idle timeout) sends its go-away and ends its side without
+    /// the close linger of a connection: the end of a stream touches only that stream, and a
+    /// client keeping streams between calls need not be reading one to let it go.
     ///
     /// # Errors
     /// As [`Server::serve_one_with`].
@@ -394,13 +397,14 @@ impl Server {
     {
         self.inner
             .tracker
-            .track_future(self.serve_halves(read, write, peer, extensions))
+            .track_future(self.serve_halves(read, write, peer, extensions, Duration::ZERO))
             .await
     }
 
     async fn serve_conn<T: Transport>(&self, transport: T, info: ConnInfo) -> Result<(), Error> {
         let (read, write) = tokio::io::split(transport);
-        self.serve_halves(read, write, info.peer, Arc::new(info.extensions))
+        let extensions = Arc::new(info.extensions);
+        self.serve_halves(read, write, info.peer, extensions, conn::CLOSE_LINGER)
             .await
     }
 
@@ -410,6 +414,7 @@ impl Server {
         write: W,
         peer: Option<SocketAddr>,
         extensions: Arc<Extensions>,
+        linger: Duration,
     ) -> Result<(), Error>
     where
         R: AsyncRead + Send + Unpin + 'static,
@@ -434,6 +439,7 @@ impl Server {
             shutdown,
             stop,
             timer,
+            linger,
         };
         let mut conn = conn::ServerConn::new(
             read,

@@ -68,7 +68,7 @@ impl Future for YieldFirst {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if !self.yielded {
             self.yielded = true;
-            cx.waker().wake_by_ref();
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
             return Poll::Pending;
         }
         self.yielded = false;

@@ -118,9 +118,13 @@ pub(crate) async fn serve_connection(
             let _live = Live::new("stream", "quic");
             // A panicking handler ends its own stream (dropped: the client's call fails), not
             // the connection's other streams that share this task.
-            let served = AssertUnwindSafe(server.serve_one_with(stream, conn_info))
-                .catch_unwind()
-                .await;
+            let served = AssertUnwindSafe(server.serve_stream(
+                tokio::io::split(stream),
+                conn_info.peer,
+                Arc::new(conn_info.extensions),
+            ))
+            .catch_unwind()
+            .await;
             match served {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "QUIC stream ended with an error"),
