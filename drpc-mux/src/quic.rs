@@ -451,6 +451,7 @@ impl AsyncWrite for QuicStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        runtime::note_write();
         AsyncWrite::poll_write(Pin::new(self.send()), cx, buf)
     }
 

@@ -7,9 +7,13 @@
 //! calls in flight one datagram per call each way, every one encrypted, sent with its own
 //! `sendmsg`, received and acknowledged. Here the driver, once woken, first goes to the back
 //! of its worker's run queue: the tasks already queued (the other callers, the other served
-//! streams) make their writes, then one driver pass packs them together. With nothing else
-//! queued the driver runs at once (one more task poll, well under a microsecond).
+//! streams) make their writes, then one driver pass packs them together. A yield is not free
+//! when nothing else is queued (one call in flight): it tells a parked worker there is work
+//! to steal, and the call's next steps then wait for that thread to wake (about 20-40 µs on
+//! an idle virtual machine). So a driver whose yields let no write in backs off: after `n`
+//! such yields in a row it runs the next `2^n` wake-ups at once (up to 256).
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -41,7 +45,9 @@ impl Runtime for BatchingRuntime {
     fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
         tokio::spawn(YieldFirst {
             inner: future,
-            yielded: false,
+            yielded_at: None,
+            skip: 0,
+            idle_yields: 0,
         });
     }
 
@@ -54,24 +60,65 @@ impl Runtime for BatchingRuntime {
     }
 }
 
-/// Polls `inner` only every second time it is polled: the first poll after a wake-up wakes
-/// the task again and returns, which puts it at the back of its worker's run queue (tokio
-/// reschedules a task woken during its own poll as a yield, never into the LIFO slot).
+thread_local! {
+    /// Writes to QUIC streams made on this thread ([`note_write`]).
+    static WRITES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts a write to a QUIC stream on this thread: a driver that yielded sees whether its
+/// yield let other writes in before its pass.
+pub(crate) fn note_write() {
+    WRITES.with(|w| w.set(w.get().wrapping_add(1)));
+}
+
+fn writes() -> u64 {
+    WRITES.with(Cell::get)
+}
+
+/// After `n` yields in a row that let no write in, a driver runs the next `2^n` wake-ups at
+/// once, up to `2^MAX_BACKOFF`.
+const MAX_BACKOFF: u32 = 8;
+
+/// Polls `inner` after a yield, while yielding pays: the first poll after a wake-up wakes the
+/// task again and returns, which puts it at the back of its worker's run queue (tokio
+/// reschedules a task woken during its own poll as a yield, never into the LIFO slot). When
+/// yields in a row let no write to a QUIC stream in (one call in flight: nothing else was
+/// queued), the next wake-ups run at once, twice as many after each such yield (up to 256);
+/// a yield that batched writes resets that. A yield also tells a parked
+/// worker that there is work to steal, and on a quiet machine that hands the next steps of a
+/// call to a thread that first has to wake up (tens of microseconds on a virtual machine),
+/// so a yield with nothing to batch is not free.
 struct YieldFirst {
     inner: Pin<Box<dyn Future<Output = ()> + Send>>,
-    yielded: bool,
+    /// The thread's write count when this driver yielded; `None` when it did not.
+    yielded_at: Option<u64>,
+    /// Wake-ups left to run without a yield.
+    skip: u32,
+    /// Yields in a row that let no write in.
+    idle_yields: u32,
 }
 
 impl Future for YieldFirst {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.yielded {
-            self.yielded = true;
-            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
-            return Poll::Pending;
+        match self.yielded_at.take() {
+            Some(at) => {
+                if writes() == at {
+                    self.idle_yields = (self.idle_yields + 1).min(MAX_BACKOFF);
+                    self.skip = 1 << self.idle_yields;
+                } else {
+                    self.idle_yields = 0;
+                    self.skip = 0;
+                }
+            }
+            None if self.skip > 0 => self.skip -= 1,
+            None => {
+                self.yielded_at = Some(writes());
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
-        self.yielded = false;
         self.inner.as_mut().poll(cx)
     }
 }
