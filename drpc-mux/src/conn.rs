@@ -355,12 +355,13 @@ impl<S: drpc_core::Transport> Drop for Call<S> {
     }
 }
 
-/// Whether a unary call ended because its stream was closed under it before any reply: an
-/// end of stream (a unary call that got a reply or the server's error does not end so), a
-/// reset or a broken pipe on the stream.
+/// Whether a unary call ended because its stream was closed under it before any reply: the
+/// server's go-away (a drpc server says it only at a call boundary: the call was not
+/// started), an end of stream (a unary call that got a reply or the server's error does not
+/// end so), a reset or a broken pipe on the stream.
 fn closed_before_reply(result: &Result<Bytes, Error>) -> bool {
     match result {
-        Err(Error::Eof | Error::StreamClosed) => true,
+        Err(Error::GoingAway | Error::Eof | Error::StreamClosed) => true,
         Err(Error::Io(e)) => matches!(
             e.kind(),
             std::io::ErrorKind::ConnectionReset
@@ -446,8 +447,8 @@ impl<N: NewStream> Conn for MuxConn<N> {
                 () = self.session.closed() => Err(Error::Closed),
             };
             // A kept stream the server closed just before this call took it (its idle
-            // timeout, a drain): the server read nothing of it, so the call runs again on a
-            // new stream.
+            // timeout, a drain): the server started nothing on it, so the call runs again on
+            // a new stream (during a drain, that one is refused with a go-away at once).
             if kept && closed_before_reply(&result) && !self.session.is_closed() {
                 drop(io);
                 io = self.open(deadline).await?;

@@ -584,6 +584,12 @@ impl YamuxSession {
         self.handle.shared.lock().streams.len()
     }
 
+    /// How many streams this side has opened so far (the ids it used).
+    pub fn streams_opened(&self) -> u64 {
+        // Client ids are 1, 3, 5…, server ids 2, 4, 6…: either way (next − 1) / 2 are used.
+        u64::from((self.handle.shared.lock().next_id - 1) / 2)
+    }
+
     /// Bytes queued for the socket and not written yet.
     pub fn queued_bytes(&self) -> usize {
         self.handle.shared.lock().out.len()
