@@ -451,7 +451,14 @@ impl<N: NewStream> Conn for MuxConn<N> {
             // a new stream (during a drain, that one is refused with a go-away at once).
             if kept && closed_before_reply(&result) && !self.session.is_closed() {
                 drop(io);
-                io = self.open(deadline).await?;
+                io = match self.open(deadline).await {
+                    Ok(io) => io,
+                    Err(e) => {
+                        // Not a canceled call: the session stays.
+                        guard.session = None;
+                        return Err(e);
+                    }
+                };
                 kept = false;
                 continue;
             }
