@@ -84,13 +84,15 @@ pub struct MuxConn<N: NewStream> {
     /// What every stream's core runs with.
     core: ConnConfig,
     /// Streams of finished calls, and read and write buffers, for the next calls.
-    idle: Arc<IdleList<N::Stream>>,
+    idle: Arc<IdleList<N>>,
 }
 
 /// Streams kept between calls, most recently used last, and a small free list of
 /// [`IoBuffers`] for fresh streams.
-struct IdleList<S: drpc_core::Transport> {
-    streams: std::sync::Mutex<Vec<(ClientIo<S>, Instant)>>,
+struct IdleList<N: NewStream> {
+    streams: std::sync::Mutex<Vec<(ClientIo<N::Stream>, Instant)>>,
+    /// Told how many streams are kept ([`NewStream::set_idle_streams`]).
+    session: Arc<N>,
     buffers: BufferList,
     /// Told when a stream is kept.
     kept: tokio::sync::Notify,
@@ -98,7 +100,7 @@ struct IdleList<S: drpc_core::Transport> {
     timeout: Duration,
 }
 
-impl<S: drpc_core::Transport> std::fmt::Debug for IdleList<S> {
+impl<N: NewStream> std::fmt::Debug for IdleList<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdleList")
             .field("streams", &self.lock().len())
@@ -107,10 +109,11 @@ impl<S: drpc_core::Transport> std::fmt::Debug for IdleList<S> {
     }
 }
 
-impl<S: drpc_core::Transport> IdleList<S> {
-    fn new(max: usize, timeout: Duration) -> IdleList<S> {
+impl<N: NewStream> IdleList<N> {
+    fn new(session: Arc<N>, max: usize, timeout: Duration) -> IdleList<N> {
         IdleList {
             streams: std::sync::Mutex::new(Vec::new()),
+            session,
             buffers: BufferList::default(),
             kept: tokio::sync::Notify::new(),
             max,
@@ -118,20 +121,26 @@ impl<S: drpc_core::Transport> IdleList<S> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ClientIo<S>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ClientIo<N::Stream>, Instant)>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently kept stream that is still open; streams the server closed or kept
     /// too long are dropped on the way (outside the lock).
-    fn take(&self) -> Option<ClientIo<S>> {
+    fn take(&self) -> Option<ClientIo<N::Stream>> {
         if self.max == 0 {
             return None;
         }
         let now = Instant::now();
         let mut stale = Vec::new();
         let found = loop {
-            let Some((mut io, since)) = self.lock().pop() else {
+            let popped = {
+                let mut streams = self.lock();
+                let popped = streams.pop();
+                self.session.set_idle_streams(streams.len());
+                popped
+            };
+            let Some((mut io, since)) = popped else {
                 break None;
             };
             // Late packets of the last call are read and dropped here; a closed stream (the
@@ -150,7 +159,7 @@ impl<S: drpc_core::Transport> IdleList<S> {
     }
 
     /// Keeps `io` for a next call when there is room; the oldest kept past the timeout go.
-    fn give(&self, io: ClientIo<S>) {
+    fn give(&self, io: ClientIo<N::Stream>) {
         let now = Instant::now();
         let mut gone = Vec::new();
         let mut streams = self.lock();
@@ -165,6 +174,7 @@ impl<S: drpc_core::Transport> IdleList<S> {
         } else {
             gone.push(io);
         }
+        self.session.set_idle_streams(streams.len());
         drop(streams);
         drop(gone);
         if kept {
@@ -220,11 +230,13 @@ impl<N: NewStream> MuxConn<N> {
             split_size: config.split_size,
             watch_idle: false,
         };
+        let session = Arc::new(session);
         MuxConn {
-            session: Arc::new(session),
+            session: Arc::clone(&session),
             going_away: CancellationToken::new(),
             core,
             idle: Arc::new(IdleList::new(
+                session,
                 config.max_idle_streams,
                 config.idle_stream_timeout,
             )),
@@ -254,7 +266,7 @@ impl<N: NewStream> MuxConn<N> {
 
     /// A kept stream's client core, or a new stream with a client core on it; whether it
     /// was kept.
-    async fn begin(&self, deadline: Option<Instant>) -> Result<(Call<N::Stream>, bool), Error> {
+    async fn begin(&self, deadline: Option<Instant>) -> Result<(Call<N>, bool), Error> {
         if self.session.is_closed() || self.going_away.is_cancelled() {
             return Err(Error::Closed);
         }
@@ -279,7 +291,7 @@ impl<N: NewStream> MuxConn<N> {
     }
 
     /// Opens a stream and puts a client core on it.
-    async fn open(&self, deadline: Option<Instant>) -> Result<Call<N::Stream>, Error> {
+    async fn open(&self, deadline: Option<Instant>) -> Result<Call<N>, Error> {
         let open = self.session.new_stream();
         let opened = match deadline {
             None => open.await,
@@ -307,14 +319,14 @@ impl<N: NewStream> MuxConn<N> {
 /// it cancels the RPC (soft: a Cancel packet, then the stream's end). A call that ended
 /// cleanly leaves its stream to the connection's kept streams (or, when those are full or
 /// off, its buffers to the free list).
-struct Call<S: drpc_core::Transport> {
+struct Call<N: NewStream> {
     /// `None` only inside `drop`.
-    io: Option<ClientIo<S>>,
-    idle: Arc<IdleList<S>>,
+    io: Option<ClientIo<N::Stream>>,
+    idle: Arc<IdleList<N>>,
 }
 
-impl<S: drpc_core::Transport> Call<S> {
-    fn new(io: ClientIo<S>, idle: &Arc<IdleList<S>>) -> Call<S> {
+impl<N: NewStream> Call<N> {
+    fn new(io: ClientIo<N::Stream>, idle: &Arc<IdleList<N>>) -> Call<N> {
         Call {
             io: Some(io),
             idle: Arc::clone(idle),
@@ -322,25 +334,25 @@ impl<S: drpc_core::Transport> Call<S> {
     }
 }
 
-impl<S: drpc_core::Transport> std::ops::Deref for Call<S> {
-    type Target = ClientIo<S>;
+impl<N: NewStream> std::ops::Deref for Call<N> {
+    type Target = ClientIo<N::Stream>;
 
-    fn deref(&self) -> &ClientIo<S> {
+    fn deref(&self) -> &ClientIo<N::Stream> {
         self.io
             .as_ref()
             .expect("a call's core is taken only when it drops")
     }
 }
 
-impl<S: drpc_core::Transport> std::ops::DerefMut for Call<S> {
-    fn deref_mut(&mut self) -> &mut ClientIo<S> {
+impl<N: NewStream> std::ops::DerefMut for Call<N> {
+    fn deref_mut(&mut self) -> &mut ClientIo<N::Stream> {
         self.io
             .as_mut()
             .expect("a call's core is taken only when it drops")
     }
 }
 
-impl<S: drpc_core::Transport> Drop for Call<S> {
+impl<N: NewStream> Drop for Call<N> {
     fn drop(&mut self) {
         let Some(mut io) = self.io.take() else {
             return;
@@ -516,7 +528,7 @@ impl<N: NewStream> Conn for MuxConn<N> {
 /// Dropping it before the RPC ended cancels the RPC (and only it, unless
 /// [`MuxConnConfig::close_session_on_cancel`]).
 pub struct MuxStream<N: NewStream> {
-    io: Call<N::Stream>,
+    io: Call<N>,
     deadline: Option<Instant>,
     session: Arc<N>,
     close_session_on_cancel: bool,

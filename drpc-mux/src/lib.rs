@@ -105,4 +105,11 @@ pub trait NewStream: Send + Sync + 'static {
 
     /// How many streams this side may have open at once.
     fn max_streams(&self) -> usize;
+
+    /// Told by [`MuxConn`] how many of this session's open streams it keeps idle between
+    /// calls, so that liveness checks that watch streams in flight (QUIC's dead-peer watchdog,
+    /// a reverse link's probes) leave them out. The default ignores it.
+    fn set_idle_streams(&self, idle: usize) {
+        let _ = idle;
+    }
 }

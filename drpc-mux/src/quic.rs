@@ -332,12 +332,17 @@ impl NewStream for QuicSession {
     fn max_streams(&self) -> usize {
         self.state.max_streams()
     }
+
+    fn set_idle_streams(&self, idle: usize) {
+        self.state.set_idle(idle);
+    }
 }
 
 /// The application error code the dead-peer watchdog closes with.
 pub const CLOSE_DEAD_PEER: VarInt = VarInt::from_u32(2);
 
-/// The dead-peer watchdog of a session: while streams this side opened are open, a peer from
+/// The dead-peer watchdog of a session: while streams this side opened are open (and not kept
+/// idle between calls by a [`MuxConn`]), a peer from
 /// which no datagram arrived for `limit` is taken for dead and the connection is closed with
 /// [`MuxError::HeartbeatTimeout`] (QUIC's keep-alive PINGs make a live peer answer at least
 /// every keep-alive interval). Checks four times per `limit`; it reads quinn's counters only.
@@ -352,7 +357,7 @@ async fn watch_peer(conn: quinn::Connection, state: Arc<SessionState>, limit: Du
         }
         let now = tokio::time::Instant::now();
         let rx = conn.stats().udp_rx.datagrams;
-        let in_flight = state.available_streams() < state.max_streams();
+        let in_flight = state.busy_streams() > 0;
         if rx != seen || !in_flight {
             seen = rx;
             heard = now;

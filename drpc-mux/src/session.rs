@@ -1,6 +1,7 @@
 //! The state every session kind shares between its handles, its streams and its driver: whether
 //! it is closed and why, the close request, and the stream limit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,6 +19,8 @@ pub(crate) struct SessionState {
     /// One permit per stream this side may have open at once.
     permits: Arc<Semaphore>,
     max_streams: usize,
+    /// Open streams kept idle between calls ([`crate::NewStream::set_idle_streams`]).
+    idle: AtomicUsize,
 }
 
 impl std::fmt::Debug for SessionState {
@@ -39,7 +42,18 @@ impl SessionState {
             close_requested: CancellationToken::new(),
             permits: Arc::new(Semaphore::new(max_streams)),
             max_streams,
+            idle: AtomicUsize::new(0),
         })
+    }
+
+    pub(crate) fn set_idle(&self, idle: usize) {
+        self.idle.store(idle, Ordering::Relaxed);
+    }
+
+    /// Streams this side opened that are open and not kept idle: calls in flight.
+    pub(crate) fn busy_streams(&self) -> usize {
+        (self.max_streams - self.available_streams())
+            .saturating_sub(self.idle.load(Ordering::Relaxed))
     }
 
     pub(crate) fn max_streams(&self) -> usize {

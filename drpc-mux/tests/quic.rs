@@ -166,6 +166,40 @@ async fn idle_timeout_notices_a_stopped_quic_peer() {
 
 /// Issue 17's liveness goal: with the default config, a QUIC peer killed while calls are in
 /// flight is noticed within 2 s (the dead-peer watchdog's 1.5 s plus at most one check tick).
+/// Streams a `MuxConn` keeps between calls are not calls in flight: the dead-peer watchdog
+/// (1.5 s) leaves an idle connection to a stopped peer alone (its idle timeout, 15 s, is
+/// what applies), and the connection works again once the peer continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn kept_streams_do_not_arm_the_dead_peer_watchdog() {
+    let dir = std::env::temp_dir().join(format!("drpc-mux-quic-kept-{}", std::process::id()));
+    let certs = DevCerts::generate().unwrap();
+    certs.write(&dir).unwrap();
+    let peer = Peer::spawn(&["--quic", dir.to_str().unwrap()]);
+    let session = QuicSession::connect(
+        peer.addr(),
+        "localhost",
+        certs.client_config(false).unwrap(),
+        QuicConfig::default(),
+    )
+    .await
+    .unwrap();
+    let conn = MuxConn::new(session);
+    // Four calls at once leave four kept streams.
+    let calls = (0..4).map(|i| echo(&conn, if i % 2 == 0 { "a" } else { "b" }));
+    for r in futures_util::future::join_all(calls).await {
+        assert!(r.unwrap().starts_with("echo:"));
+    }
+    peer.signal("STOP");
+    // Three times the watchdog's limit, well inside the 15 s idle timeout.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    assert!(!conn.is_closed(), "closed: {:?}", conn.close_reason());
+    peer.signal("CONT");
+    assert_eq!(echo(&conn, "again").await.unwrap(), "echo:again");
+    drop(peer);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The assertion leaves a 3x margin for a loaded machine; the measured time is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[serial]

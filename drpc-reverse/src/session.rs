@@ -44,6 +44,8 @@ pub enum ReverseSession {
 pub struct QuicLink {
     session: QuicSession,
     in_flight: Arc<AtomicUsize>,
+    /// Of those, the streams a `MuxConn` keeps idle between calls.
+    idle: Arc<AtomicUsize>,
 }
 
 impl QuicLink {
@@ -60,8 +62,13 @@ impl QuicLink {
         let link = QuicLink {
             session,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(AtomicUsize::new(0)),
         };
-        tokio::spawn(probe(conn.clone(), Arc::clone(&link.in_flight)));
+        tokio::spawn(probe(
+            conn.clone(),
+            Arc::clone(&link.in_flight),
+            Arc::clone(&link.idle),
+        ));
         tokio::spawn(drop_probes(conn));
         link
     }
@@ -72,9 +79,9 @@ impl QuicLink {
     }
 }
 
-/// Sends a probe whenever streams are open and nothing came from the peer for a probe
-/// interval; ends with the connection.
-async fn probe(conn: quinn::Connection, in_flight: Arc<AtomicUsize>) {
+/// Sends a probe whenever streams are open (other than those kept idle between calls) and
+/// nothing came from the peer for a probe interval; ends with the connection.
+async fn probe(conn: quinn::Connection, in_flight: Arc<AtomicUsize>, idle: Arc<AtomicUsize>) {
     let mut seen = conn.stats().udp_rx.datagrams;
     loop {
         tokio::select! {
@@ -83,7 +90,7 @@ async fn probe(conn: quinn::Connection, in_flight: Arc<AtomicUsize>) {
         }
         let rx = conn.stats().udp_rx.datagrams;
         if rx == seen
-            && in_flight.load(Ordering::Relaxed) > 0
+            && in_flight.load(Ordering::Relaxed) > idle.load(Ordering::Relaxed)
             && let Err(e) = conn.send_datagram(Bytes::from_static(b"p"))
         {
             tracing::debug!(error = %e, "QUIC probe not sent");
@@ -184,6 +191,16 @@ impl NewStream for ReverseSession {
         match self {
             ReverseSession::Yamux(s) => NewStream::max_streams(s),
             ReverseSession::Quic(q) => NewStream::max_streams(&q.session),
+        }
+    }
+
+    fn set_idle_streams(&self, idle: usize) {
+        match self {
+            ReverseSession::Yamux(s) => s.set_idle_streams(idle),
+            ReverseSession::Quic(q) => {
+                q.idle.store(idle, Ordering::Relaxed);
+                q.session.set_idle_streams(idle);
+            }
         }
     }
 }

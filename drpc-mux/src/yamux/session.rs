@@ -622,6 +622,10 @@ impl NewStream for YamuxSession {
     fn max_streams(&self) -> usize {
         self.handle.shared.state.max_streams()
     }
+
+    fn set_idle_streams(&self, idle: usize) {
+        self.handle.shared.state.set_idle(idle);
+    }
 }
 
 /// Connects to `addr` over TCP and returns a [`MuxConn`] over a new client session.
