@@ -4,7 +4,7 @@
 //!
 //! The session is drpc-mux's own, written for RPC to the hashicorp/yamux specification
 //! (`spec.md`: the 12-byte frame header, Data/WindowUpdate/Ping/GoAway, SYN/ACK/FIN/RST, 256 KiB
-//! stream windows), and tested against the `yamux` crate as the peer in both directions
+//! initial stream windows), and tested against the `yamux` crate as the peer in both directions
 //! (`tests/yamux_interop.rs`), so it talks to rust-libp2p yamux and Go agents on
 //! hashicorp/yamux. [`frame`] is the frame codec; the module [`session`] explains how the
 //! session runs (writes in the caller's task, one reader task, no per-frame allocation).
@@ -22,7 +22,8 @@
 //! |---|---|---|
 //! | [`YamuxConfig::max_concurrent_streams`] | 256 | streams this side opens at once; more callers wait (bounded by their deadline) |
 //! | [`YamuxConfig::max_num_streams`] | 1024 | streams per session, both directions; streams the peer opens past it are reset (RST), the session goes on. It must exceed the peer's `max_concurrent_streams` with room for streams that are finishing (at least twice) |
-//! | stream window | 256 KiB each way | the spec's initial window; a reader grants more once it has read half of it. [`YamuxConfig::receive_window_growth`] is not used yet |
+//! | stream window | 256 KiB each way | the spec's initial window; a reader grants more once it has read half of it |
+//! | [`YamuxConfig::receive_window_growth`] | 0 (off) | with it, a stream whose reader has read everything that arrived doubles its receive window at each update, up to [`session::MAX_STREAM_WINDOW`] (16 MiB), the session's streams together by this much at most; a stream's growth comes back when it ends. For links whose bandwidth × round trip exceeds 256 KiB (a stream's throughput is at most its window per round trip). Off by default: on loopback a stream is limited by its reader, not its window, and larger windows only let more data pile up (`bench --shape stream`, yamux: 3.8-4.0 GB/s without, 0.8-1.2 GB/s with 32 MiB, from 13x the page faults) |
 //! | [`YamuxConfig::split_send_size`] | 64 KiB | data frame payload. Larger frames delay other streams' frames by one frame's send time |
 //! | write buffer | 1 MiB | frames waiting for the socket, from all streams; past it writers wait ([`session::WRITE_HIGH`]) |
 //! | [`YamuxConfig::heartbeat`] | 5 s / 12 s | [`Heartbeat`] |
@@ -67,8 +68,12 @@ pub struct YamuxConfig {
     /// so that a peer with the same settings never trips it. Default: 1024.
     pub max_num_streams: usize,
     /// Receive window the streams of a session may grow by, together, beyond the 256 KiB each
-    /// always has. Not used yet: every stream's receive window stays at the spec's 256 KiB.
-    /// Default: 32 MiB.
+    /// always has: a stream whose reader has read everything that arrived doubles its window
+    /// at each window update, up to [`session::MAX_STREAM_WINDOW`]; a stream's growth comes
+    /// back when it ends. Unread data of a session stays below 256 KiB per stream plus this.
+    /// Worth it where bandwidth × round trip exceeds 256 KiB; see the
+    /// [module docs](self) for why it is off by default. Default: 0 (every stream keeps the
+    /// spec's 256 KiB).
     pub receive_window_growth: usize,
     /// Largest yamux data frame payload. Default: 64 KiB.
     pub split_send_size: usize,
@@ -88,7 +93,7 @@ impl Default for YamuxConfig {
         YamuxConfig {
             max_concurrent_streams: 256,
             max_num_streams: 1024,
-            receive_window_growth: 32 * MIB,
+            receive_window_growth: 0,
             split_send_size: 64 * KIB,
             heartbeat: Some(Heartbeat::default()),
             close_timeout: Duration::from_secs(2),
@@ -107,6 +112,12 @@ impl YamuxConfig {
     /// Sets the heartbeat.
     pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> YamuxConfig {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Sets [`YamuxConfig::receive_window_growth`].
+    pub fn with_receive_window_growth(mut self, bytes: usize) -> YamuxConfig {
+        self.receive_window_growth = bytes;
         self
     }
 

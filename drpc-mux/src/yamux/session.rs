@@ -9,7 +9,8 @@
 //!   queued (its own frames and other streams'), with the session's lock released during the
 //!   `write`. A stream that writes while another writer is writing only queues its frame and
 //!   returns: the active writer writes it in its next `write` before it lets go of the
-//!   socket. So frames of many streams leave in one `write`, and writers do not wait on the
+//!   socket. A vectored write (the drpc transport's header, payload and trailing frame) is
+//!   queued as few data frames as the window allows and sent in one go. So frames of many streams leave in one `write`, and writers do not wait on the
 //!   lock for each other's syscalls. No task hop, no per-frame allocation. A stream's end (the
 //!   FIN or RST of a dropped stream) is not written on its own: it rides on the next frame
 //!   written, or leaves with the deferred flush below.
@@ -27,7 +28,10 @@
 //!   left behind when the socket was full (the inline writes use its waker), answers pings,
 //!   and runs the [`Heartbeat`](crate::Heartbeat) pinger when the config has one.
 //! - **Flow control** as the spec says: each stream starts with a 256 KiB window each way; a
-//!   reader sends a window update once it has consumed half of it. A writer whose window is
+//!   reader sends a window update once it has consumed half of it. With
+//!   [`YamuxConfig::receive_window_growth`], a stream whose reader has read everything that
+//!   arrived by then (its window, not its reader, limits it) grows its window at the update
+//!   (doubling, up to [`MAX_STREAM_WINDOW`], within the session's budget). A writer whose window is
 //!   spent waits for the peer's update; a stream whose reader stalls holds back only itself.
 //!   When the write buffer holds more than [`WRITE_HIGH`] bytes (the socket does not drain),
 //!   writers wait: memory stays bounded.
@@ -73,6 +77,10 @@ pub use super::stream::{YamuxReadHalf, YamuxStream, YamuxWriteHalf};
 
 /// The window every stream starts with, each way (the spec's initial window).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
+
+/// The largest receive window a stream grows to (see [`Slot::window`]); also the largest data
+/// frame accepted (a hashicorp/yamux peer may send a whole window in one frame).
+pub const MAX_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Bytes waiting in the write buffer past which writers wait for the socket.
 pub const WRITE_HIGH: usize = 1024 * 1024;
@@ -162,6 +170,11 @@ pub(super) struct Slot {
     pub(super) recv: RecvQueue,
     /// What the peer may still send before our next window update.
     pub(super) recv_window: u32,
+    /// The receive window this stream grants: [`INITIAL_WINDOW`], grown (doubled at a window
+    /// update, up to [`MAX_STREAM_WINDOW`], while the session's
+    /// [`Core::growth_left`] lasts) when its reader has read everything that arrived, that is
+    /// when the window rather than the reader limits the stream.
+    pub(super) window: u32,
     /// Bytes read since the last window update.
     pub(super) consumed: u32,
     /// What this side may still send.
@@ -182,6 +195,7 @@ impl Slot {
         Slot {
             recv: RecvQueue::default(),
             recv_window: INITIAL_WINDOW,
+            window: INITIAL_WINDOW,
             consumed: 0,
             send_window,
             pending_flags,
@@ -232,11 +246,46 @@ pub(super) struct Core {
     pub(super) burst: usize,
     /// The session ended: streams fail.
     pub(super) dead: bool,
+    /// Receive window the streams may still grow by, together, beyond [`INITIAL_WINDOW`] each
+    /// ([`YamuxConfig::receive_window_growth`]): a stream's growth comes back when it is gone.
+    pub(super) growth_left: usize,
 }
 
 impl Core {
     pub(super) fn queue(&mut self, header: Header, payload: &[u8]) {
         header.encode_into(payload, &mut self.out);
+    }
+
+    /// Forgets a stream, giving its window's growth back to the session.
+    pub(super) fn remove_stream(&mut self, id: u32) {
+        if let Some(slot) = self.streams.remove(&id) {
+            self.growth_left += (slot.window - INITIAL_WINDOW) as usize;
+        }
+    }
+
+    /// The window update a stream's reader owes after it read: none until it has read half
+    /// its window; then what it read, plus the window's growth when everything that arrived
+    /// was read (the window, not the reader, limits the stream): the window doubles, up to
+    /// [`MAX_STREAM_WINDOW`] and while [`Core::growth_left`] lasts. Returns the delta and the
+    /// flags (SYN/ACK) to send it with.
+    pub(super) fn window_update(&mut self, id: u32) -> Option<(u32, u16)> {
+        let slot = self.streams.get_mut(&id)?;
+        if slot.consumed < slot.window / 2 || slot.remote_fin || slot.reset {
+            return None;
+        }
+        let grow = if slot.recv.is_empty() {
+            let room = (MAX_STREAM_WINDOW - slot.window).min(slot.window);
+            // At most `room`, which fits a u32.
+            room.min(u32::try_from(self.growth_left).unwrap_or(u32::MAX))
+        } else {
+            0
+        };
+        self.growth_left -= grow as usize;
+        slot.window += grow;
+        let delta = slot.consumed + grow;
+        slot.consumed = 0;
+        slot.recv_window += delta;
+        Some((delta, std::mem::take(&mut slot.pending_flags)))
     }
 }
 
@@ -502,6 +551,7 @@ impl YamuxSession {
                 flush_wanted: false,
                 burst: 0,
                 dead: false,
+                growth_left: config.receive_window_growth,
             }),
             state,
             split_send_size: u32::try_from(config.split_send_size.clamp(1, 16 << 20))
@@ -804,7 +854,7 @@ impl SessionTask {
         let shared = Arc::clone(&self.shared);
         let mut core = shared.lock();
         let result = loop {
-            let frame = match self.decoder.next_frame(INITIAL_WINDOW) {
+            let frame = match self.decoder.next_frame(MAX_STREAM_WINDOW) {
                 Ok(Some(f)) => f,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(ProtocolError::Frame(e)),

@@ -1,7 +1,7 @@
 //! [`YamuxStream`]: one stream of a [`YamuxSession`]; its reads and writes run in the caller's
 //! task on the session's shared state (see [`super::session`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::frame::{FIN, Header, RST, SYN};
-use super::session::{Handle, INITIAL_WINDOW, Shared, WRITE_HIGH, YamuxSession};
+use super::session::{Handle, Shared, WRITE_HIGH, YamuxSession};
 use crate::MuxError;
 
 /// One stream of a [`YamuxSession`] as a drpc [`Transport`](drpc_core::Transport) (tokio `AsyncRead + AsyncWrite`).
@@ -219,7 +219,20 @@ impl AsyncWrite for YamuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        poll_write(&self.shared, self.id, cx, buf)
+        poll_write(&self.shared, self.id, cx, &[IoSlice::new(buf)])
+    }
+
+    /// Every slice as few frames as the window allows, sent together.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        poll_write(&self.shared, self.id, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// Frames are written as they are queued; what the socket did not take yet, the session
@@ -240,7 +253,20 @@ impl AsyncWrite for YamuxWriteHalf {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        poll_write(&self.shared, self.id, cx, buf)
+        poll_write(&self.shared, self.id, cx, &[IoSlice::new(buf)])
+    }
+
+    /// Every slice as few frames as the window allows, sent together.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        poll_write(&self.shared, self.id, cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     /// As [`YamuxStream`]'s.
@@ -293,11 +319,7 @@ fn poll_read(
         }
         // `read` is at most what the window let in, which fits a u32.
         slot.consumed = slot.consumed.saturating_add(read as u32);
-        if slot.consumed >= INITIAL_WINDOW / 2 && !slot.remote_fin && !slot.reset && !dead {
-            let delta = slot.consumed;
-            let flags = std::mem::take(&mut slot.pending_flags);
-            slot.consumed = 0;
-            slot.recv_window += delta;
+        if !dead && let Some((delta, flags)) = core.window_update(id) {
             core.queue(Header::window_update(id, flags, delta), &[]);
             shared.send(core);
         }
@@ -322,17 +344,24 @@ fn poll_read(
     Poll::Pending
 }
 
+/// Writes `bufs` as data frames of at most `split_send_size` each, as far as the stream's
+/// window and the write buffer allow, then sends them together (one `write` for a message
+/// the drpc transport hands over as a header, a payload and a trailing frame).
 fn poll_write(
     shared: &Shared,
     id: u32,
     cx: &mut Context<'_>,
-    buf: &[u8],
+    bufs: &[IoSlice<'_>],
 ) -> Poll<io::Result<usize>> {
     let mut core = shared.lock();
     if core.dead {
         return Poll::Ready(Err(session_error(shared)));
     }
     let over = core.out.len() >= WRITE_HIGH;
+    // The write buffer's bound, with room for one frame at least.
+    let room = WRITE_HIGH
+        .saturating_sub(core.out.len())
+        .max(shared.split_send_size as usize);
     let Some(slot) = core.streams.get_mut(&id) else {
         return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
     };
@@ -342,7 +371,8 @@ fn poll_write(
     if slot.local_fin {
         return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
     }
-    if buf.is_empty() {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if total == 0 {
         return Poll::Ready(Ok(0));
     }
     if slot.send_window == 0 {
@@ -359,13 +389,28 @@ fn poll_write(
         core.out_waiters.push(cx.waker().clone());
         return Poll::Pending;
     }
-    let n = buf
-        .len()
-        .min(slot.send_window as usize)
-        .min(shared.split_send_size as usize);
+    let n = total.min(slot.send_window as usize).min(room);
     slot.send_window -= n as u32;
-    let flags = std::mem::take(&mut slot.pending_flags);
-    core.queue(Header::data(id, flags, n as u32), &buf[..n]);
+    let mut flags = std::mem::take(&mut slot.pending_flags);
+    let mut slices = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
+    let mut current: &[u8] = &[];
+    let mut left = n;
+    while left > 0 {
+        let frame = left.min(shared.split_send_size as usize);
+        // `frame` is at most `split_send_size`, a u32.
+        core.queue(Header::data(id, std::mem::take(&mut flags), frame as u32), &[]);
+        let mut need = frame;
+        while need > 0 {
+            if current.is_empty() {
+                current = slices.next().unwrap_or_default();
+            }
+            let take = need.min(current.len());
+            core.out.extend_from_slice(&current[..take]);
+            current = &current[take..];
+            need -= take;
+        }
+        left -= frame;
+    }
     shared.send(core);
     Poll::Ready(Ok(n))
 }
@@ -436,7 +481,7 @@ fn drop_half(shared: &Shared, id: u32) {
 fn release(shared: &Shared, id: u32) {
     let mut core = shared.lock();
     if core.dead {
-        core.streams.remove(&id);
+        core.remove_stream(id);
         return;
     }
     let Some(slot) = core.streams.get_mut(&id) else {
@@ -444,7 +489,7 @@ fn release(shared: &Shared, id: u32) {
     };
     if slot.reset || slot.pending_flags & SYN != 0 {
         // Never sent a frame: the peer knows nothing of it.
-        core.streams.remove(&id);
+        core.remove_stream(id);
         return;
     }
     let unread = !slot.recv.is_empty();
@@ -458,7 +503,7 @@ fn release(shared: &Shared, id: u32) {
     };
     // Forgotten at once, as the yamux crate does: data the peer still sends on it is
     // answered with RST (see the session task), its FIN is ignored.
-    core.streams.remove(&id);
+    core.remove_stream(id);
     if let Some(flags) = flags {
         let kind = if flags & RST != 0 {
             Header::window_update(id, flags, 0)
