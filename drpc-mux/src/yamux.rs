@@ -23,7 +23,7 @@
 //! | [`YamuxConfig::max_concurrent_streams`] | 256 | streams this side opens at once; more callers wait (bounded by their deadline) |
 //! | [`YamuxConfig::max_num_streams`] | 1024 | streams per session, both directions; streams the peer opens past it are reset (RST), the session goes on. It must exceed the peer's `max_concurrent_streams` with room for streams that are finishing (at least twice) |
 //! | stream window | 256 KiB each way | the spec's initial window; a reader grants more once it has read half of it |
-//! | [`YamuxConfig::receive_window_growth`] | 0 (off) | with it, a stream whose reader has read everything that arrived doubles its receive window at each update, up to [`session::MAX_STREAM_WINDOW`] (16 MiB), the session's streams together by this much at most; a stream's growth comes back when it ends. For links whose bandwidth × round trip exceeds 256 KiB (a stream's throughput is at most its window per round trip). Off by default: on loopback a stream is limited by its reader, not its window, and larger windows only let more data pile up (`bench --shape stream`, yamux: 3.8-4.0 GB/s without, 0.8-1.2 GB/s with 32 MiB, from 13x the page faults) |
+//! | [`YamuxConfig::receive_window_growth`] | 0 (off) | with it, a stream that streams doubles its receive window at each window update, up to [`session::MAX_STREAM_WINDOW`] (16 MiB), the session's streams together by this much at most; a stream's growth comes back when it ends. For links whose bandwidth × round trip exceeds 256 KiB (a stream's throughput is at most its window per round trip). Off by default: on loopback a stream is limited by its reader, not its window, and larger windows only let more data pile up (`bench --shape stream`, yamux: 3.8-4.0 GB/s without, 0.8-1.2 GB/s with 32 MiB, from 13x the page faults) |
 //! | [`YamuxConfig::split_send_size`] | 64 KiB | data frame payload. Larger frames delay other streams' frames by one frame's send time |
 //! | write buffer | 1 MiB | frames waiting for the socket, from all streams; past it writers wait ([`session::WRITE_HIGH`]) |
 //! | [`YamuxConfig::heartbeat`] | 5 s / 12 s | [`Heartbeat`] |
@@ -45,7 +45,6 @@ pub use session::{
 };
 
 const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
 
 /// Which side of a yamux session this is: clients open odd stream ids, servers even ones (the
 /// two ends of a session must differ).
@@ -68,8 +67,7 @@ pub struct YamuxConfig {
     /// so that a peer with the same settings never trips it. Default: 1024.
     pub max_num_streams: usize,
     /// Receive window the streams of a session may grow by, together, beyond the 256 KiB each
-    /// always has: a stream whose reader has read everything that arrived doubles its window
-    /// at each window update, up to [`session::MAX_STREAM_WINDOW`]; a stream's growth comes
+    /// always has: a stream that streams doubles its window at each window update, up to [`session::MAX_STREAM_WINDOW`]; a stream's growth comes
     /// back when it ends. Unread data of a session stays below 256 KiB per stream plus this.
     /// Worth it where bandwidth × round trip exceeds 256 KiB; see the
     /// [module docs](self) for why it is off by default. Default: 0 (every stream keeps the

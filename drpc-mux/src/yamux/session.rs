@@ -29,9 +29,9 @@
 //!   and runs the [`Heartbeat`](crate::Heartbeat) pinger when the config has one.
 //! - **Flow control** as the spec says: each stream starts with a 256 KiB window each way; a
 //!   reader sends a window update once it has consumed half of it. With
-//!   [`YamuxConfig::receive_window_growth`], a stream whose reader has read everything that
-//!   arrived by then (its window, not its reader, limits it) grows its window at the update
-//!   (doubling, up to [`MAX_STREAM_WINDOW`], within the session's budget). A writer whose window is
+//!   [`YamuxConfig::receive_window_growth`], each update of a stream that streams also grows
+//!   its window (doubling, up to [`MAX_STREAM_WINDOW`], within the session's budget), for
+//!   links whose bandwidth × round trip exceeds 256 KiB. A writer whose window is
 //!   spent waits for the peer's update; a stream whose reader stalls holds back only itself.
 //!   When the write buffer holds more than [`WRITE_HIGH`] bytes (the socket does not drain),
 //!   writers wait: memory stays bounded.
@@ -170,10 +170,8 @@ pub(super) struct Slot {
     pub(super) recv: RecvQueue,
     /// What the peer may still send before our next window update.
     pub(super) recv_window: u32,
-    /// The receive window this stream grants: [`INITIAL_WINDOW`], grown (doubled at a window
-    /// update, up to [`MAX_STREAM_WINDOW`], while the session's
-    /// [`Core::growth_left`] lasts) when its reader has read everything that arrived, that is
-    /// when the window rather than the reader limits the stream.
+    /// The receive window this stream grants: [`INITIAL_WINDOW`], doubled at each window
+    /// update (up to [`MAX_STREAM_WINDOW`]) while the session's [`Core::growth_left`] lasts.
     pub(super) window: u32,
     /// Bytes read since the last window update.
     pub(super) consumed: u32,
@@ -264,8 +262,7 @@ impl Core {
     }
 
     /// The window update a stream's reader owes after it read: none until it has read half
-    /// its window; then what it read, plus the window's growth when everything that arrived
-    /// was read (the window, not the reader, limits the stream): the window doubles, up to
+    /// its window; then what it read, plus the window's growth: the window doubles, up to
     /// [`MAX_STREAM_WINDOW`] and while [`Core::growth_left`] lasts. Returns the delta and the
     /// flags (SYN/ACK) to send it with.
     pub(super) fn window_update(&mut self, id: u32) -> Option<(u32, u16)> {
@@ -273,13 +270,9 @@ impl Core {
         if slot.consumed < slot.window / 2 || slot.remote_fin || slot.reset {
             return None;
         }
-        let grow = if slot.recv.is_empty() {
-            let room = (MAX_STREAM_WINDOW - slot.window).min(slot.window);
-            // At most `room`, which fits a u32.
-            room.min(u32::try_from(self.growth_left).unwrap_or(u32::MAX))
-        } else {
-            0
-        };
+        let room = (MAX_STREAM_WINDOW - slot.window).min(slot.window);
+        // At most `room`, which fits a u32.
+        let grow = room.min(u32::try_from(self.growth_left).unwrap_or(u32::MAX));
         self.growth_left -= grow as usize;
         slot.window += grow;
         let delta = slot.consumed + grow;
@@ -1183,8 +1176,8 @@ mod batching_tests {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::TcpStream;
 
-    use super::super::frame::{Decoder, FIN, FrameType, Header, SYN};
-    use super::{INITIAL_WINDOW, YamuxConfig, YamuxSession};
+    use super::super::frame::{Decoder, FIN, FrameType, GO_AWAY_PROTOCOL_ERROR, Header, SYN};
+    use super::{INITIAL_WINDOW, MAX_STREAM_WINDOW, YamuxConfig, YamuxSession, YamuxStream};
 
     /// A TCP stream that counts the writes the session makes on it.
     struct CountingWrites {
@@ -1292,5 +1285,234 @@ mod batching_tests {
             writes <= 8,
             "{STREAMS} replies and FINs took {writes} writes (one each without the deferred flush)"
         );
+    }
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = tokio::join!(
+            TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    /// Reads from `peer` until `decoder` yields a frame.
+    async fn next_frame(peer: &mut TcpStream, decoder: &mut Decoder) -> (Header, bytes::Bytes) {
+        loop {
+            if let Some(f) = decoder.next_frame(MAX_STREAM_WINDOW).unwrap() {
+                return f;
+            }
+            decoder.buffer().reserve(64 * 1024);
+            let n = peer.read_buf(decoder.buffer()).await.unwrap();
+            assert!(n > 0, "the session closed the connection");
+        }
+    }
+
+    /// A vectored write (the drpc transport hands a message over as its frame header, the
+    /// payload and a trailing frame) leaves as one `write` of data frames no larger than
+    /// `split_send_size`, carrying every byte in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_vectored_write_is_one_write_of_split_frames() {
+        let (tcp, mut peer) = tcp_pair().await;
+        let writes = Arc::new(AtomicUsize::new(0));
+        let io = CountingWrites {
+            tcp,
+            writes: Arc::clone(&writes),
+        };
+        let session = YamuxSession::client(io, YamuxConfig::default().without_heartbeat());
+        let mut stream = session.open().await.unwrap();
+        let head = [1u8; 7];
+        let body: Vec<u8> = (0..64 * 1024 + 100).map(|i| (i % 251) as u8).collect();
+        let tail = [2u8; 9];
+        let slices = [
+            std::io::IoSlice::new(&head),
+            std::io::IoSlice::new(&body),
+            std::io::IoSlice::new(&tail),
+        ];
+        let total = head.len() + body.len() + tail.len();
+        let n = stream.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, total, "the window and the write buffer take it all");
+        let mut decoder = Decoder::new();
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while got.len() < total {
+            let (h, payload) = next_frame(&mut peer, &mut decoder).await;
+            assert_eq!(h.kind, FrameType::Data);
+            assert_eq!(h.has(SYN), frames == 0, "the SYN rides on the first frame only");
+            assert!(payload.len() <= 64 * 1024, "{} bytes in one frame", payload.len());
+            got.extend_from_slice(&payload);
+            frames += 1;
+        }
+        assert_eq!(frames, 2);
+        assert_eq!(&got[..7], &head);
+        assert_eq!(&got[7..7 + body.len()], &body[..]);
+        assert_eq!(&got[7 + body.len()..], &tail);
+        assert_eq!(writes.load(Ordering::Relaxed), 1, "both frames in one write");
+    }
+
+    /// A raw peer sending on one stream as a well-behaved peer does: never past the credit
+    /// the session granted (256 KiB plus its window updates), waiting for updates.
+    struct RawSender {
+        id: u32,
+        flags: u16,
+        credit: u64,
+        /// The largest credit the session granted at once.
+        max_credit: u64,
+    }
+
+    impl RawSender {
+        fn new(id: u32) -> RawSender {
+            RawSender {
+                id,
+                flags: SYN,
+                credit: u64::from(INITIAL_WINDOW),
+                max_credit: u64::from(INITIAL_WINDOW),
+            }
+        }
+
+        /// Sends `total` bytes (the first frame opens the stream).
+        async fn send(&mut self, peer: &mut TcpStream, decoder: &mut Decoder, total: usize) {
+            let chunk = vec![0x5Au8; 64 * 1024];
+            let mut sent = 0usize;
+            while sent < total {
+                if self.credit == 0 {
+                    let (h, _) = next_frame(peer, decoder).await;
+                    if h.kind == FrameType::WindowUpdate && h.stream_id == self.id {
+                        self.credit += u64::from(h.length);
+                        self.max_credit = self.max_credit.max(self.credit);
+                    }
+                    continue;
+                }
+                let n = chunk.len().min(total - sent).min(self.credit as usize);
+                let mut frame = BytesMut::new();
+                Header::data(self.id, std::mem::take(&mut self.flags), n as u32)
+                    .encode_into(&chunk[..n], &mut frame);
+                peer.write_all(&frame).await.unwrap();
+                self.credit -= n as u64;
+                sent += n;
+            }
+        }
+    }
+
+    /// Reads `total` bytes from `stream` in a task of its own; the stream comes back then.
+    fn read_all(mut stream: YamuxStream, total: usize) -> tokio::task::JoinHandle<YamuxStream> {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut read = 0;
+            while read < total {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the stream ended after {read} bytes");
+                read += n;
+            }
+            stream
+        })
+    }
+
+    /// Opens stream `sender.id` with one byte and accepts it.
+    async fn open(
+        peer: &mut TcpStream,
+        decoder: &mut Decoder,
+        incoming: &mut super::YamuxIncoming,
+        sender: &mut RawSender,
+    ) -> YamuxStream {
+        sender.send(peer, decoder, 1).await;
+        let mut stream = incoming.accept().await.unwrap();
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        stream
+    }
+
+    /// A stream that streams, with a reader that keeps up, grows its receive window by
+    /// doubling up to [`MAX_STREAM_WINDOW`] and no further: the peer's credit never goes past
+    /// it, and one byte beyond the credit is a protocol error (GoAway).
+    #[tokio::test]
+    async fn a_stream_that_streams_grows_its_window_to_the_bound_and_no_further() {
+        let (mut peer, tcp) = tcp_pair().await;
+        let config = YamuxConfig::default()
+            .without_heartbeat()
+            .with_receive_window_growth(32 << 20);
+        let (_session, mut incoming) = YamuxSession::server(tcp, config);
+        let mut decoder = Decoder::new();
+        let mut sender = RawSender::new(1);
+        let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
+        assert_eq!(stream.receive_window(), Some(INITIAL_WINDOW));
+        let total = 24 << 20;
+        let reader = read_all(stream, total);
+        sender.send(&mut peer, &mut decoder, total).await;
+        let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+            .await
+            .expect("every byte is read")
+            .unwrap();
+        assert_eq!(stream.receive_window(), Some(MAX_STREAM_WINDOW));
+        assert!(
+            sender.max_credit <= u64::from(MAX_STREAM_WINDOW),
+            "credit {} past the bound",
+            sender.max_credit
+        );
+        assert!(
+            sender.max_credit > u64::from(MAX_STREAM_WINDOW) / 2,
+            "the credit grew to {} only",
+            sender.max_credit
+        );
+        // One byte past what was granted.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), peer.read_buf(decoder.buffer())).await
+        {
+            assert!(n > 0);
+        }
+        while let Some((h, _)) = decoder.next_frame(MAX_STREAM_WINDOW).unwrap() {
+            if h.kind == FrameType::WindowUpdate {
+                sender.credit += u64::from(h.length);
+            }
+        }
+        let over = sender.credit as usize + 1;
+        let mut frame = BytesMut::new();
+        Header::data(1, 0, over as u32).encode_into(&vec![0u8; over], &mut frame);
+        peer.write_all(&frame).await.unwrap();
+        let go_away = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let (h, _) = next_frame(&mut peer, &mut decoder).await;
+                if h.kind == FrameType::GoAway {
+                    return h;
+                }
+            }
+        })
+        .await
+        .expect("a GoAway");
+        assert_eq!(go_away.length, GO_AWAY_PROTOCOL_ERROR);
+    }
+
+    /// Growth is bounded per session: with 768 KiB to grow by, a stream that streams reaches
+    /// 1 MiB (256 KiB + 256 KiB + 512 KiB) and stops; another stream meanwhile keeps 256 KiB;
+    /// once the first stream is gone its growth comes back for the next.
+    #[tokio::test]
+    async fn growth_is_bounded_per_session_and_comes_back_when_a_stream_ends() {
+        let (mut peer, tcp) = tcp_pair().await;
+        let config = YamuxConfig::default()
+            .without_heartbeat()
+            .with_receive_window_growth(768 << 10);
+        let (_session, mut incoming) = YamuxSession::server(tcp, config);
+        let mut decoder = Decoder::new();
+        let total = 8 << 20;
+        let mut windows = Vec::new();
+        let mut first = None;
+        for id in [1, 3, 5] {
+            let mut sender = RawSender::new(id);
+            let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
+            let reader = read_all(stream, total);
+            sender.send(&mut peer, &mut decoder, total).await;
+            let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+                .await
+                .expect("every byte is read")
+                .unwrap();
+            windows.push(stream.receive_window().unwrap());
+            match id {
+                1 => first = Some(stream),
+                // Stream 1 ends: its growth comes back (its RST or FIN is not read here).
+                3 => drop(first.take()),
+                _ => {}
+            }
+        }
+        assert_eq!(windows, [1 << 20, INITIAL_WINDOW, 1 << 20]);
     }
 }

@@ -92,6 +92,13 @@ impl YamuxStream {
         self.id
     }
 
+    /// The receive window this stream grants the peer now: the spec's 256 KiB, more once it
+    /// grew ([`YamuxConfig::receive_window_growth`](super::YamuxConfig::receive_window_growth));
+    /// `None` once the stream is gone from the session.
+    pub fn receive_window(&self) -> Option<u32> {
+        self.shared.lock().streams.get(&self.id).map(|s| s.window)
+    }
+
     /// The session this stream belongs to.
     pub fn session(&self) -> YamuxSession {
         let handle = self
@@ -398,7 +405,8 @@ fn poll_write(
     while left > 0 {
         let frame = left.min(shared.split_send_size as usize);
         // `frame` is at most `split_send_size`, a u32.
-        core.queue(Header::data(id, std::mem::take(&mut flags), frame as u32), &[]);
+        let header = Header::data(id, std::mem::take(&mut flags), frame as u32);
+        core.out.extend_from_slice(&header.encode());
         let mut need = frame;
         while need > 0 {
             if current.is_empty() {
