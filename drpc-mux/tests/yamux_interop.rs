@@ -353,6 +353,54 @@ async fn window_exhaustion_with_a_slow_crate_reader() {
     );
 }
 
+/// With receive window growth on, a crate writer streaming to a native reader is granted
+/// the grown window and never sends past it (the session would close with a protocol
+/// error): every byte arrives in order, and the window grew past 1 MiB.
+#[tokio::test]
+async fn a_crate_writer_honours_a_grown_native_window() {
+    let (a, b) = tcp_pair().await;
+    let peer = CratePeer::start(a, yamux::Mode::Client, 512);
+    let config = config(16).with_receive_window_growth(32 << 20);
+    let (session, mut incoming) = NativeSession::server(b, config);
+    let data = pattern(8 << 20, 3);
+    let sent = data.clone();
+    let mut writer = peer.open().await;
+    let writing = tokio::spawn(async move {
+        writer.write_all(&sent).await.unwrap();
+        writer.shutdown().await.unwrap();
+        writer
+    });
+    let read = async {
+        let mut stream = incoming.accept().await.unwrap();
+        let mut got = Vec::with_capacity(data.len());
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut max_window = 0;
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            max_window = max_window.max(stream.receive_window().unwrap_or(0));
+        }
+        (got, max_window)
+    };
+    let (got, max_window) = tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("every byte arrives");
+    assert!(got == data, "{} of {} bytes, in order", got.len(), data.len());
+    assert!(
+        max_window > 1 << 20,
+        "the window grew to {max_window} bytes only"
+    );
+    assert!(max_window <= native::MAX_STREAM_WINDOW);
+    assert!(!session.is_closed(), "no protocol error");
+    let _writer = tokio::time::timeout(Duration::from_secs(5), writing)
+        .await
+        .expect("the writer finishes")
+        .unwrap();
+}
+
 /// A crate peer that stops reading a stream: the native writer blocks once the window is
 /// spent (no unbounded memory), no deadlock, and the other streams go on.
 #[tokio::test]
