@@ -388,7 +388,12 @@ async fn a_crate_writer_honours_a_grown_native_window() {
     let (got, max_window) = tokio::time::timeout(Duration::from_secs(20), read)
         .await
         .expect("every byte arrives");
-    assert!(got == data, "{} of {} bytes, in order", got.len(), data.len());
+    assert!(
+        got == data,
+        "{} of {} bytes, in order",
+        got.len(),
+        data.len()
+    );
     assert!(
         max_window > 1 << 20,
         "the window grew to {max_window} bytes only"

@@ -1338,8 +1338,16 @@ mod batching_tests {
         while got.len() < total {
             let (h, payload) = next_frame(&mut peer, &mut decoder).await;
             assert_eq!(h.kind, FrameType::Data);
-            assert_eq!(h.has(SYN), frames == 0, "the SYN rides on the first frame only");
-            assert!(payload.len() <= 64 * 1024, "{} bytes in one frame", payload.len());
+            assert_eq!(
+                h.has(SYN),
+                frames == 0,
+                "the SYN rides on the first frame only"
+            );
+            assert!(
+                payload.len() <= 64 * 1024,
+                "{} bytes in one frame",
+                payload.len()
+            );
             got.extend_from_slice(&payload);
             frames += 1;
         }
@@ -1347,7 +1355,11 @@ mod batching_tests {
         assert_eq!(&got[..7], &head);
         assert_eq!(&got[7..7 + body.len()], &body[..]);
         assert_eq!(&got[7 + body.len()..], &tail);
-        assert_eq!(writes.load(Ordering::Relaxed), 1, "both frames in one write");
+        assert_eq!(
+            writes.load(Ordering::Relaxed),
+            1,
+            "both frames in one write"
+        );
     }
 
     /// A raw peer sending on one stream as a well-behaved peer does: never past the credit
@@ -1455,8 +1467,11 @@ mod batching_tests {
             sender.max_credit
         );
         // One byte past what was granted.
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(std::time::Duration::from_millis(200), peer.read_buf(decoder.buffer())).await
+        while let Ok(Ok(n)) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            peer.read_buf(decoder.buffer()),
+        )
+        .await
         {
             assert!(n > 0);
         }
