@@ -78,8 +78,10 @@ pub use super::stream::{YamuxReadHalf, YamuxStream, YamuxWriteHalf};
 /// The window every stream starts with, each way (the spec's initial window).
 pub const INITIAL_WINDOW: u32 = 256 * 1024;
 
-/// The largest receive window a stream grows to (see [`Slot::window`]); also the largest data
-/// frame accepted (a hashicorp/yamux peer may send a whole window in one frame).
+/// The largest receive window a stream grows to (with
+/// [`YamuxConfig::receive_window_growth`]). A session accepts data frames as large as the
+/// largest window it may grant (a hashicorp/yamux peer may send a whole window in one frame):
+/// [`INITIAL_WINDOW`] without growth.
 pub const MAX_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Bytes waiting in the write buffer past which writers wait for the socket.
@@ -318,6 +320,8 @@ pub(super) struct Shared {
     pub(super) state: Arc<SessionState>,
     pub(super) split_send_size: u32,
     pub(super) max_num_streams: usize,
+    /// The largest window a stream of this session may grant: the largest data frame read.
+    pub(super) max_window: u32,
 }
 
 impl Shared {
@@ -550,6 +554,11 @@ impl YamuxSession {
             split_send_size: u32::try_from(config.split_send_size.clamp(1, 16 << 20))
                 .unwrap_or(u32::MAX),
             max_num_streams: config.effective_max_num_streams(),
+            max_window: INITIAL_WINDOW.saturating_add(
+                u32::try_from(config.receive_window_growth)
+                    .unwrap_or(u32::MAX)
+                    .min(MAX_STREAM_WINDOW - INITIAL_WINDOW),
+            ),
         });
         let handle = Arc::new(Handle {
             shared: Arc::clone(&shared),
@@ -847,7 +856,7 @@ impl SessionTask {
         let shared = Arc::clone(&self.shared);
         let mut core = shared.lock();
         let result = loop {
-            let frame = match self.decoder.next_frame(MAX_STREAM_WINDOW) {
+            let frame = match self.decoder.next_frame(self.shared.max_window) {
                 Ok(Some(f)) => f,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(ProtocolError::Frame(e)),
