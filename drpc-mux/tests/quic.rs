@@ -118,15 +118,14 @@ async fn stalled_reader_does_not_stall_other_quic_streams() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[serial]
-async fn idle_timeout_notices_a_stopped_quic_peer() {
-    let dir = std::env::temp_dir().join(format!("drpc-mux-quic-{}", std::process::id()));
+/// A `drpc-mux-peer` child serving QUIC with new development certificates (written to a
+/// temporary directory named with `tag`), a client session to it with `config`, and the
+/// directory to remove at the end.
+async fn quic_peer(tag: &str, config: QuicConfig) -> (Peer, QuicSession, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("drpc-mux-quic{tag}-{}", std::process::id()));
     let certs = DevCerts::generate().unwrap();
     certs.write(&dir).unwrap();
     let peer = Peer::spawn(&["--quic", dir.to_str().unwrap()]);
-    let config = QuicConfig::default()
-        .with_liveness(Duration::from_millis(250), Duration::from_millis(1500));
     let session = QuicSession::connect(
         peer.addr(),
         "localhost",
@@ -135,6 +134,15 @@ async fn idle_timeout_notices_a_stopped_quic_peer() {
     )
     .await
     .unwrap();
+    (peer, session, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial]
+async fn idle_timeout_notices_a_stopped_quic_peer() {
+    let config = QuicConfig::default()
+        .with_liveness(Duration::from_millis(250), Duration::from_millis(1500));
+    let (peer, session, dir) = quic_peer("", config).await;
     let conn = Arc::new(MuxConn::new(session));
     assert_eq!(echo(&*conn, "alive").await.unwrap(), "echo:alive");
     // Idle for longer than the idle timeout: keep-alives keep it open.
@@ -164,26 +172,13 @@ async fn idle_timeout_notices_a_stopped_quic_peer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Issue 17's liveness goal: with the default config, a QUIC peer killed while calls are in
-/// flight is noticed within 2 s (the dead-peer watchdog's 1.5 s plus at most one check tick).
 /// Streams a `MuxConn` keeps between calls are not calls in flight: the dead-peer watchdog
 /// (1.5 s) leaves an idle connection to a stopped peer alone (its idle timeout, 15 s, is
 /// what applies), and the connection works again once the peer continues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[serial]
 async fn kept_streams_do_not_arm_the_dead_peer_watchdog() {
-    let dir = std::env::temp_dir().join(format!("drpc-mux-quic-kept-{}", std::process::id()));
-    let certs = DevCerts::generate().unwrap();
-    certs.write(&dir).unwrap();
-    let peer = Peer::spawn(&["--quic", dir.to_str().unwrap()]);
-    let session = QuicSession::connect(
-        peer.addr(),
-        "localhost",
-        certs.client_config(false).unwrap(),
-        QuicConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (peer, session, dir) = quic_peer("-kept", QuicConfig::default()).await;
     let conn = MuxConn::new(session);
     // Four calls at once leave four kept streams.
     let calls = (0..4).map(|i| echo(&conn, if i % 2 == 0 { "a" } else { "b" }));
@@ -200,22 +195,13 @@ async fn kept_streams_do_not_arm_the_dead_peer_watchdog() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 17's liveness goal: with the default config, a QUIC peer killed while calls are in
+/// flight is noticed within 2 s (the dead-peer watchdog's 1.5 s plus at most one check tick).
 /// The assertion leaves a 3x margin for a loaded machine; the measured time is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[serial]
 async fn a_killed_quic_peer_fails_calls_in_flight_within_two_seconds() {
-    let dir = std::env::temp_dir().join(format!("drpc-mux-quic-kill-{}", std::process::id()));
-    let certs = DevCerts::generate().unwrap();
-    certs.write(&dir).unwrap();
-    let peer = Peer::spawn(&["--quic", dir.to_str().unwrap()]);
-    let session = QuicSession::connect(
-        peer.addr(),
-        "localhost",
-        certs.client_config(false).unwrap(),
-        QuicConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (peer, session, dir) = quic_peer("-kill", QuicConfig::default()).await;
     let conn = Arc::new(MuxConn::new(session));
     assert_eq!(echo(&*conn, "alive").await.unwrap(), "echo:alive");
     // A slow call that the peer answers (only keep-alive ACKs while it runs) must survive the
