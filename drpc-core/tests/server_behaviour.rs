@@ -550,3 +550,46 @@ async fn client_cancel_or_close_cancels_a_running_handler_and_sends_nothing() {
         );
     }
 }
+
+/// A connection whose TCP handshake finished just before a drain, before the runtime's
+/// reactor reported it (here: connected with a blocking `connect` on a current-thread
+/// runtime, and the drain starts before the reactor runs), is still taken off the listen
+/// queue and told to go away: closing the listener with it queued would reset it, and a
+/// client that already wrote its call would see `ConnectionReset` instead of an unsent call.
+#[tokio::test(flavor = "current_thread")]
+#[serial]
+async fn a_connection_queued_but_not_yet_reported_when_the_drain_starts_gets_a_go_away() {
+    let s = serve(ServerConfig::default()).await;
+    // The accept loop is waiting in accept.
+    let warm = drpc_core::dial(s.addr).await.unwrap();
+    drop(warm);
+    tokio::task::yield_now().await;
+    let queued = std::net::TcpStream::connect(s.addr).unwrap();
+    let drain = tokio::spawn({
+        let server = s.server.clone();
+        async move { server.drain(Duration::from_secs(5)).await }
+    });
+    queued.set_nonblocking(true).unwrap();
+    let mut queued = TcpStream::from_std(queued).unwrap();
+    let mut got = Vec::new();
+    let read = timeout(
+        WITHIN,
+        tokio::io::AsyncReadExt::read_to_end(&mut queued, &mut got),
+    )
+    .await
+    .expect("the server ends the connection");
+    read.expect("a go-away and FIN, not a reset");
+    let mut codec = drpc_core::wire::PacketCodec::new(1 << 20, 1 << 16);
+    let mut buf = bytes::BytesMut::from(&got[..]);
+    let packet = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+        .unwrap()
+        .expect("one whole packet");
+    assert_eq!(
+        drpc_core::wire::go_away::parse(&packet),
+        Some(0),
+        "a go-away (no stream started): {packet:?}"
+    );
+    drop(queued);
+    let report = timeout(WITHIN, drain).await.unwrap().unwrap();
+    assert!(report.finished(), "{report:?}");
+}

@@ -30,6 +30,31 @@ pub trait Listener: Send + 'static {
     /// tries again after a short pause.
     fn accept(&mut self)
     -> impl Future<Output = io::Result<(Self::Io, Option<SocketAddr>)>> + Send;
+
+    /// A connection already waiting, without waiting for one: `None` when there is none (or
+    /// the listener cannot tell). A drain serves what is queued (with a go-away) before it
+    /// closes the listener, since closing it resets them. The default polls
+    /// [`Listener::accept`] once, which for a tokio listener sees only connections its
+    /// reactor has already reported; the TCP and unix listeners ask the socket itself.
+    fn accept_queued(&mut self) -> Option<io::Result<(Self::Io, Option<SocketAddr>)>> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(self.accept()).poll(&mut cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        }
+    }
+}
+
+/// One `accept` on the listening socket `fd` right now, bypassing the reactor's cached
+/// readiness (a connection whose handshake finished after the reactor's last poll is still
+/// found); `None` when the queue is empty.
+#[cfg(unix)]
+fn accept_now<F: std::os::fd::AsFd>(fd: &F) -> Option<io::Result<socket2::Socket>> {
+    match socket2::SockRef::from(fd).accept() {
+        Ok((socket, _)) => Some(Ok(socket)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => Some(Err(e)),
+    }
 }
 
 impl Listener for tokio::net::TcpListener {
@@ -41,6 +66,18 @@ impl Listener for tokio::net::TcpListener {
         let _ = tcp.set_nodelay(true);
         Ok((tcp, Some(peer)))
     }
+
+    #[cfg(unix)]
+    fn accept_queued(&mut self) -> Option<io::Result<(tokio::net::TcpStream, Option<SocketAddr>)>> {
+        let accepted = accept_now(self)?.and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            let _ = socket.set_tcp_nodelay(true);
+            let std: std::net::TcpStream = socket.into();
+            let peer = std.peer_addr().ok();
+            Ok((tokio::net::TcpStream::from_std(std)?, peer))
+        });
+        Some(accepted)
+    }
 }
 
 #[cfg(unix)]
@@ -50,6 +87,17 @@ impl Listener for tokio::net::UnixListener {
     async fn accept(&mut self) -> io::Result<(tokio::net::UnixStream, Option<SocketAddr>)> {
         let (stream, _) = tokio::net::UnixListener::accept(self).await?;
         Ok((stream, None))
+    }
+
+    fn accept_queued(
+        &mut self,
+    ) -> Option<io::Result<(tokio::net::UnixStream, Option<SocketAddr>)>> {
+        let accepted = accept_now(self)?.and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            let std: std::os::unix::net::UnixStream = socket.into();
+            Ok((tokio::net::UnixStream::from_std(std)?, None))
+        });
+        Some(accepted)
     }
 }
 

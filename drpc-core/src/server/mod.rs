@@ -23,7 +23,6 @@ mod handler;
 pub mod preface;
 pub mod preface_after;
 
-use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,15 +250,15 @@ impl Server {
                     // handshake: their clients may be writing a call. Closing the listener
                     // would reset them mid-call; served, they get a go-away at once. Only
                     // what is queued now (bounded), and not once the deadline has passed.
-                    // Polled without yielding, so that the listener closes right after.
-                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    // Taken without yielding, so that the listener closes right after, and
+                    // from the socket itself (`Listener::accept_queued`): a handshake that
+                    // finished after the reactor's last poll is queued too.
                     for _ in 0..BACKLOG_DRAIN.min(limit) {
                         if self.inner.stop.is_cancelled() {
                             break;
                         }
-                        let accept = std::pin::pin!(listener.accept());
-                        match accept.poll(&mut cx) {
-                            std::task::Poll::Ready(Ok((io, peer))) => {
+                        match listener.accept_queued() {
+                            Some(Ok((io, peer))) => {
                                 self.spawn_conn(io, peer, &acceptor, &on_conn)
                             }
                             _ => break,
