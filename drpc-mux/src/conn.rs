@@ -273,6 +273,10 @@ impl<N: NewStream> MuxConn<N> {
         if self.idle.max == 0 {
             return Ok((self.open(deadline).await?, false));
         }
+        // The common case, without registering with the notifier below.
+        if let Some(io) = self.idle.take() {
+            return Ok((Call::new(io, &self.idle), true));
+        }
         loop {
             // Registered before the look at the kept streams, so a stream kept in between
             // is not missed: a caller waiting for a stream slot takes a stream a finished
