@@ -1,7 +1,7 @@
 //! `echo-server`'s drain on SIGTERM or SIGINT (zero-downtime deploys): the order of steps a
 //! pod needs so that no call fails while it is replaced.
 //!
-//! 1. print `draining` (stdout, flushed) and turn the readiness probe not-ready
+//! 1. turn the readiness probe not-ready and print `draining` (stdout, flushed)
 //!    ([`crate::health`]);
 //! 2. run the deregistration steps ([`DrainSequence::deregister`]): leave push discovery
 //!    (the discovery-server, etcd…) so that clients stop picking this server before it
@@ -85,12 +85,14 @@ impl DrainSequence {
     /// # Errors
     /// Writing `draining` to stdout failed.
     pub async fn run(self) -> anyhow::Result<DrainReport> {
+        // Not ready first: whoever sees `draining` (an operator's script, a test) must find
+        // `/readyz` answering 503 already.
+        self.readiness.set_draining();
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "draining")?;
             out.flush()?;
         }
-        self.readiness.set_draining();
         for (name, step) in self.deregister {
             match step.await {
                 Ok(()) => tracing::info!(step = %name, "drain: deregistered"),
