@@ -50,7 +50,9 @@ impl SessionState {
         self.idle.store(idle, Ordering::Relaxed);
     }
 
-    /// Streams this side opened that are open and not kept idle: calls in flight.
+    /// Streams this side opened that are open and not kept idle: calls in flight (QUIC's
+    /// dead-peer watchdog asks).
+    #[cfg(feature = "quic")]
     pub(crate) fn busy_streams(&self) -> usize {
         (self.max_streams - self.available_streams())
             .saturating_sub(self.idle.load(Ordering::Relaxed))
