@@ -1,17 +1,28 @@
 //! Measures what a stream a `MuxConn` keeps between calls costs, client and server together:
 //! serves a drpc router on a yamux session over loopback TCP, makes N calls at once (so N
 //! streams open), lets them finish (the connection keeps all N), and prints the process's
-//! resident memory before the calls and after, per kept stream. Each kept stream holds the
-//! client's connection core and buffers and the server's task serving it.
+//! resident memory and its live heap before the calls and after, per kept stream. Each kept
+//! stream holds the client's connection core and buffers and the server's task serving it.
+//!
+//! The live heap (bytes allocated and not freed yet, counted by `stats_alloc` around the
+//! system allocator) is what the kept streams hold. The resident memory also keeps what the
+//! N calls themselves used at their peak and freed (their tasks, their handlers' futures): the
+//! allocator does not give that back to the system, so the RSS figure is an upper bound.
 //!
 //! `cargo run --release -p drpc-mux --example kept_streams -- [N]` (default 1000).
 
+use std::alloc::System;
 use std::sync::Arc;
 use std::time::Duration;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use drpc_core::{CallOptions, ConnExt, Context, Error, Router, Server};
 use drpc_mux::yamux::{YamuxConfig, YamuxSession};
 use drpc_mux::{MuxConn, MuxConnConfig, MuxServer, MuxServerConfig};
+
+#[global_allocator]
+static HEAP: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn rss_bytes() -> u64 {
     // Resident pages are the second field of /proc/self/statm.
@@ -68,6 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     conn.call::<u64, u64>(WAIT, &0, options()).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = rss_bytes();
+    let heap = Region::new(HEAP);
     let calls: Vec<_> = (0..n)
         .map(|_| {
             let conn = Arc::clone(&conn);
@@ -79,10 +91,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after = rss_bytes();
+    let change = heap.change();
+    let live = change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64;
     let kept = conn.session().stream_count();
     let delta = after.saturating_sub(before);
     println!(
-        "kept streams: {kept} (client and server side, one process); RSS {before} -> {after} bytes; {} bytes per kept stream",
+        "kept streams: {kept} (client and server side, one process); live heap +{live} bytes, {} bytes per kept stream; RSS {before} -> {after} bytes, {} bytes per kept stream",
+        live.max(0) as u64 / kept.max(1) as u64,
         delta / kept.max(1) as u64
     );
     server.shutdown(Duration::from_secs(1)).await;
