@@ -73,7 +73,7 @@ pub mod wire;
 
 pub use conn::{
     BidiStreaming, CallOptions, CancelMode, ClientStreaming, Conn, ConnConfig, ConnExt, DynConn,
-    RawStream, ServerStreaming, TransportConn, TransportStream, dial, dial_with,
+    FEED_FLUSH_AT, RawStream, ServerStreaming, TransportConn, TransportStream, dial, dial_with,
 };
 pub use context::{Context, Extensions};
 pub use error::{Error, ProtocolError, TransportKind};

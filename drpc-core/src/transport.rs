@@ -414,6 +414,11 @@ impl WriteHalf {
         self.queue.is_empty() && self.buf.is_empty()
     }
 
+    /// How many bytes wait to be written.
+    pub(crate) fn buffered(&self) -> usize {
+        self.queue.iter().map(Bytes::len).sum::<usize>() + self.buf.len()
+    }
+
     /// Writes everything buffered, then flushes `io`. Cancel safe in the sense that what was
     /// not written stays buffered (a caller that gives up mid-write must close the transport).
     pub(crate) fn poll_flush<W: AsyncWrite + Unpin>(

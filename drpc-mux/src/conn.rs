@@ -567,11 +567,7 @@ impl<N: NewStream> MuxStream<N> {
 
 impl<N: NewStream> RawStream for MuxStream<N> {
     async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.send(message)) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
+        let r = guarded(&*self.session, self.deadline, self.io.send(message)).await;
         self.after(r).await
     }
 
@@ -579,42 +575,62 @@ impl<N: NewStream> RawStream for MuxStream<N> {
     where
         F: FnOnce(&mut bytes::BytesMut) + Send,
     {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.send_with(len, fill)) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
+        let r = guarded(&*self.session, self.deadline, self.io.send_with(len, fill)).await;
         self.after(r).await
     }
 
     async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.send_parts(parts)) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
+        let r = guarded(&*self.session, self.deadline, self.io.send_parts(parts)).await;
+        self.after(r).await
+    }
+
+    async fn feed(&mut self, message: Bytes) -> Result<(), Error> {
+        let r = guarded(&*self.session, self.deadline, self.io.feed(message)).await;
+        self.after(r).await
+    }
+
+    async fn feed_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let r = guarded(&*self.session, self.deadline, self.io.feed_with(len, fill)).await;
+        self.after(r).await
+    }
+
+    async fn feed_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let r = guarded(&*self.session, self.deadline, self.io.feed_parts(parts)).await;
+        self.after(r).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let r = guarded(&*self.session, self.deadline, self.io.flush()).await;
         self.after(r).await
     }
 
     async fn close_send(&mut self) -> Result<(), Error> {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.close_send()) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
+        let r = guarded(&*self.session, self.deadline, self.io.close_send()).await;
         self.after(r).await
     }
 
     async fn recv(&mut self) -> Result<Option<Bytes>, Error> {
-        let r = tokio::select! {
-            biased;
-            r = until(self.deadline, self.io.recv()) => r,
-            () = self.session.closed() => Err(Error::Closed),
-        };
+        let r = guarded(&*self.session, self.deadline, self.io.recv()).await;
         if matches!(r, Ok(None)) {
             self.ended = true;
         }
         self.after(r).await
+    }
+}
+
+/// `fut` until the deadline, or [`Error::Closed`] once the session closes first.
+async fn guarded<N: NewStream, R>(
+    session: &N,
+    deadline: Option<Instant>,
+    fut: impl Future<Output = Result<R, Error>>,
+) -> Result<R, Error> {
+    tokio::select! {
+        biased;
+        r = until(deadline, fut) => r,
+        () = session.closed() => Err(Error::Closed),
     }
 }
 

@@ -89,23 +89,31 @@ impl<C: Conn + 'static> Client for DrpcClient<C> {
         Ok(())
     }
 
-    /// Streams `count` `Payload`s. `BENCH_DRPC_STREAM=parts` sends each as two pieces
-    /// ([`RawStream::send_parts`]: the protobuf field header and the chunk's own `Bytes`, so
-    /// the payload is not copied in user space) instead of the typed `send` (prost encodes
-    /// the message, one copy); the server side is the same typed handler either way.
+    /// Streams `count` `Payload`s with the typed `feed` (queued, written in large writes;
+    /// prost encodes each message into the write buffer, one copy). `BENCH_DRPC_STREAM`
+    /// picks another way: `send` (the typed `send`, a write per message) or `parts` (each
+    /// message fed as two pieces with [`RawStream::feed_parts`]: the protobuf field header and
+    /// the chunk's own `Bytes`, so the payload is not copied in user space). The server side
+    /// is the same typed handler every way.
     async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
-        if std::env::var("BENCH_DRPC_STREAM").as_deref() == Ok("parts") {
+        let way = std::env::var("BENCH_DRPC_STREAM");
+        if way.as_deref() == Ok("parts") {
             return self.upload_parts(chunk, count).await;
         }
+        let send = way.as_deref() == Ok("send");
         let mut up = self
             .conn
             .client_streaming::<Payload, Summary>(UPLOAD, CallOptions::new())
             .await?;
         for _ in 0..count {
-            up.send(&Payload {
+            let message = Payload {
                 data: chunk.clone(),
-            })
-            .await?;
+            };
+            if send {
+                up.send(&message).await?;
+            } else {
+                up.feed(&message).await?;
+            }
         }
         let sum = up.close_and_recv().await?;
         ensure!(
@@ -118,7 +126,7 @@ impl<C: Conn + 'static> Client for DrpcClient<C> {
 }
 
 impl<C: Conn + 'static> DrpcClient<C> {
-    /// [`Client::upload`] with each message sent as its field header and the chunk.
+    /// [`Client::upload`] with each message fed as its field header and the chunk.
     async fn upload_parts(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
         let mut header = bytes::BytesMut::new();
         prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut header);
@@ -126,7 +134,7 @@ impl<C: Conn + 'static> DrpcClient<C> {
         let parts = [header.freeze(), chunk.clone()];
         let mut up = self.conn.open_stream(UPLOAD, CallOptions::new()).await?;
         for _ in 0..count {
-            up.send_parts(&parts).await?;
+            up.feed_parts(&parts).await?;
         }
         up.close_send().await?;
         let reply = up.recv().await?.ok_or(Error::Eof)?;

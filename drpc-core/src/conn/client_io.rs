@@ -31,6 +31,10 @@ pub enum StreamEvent {
     Finished(Option<Error>),
 }
 
+/// Bytes waiting in the write buffer at which [`ClientIo::feed`] writes them out: enough for
+/// writes of about a dozen 64 KiB messages, little against a socket's send buffer.
+pub const FEED_FLUSH_AT: usize = 512 << 10;
+
 /// A client connection core and its I/O over one transport: one stream at a time, driven by
 /// whoever calls it (no task of its own). The core owns stream ids, the running stream, late
 /// packets and cancels; this glue writes the caller's packets straight into its write buffer
@@ -52,6 +56,9 @@ pub struct ClientIo<T> {
     ended: Option<Option<Error>>,
     /// A flush is under way; a stream abandoned now must close the transport.
     writing: bool,
+    /// A flush began since the running stream started: the peer may have seen it. Until
+    /// then its packets (Invoke, fed messages) are only in the write buffer.
+    flushed: bool,
     max_packet_size: usize,
     /// The time the running stream started, given to the core as "now": the client core uses
     /// time only for deadlines, which this glue enforces with tokio timers, so one clock
@@ -104,6 +111,7 @@ impl<T: Transport> ClientIo<T> {
             recv_closed: false,
             ended: None,
             writing: false,
+            flushed: false,
             max_packet_size: config.max_packet_size,
             clock,
         }
@@ -188,6 +196,10 @@ impl<T: Transport> ClientIo<T> {
     /// runs.
     pub fn start(&mut self, rpc: &str, metadata: &Metadata) -> Result<u64, Error> {
         let opened = self.core.begin_open(!metadata.is_empty(), None)?;
+        if !self.writing {
+            // Messages fed to the last stream and never written: it has ended, so they go.
+            self.write.clear();
+        }
         if let Some(id) = opened.metadata {
             let len = metadata.encoded_len();
             self.write
@@ -197,6 +209,7 @@ impl<T: Transport> ClientIo<T> {
         self.write
             .push(opened.invoke, Kind::Invoke, false, rpc.as_bytes());
         self.stream = opened.stream;
+        self.flushed = false;
         self.recv_closed = false;
         self.ended = None;
         self.clock = now();
@@ -230,6 +243,7 @@ impl<T: Transport> ClientIo<T> {
             self.write.push_packet(p);
         }
         self.writing = true;
+        self.flushed = true;
         match self.write.flush(&mut self.transport).await {
             Ok(()) => {
                 self.writing = false;
@@ -346,6 +360,16 @@ impl<T: Transport> ClientIo<T> {
         len: usize,
         fill: impl FnOnce(&mut bytes::BytesMut),
     ) -> Result<(), Error> {
+        self.push_message_with(len, fill)?;
+        self.flush().await
+    }
+
+    /// Buffers a Message of `len` bytes that `fill` writes in place.
+    fn push_message_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), Error> {
         if !self.can_send() {
             return Err(self.send_error());
         }
@@ -353,8 +377,65 @@ impl<T: Transport> ClientIo<T> {
         let id = self.core.begin_send(self.stream)?;
         self.write
             .push_with(id, Kind::Message, len, fill)
-            .map_err(|wrote| fill_error(len, wrote))?;
-        self.flush().await
+            .map_err(|wrote| fill_error(len, wrote))
+    }
+
+    /// Buffers a Message made of `parts`.
+    fn push_message_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        check_size(parts.iter().map(Bytes::len).sum(), self.max_packet_size)?;
+        let id = self.core.begin_send(self.stream)?;
+        self.write.push_parts(id, Kind::Message, parts);
+        Ok(())
+    }
+
+    /// Queues a Message on the running stream without flushing it: it is written with the
+    /// next flush, receive or CloseSend, or once [`FEED_FLUSH_AT`] bytes wait. A run of fed
+    /// messages then goes out in a few large vectored writes instead of a write each (a
+    /// stream of 64 KiB messages over loopback TCP: about 3x the rate; see the README). The
+    /// caller must [`ClientIo::flush`] when it stops feeding and waits on something else.
+    ///
+    /// # Errors
+    /// As [`ClientIo::send`]; a write error only when the buffer was full.
+    pub async fn feed(&mut self, message: Bytes) -> Result<(), Error> {
+        if !self.can_send() {
+            return Err(self.send_error());
+        }
+        self.push_message(message)?;
+        self.flush_if_full().await
+    }
+
+    /// [`ClientIo::send_with`] without the flush, as [`ClientIo::feed`].
+    ///
+    /// # Errors
+    /// As [`ClientIo::feed`].
+    pub async fn feed_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), Error> {
+        self.push_message_with(len, fill)?;
+        self.flush_if_full().await
+    }
+
+    /// [`ClientIo::send_parts`] without the flush, as [`ClientIo::feed`].
+    ///
+    /// # Errors
+    /// As [`ClientIo::feed`].
+    pub async fn feed_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        self.push_message_parts(parts)?;
+        self.flush_if_full().await
+    }
+
+    /// Flushes when [`FEED_FLUSH_AT`] bytes or more wait.
+    async fn flush_if_full(&mut self) -> Result<(), Error> {
+        if self.write.buffered() >= FEED_FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends a Message whose bytes are `parts` one after the other, and flushes it: large
@@ -363,12 +444,7 @@ impl<T: Transport> ClientIo<T> {
     /// # Errors
     /// As [`ClientIo::send`].
     pub async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
-        if !self.can_send() {
-            return Err(self.send_error());
-        }
-        check_size(parts.iter().map(Bytes::len).sum(), self.max_packet_size)?;
-        let id = self.core.begin_send(self.stream)?;
-        self.write.push_parts(id, Kind::Message, parts);
+        self.push_message_parts(parts)?;
         self.flush().await
     }
 
@@ -422,10 +498,14 @@ impl<T: Transport> ClientIo<T> {
         let now = now();
         self.ended = Some(Some(Error::Canceled));
         if !self.writing && !self.write.is_empty() {
-            // Only this stream's unwritten packets: the peer never saw the stream.
+            // Only this stream's unwritten packets (whole frames: no write is under way).
             self.write.clear();
-            self.core.end_stream(now, self.stream);
-            return true;
+            if !self.flushed {
+                // The peer never saw the stream.
+                self.core.end_stream(now, self.stream);
+                return true;
+            }
+            // Fed messages were still waiting: they go, and the peer gets the cancel.
         }
         self.core.cancel(now, self.stream, self.writing);
         if self.core.is_closed() {

@@ -86,6 +86,10 @@ impl<C: Conn> DynConn for C {
 pub trait DynRawStream: Send {
     /// [`RawStream::send`], boxed.
     fn send_dyn(&mut self, message: Bytes) -> BoxFuture<'_, Result<(), Error>>;
+    /// [`RawStream::feed`], boxed.
+    fn feed_dyn(&mut self, message: Bytes) -> BoxFuture<'_, Result<(), Error>>;
+    /// [`RawStream::flush`], boxed.
+    fn flush_dyn(&mut self) -> BoxFuture<'_, Result<(), Error>>;
     /// [`RawStream::close_send`], boxed.
     fn close_send_dyn(&mut self) -> BoxFuture<'_, Result<(), Error>>;
     /// [`RawStream::recv`], boxed.
@@ -95,6 +99,12 @@ pub trait DynRawStream: Send {
 impl<S: RawStream> DynRawStream for S {
     fn send_dyn(&mut self, message: Bytes) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.send(message))
+    }
+    fn feed_dyn(&mut self, message: Bytes) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.feed(message))
+    }
+    fn flush_dyn(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.flush())
     }
     fn close_send_dyn(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.close_send())
@@ -116,6 +126,31 @@ impl std::fmt::Debug for BoxStream {
 impl RawStream for BoxStream {
     fn send(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
         self.0.send_dyn(message)
+    }
+    fn feed(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.feed_dyn(message)
+    }
+    fn feed_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        fill(&mut buf);
+        self.0.feed_dyn(buf.freeze())
+    }
+    fn feed_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for p in parts {
+            joined.extend_from_slice(p);
+        }
+        self.0.feed_dyn(joined.freeze())
+    }
+    fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.flush_dyn()
     }
     fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
         self.0.close_send_dyn()

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::error::Error;
 use crate::metadata::Metadata;
 
-pub use client_io::{ClientIo, StreamEvent};
+pub use client_io::{ClientIo, FEED_FLUSH_AT, StreamEvent};
 pub use dynconn::{BoxFuture, BoxStream, DynConn, DynRawStream};
 pub use layer::{Body, ClientRequest, ClientResponse, ConnService, LayeredConn};
 pub use transport::{
@@ -229,7 +229,63 @@ pub trait RawStream: Send + 'static {
         self.send(joined.freeze())
     }
 
-    /// Tells the server no more messages will be sent (CloseSend).
+    /// Queues one message without flushing it (like `futures`' `SinkExt::feed`): it goes out
+    /// with the next flush, receive or close, or when enough bytes wait. A run of fed messages
+    /// is written in a few large writes, not a write each: the way to stream at the
+    /// transport's rate. Call [`RawStream::flush`] when you stop feeding and wait on
+    /// something else. The default sends at once ([`RawStream::send`]); a stream over one
+    /// connection or a mux stream buffers up to [`FEED_FLUSH_AT`] bytes.
+    ///
+    /// ```no_run
+    /// # async fn up(conn: &impl drpc_core::Conn, chunks: Vec<bytes::Bytes>) -> Result<(), drpc_core::Error> {
+    /// use drpc_core::{CallOptions, Conn, RawStream};
+    /// let mut up = conn.open_stream("/files.Store/Put", CallOptions::new()).await?;
+    /// for chunk in chunks {
+    ///     up.feed(chunk).await?;
+    /// }
+    /// up.close_send().await?; // writes what is still queued, then CloseSend
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn feed(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
+        self.send(message)
+    }
+
+    /// [`RawStream::send_with`] without the flush, as [`RawStream::feed`].
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn feed_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        self.send_with(len, fill)
+    }
+
+    /// [`RawStream::send_parts`] without the flush, as [`RawStream::feed`].
+    ///
+    /// # Errors
+    /// As [`RawStream::send`].
+    fn feed_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.send_parts(parts)
+    }
+
+    /// Writes the messages [`RawStream::feed`] queued. The default has nothing to write.
+    ///
+    /// # Errors
+    /// Transport errors, or the deadline.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Tells the server no more messages will be sent (CloseSend), after the messages still
+    /// queued.
     ///
     /// # Errors
     /// Transport errors, or the deadline.

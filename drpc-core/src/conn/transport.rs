@@ -531,6 +531,38 @@ impl<T: Transport> RawStream for TransportStream<T> {
         self.on_deadline(r)
     }
 
+    async fn feed(&mut self, message: Bytes) -> Result<(), Error> {
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.feed(message)).await;
+        self.on_deadline(r)
+    }
+
+    async fn feed_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.feed_with(len, fill)).await;
+        self.on_deadline(r)
+    }
+
+    async fn feed_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let deadline = self.deadline;
+        let io = self.sending()?;
+        let r = until(deadline, io.feed_parts(parts)).await;
+        self.on_deadline(r)
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let Some(io) = self.call.io.as_deref_mut() else {
+            return Ok(());
+        };
+        let r = until(self.deadline, io.flush()).await;
+        self.on_deadline(r)
+    }
+
     async fn close_send(&mut self) -> Result<(), Error> {
         let Some(io) = self.call.io.as_deref_mut() else {
             return Ok(());

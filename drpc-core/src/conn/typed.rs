@@ -198,29 +198,45 @@ pub trait ConnExt: Conn {
 
 impl<C: Conn + ?Sized> ConnExt for C {}
 
+/// How [`send`] hands a message over: flushed at once, or queued ([`RawStream::feed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    Now,
+    Later,
+}
+
 /// Sends one message: encoded straight into the stream's write buffer when the codec can
 /// ([`Codec::encoded_len`]; prost can), else encoded into a buffer of its own first.
 async fn send<S: RawStream, M: Sync, C: Codec<M>>(
     stream: &mut S,
     codec: C,
     message: &M,
+    flush: Flush,
 ) -> Result<(), Error> {
     match codec.encoded_len(message) {
         Some(len) => {
             let mut failed = None;
-            let r = stream
-                .send_with(len, |buf| {
-                    if let Err(e) = codec.encode_into(message, buf) {
-                        failed = Some(e);
-                    }
-                })
-                .await;
+            let fill = |buf: &mut bytes::BytesMut| {
+                if let Err(e) = codec.encode_into(message, buf) {
+                    failed = Some(e);
+                }
+            };
+            let r = match flush {
+                Flush::Now => stream.send_with(len, fill).await,
+                Flush::Later => stream.feed_with(len, fill).await,
+            };
             match failed {
                 Some(e) => Err(e),
                 None => r,
             }
         }
-        None => stream.send(codec.encode(message)?).await,
+        None => {
+            let bytes = codec.encode(message)?;
+            match flush {
+                Flush::Now => stream.send(bytes).await,
+                Flush::Later => stream.feed(bytes).await,
+            }
+        }
     }
 }
 
@@ -282,7 +298,27 @@ impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> ClientStreaming<S, Re
     where
         Req: Sync,
     {
-        send(&mut self.stream, self.codec, request).await
+        send(&mut self.stream, self.codec, request, Flush::Now).await
+    }
+
+    /// Queues one request without flushing it ([`RawStream::feed`]): a run of requests goes
+    /// out in a few large writes. Closing, receiving or [`Self::flush`] writes what waits.
+    ///
+    /// # Errors
+    /// As [`RawStream::feed`].
+    pub async fn feed(&mut self, request: &Req) -> Result<(), Error>
+    where
+        Req: Sync,
+    {
+        send(&mut self.stream, self.codec, request, Flush::Later).await
+    }
+
+    /// Writes the requests [`Self::feed`] queued.
+    ///
+    /// # Errors
+    /// As [`RawStream::flush`].
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.stream.flush().await
     }
 
     /// Closes the sending side and receives the one reply.
@@ -315,7 +351,27 @@ impl<S: RawStream, Req, Resp, C: Codec<Req> + Codec<Resp>> BidiStreaming<S, Req,
     where
         Req: Sync,
     {
-        send(&mut self.stream, self.codec, request).await
+        send(&mut self.stream, self.codec, request, Flush::Now).await
+    }
+
+    /// Queues one request without flushing it ([`RawStream::feed`]): a run of requests goes
+    /// out in a few large writes. Closing, receiving or [`Self::flush`] writes what waits.
+    ///
+    /// # Errors
+    /// As [`RawStream::feed`].
+    pub async fn feed(&mut self, request: &Req) -> Result<(), Error>
+    where
+        Req: Sync,
+    {
+        send(&mut self.stream, self.codec, request, Flush::Later).await
+    }
+
+    /// Writes the requests [`Self::feed`] queued.
+    ///
+    /// # Errors
+    /// As [`RawStream::flush`].
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.stream.flush().await
     }
 
     /// Closes the sending side; replies can still be received.

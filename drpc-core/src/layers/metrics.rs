@@ -503,15 +503,22 @@ impl<S> MetricsStream<S> {
     }
 }
 
-impl<S: RawStream> RawStream for MetricsStream<S> {
-    async fn send(&mut self, message: Bytes) -> Result<(), Error> {
-        let len = message.len() as u64;
-        let r = self.stream.send(message).await;
+impl<S> MetricsStream<S> {
+    /// Counts `len` bytes sent (queued, for a feed) when `r` is `Ok`, else ends the stream.
+    fn sent(&mut self, len: usize, r: Result<(), Error>) -> Result<(), Error> {
         match &r {
-            Ok(()) => self.sent += len,
+            Ok(()) => self.sent += len as u64,
             Err(e) => self.end(Some(e.code())),
         }
         r
+    }
+}
+
+impl<S: RawStream> RawStream for MetricsStream<S> {
+    async fn send(&mut self, message: Bytes) -> Result<(), Error> {
+        let len = message.len();
+        let r = self.stream.send(message).await;
+        self.sent(len, r)
     }
 
     async fn send_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
@@ -519,21 +526,38 @@ impl<S: RawStream> RawStream for MetricsStream<S> {
         F: FnOnce(&mut bytes::BytesMut) + Send,
     {
         let r = self.stream.send_with(len, fill).await;
-        match &r {
-            Ok(()) => self.sent += len as u64,
-            Err(e) => self.end(Some(e.code())),
-        }
-        r
+        self.sent(len, r)
     }
 
     async fn send_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
         let len: usize = parts.iter().map(Bytes::len).sum();
         let r = self.stream.send_parts(parts).await;
-        match &r {
-            Ok(()) => self.sent += len as u64,
-            Err(e) => self.end(Some(e.code())),
-        }
-        r
+        self.sent(len, r)
+    }
+
+    async fn feed(&mut self, message: Bytes) -> Result<(), Error> {
+        let len = message.len();
+        let r = self.stream.feed(message).await;
+        self.sent(len, r)
+    }
+
+    async fn feed_with<F>(&mut self, len: usize, fill: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        let r = self.stream.feed_with(len, fill).await;
+        self.sent(len, r)
+    }
+
+    async fn feed_parts(&mut self, parts: &[Bytes]) -> Result<(), Error> {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        let r = self.stream.feed_parts(parts).await;
+        self.sent(len, r)
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        let r = self.stream.flush().await;
+        self.sent(0, r)
     }
 
     async fn close_send(&mut self) -> Result<(), Error> {

@@ -798,6 +798,44 @@ impl<C: Conn + 'static> RawStream for BalancedStream<C> {
         self.stream.send(message)
     }
 
+    fn send_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        self.stream.send_with(len, fill)
+    }
+
+    fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.send_parts(parts)
+    }
+
+    fn feed(&mut self, message: Bytes) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.feed(message)
+    }
+
+    fn feed_with<F>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        F: FnOnce(&mut bytes::BytesMut) + Send,
+    {
+        self.stream.feed_with(len, fill)
+    }
+
+    fn feed_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.feed_parts(parts)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
+        self.stream.flush()
+    }
+
     fn close_send(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
         self.stream.close_send()
     }

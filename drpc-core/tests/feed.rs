@@ -1,0 +1,177 @@
+//! `feed`: messages queued on a client stream without a flush, over real loopback TCP against
+//! the real `Server`. Fed messages arrive whole and in order; they are written by a flush, a
+//! receive, CloseSend, or once `FEED_FLUSH_AT` bytes wait, and not before; a stream dropped with
+//! fed messages queued is canceled cleanly (the connection serves the next call), and one
+//! whose Invoke was never written never reaches the server.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Msg, WITHIN, opts};
+use drpc_core::{
+    CallOptions, Conn, ConnExt, Context, Error, FEED_FLUSH_AT, RawStream, Router, Server,
+    TypedStream,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const UPLOAD: &str = "/feed.Test/Upload";
+const ECHO: &str = "/feed.Test/Echo";
+
+/// A server whose upload handler reports every message it receives, in order, and answers
+/// with the texts joined and the numbers summed. `started` counts upload handlers run.
+struct FeedServer {
+    addr: std::net::SocketAddr,
+    received: mpsc::UnboundedReceiver<Msg>,
+    started: Arc<AtomicUsize>,
+}
+
+async fn feed_server() -> FeedServer {
+    let (tx, received) = mpsc::unbounded_channel();
+    let started = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&started);
+    let router = Router::new()
+        .unary(ECHO, |_: Context, m: Msg| async move {
+            Ok::<_, Error>(Msg::new(format!("echo:{}", m.text), m.n + 1))
+        })
+        .streaming(UPLOAD, move |_: Context, mut s: TypedStream<Msg, Msg>| {
+            let tx = tx.clone();
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (mut texts, mut sum) = (Vec::new(), 0);
+                while let Some(m) = s.recv().await? {
+                    texts.push(m.text.clone());
+                    sum += m.n;
+                    let _ = tx.send(m);
+                }
+                s.send(&Msg::new(texts.join("+"), sum)).await
+            }
+        });
+    let server = Server::new(router);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener).await });
+    FeedServer {
+        addr,
+        received,
+        started,
+    }
+}
+
+async fn echo<C: Conn>(conn: &C) {
+    let reply: Msg = conn
+        .call(ECHO, &Msg::new("after", 1), opts())
+        .await
+        .unwrap();
+    assert_eq!(reply, Msg::new("echo:after", 2));
+}
+
+#[tokio::test]
+async fn fed_messages_of_every_size_arrive_whole_and_in_order() {
+    let mut s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut up = conn
+        .client_streaming::<Msg, Msg>(UPLOAD, opts())
+        .await
+        .unwrap();
+    // Small ones, one split into frames (over 64 KiB), one at the queue's flush mark.
+    let sizes = [1, 10, 1000, 70_000, 3, FEED_FLUSH_AT, 5];
+    for (i, &len) in sizes.iter().enumerate() {
+        up.feed(&Msg::new("x".repeat(len), i as i64)).await.unwrap();
+    }
+    let reply = up.close_and_recv().await.unwrap();
+    let want: Vec<String> = sizes.iter().map(|&len| "x".repeat(len)).collect();
+    assert_eq!(reply, Msg::new(want.join("+"), 21));
+    for (i, &len) in sizes.iter().enumerate() {
+        let m = s.received.recv().await.unwrap();
+        assert_eq!((m.text.len(), m.n), (len, i as i64));
+    }
+    echo(&conn).await;
+}
+
+/// A fed message below the mark stays queued until a flush; past the mark the queue is
+/// written without one.
+#[tokio::test]
+async fn a_fed_message_is_written_by_a_flush_or_a_full_queue() {
+    let mut s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut up = conn
+        .client_streaming::<Msg, Msg>(UPLOAD, opts())
+        .await
+        .unwrap();
+    up.feed(&Msg::new("queued", 1)).await.unwrap();
+    // Not written, so the server cannot have it however long it waits.
+    assert!(
+        timeout(Duration::from_millis(300), s.received.recv())
+            .await
+            .is_err(),
+        "a fed message was written before any flush"
+    );
+    up.flush().await.unwrap();
+    let m = timeout(WITHIN, s.received.recv()).await.unwrap().unwrap();
+    assert_eq!(m, Msg::new("queued", 1));
+    // Fill the queue past the mark: the first of these reaches the server before any flush.
+    let chunk = "y".repeat(64 << 10);
+    let count = FEED_FLUSH_AT / chunk.len() + 1;
+    for i in 0..count {
+        up.feed(&Msg::new(chunk.clone(), i as i64)).await.unwrap();
+    }
+    let m = timeout(WITHIN, s.received.recv()).await.unwrap().unwrap();
+    assert_eq!((m.text.len(), m.n), (chunk.len(), 0));
+    let reply = up.close_and_recv().await.unwrap();
+    assert_eq!(reply.n, 1 + (0..count as i64).sum::<i64>());
+    echo(&conn).await;
+}
+
+/// Dropping a stream whose Invoke was written, with a message still queued, cancels it: the
+/// queued message is dropped and the connection serves the next call.
+#[tokio::test]
+async fn a_stream_dropped_with_fed_messages_queued_cancels_and_keeps_the_connection() {
+    let mut s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut up = conn.open_stream(UPLOAD, opts()).await.unwrap();
+    up.send(Bytes::from(prost::Message::encode_to_vec(&Msg::new(
+        "sent", 1,
+    ))))
+    .await
+    .unwrap();
+    let m = timeout(WITHIN, s.received.recv()).await.unwrap().unwrap();
+    assert_eq!(m.text, "sent");
+    up.feed(Bytes::from(prost::Message::encode_to_vec(&Msg::new(
+        "fed", 2,
+    ))))
+    .await
+    .unwrap();
+    drop(up);
+    assert!(!conn.is_closed(), "a soft cancel keeps the connection");
+    echo(&conn).await;
+    assert!(
+        s.received.try_recv().is_err(),
+        "the queued message of a canceled stream was written"
+    );
+    assert_eq!(s.started.load(Ordering::SeqCst), 1);
+}
+
+/// A stream that was only fed (nothing flushed) never reaches the server when dropped.
+#[tokio::test]
+async fn a_stream_only_fed_then_dropped_never_reaches_the_server() {
+    let s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut up = conn
+        .client_streaming::<Msg, Msg>(UPLOAD, CallOptions::new())
+        .await
+        .unwrap();
+    up.feed(&Msg::new("never", 1)).await.unwrap();
+    drop(up);
+    echo(&conn).await;
+    assert_eq!(
+        s.started.load(Ordering::SeqCst),
+        0,
+        "the Invoke of a stream dropped before any flush reached the server"
+    );
+}
