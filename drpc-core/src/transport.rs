@@ -62,6 +62,9 @@ impl ReadHalf {
 
     /// Decodes a packet from bytes already buffered, without reading.
     pub(crate) fn try_decode(&mut self) -> Result<Option<Packet>, Error> {
+        if self.buf.is_empty() {
+            return Ok(None); // every read loop asks once more after its last packet
+        }
         Ok(self.codec.decode(&mut self.buf)?)
     }
 

@@ -107,6 +107,13 @@ impl Header {
         };
         let mut pos = 1;
         let next = |pos: &mut usize| -> Result<Option<u64>, WireError> {
+            // One-byte varints (small ids and lengths) skip the general loop.
+            if let Some(&byte) = buf.get(*pos)
+                && byte < 0x80
+            {
+                *pos += 1;
+                return Ok(Some(u64::from(byte)));
+            }
             Ok(varint::decode(&buf[*pos..])?.map(|(v, n)| {
                 *pos += n;
                 v
