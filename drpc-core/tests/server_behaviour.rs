@@ -593,3 +593,42 @@ async fn a_connection_queued_but_not_yet_reported_when_the_drain_starts_gets_a_g
     let report = timeout(WITHIN, drain).await.unwrap().unwrap();
     assert!(report.finished(), "{report:?}");
 }
+
+/// `Listener::refuse_new` (what a drain calls before its last look at the listen queue): a
+/// client connecting after it gets no handshake at all, so nothing can be queued between the
+/// drain's last `accept_queued` and the listener's close, where it would be reset with its
+/// first call written. Once the listener has closed, the retried SYN is refused.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+#[serial]
+async fn a_listener_refusing_new_connections_completes_no_handshake_and_then_refuses() {
+    use drpc_core::server::Listener;
+    let mut listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A connection before: accepted as usual.
+    let before = TcpStream::connect(addr).await.unwrap();
+    let (accepted, _) = timeout(WITHIN, Listener::accept(&mut listener))
+        .await
+        .unwrap()
+        .unwrap();
+    drop((before, accepted));
+    listener.refuse_new();
+    let connecting = tokio::spawn(TcpStream::connect(addr));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !connecting.is_finished(),
+        "a handshake completed after refuse_new"
+    );
+    assert!(
+        Listener::accept_queued(&mut listener).is_none(),
+        "nothing was queued"
+    );
+    drop(listener);
+    // Linux sends the SYN again after 1 s, then 3 s later: refused, not reset or hung.
+    let result = timeout(Duration::from_secs(10), connecting)
+        .await
+        .expect("the connect ends once the listener is gone")
+        .unwrap();
+    let e = result.expect_err("nothing listens any more");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+}

@@ -43,6 +43,14 @@ pub trait Listener: Send + 'static {
             std::task::Poll::Pending => None,
         }
     }
+
+    /// Stops the listening socket from completing new connections. A drain calls it before
+    /// its last [`Listener::accept_queued`]: a connection whose handshake completed after
+    /// that and before the listener closed would be reset, with its client's first call
+    /// already written. The default does nothing. The TCP listener (Linux) attaches a socket
+    /// filter that drops every packet sent to it: a client connecting now gets no answer, and
+    /// a refusal once the listener has closed (its SYN is sent again after about a second).
+    fn refuse_new(&mut self) {}
 }
 
 /// One `accept` on the listening socket `fd` right now, bypassing the reactor's cached
@@ -65,6 +73,16 @@ impl Listener for tokio::net::TcpListener {
         let (tcp, peer) = tokio::net::TcpListener::accept(self).await?;
         let _ = tcp.set_nodelay(true);
         Ok((tcp, Some(peer)))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn refuse_new(&mut self) {
+        // A classic BPF program of one instruction, `ret #0`: drop the packet (SYNs and the
+        // last ACKs of handshakes under way alike).
+        const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+        if let Err(e) = socket2::SockRef::from(&*self).attach_filter(&DROP_ALL) {
+            tracing::debug!(error = %e, "could not stop new connections before the drain");
+        }
     }
 
     #[cfg(unix)]

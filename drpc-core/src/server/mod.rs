@@ -252,7 +252,10 @@ impl Server {
                     // what is queued now (bounded), and not once the deadline has passed.
                     // Taken without yielding, so that the listener closes right after, and
                     // from the socket itself (`Listener::accept_queued`): a handshake that
-                    // finished after the reactor's last poll is queued too.
+                    // finished after the reactor's last poll is queued too. New handshakes
+                    // are stopped first (`Listener::refuse_new`): one completed between the
+                    // last look and the close would be reset.
+                    listener.refuse_new();
                     for _ in 0..BACKLOG_DRAIN.min(limit) {
                         if self.inner.stop.is_cancelled() {
                             break;
