@@ -1,6 +1,6 @@
 //! `MuxConn` keeps the streams of finished calls for the next calls: how many streams calls
 //! open, the bound on kept streams, their timeout, canceled calls, and kept streams the server
-//! closed (its idle timeout) on yamux and QUIC.
+//! closed (its idle timeout) on yamux and QUIC, and fed messages on a kept stream.
 
 mod common;
 
@@ -212,4 +212,52 @@ async fn a_kept_stream_the_server_closed_is_dropped_and_the_call_succeeds_on_qui
     assert_eq!(echo(&conn, "c").await.unwrap(), "echo:c");
     assert_eq!(stats.calls.load(Ordering::SeqCst), 3);
     server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Messages fed on a mux stream (queued, written in large writes) arrive whole and in order,
+/// across a queue that fills past the flush mark, and the stream is kept for the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fed_messages_on_a_mux_stream_arrive_in_order_and_the_stream_is_kept() {
+    const SUM: &str = "/t/Sum";
+    let router = common::router(Arc::new(common::Stats::default())).streaming(
+        SUM,
+        |_ctx: drpc_core::Context, mut s: drpc_core::TypedStream<bytes::Bytes, u64>| async move {
+            // Each message is its index repeated; a message out of order or torn fails here.
+            let (mut next, mut bytes) = (0u8, 0u64);
+            while let Some(m) = s.recv().await? {
+                if m.iter().any(|&b| b != next) {
+                    return Err(Error::Remote {
+                        code: 1,
+                        message: format!("message {next} arrived wrong"),
+                    });
+                }
+                next = next.wrapping_add(1);
+                bytes += m.len() as u64;
+            }
+            s.send(&bytes).await
+        },
+    );
+    let server = MuxServer::new(Server::new(router));
+    let conn = yamux_conn(&server, MuxConnConfig::default()).await;
+    let options = || CallOptions::new().with_timeout(Duration::from_secs(30));
+    let mut up = conn
+        .client_streaming::<bytes::Bytes, u64>(SUM, options())
+        .await
+        .unwrap();
+    let count = drpc_core::FEED_FLUSH_AT / (16 << 10) + 8;
+    for i in 0..count {
+        up.feed(&bytes::Bytes::from(vec![i as u8; 16 << 10]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        up.close_and_recv().await.unwrap(),
+        (count * (16 << 10)) as u64
+    );
+    assert_eq!(echo(&conn, "after").await.unwrap(), "echo:after");
+    assert_eq!(
+        conn.session().streams_opened(),
+        1,
+        "the fed stream was kept and served the next call"
+    );
 }
