@@ -274,6 +274,24 @@ impl<Req, Resp, C: Codec<Req> + Codec<Resp>> TypedStream<Req, Resp, C> {
         self.stream.flush().await
     }
 
+    /// Queues one reply without flushing it ([`ServerStream::feed`]): written once the
+    /// handler waits or returns, on [`Self::flush`], or when enough bytes wait.
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub async fn feed(&mut self, reply: &Resp) -> Result<(), Error> {
+        self.codec.buffer(&mut self.stream, reply)?;
+        self.stream.flush_if_full().await
+    }
+
+    /// Writes the replies [`Self::feed`] queued.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.stream.flush().await
+    }
+
     /// The raw stream underneath.
     pub fn into_inner(self) -> ServerStream {
         self.stream
@@ -315,6 +333,23 @@ impl<Resp, C: Codec<Resp>> SendStream<Resp, C> {
     /// it before anything newer.
     pub async fn send(&mut self, reply: &Resp) -> Result<(), Error> {
         self.codec.buffer(&mut self.stream, reply)?;
+        self.stream.flush().await
+    }
+
+    /// Queues one reply without flushing it, as [`TypedStream::feed`].
+    ///
+    /// # Errors
+    /// As [`Self::send`].
+    pub async fn feed(&mut self, reply: &Resp) -> Result<(), Error> {
+        self.codec.buffer(&mut self.stream, reply)?;
+        self.stream.flush_if_full().await
+    }
+
+    /// Writes the replies [`Self::feed`] queued.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn flush(&mut self) -> Result<(), Error> {
         self.stream.flush().await
     }
 }

@@ -1,8 +1,9 @@
-//! `feed`: messages queued on a client stream without a flush, over real loopback TCP against
-//! the real `Server`. Fed messages arrive whole and in order; they are written by a flush, a
-//! receive, CloseSend, or once `FEED_FLUSH_AT` bytes wait, and not before; a stream dropped with
-//! fed messages queued is canceled cleanly (the connection serves the next call), and one
-//! whose Invoke was never written never reaches the server.
+//! `feed`: messages queued on a stream without a flush, over real loopback TCP against the
+//! real `Server`. Client side: fed messages arrive whole and in order; they are written by a
+//! flush, a receive, CloseSend, or once `FEED_FLUSH_AT` bytes wait, and not before; a stream
+//! dropped with fed messages queued is canceled cleanly (the connection serves the next call),
+//! and one whose Invoke was never written never reaches the server. Server side: replies a
+//! handler feeds arrive in order, written when the handler returns or waits for a request.
 
 mod common;
 
@@ -22,6 +23,11 @@ use tokio::time::timeout;
 
 const UPLOAD: &str = "/feed.Test/Upload";
 const ECHO: &str = "/feed.Test/Echo";
+const DOWNLOAD: &str = "/feed.Test/Download";
+const CHAT: &str = "/feed.Test/Chat";
+
+/// The sizes the download handler feeds, in turn: small, split into frames, tiny.
+const DOWNLOAD_SIZES: [usize; 4] = [10, 70_000, 3, 1000];
 
 /// A server whose upload handler reports every message it receives, in order, and answers
 /// with the texts joined and the numbers summed. `started` counts upload handlers run.
@@ -52,6 +58,30 @@ async fn feed_server() -> FeedServer {
                 s.send(&Msg::new(texts.join("+"), sum)).await
             }
         });
+    let router = router
+        .streaming(
+            DOWNLOAD,
+            |_: Context, s: TypedStream<Msg, Msg>| async move {
+                let mut s = s;
+                let req = s.recv().await?.ok_or(Error::Eof)?;
+                let mut out = s.into_send();
+                for i in 0..req.n {
+                    let len = DOWNLOAD_SIZES[i as usize % DOWNLOAD_SIZES.len()];
+                    out.feed(&Msg::new("d".repeat(len), i)).await?;
+                }
+                Ok(()) // the connection writes what waits when the handler returns
+            },
+        )
+        .streaming(
+            CHAT,
+            |_: Context, mut s: TypedStream<Msg, Msg>| async move {
+                // Each reply is only fed: the next receive waits, and the connection writes it.
+                while let Some(m) = s.recv().await? {
+                    s.feed(&Msg::new(format!("re:{}", m.text), m.n)).await?;
+                }
+                Ok(())
+            },
+        );
     let server = Server::new(router);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -174,4 +204,45 @@ async fn a_stream_only_fed_then_dropped_never_reaches_the_server() {
         0,
         "the Invoke of a stream dropped before any flush reached the server"
     );
+}
+
+/// A server-streaming handler that feeds every reply and returns: all arrive, in order, with
+/// queues well past the flush mark.
+#[tokio::test]
+async fn replies_a_handler_feeds_arrive_whole_and_in_order() {
+    let s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let count = 40;
+    let mut down = conn
+        .server_streaming::<Msg, Msg>(DOWNLOAD, &Msg::new("", count), opts())
+        .await
+        .unwrap();
+    for i in 0..count {
+        let m = down.recv().await.unwrap().expect("a reply");
+        let len = DOWNLOAD_SIZES[i as usize % DOWNLOAD_SIZES.len()];
+        assert_eq!((m.text.len(), m.n), (len, i));
+    }
+    assert!(down.recv().await.unwrap().is_none());
+    echo(&conn).await;
+}
+
+/// A handler that feeds a reply and then waits for the next request: the reply is written
+/// while it waits (the client waits for it before sending more, so a reply left queued would
+/// hang the call).
+#[tokio::test]
+async fn a_reply_fed_before_the_handler_waits_is_written() {
+    let s = feed_server().await;
+    let conn = drpc_core::dial(s.addr).await.unwrap();
+    let mut chat = conn.bidi::<Msg, Msg>(CHAT, opts()).await.unwrap();
+    for i in 0..3 {
+        chat.send(&Msg::new(format!("m{i}"), i)).await.unwrap();
+        let reply = timeout(WITHIN, chat.recv())
+            .await
+            .expect("the fed reply was written while the handler waited")
+            .unwrap();
+        assert_eq!(reply, Some(Msg::new(format!("re:m{i}"), i)));
+    }
+    chat.close_send().await.unwrap();
+    assert_eq!(chat.recv().await.unwrap(), None);
+    echo(&conn).await;
 }

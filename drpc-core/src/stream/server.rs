@@ -97,6 +97,11 @@ impl Writer {
             .map_err(|wrote| crate::transport::fill_error(len, wrote))
     }
 
+    /// How many bytes wait to be written.
+    pub(crate) fn buffered(&self) -> usize {
+        self.lock().buf.buffered()
+    }
+
     /// Whether nothing waits to be written or flushed.
     pub(crate) fn is_idle(&self) -> bool {
         let inner = self.lock();
@@ -389,6 +394,37 @@ impl ServerStream {
         Ok(self.writer.flush().await?)
     }
 
+    /// Queues a message without flushing it (as the client's `RawStream::feed`): a run of
+    /// fed messages goes out in a few large writes. The connection writes what waits when the
+    /// handler next waits on it (a receive, a timer: the handler runs on the connection's task)
+    /// or returns, on [`ServerStream::flush`] or the next send, and here once
+    /// [`FEED_FLUSH_AT`](crate::FEED_FLUSH_AT) bytes wait.
+    ///
+    /// # Errors
+    /// As [`ServerStream::send`]; a write error only when the queue was full.
+    pub async fn feed(&mut self, message: Bytes) -> Result<(), Error> {
+        self.buffer_bytes(message)?;
+        self.flush_if_full().await
+    }
+
+    /// [`ServerStream::send_message`] without the flush, as [`ServerStream::feed`].
+    ///
+    /// # Errors
+    /// As [`ServerStream::feed`].
+    pub async fn feed_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
+        self.buffer_message(message)?;
+        self.flush_if_full().await
+    }
+
+    /// Flushes when [`FEED_FLUSH_AT`](crate::FEED_FLUSH_AT) bytes or more wait.
+    pub(crate) async fn flush_if_full(&mut self) -> Result<(), Error> {
+        if self.writer.buffered() >= crate::FEED_FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Queues a message without flushing: the connection flushes it together with the
     /// CloseSend that follows when the handler returns (one write per unary reply).
     pub(crate) fn buffer_message<M: prost::Message>(&mut self, message: &M) -> Result<(), Error> {
@@ -427,8 +463,11 @@ impl ServerStream {
             .map_err(|e| self.send_error(e))
     }
 
-    /// Flushes what was queued.
-    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+    /// Writes what [`ServerStream::feed`] queued.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn flush(&mut self) -> Result<(), Error> {
         Ok(self.writer.flush().await?)
     }
 
