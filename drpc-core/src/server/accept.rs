@@ -50,6 +50,9 @@ pub trait Listener: Send + 'static {
     /// already written. The default does nothing. The TCP listener (Linux) attaches a socket
     /// filter that drops every packet sent to it: a client connecting now gets no answer, and
     /// a refusal once the listener has closed (its SYN is sent again after about a second).
+    /// The filter is on the socket: a copy of the listener made by duplicating its file
+    /// descriptor stops completing connections too (a `SO_REUSEPORT` sibling is a socket of its
+    /// own and takes them).
     fn refuse_new(&mut self) {}
 }
 
