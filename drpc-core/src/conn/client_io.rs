@@ -394,7 +394,7 @@ impl<T: Transport> ClientIo<T> {
     /// Queues a Message on the running stream without flushing it: it is written with the
     /// next flush, receive or CloseSend, or once [`FEED_FLUSH_AT`] bytes wait. A run of fed
     /// messages then goes out in a few large vectored writes instead of a write each (a
-    /// stream of 64 KiB messages over loopback TCP: about 3x the rate; see the README). The
+    /// stream of 64 KiB messages over loopback TCP: about 2.5x the rate; see the README). The
     /// caller must [`ClientIo::flush`] when it stops feeding and waits on something else.
     ///
     /// # Errors
