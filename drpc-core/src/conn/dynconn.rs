@@ -138,16 +138,10 @@ impl RawStream for BoxStream {
     where
         F: FnOnce(&mut bytes::BytesMut) + Send,
     {
-        let mut buf = bytes::BytesMut::with_capacity(len);
-        fill(&mut buf);
-        self.0.feed_dyn(buf.freeze())
+        self.0.feed_dyn(super::filled(len, fill))
     }
     fn feed_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
-        let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for p in parts {
-            joined.extend_from_slice(p);
-        }
-        self.0.feed_dyn(joined.freeze())
+        self.0.feed_dyn(super::joined(parts))
     }
     fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + Send {
         self.0.flush_dyn()

@@ -182,6 +182,23 @@ pub trait Conn: Send + Sync {
     }
 }
 
+/// A message of `len` bytes written by `fill` into a buffer of its own (the default of
+/// [`RawStream::send_with`] for streams that cannot encode in place).
+pub(crate) fn filled(len: usize, fill: impl FnOnce(&mut bytes::BytesMut)) -> Bytes {
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    fill(&mut buf);
+    buf.freeze()
+}
+
+/// `parts` joined into one message (the default of [`RawStream::send_parts`]).
+pub(crate) fn joined(parts: &[Bytes]) -> Bytes {
+    let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for p in parts {
+        joined.extend_from_slice(p);
+    }
+    joined.freeze()
+}
+
 /// One RPC's stream of encoded messages, from the client side.
 ///
 /// Dropping it before the stream ended cancels the RPC (see [`Conn`]).
@@ -209,9 +226,7 @@ pub trait RawStream: Send + 'static {
     where
         F: FnOnce(&mut bytes::BytesMut) + Send,
     {
-        let mut buf = bytes::BytesMut::with_capacity(len);
-        fill(&mut buf);
-        self.send(buf.freeze())
+        self.send(filled(len, fill))
     }
 
     /// Sends one message made of `parts` one after the other (a protobuf field header and a
@@ -222,11 +237,7 @@ pub trait RawStream: Send + 'static {
     /// # Errors
     /// As [`RawStream::send`].
     fn send_parts(&mut self, parts: &[Bytes]) -> impl Future<Output = Result<(), Error>> + Send {
-        let mut joined = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for p in parts {
-            joined.extend_from_slice(p);
-        }
-        self.send(joined.freeze())
+        self.send(joined(parts))
     }
 
     /// Queues one message without flushing it (like `futures`' `SinkExt::feed`): it goes out
