@@ -17,6 +17,7 @@ use drpc_core::{
     CallOptions, Conn, ConnExt, Context, Error, FEED_FLUSH_AT, RawStream, Router, Server,
     TypedStream,
 };
+use serial_test::serial;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -30,17 +31,30 @@ const CHAT: &str = "/feed.Test/Chat";
 const DOWNLOAD_SIZES: [usize; 4] = [10, 70_000, 3, 1000];
 
 /// A server whose upload handler reports every message it receives, in order, and answers
-/// with the texts joined and the numbers summed. `started` counts upload handlers run.
+/// with the texts joined and the numbers summed. `started` counts upload handlers run, `ended`
+/// those that returned or were dropped (canceled).
 struct FeedServer {
     addr: std::net::SocketAddr,
     received: mpsc::UnboundedReceiver<Msg>,
     started: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+}
+
+/// Counts one ended handler when dropped, however the handler's future ended.
+struct EndGuard(Arc<AtomicUsize>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 async fn feed_server() -> FeedServer {
     let (tx, received) = mpsc::unbounded_channel();
     let started = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&started);
+    let ended = Arc::new(AtomicUsize::new(0));
+    let end_counter = Arc::clone(&ended);
     let router = Router::new()
         .unary(ECHO, |_: Context, m: Msg| async move {
             Ok::<_, Error>(Msg::new(format!("echo:{}", m.text), m.n + 1))
@@ -48,7 +62,9 @@ async fn feed_server() -> FeedServer {
         .streaming(UPLOAD, move |_: Context, mut s: TypedStream<Msg, Msg>| {
             let tx = tx.clone();
             counter.fetch_add(1, Ordering::SeqCst);
+            let guard = EndGuard(Arc::clone(&end_counter));
             async move {
+                let _guard = guard;
                 let (mut texts, mut sum) = (Vec::new(), 0);
                 while let Some(m) = s.recv().await? {
                     texts.push(m.text.clone());
@@ -90,6 +106,7 @@ async fn feed_server() -> FeedServer {
         addr,
         received,
         started,
+        ended,
     }
 }
 
@@ -159,8 +176,10 @@ async fn a_fed_message_is_written_by_a_flush_or_a_full_queue() {
 }
 
 /// Dropping a stream whose Invoke was written, with a message still queued, cancels it: the
-/// queued message is dropped and the connection serves the next call.
+/// server hears of it at once, the queued message is dropped, and the connection serves the
+/// next call.
 #[tokio::test]
+#[serial]
 async fn a_stream_dropped_with_fed_messages_queued_cancels_and_keeps_the_connection() {
     let mut s = feed_server().await;
     let conn = drpc_core::dial(s.addr).await.unwrap();
@@ -179,6 +198,15 @@ async fn a_stream_dropped_with_fed_messages_queued_cancels_and_keeps_the_connect
     .unwrap();
     drop(up);
     assert!(!conn.is_closed(), "a soft cancel keeps the connection");
+    // The server hears of the cancel at once, not only when the next call starts a stream.
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while s.ended.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the handler was not canceled before the next call"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     echo(&conn).await;
     assert!(
         s.received.try_recv().is_err(),
