@@ -272,6 +272,40 @@ pub(crate) fn targets(rows: &[Row]) -> String {
             );
         }
     }
+    // Each drpc transport against the raw protocol over the same transport (informational):
+    // what drpc adds, apart from what the transport itself costs.
+    for (drpc, raw, name) in [
+        (Impl::DrpcTls, Impl::RawTls, "tls"),
+        (Impl::DrpcYamux, Impl::RawYamux, "yamux"),
+        (Impl::DrpcQuic, Impl::RawQuic, "quic"),
+    ] {
+        let mut line = String::new();
+        for (shape, size, conc, metric) in [
+            ("unary", 64, 1, "p50_us"),
+            ("unary", 64, 64, "rps"),
+            ("stream", stream_size, 1, "MBps"),
+        ] {
+            let (Some(v), Some(t)) = (
+                ratio_of(
+                    get(drpc, shape, size, conc, metric),
+                    get(raw, shape, size, conc, metric),
+                ),
+                ratio_of(
+                    get(raw, shape, size, conc, metric),
+                    get(Impl::Raw, shape, size, conc, metric),
+                ),
+            ) else {
+                continue;
+            };
+            let _ = write!(
+                line,
+                " {shape}_{size}B_conc{conc}_{metric}={v:.2}(raw-{name}/raw={t:.2})"
+            );
+        }
+        if !line.is_empty() {
+            let _ = writeln!(out, "vs_transport={name}{line}");
+        }
+    }
     // How far ahead of tonic (informational: no goal).
     let mut ahead = |name: &str, v: Option<f64>| {
         if let Some(v) = v {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use drpc_core::Server;
-use drpc_mux::yamux::{YamuxConfig, YamuxSession};
+use drpc_mux::yamux::YamuxSession;
 use drpc_mux::{MuxConn, MuxServer};
 use tokio::net::TcpListener;
 
@@ -22,14 +22,18 @@ impl Target for DrpcYamux {
     type Client = DrpcClient<Arc<MuxConn<YamuxSession>>>;
 
     async fn serve(listener: TcpListener) -> Result<()> {
-        let server = MuxServer::new(Server::new(router()));
+        let config = drpc_mux::MuxServerConfig {
+            yamux: super::raw_over::yamux_config().without_heartbeat(),
+            ..Default::default()
+        };
+        let server = MuxServer::with_config(Server::new(router()), config);
         tokio::spawn(async move { server.serve_yamux(listener).await });
         Ok(())
     }
 
     async fn connect(addr: SocketAddr, count: usize) -> Result<Vec<Self::Client>> {
         let conn = Arc::new(MuxConn::new(
-            YamuxSession::connect(addr, YamuxConfig::default()).await?,
+            YamuxSession::connect(addr, super::raw_over::yamux_config()).await?,
         ));
         Ok((0..count)
             .map(|_| DrpcClient::new(Arc::clone(&conn)))

@@ -9,6 +9,7 @@ pub(crate) mod drpc_tls;
 pub(crate) mod drpc_yamux;
 pub(crate) mod grpc;
 pub(crate) mod raw;
+pub(crate) mod raw_over;
 
 use std::net::SocketAddr;
 
@@ -24,6 +25,18 @@ macro_rules! with_target {
         match $impl {
             Impl::Raw => {
                 type $t = raw::Raw;
+                $body
+            }
+            Impl::RawTls => {
+                type $t = raw_over::RawTls;
+                $body
+            }
+            Impl::RawYamux => {
+                type $t = raw_over::RawYamux;
+                $body
+            }
+            Impl::RawQuic => {
+                type $t = raw_over::RawQuic;
                 $body
             }
             Impl::Tonic => {
@@ -75,6 +88,12 @@ macro_rules! with_target {
 pub(crate) enum Impl {
     /// 4-byte length prefix over TCP: the physical limit.
     Raw,
+    /// The raw protocol over TLS 1.3: the limit of drpc-tls.
+    RawTls,
+    /// The raw protocol over streams of one yamux session: the limit of drpc-yamux.
+    RawYamux,
+    /// The raw protocol over streams of one QUIC connection: the limit of drpc-quic.
+    RawQuic,
     /// tonic gRPC, all callers on one HTTP/2 connection.
     Tonic,
     /// drpc-core over TCP, one connection per caller.
@@ -99,8 +118,11 @@ pub(crate) enum Impl {
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 11] = [
+    pub(crate) const ALL: [Impl; 14] = [
         Impl::Raw,
+        Impl::RawTls,
+        Impl::RawYamux,
+        Impl::RawQuic,
         Impl::Tonic,
         Impl::DrpcTcp,
         Impl::DrpcPool,
@@ -116,6 +138,9 @@ impl Impl {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Impl::Raw => "raw",
+            Impl::RawTls => "raw-tls",
+            Impl::RawYamux => "raw-yamux",
+            Impl::RawQuic => "raw-quic",
             Impl::Tonic => "tonic",
             Impl::DrpcTcp => "drpc-tcp",
             Impl::DrpcPool => "drpc-pool",
@@ -132,7 +157,10 @@ impl Impl {
     /// Whether it needs the TLS development certificates (which `--split` shares with the
     /// server process through a directory).
     pub(crate) fn needs_certs(self) -> bool {
-        matches!(self, Impl::DrpcTls | Impl::DrpcQuic)
+        matches!(
+            self,
+            Impl::DrpcTls | Impl::DrpcQuic | Impl::RawTls | Impl::RawQuic
+        )
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Impl> {

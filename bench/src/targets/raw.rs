@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Result, ensure};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{Client, Target};
@@ -48,11 +48,7 @@ impl Target for Raw {
             if let Some(size) = socket_buffer() {
                 socket2::SockRef::from(&tcp).set_send_buffer_size(size)?;
             }
-            clients.push(RawClient {
-                tcp,
-                out: Vec::new(),
-                reply: Vec::new(),
-            });
+            clients.push(RawClient::on(tcp));
         }
         Ok(clients)
     }
@@ -69,7 +65,12 @@ fn socket_buffer() -> Option<usize> {
 /// The server's read loop parses frames in place in its read buffer: echo frames that arrived
 /// whole are written back straight from it and stream chunks are only counted, so the only
 /// copies are the kernel's (the physical limit, and no `memcpy` alignment luck involved).
-async fn serve_conn(mut tcp: TcpStream) -> std::io::Result<()> {
+///
+/// Generic over the byte stream: the `raw-*` rows of [`super::raw_over`] run the same loop
+/// over TLS, a yamux stream and a QUIC stream.
+pub(crate) async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: S,
+) -> std::io::Result<()> {
     enum State {
         Header,
         Skip(usize),
@@ -147,14 +148,32 @@ async fn serve_conn(mut tcp: TcpStream) -> std::io::Result<()> {
 /// One raw connection. The request frame is built once per payload size and the reply is
 /// read into a reused buffer without copying.
 #[derive(Debug)]
-pub(crate) struct RawClient {
-    tcp: TcpStream,
+pub(crate) struct RawClient<S = TcpStream> {
+    tcp: S,
     /// Length prefix + payload, rebuilt only when the payload size changes.
     out: Vec<u8>,
     reply: Vec<u8>,
+    /// What the stream needs kept alive beside it (the session of a mux stream).
+    _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
-impl RawClient {
+impl<S> RawClient<S> {
+    /// A client on `stream` (any byte stream the server runs [`serve_conn`] on).
+    pub(crate) fn on(stream: S) -> RawClient<S> {
+        RawClient {
+            tcp: stream,
+            out: Vec::new(),
+            reply: Vec::new(),
+            _keep: None,
+        }
+    }
+
+    /// Keeps `owner` (a session) alive as long as this client.
+    pub(crate) fn keeping(mut self, owner: impl Send + 'static) -> RawClient<S> {
+        self._keep = Some(Box::new(owner));
+        self
+    }
+
     fn frame(&mut self, header: u32, payload: &[u8]) {
         if self.out.len() != 4 + payload.len() || self.out[..4] != header.to_be_bytes() {
             self.out.clear();
@@ -164,7 +183,7 @@ impl RawClient {
     }
 }
 
-impl Client for RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S> {
     async fn call(&mut self, payload: &Bytes) -> Result<()> {
         self.frame(payload.len() as u32, payload);
         self.tcp.write_all(&self.out).await?;
