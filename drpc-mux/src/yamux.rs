@@ -23,7 +23,7 @@
 //! | [`YamuxConfig::max_concurrent_streams`] | 256 | streams this side opens at once; more callers wait (bounded by their deadline) |
 //! | [`YamuxConfig::max_num_streams`] | 1024 | streams per session, both directions; streams the peer opens past it are reset (RST), the session goes on. It must exceed the peer's `max_concurrent_streams` with room for streams that are finishing (at least twice) |
 //! | stream window | 256 KiB each way | the spec's initial window; a reader grants more once it has read half of it |
-//! | [`YamuxConfig::receive_window_growth`] | 0 (off) | with it, a stream that streams doubles its receive window at each window update, up to [`session::MAX_STREAM_WINDOW`] (16 MiB), the session's streams together by this much at most; a stream's growth comes back when it ends. For links whose bandwidth × round trip exceeds 256 KiB (a stream's throughput is at most its window per round trip). Off by default: on loopback a stream is limited by its reader, not its window, and larger windows only let more data pile up (`bench --quick --shape stream`, yamux: 3.8-4.0 GB/s without, 0.8-1.2 GB/s with 32 MiB at load 2-3, 5-18x the page faults; 1.7-2.0 and 1.4-1.6 GB/s on a quiet machine) |
+//! | [`YamuxConfig::receive_window_growth`] | 2 MiB | a stream that streams doubles its receive window at each window update, up to [`session::MAX_STREAM_WINDOW`] (16 MiB), the session's streams together by this much at most; a stream's growth comes back when it ends. A stream's throughput is at most its window per round trip, and the round trip of a window update includes both ends' scheduling: on loopback 2 MiB doubled a yamux stream (`bench --quick --shape stream`, drpc-yamux, three alternating rounds: 1.2-1.7 GB/s with 0, 2.3-2.8 with 2 MiB; 1-4 MiB within noise of each other). Unread data of a session stays below 256 KiB per stream plus this, and the largest data frame it accepts is 256 KiB plus this. 0 keeps every stream at the spec's 256 KiB |
 //! | [`YamuxConfig::split_send_size`] | 64 KiB | data frame payload. Larger frames delay other streams' frames by one frame's send time |
 //! | write buffer | 1 MiB | frames waiting for the socket, from all streams; past it writers wait ([`session::WRITE_HIGH`]) |
 //! | [`YamuxConfig::heartbeat`] | 5 s / 12 s | [`Heartbeat`] |
@@ -67,11 +67,10 @@ pub struct YamuxConfig {
     /// so that a peer with the same settings never trips it. Default: 1024.
     pub max_num_streams: usize,
     /// Receive window the streams of a session may grow by, together, beyond the 256 KiB each
-    /// always has: a stream that streams doubles its window at each window update, up to [`session::MAX_STREAM_WINDOW`]; a stream's growth comes
-    /// back when it ends. Unread data of a session stays below 256 KiB per stream plus this.
-    /// Worth it where bandwidth × round trip exceeds 256 KiB; see the
-    /// [module docs](self) for why it is off by default. Default: 0 (every stream keeps the
-    /// spec's 256 KiB).
+    /// always has: a stream that streams doubles its window at each window update, up to
+    /// [`session::MAX_STREAM_WINDOW`]; a stream's growth comes back when it ends. Unread data
+    /// of a session stays below 256 KiB per stream plus this. See the [module docs](self) for
+    /// what it measured. Default: 2 MiB (0: every stream keeps the spec's 256 KiB).
     pub receive_window_growth: usize,
     /// Largest yamux data frame payload. Default: 64 KiB.
     pub split_send_size: usize,
@@ -91,7 +90,7 @@ impl Default for YamuxConfig {
         YamuxConfig {
             max_concurrent_streams: 256,
             max_num_streams: 1024,
-            receive_window_growth: 0,
+            receive_window_growth: 2 * KIB * KIB,
             split_send_size: 64 * KIB,
             heartbeat: Some(Heartbeat::default()),
             close_timeout: Duration::from_secs(2),

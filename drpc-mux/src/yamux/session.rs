@@ -91,8 +91,10 @@ pub const WRITE_HIGH: usize = 1024 * 1024;
 /// leaves the rest to the session task.
 const MAX_WRITE_ROUNDS: u32 = 8;
 
-/// The size of the session task's read buffer.
-const READ_CHUNK: usize = 64 * 1024;
+/// The size of the session task's read buffer. 256 KiB, not 64: a stream reader that reads
+/// in large reads (the raw protocol over yamux, `bench --impl raw-yamux`) streamed at
+/// 2.9-3.1 GB/s against 1.3-2.2 with 64 KiB reads (with the default window growth).
+const READ_CHUNK: usize = 256 * 1024;
 
 /// How long the ACK of a stream the peer opened may wait to ride on the stream's first frame
 /// back (a reply, a window update) before it is sent on its own. Far below hashicorp/yamux's
@@ -805,8 +807,8 @@ impl SessionTask {
         loop {
             // Payloads leave the read buffer as slices the streams hold until they read them,
             // so the buffer is refilled in place while it has room and replaced by a fresh
-            // `READ_CHUNK` only once it is used up: one allocation per 64 KiB read, not per
-            // read.
+            // `READ_CHUNK` only once it is used up: one allocation per `READ_CHUNK` read, not
+            // per read.
             let missing = self.decoder.missing();
             let buf = self.decoder.buffer();
             if buf.capacity() - buf.len() < missing.max(MIN_READ) {
@@ -1538,5 +1540,46 @@ mod batching_tests {
             }
         }
         assert_eq!(windows, [1 << 20, INITIAL_WINDOW, 1 << 20]);
+    }
+
+    /// The default config grows a streaming stream's window (2 MiB per session: 256 KiB +
+    /// 256 KiB + 512 KiB + 1 MiB, then the last 256 KiB), and a data frame past the largest
+    /// window it may grant is refused before it is buffered.
+    #[tokio::test]
+    async fn the_default_config_grows_a_window_by_2_mib_and_no_further() {
+        let (mut peer, tcp) = tcp_pair().await;
+        let (_session, mut incoming) =
+            YamuxSession::server(tcp, YamuxConfig::default().without_heartbeat());
+        let mut decoder = Decoder::new();
+        let mut sender = RawSender::new(1);
+        let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
+        let total = 16 << 20;
+        let reader = read_all(stream, total);
+        sender.send(&mut peer, &mut decoder, total).await;
+        let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+            .await
+            .expect("every byte is read")
+            .unwrap();
+        let grown = INITIAL_WINDOW + (2 << 20);
+        assert_eq!(stream.receive_window(), Some(grown));
+        assert!(
+            sender.max_credit <= u64::from(grown),
+            "credit {}",
+            sender.max_credit
+        );
+        // A frame header announcing more than the session could ever grant.
+        let header = Header::data(1, 0, grown + 1).encode();
+        peer.write_all(&header).await.unwrap();
+        let go_away = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let (h, _) = next_frame(&mut peer, &mut decoder).await;
+                if h.kind == FrameType::GoAway {
+                    return h;
+                }
+            }
+        })
+        .await
+        .expect("a GoAway");
+        assert_eq!(go_away.length, GO_AWAY_PROTOCOL_ERROR);
     }
 }
