@@ -142,6 +142,8 @@ pub(crate) async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
                 _ => {}
             }
         }
+        // What this read's frames wrote: a no-op on TCP, TLS may hold the last record.
+        tcp.flush().await?;
     }
 }
 
@@ -155,6 +157,8 @@ pub(crate) struct RawClient<S = TcpStream> {
     reply: Vec<u8>,
     /// What the stream needs kept alive beside it (the session of a mux stream).
     _keep: Option<Box<dyn std::any::Any + Send>>,
+    /// How [`Client::upload`] writes when `BENCH_RAW_STREAM` does not say.
+    stream_way: &'static str,
 }
 
 impl<S> RawClient<S> {
@@ -165,7 +169,15 @@ impl<S> RawClient<S> {
             out: Vec::new(),
             reply: Vec::new(),
             _keep: None,
+            stream_way: "vectored",
         }
+    }
+
+    /// Makes `way` the stream strategy (see [`Client::upload`]) unless `BENCH_RAW_STREAM`
+    /// names one.
+    pub(crate) fn streaming(mut self, way: &'static str) -> RawClient<S> {
+        self.stream_way = way;
+        self
     }
 
     /// Keeps `owner` (a session) alive as long as this client.
@@ -187,6 +199,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
     async fn call(&mut self, payload: &Bytes) -> Result<()> {
         self.frame(payload.len() as u32, payload);
         self.tcp.write_all(&self.out).await?;
+        // A no-op on TCP; TLS may hold the last record until flushed.
+        self.tcp.flush().await?;
         if self.reply.len() < 4 + payload.len() {
             self.reply.resize(4 + payload.len(), 0);
         }
@@ -219,11 +233,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
     /// `large` (16 frames copied into one 1 MiB write) or `plain` (one `write` per 64 KiB
     /// frame). Measured alternately, three rounds on loopback (MB/s, `--quick --impl raw
     /// --shape stream`): plain 2351/692/1799, large 2698/1955/2687, vectored 2728/2057/3050.
+    /// Over TLS vectored is the slowest (two rounds, raw-tls: vectored 1528/1443, large
+    /// 2152/3130, plain 2703/3404), so raw-tls writes plain, and raw-quic large
+    /// ([`RawClient::streaming`]; `super::raw_over` has the figures).
     async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
         self.frame(STREAM_BIT | chunk.len() as u32, chunk);
         const BATCH: u64 = 16;
-        match std::env::var("BENCH_RAW_STREAM").as_deref() {
-            Ok("large") => {
+        let way = std::env::var("BENCH_RAW_STREAM").unwrap_or_else(|_| self.stream_way.into());
+        match way.as_str() {
+            "large" => {
                 let big: Vec<u8> = self.out.repeat(BATCH as usize);
                 let mut left = count;
                 while left >= BATCH {
@@ -234,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
                     self.tcp.write_all(&self.out).await?;
                 }
             }
-            Ok("plain") => {
+            "plain" => {
                 for _ in 0..count {
                     self.tcp.write_all(&self.out).await?;
                 }
@@ -261,6 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
             }
         }
         self.tcp.write_all(&STREAM_END.to_be_bytes()).await?;
+        self.tcp.flush().await?;
         Ok(self.tcp.read_u64().await?)
     }
 }
