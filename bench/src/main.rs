@@ -7,9 +7,11 @@
 //! cargo run --release -p bench -- --smoke     # a few seconds, tiny counts (CI)
 //! ```
 //!
-//! Implementations, in report order: `raw`, `tonic`, `drpc-tcp`, `drpc-pool`, `drpc-tls`,
-//! `drpc-yamux`, `drpc-quic`, `drpc-record`, `drpc-shadow`, `drpc-shadow-layer`,
-//! `drpc-shadow-echo` (see [`targets::Impl`]).
+//! Implementations, in report order: `raw`, `raw-tls`, `raw-yamux`, `raw-quic`, `tonic`,
+//! `drpc-tcp`, `drpc-pool`, `drpc-tls`, `drpc-yamux`, `drpc-quic`, `drpc-record`,
+//! `drpc-shadow`, `drpc-shadow-layer`, `drpc-shadow-echo` (see [`targets::Impl`]). The
+//! `raw-*` rows run raw's protocol over TLS, a yamux stream and a QUIC stream: each
+//! transport's own limit, for the drpc row on it (the `vs_transport=` lines).
 //!
 //! Options: `--split` (servers in a child process), `--impl raw,tonic,drpc-tcp,…`,
 //! `--shape unary|stream`, `--size N`, `--conc N`, `--secs S` (timed seconds per unary run),
@@ -18,7 +20,9 @@
 //! prints the port and exits when its stdin closes; `--cert-dir DIR` makes it use the TLS
 //! certificates the parent wrote there instead of generating its own. `BENCH_FRACTION=F`
 //! (environment) makes `drpc-record` and the `drpc-shadow*` rows record or mirror that
-//! fraction of the calls instead of all of them.
+//! fraction of the calls instead of all of them. `BENCH_RAW_STREAM=vectored|large|plain`
+//! picks how the raw rows write streams, `BENCH_DRPC_STREAM=send|parts` how the drpc rows do,
+//! and `BENCH_YAMUX_GROWTH=BYTES` the yamux rows' receive window growth.
 //!
 //! Output: one `key=value` line per result, a markdown table with ratios to raw TCP and
 //! tonic, then the project's targets.
