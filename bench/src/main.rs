@@ -352,11 +352,27 @@ async fn run(args: &Args) -> Result<()> {
         }
     }
     if args.shapes.iter().any(|s| s == "stream") {
-        for &(imp, addr) in &addrs {
-            let r = imp
-                .stream(addr, CHUNK, stream_total, stream_runs)
-                .await
-                .with_context(|| format!("{} stream", imp.name()))?;
+        // Round by round, every implementation in turn (each round a fresh connection and
+        // warm-up): a drift of the machine's speed during the runs (this VM's raw TCP swings
+        // between 4 and 6 GB/s from one minute to the next) lands on every row alike, not on
+        // whichever ran last.
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); addrs.len()];
+        for _ in 0..stream_runs {
+            for (k, &(imp, addr)) in addrs.iter().enumerate() {
+                let r = imp
+                    .stream(addr, CHUNK, stream_total, 1)
+                    .await
+                    .with_context(|| format!("{} stream", imp.name()))?;
+                rates[k].push(r.mbps);
+            }
+        }
+        for (&(imp, _), mut rates) in addrs.iter().zip(rates) {
+            rates.sort_by(f64::total_cmp);
+            let r = harness::StreamResult {
+                mbps: rates[rates.len() / 2],
+                best_mbps: rates[rates.len() - 1],
+                runs: rates.len(),
+            };
             let row = Row {
                 imp,
                 shape: "stream",
