@@ -1308,6 +1308,38 @@ mod batching_tests {
     }
 
     /// Reads from `peer` until `decoder` yields a frame.
+    /// Sends `total` bytes on `stream` from the raw peer while a task reads them all (within
+    /// 20 s); the stream comes back.
+    async fn stream_through(
+        peer: &mut TcpStream,
+        decoder: &mut Decoder,
+        sender: &mut RawSender,
+        stream: YamuxStream,
+        total: usize,
+    ) -> YamuxStream {
+        let reader = read_all(stream, total);
+        sender.send(peer, decoder, total).await;
+        tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+            .await
+            .expect("every byte is read")
+            .unwrap()
+    }
+
+    /// Reads frames until a GoAway, which must come within 5 s and say protocol error.
+    async fn expect_protocol_go_away(peer: &mut TcpStream, decoder: &mut Decoder) {
+        let go_away = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                let (h, _) = next_frame(peer, decoder).await;
+                if h.kind == FrameType::GoAway {
+                    return h;
+                }
+            }
+        })
+        .await
+        .expect("a GoAway");
+        assert_eq!(go_away.length, GO_AWAY_PROTOCOL_ERROR);
+    }
+
     async fn next_frame(peer: &mut TcpStream, decoder: &mut Decoder) -> (Header, bytes::Bytes) {
         loop {
             if let Some(f) = decoder.next_frame(MAX_STREAM_WINDOW).unwrap() {
@@ -1460,12 +1492,7 @@ mod batching_tests {
         let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
         assert_eq!(stream.receive_window(), Some(INITIAL_WINDOW));
         let total = 24 << 20;
-        let reader = read_all(stream, total);
-        sender.send(&mut peer, &mut decoder, total).await;
-        let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
-            .await
-            .expect("every byte is read")
-            .unwrap();
+        let stream = stream_through(&mut peer, &mut decoder, &mut sender, stream, total).await;
         assert_eq!(stream.receive_window(), Some(MAX_STREAM_WINDOW));
         assert!(
             sender.max_credit <= u64::from(MAX_STREAM_WINDOW),
@@ -1495,17 +1522,7 @@ mod batching_tests {
         let mut frame = BytesMut::new();
         Header::data(1, 0, over as u32).encode_into(&vec![0u8; over], &mut frame);
         peer.write_all(&frame).await.unwrap();
-        let go_away = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            loop {
-                let (h, _) = next_frame(&mut peer, &mut decoder).await;
-                if h.kind == FrameType::GoAway {
-                    return h;
-                }
-            }
-        })
-        .await
-        .expect("a GoAway");
-        assert_eq!(go_away.length, GO_AWAY_PROTOCOL_ERROR);
+        expect_protocol_go_away(&mut peer, &mut decoder).await;
     }
 
     /// Growth is bounded per session: with 768 KiB to grow by, a stream that streams reaches
@@ -1525,12 +1542,7 @@ mod batching_tests {
         for id in [1, 3, 5] {
             let mut sender = RawSender::new(id);
             let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
-            let reader = read_all(stream, total);
-            sender.send(&mut peer, &mut decoder, total).await;
-            let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
-                .await
-                .expect("every byte is read")
-                .unwrap();
+            let stream = stream_through(&mut peer, &mut decoder, &mut sender, stream, total).await;
             windows.push(stream.receive_window().unwrap());
             match id {
                 1 => first = Some(stream),
@@ -1554,12 +1566,7 @@ mod batching_tests {
         let mut sender = RawSender::new(1);
         let stream = open(&mut peer, &mut decoder, &mut incoming, &mut sender).await;
         let total = 16 << 20;
-        let reader = read_all(stream, total);
-        sender.send(&mut peer, &mut decoder, total).await;
-        let stream = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
-            .await
-            .expect("every byte is read")
-            .unwrap();
+        let stream = stream_through(&mut peer, &mut decoder, &mut sender, stream, total).await;
         let grown = INITIAL_WINDOW + (2 << 20);
         assert_eq!(stream.receive_window(), Some(grown));
         assert!(
@@ -1570,16 +1577,6 @@ mod batching_tests {
         // A frame header announcing more than the session could ever grant.
         let header = Header::data(1, 0, grown + 1).encode();
         peer.write_all(&header).await.unwrap();
-        let go_away = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            loop {
-                let (h, _) = next_frame(&mut peer, &mut decoder).await;
-                if h.kind == FrameType::GoAway {
-                    return h;
-                }
-            }
-        })
-        .await
-        .expect("a GoAway");
-        assert_eq!(go_away.length, GO_AWAY_PROTOCOL_ERROR);
+        expect_protocol_go_away(&mut peer, &mut decoder).await;
     }
 }
