@@ -158,7 +158,30 @@ pub(crate) struct RawClient<S = TcpStream> {
     /// What the stream needs kept alive beside it (the session of a mux stream).
     _keep: Option<Box<dyn std::any::Any + Send>>,
     /// How [`Client::upload`] writes when `BENCH_RAW_STREAM` does not say.
-    stream_way: &'static str,
+    stream_way: StreamWay,
+}
+
+/// How a raw client writes a stream (see [`Client::upload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamWay {
+    /// 16 frames per `writev`, no copy.
+    Vectored,
+    /// 16 frames copied into one 1 MiB `write`.
+    Large,
+    /// One `write` per frame.
+    Plain,
+}
+
+impl StreamWay {
+    /// `BENCH_RAW_STREAM` (`vectored`, `large` or `plain`), if set to one of them.
+    fn from_env() -> Option<StreamWay> {
+        match std::env::var("BENCH_RAW_STREAM").ok()?.as_str() {
+            "vectored" => Some(StreamWay::Vectored),
+            "large" => Some(StreamWay::Large),
+            "plain" => Some(StreamWay::Plain),
+            _ => None,
+        }
+    }
 }
 
 impl<S> RawClient<S> {
@@ -169,13 +192,13 @@ impl<S> RawClient<S> {
             out: Vec::new(),
             reply: Vec::new(),
             _keep: None,
-            stream_way: "vectored",
+            stream_way: StreamWay::Vectored,
         }
     }
 
     /// Makes `way` the stream strategy (see [`Client::upload`]) unless `BENCH_RAW_STREAM`
     /// names one.
-    pub(crate) fn streaming(mut self, way: &'static str) -> RawClient<S> {
+    pub(crate) fn streaming(mut self, way: StreamWay) -> RawClient<S> {
         self.stream_way = way;
         self
     }
@@ -239,9 +262,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
     async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
         self.frame(STREAM_BIT | chunk.len() as u32, chunk);
         const BATCH: u64 = 16;
-        let way = std::env::var("BENCH_RAW_STREAM").unwrap_or_else(|_| self.stream_way.into());
-        match way.as_str() {
-            "large" => {
+        match StreamWay::from_env().unwrap_or(self.stream_way) {
+            StreamWay::Large => {
                 let big: Vec<u8> = self.out.repeat(BATCH as usize);
                 let mut left = count;
                 while left >= BATCH {
@@ -252,12 +274,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
                     self.tcp.write_all(&self.out).await?;
                 }
             }
-            "plain" => {
+            StreamWay::Plain => {
                 for _ in 0..count {
                     self.tcp.write_all(&self.out).await?;
                 }
             }
-            _ => {
+            StreamWay::Vectored => {
                 let frame_len = self.out.len();
                 let mut left_bytes = count as usize * frame_len;
                 let mut offset = 0; // into the current frame

@@ -25,7 +25,7 @@ use drpc_mux::yamux::{YamuxConfig, YamuxSession, YamuxStream};
 use tokio::net::TcpListener;
 
 use super::certs;
-use super::raw::{RawClient, serve_conn};
+use super::raw::{RawClient, StreamWay, serve_conn};
 use crate::harness::Target;
 
 /// Raw frames over TLS.
@@ -56,7 +56,7 @@ impl Target for RawTls {
         let mut clients = Vec::with_capacity(count);
         for _ in 0..count {
             let tls = connector.connect_tcp(addr, certs::SERVER_NAME).await?;
-            clients.push(RawClient::on(tls).streaming("plain"));
+            clients.push(RawClient::on(tls).streaming(StreamWay::Plain));
         }
         Ok(clients)
     }
@@ -73,9 +73,11 @@ impl Target for RawYamux {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let _ = tcp.set_nodelay(true);
-                let (session, mut incoming) = YamuxSession::server(tcp, yamux_config());
+                let (session, mut incoming) =
+                    YamuxSession::server(tcp, yamux_config().without_heartbeat());
                 tokio::spawn(async move {
-                    // The session lives as long as its streams are accepted.
+                    // As drpc-yamux's server: no heartbeat. The session lives as long as its
+                    // streams are accepted.
                     let _session = session;
                     while let Some(stream) = incoming.accept().await {
                         tokio::spawn(async move {
@@ -139,7 +141,7 @@ impl Target for RawQuic {
         let mut clients = Vec::with_capacity(count);
         for _ in 0..count {
             let stream = session.open().await?;
-            let client = RawClient::on(stream).streaming("large");
+            let client = RawClient::on(stream).streaming(StreamWay::Large);
             clients.push(client.keeping(std::sync::Arc::clone(&session)));
         }
         Ok(clients)
