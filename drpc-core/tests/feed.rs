@@ -175,6 +175,59 @@ async fn a_fed_message_is_written_by_a_flush_or_a_full_queue() {
     echo(&conn).await;
 }
 
+/// Feeds three messages through `conn`, one with each of `feed`, `feed_with` and
+/// `feed_parts`, and checks that none is written before the flush: a wrapper that did not
+/// forward one of them would fall back to the trait's default, which sends at once.
+async fn fed_waits_for_the_flush<C: Conn>(conn: &C, s: &mut FeedServer, what: &str) {
+    use prost::Message as _;
+    let msgs: Vec<Msg> = (1..=3).map(|n| Msg::new(what, n)).collect();
+    let encoded: Vec<Bytes> = msgs
+        .iter()
+        .map(|m| Bytes::from(m.encode_to_vec()))
+        .collect();
+    let mut up = conn.open_stream(UPLOAD, opts()).await.unwrap();
+    up.feed(encoded[0].clone()).await.unwrap();
+    up.feed_with(encoded[1].len(), |buf| buf.extend_from_slice(&encoded[1]))
+        .await
+        .unwrap();
+    let (head, tail) = encoded[2].split_at(2);
+    up.feed_parts(&[Bytes::copy_from_slice(head), Bytes::copy_from_slice(tail)])
+        .await
+        .unwrap();
+    assert!(
+        timeout(Duration::from_millis(300), s.received.recv())
+            .await
+            .is_err(),
+        "{what}: a fed message was written before any flush"
+    );
+    up.flush().await.unwrap();
+    for want in &msgs {
+        let m = timeout(WITHIN, s.received.recv()).await.unwrap().unwrap();
+        assert_eq!(&m, want, "{what}");
+    }
+    up.close_send().await.unwrap();
+    let reply = Msg::decode(up.recv().await.unwrap().expect("a reply")).unwrap();
+    assert_eq!(reply.n, 6, "{what}");
+}
+
+/// The connection wrappers of drpc-core forward the three ways to feed: a boxed
+/// `Arc<dyn DynConn>` and, with the `metrics` feature, a `MetricsConn`; and so does a plain
+/// connection, the reference.
+#[tokio::test]
+async fn wrapped_connections_keep_fed_messages_until_the_flush() {
+    let mut s = feed_server().await;
+    let plain = drpc_core::dial(s.addr).await.unwrap();
+    fed_waits_for_the_flush(&plain, &mut s, "plain").await;
+    let boxed: Arc<dyn drpc_core::DynConn> = Arc::new(drpc_core::dial(s.addr).await.unwrap());
+    fed_waits_for_the_flush(&boxed, &mut s, "dyn").await;
+    #[cfg(feature = "metrics")]
+    {
+        let conn =
+            drpc_core::layers::metrics::MetricsConn::new(drpc_core::dial(s.addr).await.unwrap());
+        fed_waits_for_the_flush(&conn, &mut s, "metrics").await;
+    }
+}
+
 /// Dropping a stream whose Invoke was written, with a message still queued, cancels it: the
 /// server hears of it at once, the queued message is dropped, and the connection serves the
 /// next call.

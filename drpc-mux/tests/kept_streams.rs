@@ -261,3 +261,52 @@ async fn fed_messages_on_a_mux_stream_arrive_in_order_and_the_stream_is_kept() {
         "the fed stream was kept and served the next call"
     );
 }
+
+/// A mux stream forwards the three ways to feed (`feed`, `feed_with`, `feed_parts`): nothing
+/// is written before the flush, so the server has not even seen the stream's Invoke 300 ms
+/// later. A stream that did not forward one would fall back to `RawStream`'s default, which
+/// sends at once.
+#[tokio::test]
+async fn fed_messages_on_a_mux_stream_wait_for_the_flush() {
+    use drpc_core::RawStream;
+    use prost::Message as _;
+    const SUM: &str = "/t/Sum";
+    let router = common::router(Arc::new(common::Stats::default())).streaming(
+        SUM,
+        |_ctx: drpc_core::Context, mut s: drpc_core::TypedStream<bytes::Bytes, u64>| async move {
+            let mut bytes = 0u64;
+            while let Some(m) = s.recv().await? {
+                bytes += m.len() as u64;
+            }
+            s.send(&bytes).await
+        },
+    );
+    let server = Server::new(router);
+    let conn = yamux_conn(&MuxServer::new(server.clone()), MuxConnConfig::default()).await;
+    let encoded: Vec<bytes::Bytes> = (1..=3)
+        .map(|n| bytes::Bytes::from(bytes::Bytes::from(vec![7u8; n]).encode_to_vec()))
+        .collect();
+    let options = CallOptions::new().with_timeout(Duration::from_secs(30));
+    let mut up = conn.open_stream(SUM, options).await.unwrap();
+    up.feed(encoded[0].clone()).await.unwrap();
+    up.feed_with(encoded[1].len(), |buf| buf.extend_from_slice(&encoded[1]))
+        .await
+        .unwrap();
+    let (head, tail) = encoded[2].split_at(1);
+    up.feed_parts(&[
+        bytes::Bytes::copy_from_slice(head),
+        bytes::Bytes::copy_from_slice(tail),
+    ])
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.calls_in_flight(),
+        0,
+        "a fed message (and the Invoke) was written before any flush"
+    );
+    up.flush().await.unwrap();
+    up.close_send().await.unwrap();
+    let reply = up.recv().await.unwrap().expect("a reply");
+    assert_eq!(u64::decode(reply).unwrap(), 1 + 2 + 3);
+}
