@@ -248,7 +248,7 @@ pub(crate) fn fill_error(len: usize, wrote: usize) -> Error {
 }
 
 /// Payloads at least this large are written from their own buffer (vectored), not copied.
-const ZERO_COPY_MIN: usize = 16 << 10;
+pub(crate) const ZERO_COPY_MIN: usize = 16 << 10;
 
 /// How many buffers one vectored write takes at most.
 const MAX_IOVECS: usize = 32;

@@ -205,15 +205,27 @@ enum Flush {
     Later,
 }
 
-/// Sends one message: encoded straight into the stream's write buffer when the codec can
-/// ([`Codec::encoded_len`]; prost can), else encoded into a buffer of its own first.
+/// Sends one message: a large one as pieces when the codec can ([`Codec::encode_pieces`]:
+/// its large `Bytes` fields are not copied), else encoded straight into the stream's write
+/// buffer when the codec can ([`Codec::encoded_len`]; prost can), else encoded into a buffer
+/// of its own first.
 async fn send<S: RawStream, M: Sync, C: Codec<M>>(
     stream: &mut S,
     codec: C,
     message: &M,
     flush: Flush,
 ) -> Result<(), Error> {
-    match codec.encoded_len(message) {
+    let len = codec.encoded_len(message);
+    if let Some(len) = len
+        && let Some(pieces) = codec.encode_pieces(message, len)
+    {
+        let pieces = pieces?;
+        return match flush {
+            Flush::Now => stream.send_parts(&pieces).await,
+            Flush::Later => stream.feed_parts(&pieces).await,
+        };
+    }
+    match len {
         Some(len) => {
             let mut failed = None;
             let fill = |buf: &mut bytes::BytesMut| {

@@ -71,4 +71,19 @@ pub trait Codec<M>: Copy + Send + Sync + 'static {
         buf.extend_from_slice(&self.encode(message)?);
         Ok(())
     }
+
+    /// `message`, whose [`Codec::encoded_len`] is `len`, as pieces to send one after the
+    /// other, with its large `Bytes` fields shared rather than copied; `None` (the default)
+    /// when the codec cannot or the message is too small to gain from it. [`Prost`] can: a
+    /// message of 16 KiB or more sent on a typed
+    /// stream goes out with its `bytes` fields of 16 KiB or more (held as
+    /// [`bytes::Bytes`], prost-build's `.bytes(..)`) written from their own buffers, not
+    /// copied into the write buffer.
+    ///
+    /// # Errors
+    /// As [`Codec::encode`].
+    fn encode_pieces(&self, message: &M, len: usize) -> Option<Result<Vec<Bytes>, Error>> {
+        let _ = (message, len);
+        None
+    }
 }

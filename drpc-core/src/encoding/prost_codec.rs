@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use super::Codec;
 use crate::error::Error;
 use crate::stream::ServerStream;
+use crate::stream::pieces::{self, PIECES_MIN};
 
 /// Encodes `message` into a buffer of exactly its size.
 pub fn encode<M: prost::Message>(message: &M) -> Bytes {
@@ -47,5 +48,9 @@ impl<M: prost::Message + Default + 'static> Codec<M> for Prost {
     fn encode_into(&self, message: &M, buf: &mut BytesMut) -> Result<(), Error> {
         message.encode_raw(buf);
         Ok(())
+    }
+
+    fn encode_pieces(&self, message: &M, len: usize) -> Option<Result<Vec<Bytes>, Error>> {
+        (len >= PIECES_MIN).then(|| Ok(pieces::encode(message, len)))
     }
 }

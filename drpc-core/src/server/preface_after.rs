@@ -10,12 +10,16 @@
 //! did not negotiate `h2`).
 //!
 //! ```no_run
-//! # async fn f(acceptor: drpc_core::tls::TlsAcceptor) -> std::io::Result<()> {
+//! # async fn f() -> std::io::Result<()> {
 //! use std::time::Duration;
-//! use drpc_core::{Router, Server, server::preface_after};
+//! use drpc_core::{Router, Server, server::{Plain, preface_after}};
+//! // The TLS handshake: a `drpc_core::tls::TlsAcceptor` (feature `tls`). `Plain` here, so
+//! // that the example builds without the feature.
+//! let acceptor = Plain;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let (split, others) = preface_after::split_after(acceptor, Duration::from_secs(10));
-//! // `others` yields `Rewind<ServerTlsStream>`: hand it to tonic's `serve_with_incoming`
+//! // `others` yields `Rewind<ServerTlsStream>` (here `Rewind<TcpStream>`): hand it to
+//! // tonic's `serve_with_incoming`
 //! // (wrapped in a type implementing tonic's `Connected`).
 //! # drop(others);
 //! Server::new(Router::new()).serve_with(listener, split).await

@@ -2,6 +2,7 @@
 //! [`crate::conn::TransportStream`] and the server's [`ServerStream`], which sits here, below
 //! both the server and the router, so that neither depends on the other.
 
+pub(crate) mod pieces;
 #[cfg(feature = "migrate")]
 pub(crate) mod record_encode;
 mod server;

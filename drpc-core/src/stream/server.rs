@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::transport::WriteHalf;
 use crate::wire::Kind;
 
+use super::pieces::{self, PIECES_MIN};
 use super::tap::MessageTap;
 
 /// The connection's write side and its sans-IO core, shared by the connection task and the
@@ -79,6 +80,15 @@ impl Writer {
         let mut inner = self.lock();
         let id = inner.core.begin_send(stream)?;
         inner.buf.push_bytes(id, Kind::Message, data);
+        Ok(())
+    }
+
+    /// Queues a Message on `stream` made of `parts` one after the other (large ones are
+    /// written from their own buffers).
+    fn send_parts(&self, stream: u64, parts: &[Bytes]) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let id = inner.core.begin_send(stream)?;
+        inner.buf.push_parts(id, Kind::Message, parts);
         Ok(())
     }
 
@@ -446,9 +456,15 @@ impl ServerStream {
         }
         let len = message.encoded_len();
         self.shared.check_send(len)?;
-        self.writer
-            .send_with(self.shared.id, len, |b| message.encode_raw(b))
-            .map_err(|e| self.send_error(e))
+        let sent = if len >= PIECES_MIN {
+            // Large `Bytes` fields go out from their own buffers (`stream::pieces`).
+            let pieces = pieces::encode(message, len);
+            self.writer.send_parts(self.shared.id, &pieces)
+        } else {
+            self.writer
+                .send_with(self.shared.id, len, |b| message.encode_raw(b))
+        };
+        sent.map_err(|e| self.send_error(e))
     }
 
     /// Queues already encoded bytes without flushing (what [`crate::encoding::Codec::buffer`]
