@@ -95,19 +95,19 @@ impl<C: Conn + 'static> Client for DrpcClient<C> {
     /// message fed as two pieces with [`RawStream::feed_parts`]: the protobuf field header and
     /// the chunk's own `Bytes`, so the payload is not copied in user space). The server side
     /// is the same typed handler every way.
-    async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
+    async fn upload(&mut self, chunks: &[Bytes], count: u64) -> Result<u64> {
         let way = std::env::var("BENCH_DRPC_STREAM");
         if way.as_deref() == Ok("parts") {
-            return self.upload_parts(chunk, count).await;
+            return self.upload_parts(chunks, count).await;
         }
         let send = way.as_deref() == Ok("send");
         let mut up = self
             .conn
             .client_streaming::<Payload, Summary>(UPLOAD, CallOptions::new())
             .await?;
-        for _ in 0..count {
+        for i in 0..count as usize {
             let message = Payload {
-                data: chunk.clone(),
+                data: chunks[i % chunks.len()].clone(),
             };
             if send {
                 up.send(&message).await?;
@@ -127,14 +127,15 @@ impl<C: Conn + 'static> Client for DrpcClient<C> {
 
 impl<C: Conn + 'static> DrpcClient<C> {
     /// [`Client::upload`] with each message fed as its field header and the chunk.
-    async fn upload_parts(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
+    async fn upload_parts(&mut self, chunks: &[Bytes], count: u64) -> Result<u64> {
         let mut header = bytes::BytesMut::new();
         prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut header);
-        prost::encoding::encode_varint(chunk.len() as u64, &mut header);
-        let parts = [header.freeze(), chunk.clone()];
+        prost::encoding::encode_varint(chunks[0].len() as u64, &mut header);
+        let header = header.freeze();
         let mut up = self.conn.open_stream(UPLOAD, CallOptions::new()).await?;
-        for _ in 0..count {
-            up.feed_parts(&parts).await?;
+        for i in 0..count as usize {
+            up.feed_parts(&[header.clone(), chunks[i % chunks.len()].clone()])
+                .await?;
         }
         up.close_send().await?;
         let reply = up.recv().await?.ok_or(Error::Eof)?;

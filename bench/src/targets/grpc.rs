@@ -90,10 +90,10 @@ impl Client for TonicClient {
         Ok(())
     }
 
-    async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
-        let chunk = chunk.clone();
-        let requests = futures_util::stream::iter((0..count).map(move |_| Payload {
-            data: chunk.clone(),
+    async fn upload(&mut self, chunks: &[Bytes], count: u64) -> Result<u64> {
+        let chunks = chunks.to_vec();
+        let requests = futures_util::stream::iter((0..count as usize).map(move |i| Payload {
+            data: chunks[i % chunks.len()].clone(),
         }));
         let sum = self.client.upload(requests).await?.into_inner();
         ensure!(

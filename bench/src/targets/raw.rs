@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -159,6 +159,27 @@ pub(crate) struct RawClient<S = TcpStream> {
     _keep: Option<Box<dyn std::any::Any + Send>>,
     /// How [`Client::upload`] writes when `BENCH_RAW_STREAM` does not say.
     stream_way: StreamWay,
+    /// A stream's frames, built once per set of chunks (see [`StreamFrames`]).
+    stream: Option<StreamFrames>,
+}
+
+/// A stream's frames (length prefix + chunk), one per chunk, and for [`StreamWay::Large`]
+/// every 16 of them joined into one buffer: built before the first stream of a run, so
+/// that no stream copies its payloads into frames while it is timed.
+struct StreamFrames {
+    /// The chunks these frames were built from: their count, length and first address.
+    key: (usize, usize, usize),
+    frames: Vec<Vec<u8>>,
+    batches: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StreamFrames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFrames")
+            .field("frames", &self.frames.len())
+            .field("batches", &self.batches.len())
+            .finish()
+    }
 }
 
 /// How a raw client writes a stream (see [`Client::upload`]).
@@ -193,6 +214,7 @@ impl<S> RawClient<S> {
             reply: Vec::new(),
             _keep: None,
             stream_way: StreamWay::Vectored,
+            stream: None,
         }
     }
 
@@ -259,43 +281,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Client for RawClient<S>
     /// Over TLS vectored is the slowest (two rounds, raw-tls: vectored 1528/1443, large
     /// 2152/3130, plain 2703/3404), so raw-tls writes plain, and raw-quic large
     /// ([`RawClient::streaming`]; `super::raw_over` has the figures).
-    async fn upload(&mut self, chunk: &Bytes, count: u64) -> Result<u64> {
-        self.frame(STREAM_BIT | chunk.len() as u32, chunk);
-        const BATCH: u64 = 16;
+    async fn upload(&mut self, chunks: &[Bytes], count: u64) -> Result<u64> {
+        const BATCH: usize = 16;
+        let key = (chunks.len(), chunks[0].len(), chunks[0].as_ptr() as usize);
+        if self.stream.as_ref().is_none_or(|s| s.key != key) {
+            let frames: Vec<Vec<u8>> = chunks
+                .iter()
+                .map(|c| [&(STREAM_BIT | c.len() as u32).to_be_bytes()[..], c].concat())
+                .collect();
+            let batches = frames.chunks(BATCH).map(|b| b.concat()).collect();
+            self.stream = Some(StreamFrames {
+                key,
+                frames,
+                batches,
+            });
+        }
+        let StreamFrames {
+            frames, batches, ..
+        } = self.stream.as_ref().context("stream frames")?;
+        let count = count as usize;
         match StreamWay::from_env().unwrap_or(self.stream_way) {
             StreamWay::Large => {
-                let big: Vec<u8> = self.out.repeat(BATCH as usize);
-                let mut left = count;
-                while left >= BATCH {
-                    self.tcp.write_all(&big).await?;
-                    left -= BATCH;
+                let whole = count / BATCH;
+                for b in 0..whole {
+                    self.tcp.write_all(&batches[b % batches.len()]).await?;
                 }
-                for _ in 0..left {
-                    self.tcp.write_all(&self.out).await?;
+                for i in whole * BATCH..count {
+                    self.tcp.write_all(&frames[i % frames.len()]).await?;
                 }
             }
             StreamWay::Plain => {
-                for _ in 0..count {
-                    self.tcp.write_all(&self.out).await?;
+                for i in 0..count {
+                    self.tcp.write_all(&frames[i % frames.len()]).await?;
                 }
             }
             StreamWay::Vectored => {
-                let frame_len = self.out.len();
-                let mut left_bytes = count as usize * frame_len;
-                let mut offset = 0; // into the current frame
+                let frame_len = frames[0].len();
+                let mut left_bytes = count * frame_len;
+                let (mut at, mut offset) = (0, 0); // the next byte: frames[at][offset]
                 while left_bytes > 0 {
-                    let mut slices = Vec::with_capacity(BATCH as usize + 1);
-                    let mut offered = 0;
-                    slices.push(std::io::IoSlice::new(&self.out[offset..]));
-                    offered += frame_len - offset;
-                    while slices.len() < BATCH as usize && offered < left_bytes {
-                        slices.push(std::io::IoSlice::new(&self.out));
+                    let mut slices = Vec::with_capacity(BATCH);
+                    slices.push(std::io::IoSlice::new(&frames[at % frames.len()][offset..]));
+                    let mut offered = frame_len - offset;
+                    while slices.len() < BATCH && offered < left_bytes {
+                        slices.push(std::io::IoSlice::new(
+                            &frames[(at + slices.len()) % frames.len()],
+                        ));
                         offered += frame_len;
                     }
                     let n = self.tcp.write_vectored(&slices).await?;
                     ensure!(n > 0, "write returned 0");
                     let n = n.min(left_bytes);
                     left_bytes -= n;
+                    at += (offset + n) / frame_len;
                     offset = (offset + n) % frame_len;
                 }
             }
