@@ -226,6 +226,9 @@ pub(super) struct Core {
     pub(super) out: BytesMut,
     /// The buffer a writer swaps in for `out` while it writes what `out` held.
     pub(super) spare: BytesMut,
+    /// The buffer a large write frames its bytes in with the lock released (see
+    /// `stream::poll_write`); empty while a writer uses it.
+    pub(super) stage: BytesMut,
     /// A writer is writing with the lock released (it holds `io`): frames queued meanwhile
     /// are its to write, before it lets go of the socket.
     pub(super) writing: bool,
@@ -541,6 +544,7 @@ impl YamuxSession {
                 },
                 out: BytesMut::with_capacity(64 * 1024),
                 spare: BytesMut::with_capacity(64 * 1024),
+                stage: BytesMut::new(),
                 writing: false,
                 io: Some(Box::pin(write)),
                 task: None,
@@ -1108,6 +1112,21 @@ mod tests {
     /// session task. Every stream's bytes arrive whole and in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_frames_arrive_whole_and_in_order() {
+        concurrent_writers(|n| 1000 + n).await;
+    }
+
+    /// As [`concurrent_writers_frames_arrive_whole_and_in_order`], with writes large enough
+    /// to be framed with the lock released (`stream::poll_write`): the staged frames of one
+    /// stream never interleave with another's inside a frame, whether they are swapped in for
+    /// an empty write buffer or appended to a full one, and whether the session's stage buffer
+    /// was free or taken by another writer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_large_writers_frames_arrive_whole_and_in_order() {
+        concurrent_writers(|n| 16 * 1024 + n * 613).await;
+    }
+
+    /// `STREAMS` streams each write `LEN` bytes in chunks of `chunk(stream)` bytes at once.
+    async fn concurrent_writers(chunk: fn(usize) -> usize) {
         const STREAMS: usize = 64;
         const LEN: usize = 96 * 1024;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1143,8 +1162,8 @@ mod tests {
                 // The stream's first byte says which stream it is (accept order is not
                 // open order).
                 stream.write_all(&[n as u8]).await.unwrap();
-                for chunk in data.chunks(1000 + n) {
-                    stream.write_all(chunk).await.unwrap();
+                for piece in data.chunks(chunk(n)) {
+                    stream.write_all(piece).await.unwrap();
                 }
                 stream.shutdown().await.unwrap();
                 // Hold the stream until the peer has read everything.

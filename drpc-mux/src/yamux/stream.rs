@@ -398,29 +398,75 @@ fn poll_write(
     }
     let n = total.min(slot.send_window as usize).min(room);
     slot.send_window -= n as u32;
-    let mut flags = std::mem::take(&mut slot.pending_flags);
+    let flags = std::mem::take(&mut slot.pending_flags);
+    let split = shared.split_send_size as usize;
+    if flags != 0 || n < STAGE_MIN {
+        encode_frames(&mut core.out, id, flags, split, bufs, n);
+        shared.send(core);
+        return Poll::Ready(Ok(n));
+    }
+    // A large write on an open stream: its bytes are copied into frames with the lock
+    // released, so that the session task, which takes the lock for every frame it reads,
+    // does not wait on a copy of the application's (cold) buffers. Only the frames, just
+    // written and in the cache, are copied under the lock, or not at all when nothing else
+    // waits to be written. A stream's first frame (SYN or ACK) is queued under the lock, so
+    // no frame of the stream can overtake it.
+    let mut stage = std::mem::take(&mut core.stage);
+    drop(core);
+    encode_frames(&mut stage, id, 0, split, bufs, n);
+    let mut core = shared.lock();
+    if core.dead {
+        return Poll::Ready(Err(session_error(shared)));
+    }
+    if core.streams.get(&id).is_none_or(|slot| slot.reset) {
+        return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+    }
+    if core.out.is_empty() {
+        std::mem::swap(&mut core.out, &mut stage);
+    } else {
+        core.out.extend_from_slice(&stage);
+    }
+    stage.clear();
+    core.stage = stage;
+    shared.send(core);
+    Poll::Ready(Ok(n))
+}
+
+/// Writes of at least this many bytes copy them into frames with the session's lock
+/// released ([`poll_write`]).
+const STAGE_MIN: usize = 16 * 1024;
+
+/// Appends the first `n` bytes of `bufs` to `out` as data frames of `stream` of at most
+/// `split` bytes each, the first one with `flags`.
+fn encode_frames(
+    out: &mut bytes::BytesMut,
+    stream: u32,
+    mut flags: u16,
+    split: usize,
+    bufs: &[IoSlice<'_>],
+    n: usize,
+) {
+    out.reserve(n + n.div_ceil(split.max(1)) * super::frame::HEADER_LEN);
     let mut slices = bufs.iter().map(|b| &b[..]).filter(|b| !b.is_empty());
     let mut current: &[u8] = &[];
     let mut left = n;
     while left > 0 {
-        let frame = left.min(shared.split_send_size as usize);
+        let frame = left.min(split);
         // `frame` is at most `split_send_size`, a u32.
-        let header = Header::data(id, std::mem::take(&mut flags), frame as u32);
-        core.out.extend_from_slice(&header.encode());
+        let header = Header::data(stream, std::mem::take(&mut flags), frame as u32);
+        out.extend_from_slice(&header.encode());
         let mut need = frame;
         while need > 0 {
             if current.is_empty() {
                 current = slices.next().unwrap_or_default();
             }
             let take = need.min(current.len());
-            core.out.extend_from_slice(&current[..take]);
+            out.extend_from_slice(&current[..take]);
             current = &current[take..];
             need -= take;
         }
         left -= frame;
     }
-    shared.send(core);
-    Poll::Ready(Ok(n))
 }
 
 fn poll_flush(shared: &Shared) -> Poll<io::Result<()>> {
