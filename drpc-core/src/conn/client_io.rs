@@ -31,9 +31,11 @@ pub enum StreamEvent {
     Finished(Option<Error>),
 }
 
-/// Bytes waiting in the write buffer at which [`ClientIo::feed`] writes them out: enough for
-/// writes of about a dozen 64 KiB messages, little against a socket's send buffer.
-pub const FEED_FLUSH_AT: usize = 512 << 10;
+/// Bytes waiting in the write buffer at which [`ClientIo::feed`] writes them out: 16 messages
+/// of 64 KiB, one `writev` of 32 pieces when their payloads are `Bytes` of their own (as large
+/// `Bytes` fields of typed messages are). 1 MiB against 512 KiB: drpc-tcp streams 4 644-5 086
+/// against 3 532-4 199 MB/s (four alternating rounds); TLS, yamux and QUIC the same.
+pub const FEED_FLUSH_AT: usize = 1 << 20;
 
 /// A client connection core and its I/O over one transport: one stream at a time, driven by
 /// whoever calls it (no task of its own). The core owns stream ids, the running stream, late
