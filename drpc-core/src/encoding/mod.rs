@@ -75,10 +75,9 @@ pub trait Codec<M>: Copy + Send + Sync + 'static {
     /// `message`, whose [`Codec::encoded_len`] is `len`, as pieces to send one after the
     /// other, with its large `Bytes` fields shared rather than copied; `None` (the default)
     /// when the codec cannot or the message is too small to gain from it. [`Prost`] can: a
-    /// message of 16 KiB or more sent on a typed
-    /// stream goes out with its `bytes` fields of 16 KiB or more (held as
-    /// [`bytes::Bytes`], prost-build's `.bytes(..)`) written from their own buffers, not
-    /// copied into the write buffer.
+    /// message of 16 KiB or more sent on a typed stream goes out with its `bytes` fields of
+    /// 16 KiB or more (held as [`bytes::Bytes`], prost-build's `.bytes(..)`) written from
+    /// their own buffers, not copied into the write buffer.
     ///
     /// # Errors
     /// As [`Codec::encode`].

@@ -66,9 +66,9 @@ impl Pieces {
     }
 }
 
-// The crate's one `unsafe`: prost encodes through `BufMut` only, an `unsafe trait`. Measured
-// (README, "Large `Bytes` fields are not copied"): a typed stream of 64 KiB payloads
-// without this copy.
+// The crate's one `unsafe`: prost encodes through `BufMut` only, an `unsafe trait`. The need,
+// measured (README, "Large `Bytes` fields are not copied"): typed streams of 64 KiB `Bytes`
+// payloads are 8-14 % faster on TCP, TLS and QUIC without the copy.
 // SAFETY: every method hands out or advances the run's own `BytesMut` storage only:
 // `chunk_mut` is the run's uninitialized tail and `advance_mut` advances the run by what the
 // caller initialized there, as `BytesMut`'s own `BufMut` does.
